@@ -1,0 +1,1 @@
+"""The pure routing kernel: no IO, no clock, no global randomness."""
