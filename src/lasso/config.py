@@ -64,8 +64,11 @@ class ProviderConfig:
     priority: int = 100
     archival: bool = True
     subscribe_new_heads: bool | None = None  # None inherits the chain's setting
-    headers: Mapping[str, str] = _EMPTY  # lower-cased names; api_key becomes authorization
+    headers: Mapping[str, str] = field(
+        default_factory=lambda: _EMPTY
+    )  # lower-cased names; api_key becomes authorization
     capabilities: Capabilities = field(default_factory=Capabilities)
+    sharing_mode: str = "auto"  # "isolated": never share upstream state across profiles
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +114,9 @@ class ProfileConfig:
     burst_limit: int = 500
     chains: Mapping[str, ChainConfig] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "<memory>"
+    logo: str | None = None
+    unlisted: bool = False  # hidden from profile listings, still routable
+    api_keys: tuple[str, ...] = ()  # inbound API keys (front matter); not enforced yet
 
     def resolve_chain(self, ident: str) -> ChainConfig | None:
         """Find a chain by key, alias or decimal chain id."""
