@@ -1,0 +1,404 @@
+"""Circuit breaker: one per (provider, transport), as an enum plus a transition table.
+
+Rules (reference §4, with the per-node decisions of :mod:`lasso.kernel.classify`):
+
+* CLOSED admits everything. Each penalizing failure adds to a *consecutive* count and any
+  success resets it. When the count reaches the threshold of the **current** failure's
+  category (``category_thresholds``, else ``failure_threshold``) the breaker trips OPEN.
+* OPEN rejects until its recovery deadline ``now + delay + jitter`` (jitter uniform in
+  ``[0, delay/20)``). Failures while open are ignored and never extend the deadline; a late
+  success (from a call admitted before the trip) is ignored too.
+* Once the deadline passes, the breaker *is* HALF_OPEN: :meth:`CircuitBreaker.state`
+  reports it at once ("proactive recovery"), and the next call that mutates the breaker
+  materializes it. HALF_OPEN admits at most ``half_open_max_probes`` concurrent probes.
+* In HALF_OPEN, ``success_threshold`` successes close the circuit and reset every count;
+  any penalizing failure reopens it with backoff ``base × 2^min(reopens, 4)``, capped at
+  ``max_recovery_timeout_s`` (60 → 120 → 240 → 480 → 600 s).
+* A failure carrying a retry-after uses it as the delay (capped). A manual open with a
+  retry-after is a *quota* open: one success closes it (the reference's rate-limit open;
+  rate limits themselves never penalize, so this is the router's explicit choice).
+* Manual open and close are legal from every state.
+* Non-penalizing categories never count: :meth:`CircuitBreaker.on_failure` treats them as
+  :meth:`CircuitBreaker.on_neutral`, which only releases a half-open probe slot.
+
+Mutating calls decide synchronously and return a :class:`Transition` (or ``None``) for
+the adapter to log, publish and export as a metric afterwards. A transition runs from the
+last *reported* state, so none is lost: :meth:`CircuitBreaker.admit` returns a bool and
+may silently materialize OPEN → HALF_OPEN, which the next ``on_*``/``force_*`` call or a
+timer's :meth:`CircuitBreaker.tick` then reports.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
+from typing import TypeGuard
+
+from lasso.kernel.classify import penalizes_breaker
+from lasso.kernel.clock import Rng
+
+
+class BreakerState(IntEnum):
+    """Breaker states; the values are the ``lasso_circuit_breaker_state`` gauge values."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class BreakerEvent(StrEnum):
+    """Events the breaker feeds its table, after evaluating its counters.
+
+    The values are the reasons published with each transition.
+    """
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TRIP = "failure_threshold_exceeded"
+    RECOVERY_DUE = "proactive_recovery"
+    RECOVERED = "recovered"
+    PROBE_FAILED = "reopen_due_to_failure"
+    FORCE_OPEN = "manual_open"
+    FORCE_CLOSE = "manual_close"
+
+
+class IllegalTransition(RuntimeError):
+    """An event arrived in a state whose table row does not allow it (a kernel bug)."""
+
+
+_S = BreakerState
+_E = BreakerEvent
+
+TRANSITIONS: Mapping[tuple[BreakerState, BreakerEvent], tuple[BreakerState, str]] = (
+    MappingProxyType(
+        {
+            (_S.CLOSED, _E.SUCCESS): (_S.CLOSED, "reset the consecutive failure count"),
+            (_S.CLOSED, _E.FAILURE): (_S.CLOSED, "count a penalizing failure"),
+            (_S.CLOSED, _E.TRIP): (_S.OPEN, "count reached the category threshold"),
+            (_S.CLOSED, _E.FORCE_OPEN): (_S.OPEN, "manual open"),
+            (_S.CLOSED, _E.FORCE_CLOSE): (_S.CLOSED, "manual close: reset counts"),
+            (_S.OPEN, _E.SUCCESS): (_S.OPEN, "late success: ignored"),
+            (_S.OPEN, _E.FAILURE): (_S.OPEN, "ignored; the deadline is not extended"),
+            (_S.OPEN, _E.RECOVERY_DUE): (_S.HALF_OPEN, "recovery deadline passed"),
+            (_S.OPEN, _E.FORCE_OPEN): (_S.OPEN, "manual open: new deadline"),
+            (_S.OPEN, _E.FORCE_CLOSE): (_S.CLOSED, "manual close"),
+            (_S.HALF_OPEN, _E.SUCCESS): (_S.HALF_OPEN, "probe success below threshold"),
+            (_S.HALF_OPEN, _E.RECOVERED): (_S.CLOSED, "success threshold reached"),
+            (_S.HALF_OPEN, _E.PROBE_FAILED): (_S.OPEN, "penalizing failure: reopen, backoff"),
+            (_S.HALF_OPEN, _E.FORCE_OPEN): (_S.OPEN, "manual open"),
+            (_S.HALF_OPEN, _E.FORCE_CLOSE): (_S.CLOSED, "manual close"),
+        }
+    )
+)
+"""``(state, event) → (next state, rule)``; a missing key is an illegal move."""
+
+_ARMING = frozenset({_E.TRIP, _E.PROBE_FAILED, _E.FORCE_OPEN})  # set a new deadline
+
+
+def next_state(state: BreakerState, event: BreakerEvent) -> BreakerState:
+    """Look ``(state, event)`` up in :data:`TRANSITIONS`.
+
+    Raises:
+        IllegalTransition: the table has no such row.
+    """
+    try:
+        return TRANSITIONS[state, event][0]
+    except KeyError:
+        raise IllegalTransition(f"{event.value!r} is illegal in state {state}") from None
+
+
+def transition_table_markdown() -> str:
+    """Render :data:`TRANSITIONS` as a Markdown table for the docs."""
+    lines = ["| state | event | next state | rule |", "|---|---|---|---|"]
+    for (state, event), (new, rule) in TRANSITIONS.items():
+        lines.append(f"| {state} | `{event.value}` | {new} | {rule} |")
+    return "\n".join(lines) + "\n"
+
+
+def _frozen_map(value: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerConfig:
+    """Breaker thresholds and timeouts (reference §4 and §13 defaults)."""
+
+    failure_threshold: int = 5
+    success_threshold: int = 2
+    recovery_timeout_s: float = 60.0
+    max_recovery_timeout_s: float = 600.0
+    half_open_max_probes: int = 1
+    category_thresholds: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType(
+            {"server_error": 5, "network_error": 3, "timeout": 2, "auth_error": 3}
+        )
+    )
+    category_recovery: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({"auth_error": 10.0})
+    )
+
+    def __post_init__(self) -> None:
+        counts = [self.failure_threshold, self.success_threshold, self.half_open_max_probes]
+        counts += self.category_thresholds.values()
+        if any(n < 1 for n in counts):
+            raise ValueError("breaker thresholds and probe limits must be at least 1")
+        delays = [self.recovery_timeout_s, *self.category_recovery.values()]
+        if any(not 0 <= d <= self.max_recovery_timeout_s for d in delays):
+            raise ValueError("recovery timeouts must lie in [0, max_recovery_timeout_s]")
+        # Copy caller-supplied dicts so the frozen config cannot change underneath us.
+        object.__setattr__(self, "category_thresholds", _frozen_map(self.category_thresholds))
+        object.__setattr__(self, "category_recovery", _frozen_map(self.category_recovery))
+
+    @property
+    def max_failure_threshold(self) -> int:
+        """The largest threshold any category can need."""
+        return max(self.failure_threshold, *self.category_thresholds.values())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """A change the caller should publish: from the last *reported* state to the new one.
+
+    ``old == new`` only for OPEN → OPEN, when the call re-armed the deadline.
+    """
+
+    old: BreakerState
+    new: BreakerState
+    event: BreakerEvent
+
+
+class CircuitBreaker:
+    """The breaker state machine. Time comes in as ``now``; jitter from ``rng``."""
+
+    __slots__ = (
+        "_config",
+        "_rng",
+        "_state",
+        "_reported",
+        "_dirty",
+        "_last_edge",
+        "_deadline",
+        "_failures",
+        "_successes",
+        "_success_threshold",
+        "_in_flight",
+        "_opens",
+        "_reopens",
+    )
+
+    def __init__(self, config: BreakerConfig, rng: Rng) -> None:
+        self._config = config
+        self._rng = rng
+        self._state = BreakerState.CLOSED
+        self._reported = BreakerState.CLOSED  # the state the last Transition announced
+        self._dirty = False
+        self._last_edge = BreakerEvent.FORCE_CLOSE
+        self._deadline = 0.0  # meaningful only while OPEN
+        self._failures = 0
+        self._successes = 0
+        self._success_threshold = config.success_threshold
+        self._in_flight = 0
+        self._opens = 0
+        self._reopens = 0
+
+    # --- read side -----------------------------------------------------------------
+
+    @property
+    def config(self) -> BreakerConfig:
+        return self._config
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    @property
+    def opens(self) -> int:
+        """How many times the breaker entered OPEN (trips, reopens and manual opens)."""
+        return self._opens
+
+    @property
+    def reopens(self) -> int:
+        """Consecutive half-open probe failures since the circuit last closed."""
+        return self._reopens
+
+    @property
+    def in_flight_probes(self) -> int:
+        return self._in_flight
+
+    @property
+    def recovery_deadline(self) -> float | None:
+        """The monotonic time the current OPEN period ends, or ``None`` unless OPEN."""
+        return self._deadline if self._state is BreakerState.OPEN else None
+
+    def state(self, now: float) -> BreakerState:
+        """Return the state as of ``now``: an OPEN breaker past its deadline is HALF_OPEN."""
+        if self._state is BreakerState.OPEN and now >= self._deadline:
+            return BreakerState.HALF_OPEN
+        return self._state
+
+    def retry_after(self, now: float) -> float | None:
+        """Seconds until an OPEN breaker starts admitting probes; ``None`` otherwise."""
+        if self._state is BreakerState.OPEN and now < self._deadline:
+            return self._deadline - now
+        return None
+
+    def __repr__(self) -> str:
+        cfg = self._config
+        if self._state is BreakerState.CLOSED:
+            detail = f"failures={self._failures}/{cfg.failure_threshold}"
+        elif self._state is BreakerState.OPEN:
+            detail = f"opens={self._opens} reopens={self._reopens} until={self._deadline:.3f}"
+        else:
+            detail = (
+                f"probes={self._in_flight}/{cfg.half_open_max_probes} "
+                f"successes={self._successes}/{self._success_threshold}"
+            )
+        return f"<CircuitBreaker {self._state} {detail}>"
+
+    # --- write side ----------------------------------------------------------------
+
+    def admit(self, now: float) -> bool:
+        """Return whether a request may be dispatched now.
+
+        In HALF_OPEN a true answer takes a probe slot: the caller must report the
+        outcome with :meth:`on_success`, :meth:`on_failure` or :meth:`on_neutral`.
+        """
+        self._advance(now)
+        if self._state is BreakerState.CLOSED:
+            return True
+        if self._state is BreakerState.OPEN:
+            return False
+        if self._in_flight < self._config.half_open_max_probes:
+            self._in_flight += 1
+            return True
+        return False
+
+    def tick(self, now: float) -> Transition | None:
+        """Apply a due recovery and report any change not yet announced (timer hook)."""
+        self._advance(now)
+        return self._report()
+
+    def on_success(self, now: float) -> Transition | None:
+        """Record a successful call."""
+        self._advance(now)
+        if self._state is BreakerState.CLOSED:
+            self._failures = 0
+            self._fire(_E.SUCCESS)
+        elif self._state is BreakerState.OPEN:
+            self._fire(_E.SUCCESS)
+        else:
+            self._release_probe()
+            self._successes += 1
+            if self._successes >= self._success_threshold:
+                self._fire(_E.RECOVERED)
+                self._reset()
+            else:
+                self._fire(_E.SUCCESS)
+        return self._report()
+
+    def on_failure(
+        self, now: float, category: str, retry_after_s: float | None = None
+    ) -> Transition | None:
+        """Record a failed call of ``category`` (a :class:`~lasso.kernel.classify.Category`).
+
+        Categories that do not penalize the breaker are handled as :meth:`on_neutral`.
+        ``retry_after_s``, when the provider sent one, replaces the computed delay if
+        this failure opens the circuit (capped at ``max_recovery_timeout_s``).
+        """
+        if not penalizes_breaker(category):
+            return self.on_neutral(now)
+        self._advance(now)
+        cfg = self._config
+        base = cfg.category_recovery.get(category, cfg.recovery_timeout_s)
+        if self._state is BreakerState.CLOSED:
+            self._failures += 1
+            if self._failures >= cfg.category_thresholds.get(category, cfg.failure_threshold):
+                self._open(now, _E.TRIP, base, retry_after_s)
+            else:
+                self._fire(_E.FAILURE)
+        elif self._state is BreakerState.OPEN:
+            self._fire(_E.FAILURE)
+        else:
+            self._reopens += 1
+            self._open(now, _E.PROBE_FAILED, base * 2 ** min(self._reopens, 4), retry_after_s)
+        return self._report()
+
+    def on_neutral(self, now: float) -> Transition | None:
+        """Record an outcome that says nothing about health; frees a half-open probe slot."""
+        self._advance(now)
+        if self._state is BreakerState.HALF_OPEN:
+            self._release_probe()
+        return self._report()
+
+    def force_open(self, now: float, *, retry_after_s: float | None = None) -> Transition | None:
+        """Open the circuit by hand, for ``retry_after_s`` or the base recovery timeout.
+
+        With a usable ``retry_after_s`` this is a quota open: a single success closes it.
+        Always returns a transition (every open arms a new deadline).
+        """
+        self._advance(now)
+        self._open(now, _E.FORCE_OPEN, self._config.recovery_timeout_s, retry_after_s)
+        if _valid_delay(retry_after_s):
+            self._success_threshold = 1
+        return self._report()
+
+    def force_close(self, now: float) -> Transition | None:
+        """Close the circuit by hand and reset every count."""
+        self._advance(now)
+        self._fire(_E.FORCE_CLOSE)
+        self._reset()
+        return self._report()
+
+    # --- internals -----------------------------------------------------------------
+
+    def _fire(self, event: BreakerEvent) -> None:
+        new = next_state(self._state, event)
+        if new is not self._state or event in _ARMING:
+            self._last_edge = event
+            self._dirty = True
+        self._state = new
+
+    def _report(self) -> Transition | None:
+        if not self._dirty:
+            return None
+        self._dirty = False
+        old, self._reported = self._reported, self._state
+        return Transition(old=old, new=self._state, event=self._last_edge)
+
+    def _advance(self, now: float) -> None:
+        if self._state is BreakerState.OPEN and now >= self._deadline:
+            self._fire(_E.RECOVERY_DUE)  # probe counts were zeroed when it opened
+
+    def _open(
+        self, now: float, event: BreakerEvent, delay: float, retry_after_s: float | None
+    ) -> None:
+        if _valid_delay(retry_after_s):
+            delay = retry_after_s
+        delay = min(delay, self._config.max_recovery_timeout_s)
+        self._deadline = now + delay + self._rng.random() * delay / 20
+        self._fire(event)
+        self._opens += 1
+        self._successes = 0
+        self._in_flight = 0
+        self._success_threshold = self._config.success_threshold
+
+    def _release_probe(self) -> None:
+        if self._in_flight:
+            self._in_flight -= 1
+
+    def _reset(self) -> None:
+        self._failures = 0
+        self._successes = 0
+        self._in_flight = 0
+        self._reopens = 0
+        self._success_threshold = self._config.success_threshold
+
+
+def _valid_delay(value: float | None) -> TypeGuard[float]:
+    return value is not None and not math.isnan(value) and value >= 0

@@ -1,0 +1,646 @@
+"""The routing facade: which channels may serve a request, in which order, and what we learn.
+
+The pipeline calls, per request::
+
+    for ch in router.candidates(method, params, strategy, now):   # filtered, ordered, tiered
+        if not router.admit(ch, now):                            # breaker admission
+            continue
+        ...dispatch...
+        transition = router.record_success(ch, method, latency_s, now)   # or record_failure
+
+A :class:`Channel` is one (provider, transport). Its circuit breaker comes from a
+:class:`BreakerRegistry` keyed by the normalized upstream URL and transport, so every
+profile that points at the same upstream shares one breaker (reference §4); its evidence
+and per-method rows belong to this router (one per profile and chain).
+
+Filters of :meth:`ChainRouter.candidates`, in order (reference §2.2, with the decisions
+noted):
+
+1. provider override (only that provider), else a ``method_overrides`` allow-list;
+2. transport present and connected (WS channels start disconnected);
+3. exclude list; open circuits dropped;
+4. lag (when ``max_lag_blocks`` is set and a consensus exists): a provider more than
+   ``max_lag_blocks`` behind is dropped. *Decision (§14.13):* when that would drop every
+   provider, the least-lagging ones (within ``max_lag_blocks`` of the best) come back: a
+   slightly stale answer beats a guaranteed error, and a bogus consensus (one provider
+   reporting a wrong head) must not take the whole chain down;
+5. method capability (``unsupported_methods`` / ``unsupported_categories``): unsupporting
+   channels are used only when no channel supports the method (fail-open);
+6. parameter limits (``max_block_range`` for ``eth_getLogs``, ``max_block_age`` for the
+   ``block_age_methods``): violating channels are used only if every channel violates
+   (fail-open, §2.1 step 5.2);
+7. archival: a request reading ``earliest``, a block older than ``consensus -
+   archival_threshold``, or a numeric block while the consensus is unknown, puts
+   ``archival: false`` providers last instead of dropping them (they may still hold the
+   block; the pipeline fails over on ``requires_archival``);
+8. min-block preference: providers whose optimistic height is below the highest block
+   requested are ordered after those that have it. *Decision:* this outranks the health
+   tier, because a provider without the block usually answers ``null``, a wrong success
+   the pipeline cannot fail over from, whereas a lower tier costs at most a retry.
+
+Then the strategy orders the survivors (:mod:`.selection`), the tiers of §2.3 are applied
+by a stable sort (:mod:`.tiering`), and the list is cut to :data:`MAX_CANDIDATES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from operator import attrgetter
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from lasso.config import STRATEGY_ALIASES, ChainConfig, ProviderConfig
+
+from .breaker import BreakerConfig, BreakerState, CircuitBreaker, Transition
+from .chainstate import ChainState
+from .classify import Bucket, Category, bucket_of
+from .clock import Rng
+from .methods import KNOWN_METHODS, block_params, is_replay_safe, logs_block_range, method_category
+from .selection import EXPLORE_P, order
+from .stats import ChannelEvidence, MethodStats
+from .tiering import tier
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "MAX_METHOD_ROWS",
+    "BreakerRegistry",
+    "ChainRouter",
+    "Channel",
+    "Transition",
+    "Transport",
+    "normalize_url",
+]
+
+Transport = Literal["http", "ws"]
+
+MAX_CANDIDATES = 10
+MAX_METHOD_ROWS = 256
+"""Per-method rows kept per channel; past it, methods outside the registry share
+:data:`OTHER_METHOD`, so clients sending made-up method names cannot grow memory."""
+OTHER_METHOD = "other"
+
+DEFAULT_BLOCK_AGE_METHODS: frozenset[str] = frozenset(
+    {
+        "eth_call",
+        "eth_getBalance",
+        "eth_getCode",
+        "eth_getTransactionCount",
+        "eth_getStorageAt",
+        "eth_getProof",
+    }
+)
+"""Methods a provider's ``max_block_age`` applies to when ``block_age_methods`` is empty."""
+
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+_BUCKET: dict[str, Bucket] = {c.value: bucket_of(c) for c in Category}
+_rank_of = attrgetter("_rank")
+
+
+def normalize_url(url: str) -> str:
+    """The breaker key of an upstream URL: scheme and host lower-cased, default port and
+    trailing slash dropped, path and query kept (they may select a key or a network).
+
+    The result may embed credentials: use it as a key, never as a metric label or log field.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port is not None and not (
+        (port == 443 and scheme in ("https", "wss")) or (port == 80 and scheme in ("http", "ws"))
+    ):
+        host = f"{host}:{port}"
+    if parts.username or parts.password:
+        host = f"{parts.username or ''}:{parts.password or ''}@{host}"
+    path = parts.path.rstrip("/")
+    return urlunsplit((scheme, host, path, parts.query, ""))
+
+
+class BreakerRegistry:
+    """Circuit breakers keyed by (normalized upstream URL, transport), shared by profiles.
+
+    Args:
+        config: the breaker configuration every breaker gets.
+        rng: randomness for the recovery jitter.
+    """
+
+    __slots__ = ("_breakers", "_config", "_rng")
+
+    def __init__(self, config: BreakerConfig, rng: Rng) -> None:
+        self._config = config
+        self._rng = rng
+        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+
+    def get(self, instance_key: str, transport: str) -> CircuitBreaker:
+        """The breaker of ``(instance_key, transport)``, created closed on first use.
+        ``instance_key`` should come from :func:`normalize_url`."""
+        key = (instance_key, transport)
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = CircuitBreaker(self._config, self._rng)
+        return breaker
+
+    def __iter__(self) -> Iterator[tuple[tuple[str, str], CircuitBreaker]]:
+        return iter(list(self._breakers.items()))
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def __repr__(self) -> str:
+        # No keys: they are URLs that may carry API keys.
+        return f"<BreakerRegistry breakers={len(self._breakers)}>"
+
+
+class Channel:
+    """One (provider, transport): its shared breaker, its evidence and its method rows.
+
+    ``connected`` is always true for HTTP; the WebSocket module flips it for WS channels.
+    """
+
+    __slots__ = (
+        "_block_age_methods",
+        "_has_caps",
+        "_has_limits",
+        "_max_block_age",
+        "_max_block_range",
+        "_rank",
+        "_unsupported_categories",
+        "_unsupported_methods",
+        "archival",
+        "breaker",
+        "connected",
+        "evidence",
+        "key",
+        "methods",
+        "priority",
+        "provider",
+        "provider_id",
+        "transport",
+    )
+
+    def __init__(
+        self, provider: ProviderConfig, transport: Transport, breaker: CircuitBreaker
+    ) -> None:
+        self.provider = provider
+        self.provider_id = provider.id
+        self.priority = provider.priority
+        self.archival = provider.archival
+        self.transport: Transport = transport
+        self.key = f"{provider.id}:{transport}"
+        self.breaker = breaker
+        self.evidence = ChannelEvidence()
+        self.methods: dict[str, MethodStats] = {}
+        self.connected = transport == "http"
+        caps = provider.capabilities
+        self._unsupported_methods = caps.unsupported_methods
+        self._unsupported_categories = caps.unsupported_categories
+        self._has_caps = bool(caps.unsupported_methods or caps.unsupported_categories)
+        lim = caps.limits
+        self._max_block_range = lim.max_block_range
+        self._max_block_age = lim.max_block_age
+        self._block_age_methods = (
+            frozenset(lim.block_age_methods) if lim.block_age_methods else DEFAULT_BLOCK_AGE_METHODS
+        )
+        self._has_limits = lim.max_block_range is not None or lim.max_block_age is not None
+        # Scratch for candidates(): tier plus preference classes, valid during one call.
+        self._rank = 1
+
+    def supports(self, method: str, category: str | None) -> bool:
+        """False when the provider's capabilities list ``method`` or its category."""
+        if not self._has_caps:
+            return True
+        return method not in self._unsupported_methods and (
+            category is None or category not in self._unsupported_categories
+        )
+
+    def __repr__(self) -> str:
+        ev = self.evidence
+        return (
+            f"<Channel {self.key} connected={self.connected} breaker={self.breaker!r} "
+            f"ewma={ev.ewma_ms:.1f}ms ok={ev.usable_successes} fail={ev.total_failures} "
+            f"methods={len(self.methods)}>"
+        )
+
+
+class ChainRouter:
+    """Candidate selection and outcome recording for one chain of one profile.
+
+    Args:
+        chain: the chain's configuration.
+        breakers: the process-wide breaker registry.
+        rng: randomness for the strategies.
+        profile: the profile slug, for snapshots and ``repr``.
+    """
+
+    def __init__(
+        self, chain: ChainConfig, breakers: BreakerRegistry, rng: Rng, *, profile: str
+    ) -> None:
+        self.chain = chain
+        self.profile = profile
+        self._rng = rng
+        self.state = ChainState(chain.block_time_ms)
+        channels: list[Channel] = []
+        by_provider: dict[str, list[Channel]] = {}
+        for p in chain.providers:
+            # Breakers are shared by every profile naming the same upstream URL, unless the
+            # provider asks for isolation: then the key is scoped to this profile.
+            scope = f"{profile}|" if p.sharing_mode == "isolated" else ""
+            mine = by_provider.setdefault(p.id, [])
+            if p.url:
+                breaker = breakers.get(scope + normalize_url(p.url), "http")
+                mine.append(Channel(p, "http", breaker))
+            if p.ws_url:
+                breaker = breakers.get(scope + normalize_url(p.ws_url), "ws")
+                mine.append(Channel(p, "ws", breaker))
+            channels.extend(mine)
+        self._channels = channels
+        self._priority_pool = order("priority", channels, None, 0.0, _NO_RNG)
+        self._by_provider = by_provider
+        self._any_limits = any(ch._has_limits for ch in channels)
+        self._any_caps = any(ch._has_caps for ch in channels)
+        self._max_lag = chain.max_lag_blocks
+        self._archival_threshold = chain.archival_threshold
+        self._beta = chain.latency_weighted_beta
+        # method -> (strategy or None, allowed channels in the listed order or None)
+        self._overrides: dict[str, tuple[str | None, list[Channel] | None]] = {}
+        for m, ov in chain.method_overrides.items():
+            strat = STRATEGY_ALIASES.get(ov.strategy, ov.strategy) if ov.strategy else None
+            allowed = (
+                [ch for pid in ov.providers for ch in by_provider.get(pid, ())]
+                if ov.providers
+                else None
+            )
+            self._overrides[m] = (strat, allowed)
+        self._last_now = 0.0
+
+    # -- lookups ------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        """Every configured channel, in configuration order (HTTP before WS per provider)."""
+        return tuple(self._channels)
+
+    def channel(self, provider_id: str, transport: Transport) -> Channel | None:
+        for ch in self._by_provider.get(provider_id, ()):
+            if ch.transport == transport:
+                return ch
+        return None
+
+    def set_connected(self, provider_id: str, connected: bool) -> None:
+        """Mark the provider's WS channel live or not (no-op without one)."""
+        ch = self.channel(provider_id, "ws")
+        if ch is not None:
+            ch.connected = connected
+
+    # -- selection ----------------------------------------------------------------------
+
+    def candidates(
+        self,
+        method: str,
+        params: object,
+        strategy: str,
+        now: float,
+        *,
+        provider_id: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Channel]:
+        """The channels to try for one request, best first, at most :data:`MAX_CANDIDATES`.
+
+        Args:
+            method: the JSON-RPC method.
+            params: its params (list, dict or ``None``); read for block references.
+            strategy: the route's strategy; a ``method_overrides`` strategy replaces it.
+            now: monotonic seconds.
+            provider_id: a client's provider override: only that provider's channels.
+            exclude: provider ids to skip (after ``method_not_found`` and the like).
+
+        Returns:
+            A new list, possibly empty: the caller then answers ``-32000`` with
+            :meth:`retry_after`. Each channel still needs :meth:`admit` before dispatch.
+
+        Raises:
+            ValueError: for an unknown strategy.
+        """
+        self._last_now = now
+        state = self.state
+        pool = self._channels
+        presorted = False  # True: the pool's order is final, the strategy is skipped
+        ov = self._overrides.get(method) if self._overrides else None
+        if ov is not None:
+            if ov[0] is not None:
+                strategy = ov[0]
+            if ov[1] is not None and provider_id is None:
+                pool = ov[1]
+                presorted = ov[0] is None  # listed providers without a strategy: that order
+        if provider_id is not None:
+            pool = self._by_provider.get(provider_id, [])
+        elif strategy == "priority" and pool is self._channels:
+            pool = self._priority_pool  # filtering keeps the order: no sort per request
+            presorted = True
+
+        # 1. hard filters: connected, exclude, open circuit, lag.
+        max_lag = self._max_lag
+        lagging = state.lagging(now, max_lag) if max_lag is not None else None
+        alive: list[Channel] = []
+        demoted = False
+        skipped: list[Channel] | None = None
+        for ch in pool:
+            if not ch.connected:
+                continue
+            if exclude and ch.provider_id in exclude:
+                continue
+            s = ch.breaker.state(now)
+            if s is _OPEN:
+                continue
+            if s is _CLOSED:
+                rank = 1  # the tiers of §2.3, inlined (see tiering.tier)
+            else:
+                rank = 2
+                demoted = True
+            if ch.evidence.rate_limited_until > now:
+                rank += 2
+                demoted = True
+            ch._rank = rank
+            if lagging and ch.provider_id in lagging:
+                if skipped is None:
+                    skipped = []
+                skipped.append(ch)
+                continue
+            alive.append(ch)
+        if not alive:
+            if not skipped or lagging is None:
+                return alive
+            # Every live provider lags: re-admit those within tolerance of the best one.
+            best = max(lagging[ch.provider_id] for ch in skipped)
+            floor = best - (max_lag or 0)
+            alive = [ch for ch in skipped if lagging[ch.provider_id] >= floor]
+
+        # 2. capability: unsupporting channels only when nothing supports the method.
+        if self._any_caps and len(alive) > 1:
+            category = method_category(method)
+            supported = [ch for ch in alive if ch.supports(method, category)]
+            if supported:
+                alive = supported
+
+        # 3. block references: parameter limits, archival need, min block.
+        refs = block_params(method, params)
+        if refs:
+            cons = state.consensus(now)
+            need_archival = False
+            highest = -1
+            oldest: int | None = None
+            for r in refs:
+                if type(r) is int:
+                    if cons is None or r < cons - self._archival_threshold:
+                        need_archival = True
+                    if r > highest:
+                        highest = r
+                    if oldest is None or r < oldest:
+                        oldest = r
+                elif r == "earliest":
+                    need_archival = True
+                    oldest = 0
+            if self._any_limits:
+                alive = self._apply_limits(alive, method, params, cons, oldest)
+            if need_archival or highest >= 0:
+                for ch in alive:
+                    if need_archival and not ch.archival:
+                        ch._rank += 200
+                        demoted = True
+                    if highest >= 0 and not state.has_block(ch.provider_id, highest, now):
+                        ch._rank += 100
+                        demoted = True
+
+        # 4. strategy, then tiers (a stable sort keeps the strategy's order per rank).
+        if presorted or len(alive) == 1:
+            ordered = alive  # a fresh list already
+        elif strategy == "fastest" or strategy == "latency-weighted":
+            explore = EXPLORE_P if strategy == "fastest" and is_replay_safe(method) else 0.0
+            ordered = order(
+                strategy,
+                alive,
+                lambda ch: ch.methods.get(method),
+                now,
+                self._rng,
+                self._beta,
+                explore=explore,
+            )
+        else:
+            ordered = order(strategy, alive, None, now, self._rng, self._beta)
+        if demoted:
+            ordered.sort(key=_rank_of)
+        if len(ordered) > MAX_CANDIDATES:
+            del ordered[MAX_CANDIDATES:]
+        return ordered
+
+    def _apply_limits(
+        self,
+        alive: list[Channel],
+        method: str,
+        params: object,
+        cons: int | None,
+        oldest: int | None,
+    ) -> list[Channel]:
+        """Drop channels whose capability limits the request violates, unless all do."""
+        span: int | None = None
+        if method == "eth_getLogs":
+            bounds = logs_block_range(params)
+            if bounds is not None:
+                lo = _resolve(bounds[0], cons)
+                hi = _resolve(bounds[1], cons)
+                if lo is not None and hi is not None:
+                    span = hi - lo + 1  # blocks scanned, both bounds included
+        age = None if cons is None or oldest is None else cons - oldest
+        if span is None and age is None:
+            return alive
+        ok: list[Channel] = []
+        for ch in alive:
+            if ch._has_limits:
+                mbr = ch._max_block_range
+                if span is not None and mbr is not None and span > mbr:
+                    continue
+                mba = ch._max_block_age
+                if (
+                    age is not None
+                    and mba is not None
+                    and age > mba
+                    and method in ch._block_age_methods
+                ):
+                    continue
+            ok.append(ch)
+        return ok or alive
+
+    def admit(self, channel: Channel, now: float) -> bool:
+        """Breaker admission: false skips the channel (not an attempt, nothing recorded).
+        In half-open a true answer holds the probe slot until a ``record_*`` call."""
+        return channel.breaker.admit(now)
+
+    def retry_after(self, now: float) -> float | None:
+        """The smallest remaining open-circuit time among this chain's channels, in seconds
+        (for ``data.retry_after_ms`` of the ``-32000`` no-channel error); ``None`` when no
+        circuit is open."""
+        best: float | None = None
+        for ch in self._channels:
+            ra = ch.breaker.retry_after(now)
+            if ra is not None and (best is None or ra < best):
+                best = ra
+        return best
+
+    # -- recording ----------------------------------------------------------------------
+
+    def _row(self, channel: Channel, method: str) -> MethodStats:
+        rows = channel.methods
+        row = rows.get(method)
+        if row is None:
+            if len(rows) >= MAX_METHOD_ROWS and method not in KNOWN_METHODS:
+                method = OTHER_METHOD
+                row = rows.get(method)
+            if row is None:
+                row = rows[method] = MethodStats()
+        return row
+
+    def record_success(
+        self, channel: Channel, method: str, latency_s: float, now: float
+    ) -> Transition | None:
+        """A usable result after ``latency_s`` of attempt-local time.
+
+        Returns:
+            The breaker transition, if the success caused one (half-open → closed).
+        """
+        ms = latency_s * 1000.0
+        channel.evidence.record_success(ms, now)
+        self._row(channel, method).record_success(ms, now)
+        return channel.breaker.on_success(now)
+
+    def record_failure(
+        self,
+        channel: Channel,
+        method: str,
+        category: str,
+        latency_s: float | None,
+        now: float,
+        retry_after_s: float | None = None,
+    ) -> Transition | None:
+        """A dispatched attempt that failed with ``category`` (a :class:`Category` value).
+
+        By bucket (reference §2.5): quota sets the channel's rate-limit expiry (default
+        30 s) and is neutral for the breaker; provider failures degrade the evidence and go
+        to the breaker; capability and deterministic errors are neutral but counted in the
+        method row. Unknown category strings count as provider failures.
+
+        Returns:
+            The breaker transition, if any (closed → open, half-open → open).
+        """
+        bucket = _BUCKET.get(category, Bucket.PROVIDER_FAILURE)
+        ms = None if latency_s is None else latency_s * 1000.0
+        row = self._row(channel, method)
+        if bucket is Bucket.QUOTA:
+            channel.evidence.record_rate_limit(now, retry_after_s)
+            row.record_outcome("rate_limited", now, ms)
+            return channel.breaker.on_neutral(now)
+        if bucket is Bucket.PROVIDER_FAILURE:
+            channel.evidence.record_failure(now)
+            row.record_outcome("timeout" if category == "timeout" else "failure", now, ms)
+            return channel.breaker.on_failure(now, category, retry_after_s)
+        channel.evidence.record_neutral(now)
+        row.record_outcome("capability" if bucket is Bucket.CAPABILITY else "error", now, ms)
+        return channel.breaker.on_neutral(now)
+
+    def record_neutral(
+        self, channel: Channel, method: str, now: float, *, dispatched: bool = False
+    ) -> Transition | None:
+        """An admitted attempt that says nothing about the provider: not dispatched (pool
+        checkout failed, WS down) or cancelled. Releases a half-open probe slot; with
+        ``dispatched`` it also counts as a comparable attempt (reference §3.1)."""
+        del method  # no method row: there is no outcome to count
+        if dispatched:
+            channel.evidence.record_neutral(now)
+        return channel.breaker.on_neutral(now)
+
+    def observe_height(self, provider_id: str, height: int, now: float) -> None:
+        """A provider's block height from polling, newHeads or a probe."""
+        self.state.observe_height(provider_id, height, now)
+
+    # -- views ----------------------------------------------------------------------------
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        """A JSON-ready view of the chain's routing state for the API and dashboard."""
+        state = self.state
+        providers: list[dict[str, object]] = []
+        for pid, chans in self._by_provider.items():
+            p = chans[0].provider if chans else self.chain.provider(pid)
+            if p is None:  # pragma: no cover - by_provider is built from the config
+                continue
+            channels: dict[str, object] = {}
+            method_rows: list[dict[str, object]] = []
+            for ch in chans:
+                s = ch.breaker.state(now)
+                rl = ch.evidence.rate_limited(now)
+                channels[ch.transport] = {
+                    "key": ch.key,
+                    "connected": ch.connected,
+                    "circuit": BreakerState(s).name.lower(),
+                    "circuit_value": int(s),
+                    "tier": tier(s, rl),
+                    "rate_limited": rl,
+                    "rate_limited_remaining_s": round(ch.evidence.rate_limit_remaining(now), 3),
+                    "retry_after_s": ch.breaker.retry_after(now),
+                    "evidence": ch.evidence.summary(now),
+                }
+                for m, row in ch.methods.items():
+                    entry: dict[str, object] = {"method": m, "transport": ch.transport}
+                    entry.update(row.summary(now))
+                    method_rows.append(entry)
+            providers.append(
+                {
+                    "id": pid,
+                    "name": p.name,
+                    "priority": p.priority,
+                    "archival": p.archival,
+                    "channels": channels,
+                    "height": state.height(pid),
+                    "lag": state.optimistic_lag(pid, now),
+                    "raw_lag": state.raw_lag(pid, now),
+                    "methods": method_rows,
+                }
+            )
+        return {
+            "profile": self.profile,
+            "chain": self.chain.key,
+            "chain_id": self.chain.chain_id,
+            "consensus_height": state.consensus(now),
+            "block_time_ms": round(state.block_time_ms, 1),
+            "retry_after_s": self.retry_after(now),
+            "providers": providers,
+        }
+
+    def __repr__(self) -> str:
+        now = self._last_now
+        counts = [0, 0, 0]
+        for ch in self._channels:
+            counts[int(ch.breaker.state(now))] += 1
+        live = sum(1 for ch in self._channels if ch.connected)
+        return (
+            f"<ChainRouter {self.profile}/{self.chain.key} providers={len(self._by_provider)} "
+            f"channels={len(self._channels)} connected={live} closed={counts[0]} "
+            f"half_open={counts[1]} open={counts[2]}>"
+        )
+
+
+class _NoRng:
+    """The priority order draws nothing; this makes that explicit at construction."""
+
+    def random(self) -> float:  # pragma: no cover - never called
+        raise AssertionError("the priority strategy is deterministic")
+
+
+_NO_RNG = _NoRng()
+
+
+def _resolve(ref: int | str, cons: int | None) -> int | None:
+    if type(ref) is int:
+        return ref
+    # Every other tag (latest, pending, safe, finalized) is approximated by the consensus
+    # head: "safe" and "finalized" trail it by a few dozen blocks at most.
+    return 0 if ref == "earliest" else cons
