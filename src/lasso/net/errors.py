@@ -1,0 +1,125 @@
+"""Exceptions of the network layer, and the one place foreign errors become them.
+
+The tree::
+
+    UpstreamError                  dispatched: may the request bytes have reached the provider?
+     ├── UpstreamConnectError      DNS, refused, unreachable, TLS handshake, connect timeout
+     │                             (dispatched=False)
+     ├── UpstreamTimeout           no complete response before the deadline (dispatched=True;
+     │    │                        the connection is closed, never reused), or the deadline
+     │    │                        passed while connecting (dispatched=False)
+     │    └── PoolTimeout          no connection became free before the deadline, or the
+     │                             wait queue is full (dispatched=False)
+     ├── UpstreamDisconnected      reset or EOF before a complete response (dispatched=True)
+     ├── UpstreamProtocolError     unparseable or oversized HTTP response (dispatched=True)
+     └── PoolClosed                the pool was closed (dispatched=False, or True when it
+                                   was closed under a request in flight); not the
+                                   provider's fault
+
+How the router reads ``dispatched``: when it is false nothing reached the provider and the
+request may be sent elsewhere whatever the method; when it is true the provider may have
+executed it, so only replay-safe methods may be retried on another provider.
+
+``category`` names the matching ``lasso.kernel.classify.Category`` value (a ``StrEnum``, so
+the plain strings compare equal) and ``provider_fault`` says whether the failure should
+count against the provider's health. Non-2xx HTTP statuses are not errors at this layer:
+the pool returns them as responses.
+
+OS, ``ssl`` and ``httptools`` exceptions are caught only inside ``lasso.net``; the
+originating exception is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+__all__ = [
+    "UpstreamError",
+    "UpstreamConnectError",
+    "UpstreamTimeout",
+    "PoolTimeout",
+    "UpstreamDisconnected",
+    "UpstreamProtocolError",
+    "PoolClosed",
+    "map_connect_errors",
+]
+
+
+class UpstreamError(Exception):
+    """Base class: an upstream request failed without an HTTP response.
+
+    Attributes:
+        dispatched: ``True`` if the request bytes may have reached the provider.
+    """
+
+    category: ClassVar[str] = "network_error"
+    provider_fault: ClassVar[bool] = True
+    default_dispatched: ClassVar[bool] = True
+
+    def __init__(self, message: str = "", *, dispatched: bool | None = None) -> None:
+        super().__init__(message)
+        self.dispatched: bool = self.default_dispatched if dispatched is None else dispatched
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r}, dispatched={self.dispatched})"
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection could be made: DNS, refused, unreachable, TLS or connect timeout."""
+
+    default_dispatched = False
+
+
+class UpstreamTimeout(UpstreamError):
+    """The deadline passed: mid-exchange (connection closed) or while connecting."""
+
+    category = "timeout"
+
+
+class PoolTimeout(UpstreamTimeout):
+    """No connection became free before the deadline (or too many waiters); nothing sent."""
+
+    default_dispatched = False
+
+
+class UpstreamDisconnected(UpstreamError):
+    """The connection was reset or closed before a complete response arrived."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The provider answered with bytes that are not a valid (or acceptable) HTTP response."""
+
+    category = "protocol_error"
+
+
+class PoolClosed(UpstreamError):
+    """The pool was closed: a local condition, not the provider's fault."""
+
+    category = "internal_error"
+    provider_fault = False
+    default_dispatched = False
+
+
+@contextmanager
+def map_connect_errors(target: str) -> Iterator[None]:
+    """Translate errors raised while connecting to ``target`` into :class:`UpstreamConnectError`.
+
+    Picks the most specific message: DNS failure, TLS failure, timeout, other OS error.
+    Cancellation and our own errors pass through untouched.
+    """
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except socket.gaierror as exc:
+        raise UpstreamConnectError(f"cannot resolve {target}: {exc}") from exc
+    except ssl.SSLError as exc:  # also covers certificate verification failures
+        raise UpstreamConnectError(f"TLS handshake with {target} failed: {exc}") from exc
+    except TimeoutError as exc:
+        raise UpstreamConnectError(f"connect to {target} timed out") from exc
+    except OSError as exc:
+        raise UpstreamConnectError(f"cannot connect to {target}: {exc}") from exc
