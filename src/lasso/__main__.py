@@ -1,0 +1,3 @@
+from lasso.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""The ``lasso`` command: serve, demo, check-config, sim."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lasso import __version__
+
+__all__ = ["main"]
+
+log = logging.getLogger("lasso")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"lasso: environment variable {name}={raw!r} is not an integer") from None
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lasso", description="Smart proxy and router for Ethereum JSON-RPC."
+    )
+    parser.add_argument("--version", action="version", version=f"lasso {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument(
+        "--profiles",
+        default=None,
+        help="profiles directory (env LASSO_PROFILES_DIR; default ./config/profiles)",
+    )
+    serve.add_argument(
+        "--host", default=None, help="bind address (env LASSO_HOST; default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=None, help="port (env PORT; default 4000)")
+    serve.add_argument(
+        "--node-id", default=None, help="node id, e.g. a region (env LASSO_NODE_ID; default local)"
+    )
+    serve.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "info"))
+
+    demo = sub.add_parser("demo", help="run the proxy in front of a simulated provider fleet")
+    demo.add_argument("--port", type=int, default=None, help="proxy port (default 4000)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "warning"))
+
+    check = sub.add_parser("check-config", help="validate every profile and exit")
+    check.add_argument(
+        "--profiles", default=None, help="profiles directory (default ./config/profiles)"
+    )
+
+    sim = sub.add_parser("sim", help="run the provider simulator standalone")
+    from lasso.sim import cli as sim_cli
+
+    sim_cli.add_arguments(sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "check-config":
+        return check_config(
+            args.profiles or os.environ.get("LASSO_PROFILES_DIR") or "config/profiles"
+        )
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "demo":
+        from lasso.demo import run_demo
+
+        return run_demo(args)
+    if args.command == "sim":
+        from lasso.sim import cli as sim_cli
+
+        return int(sim_cli.run(args))
+    parser.print_help()
+    return 2
+
+
+def check_config(directory: str) -> int:
+    from lasso.profiles import ConfigError, load_profiles
+
+    path = Path(directory)
+    if not path.is_dir():
+        print(f"{directory}: not a directory", file=sys.stderr)
+        return 1
+    try:
+        profiles = load_profiles(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    for slug, profile in sorted(profiles.items()):
+        chains = ", ".join(
+            f"{k} ({c.chain_id}, {len(c.providers)} providers)" for k, c in profile.chains.items()
+        )
+        print(f"ok  {profile.source}: profile '{slug}': {chains or 'no chains'}")
+    return 0
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(args: argparse.Namespace) -> int:
+    from lasso.logs import setup_logging
+    from lasso.profiles import ConfigError, load_profiles
+    from lasso.server.app import Settings
+
+    node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
+    setup_logging(node_id, args.log_level)
+    directory = args.profiles or os.environ.get("LASSO_PROFILES_DIR") or "config/profiles"
+    settings = Settings(
+        node_id=node_id,
+        host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
+        port=args.port if args.port is not None else _env_int("PORT", 4000),
+        cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
+    )
+    try:
+        profiles = load_profiles(directory)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except FileNotFoundError:
+        print(f"lasso: profiles directory {directory!r} not found", file=sys.stderr)
+        return 1
+    install_uvloop()
+    return asyncio.run(_serve(profiles, settings, directory))
+
+
+async def _serve(profiles: Mapping[str, object], settings: object, directory: str) -> int:
+    from lasso.profiles import ConfigError, load_profiles
+    from lasso.server.app import LassoApp, Settings
+
+    assert isinstance(settings, Settings)
+    app = LassoApp(profiles, settings)  # type: ignore[arg-type]
+    try:
+        port = await app.start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"event": "server.listen_failed", "error": str(exc)})
+        print(f"lasso: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    await app.start_background()
+    log.info(
+        "lasso listening",
+        extra={
+            "event": "server.started",
+            "host": settings.host,
+            "port": port,
+            "profiles": sorted(profiles),
+        },
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    async def reload() -> None:
+        try:
+            new = await loop.run_in_executor(None, load_profiles, directory)
+        except ConfigError as exc:
+            log.error(
+                "reload rejected; keeping the last good profiles",
+                extra={
+                    "event": "config.reload_rejected",
+                    "problems": [str(p) for p in exc.problems],
+                },
+            )
+            return
+        except OSError as exc:
+            log.error("reload failed", extra={"event": "config.reload_rejected", "error": str(exc)})
+            return
+        await app.reload(new)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    await stop.wait()
+    log.info("draining", extra={"event": "server.draining", "inflight": app.server.inflight})
+    await app.stop(drain_timeout=10.0)
+    log.info("stopped", extra={"event": "server.stopped"})
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

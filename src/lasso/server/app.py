@@ -1,0 +1,196 @@
+"""The application object: one per node, holding every live dependency.
+
+``LassoApp`` is what the HTTP server calls. It owns the current :class:`Runtime` (built
+from the profiles and swapped atomically on reload), the upstream pools and breakers that
+survive reloads, the metrics, and the background tasks (block-height probes). Nothing in
+Lasso is a module-level singleton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from lasso import __version__
+from lasso.config import ProfileConfig
+from lasso.kernel.breaker import BreakerConfig
+from lasso.kernel.router import BreakerRegistry
+from lasso.net.http_server import HttpRequest, HttpServer, Response
+from lasso.server import api
+from lasso.server.metrics import Metrics
+from lasso.server.rpc import RpcHandler
+from lasso.server.runtime import PoolRegistry, Runtime
+
+__all__ = ["LassoApp", "Settings"]
+
+log = logging.getLogger("lasso")
+
+
+class Settings:
+    """Node-level settings (not per profile)."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str = "local",
+        host: str = "127.0.0.1",
+        port: int = 4000,
+        max_body: int = 8_000_000,
+        probes: bool = True,
+        cluster_url: str | None = None,
+        default_profile: str = "public",
+    ) -> None:
+        self.default_profile = default_profile
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.max_body = max_body
+        self.probes = probes
+        self.cluster_url = cluster_url
+
+
+_CORS_PREFLIGHT = Response(
+    204,
+    headers=[
+        ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+        (
+            "Access-Control-Allow-Headers",
+            "Content-Type, Authorization, X-Requested-With, X-Lasso-Provider, "
+            "X-Lasso-Transport, X-Lasso-Include-Meta",
+        ),
+        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta"),
+        ("Access-Control-Max-Age", "86400"),
+    ],
+)
+
+
+class LassoApp:
+    """A Lasso node.
+
+    Args:
+        profiles: the validated profiles to serve.
+        settings: node settings.
+        rng: randomness for strategies and breaker jitter (seed it in tests).
+    """
+
+    def __init__(
+        self,
+        profiles: Mapping[str, ProfileConfig],
+        settings: Settings | None = None,
+        *,
+        rng: random.Random | None = None,
+        breaker_config: BreakerConfig | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.node_id = self.settings.node_id
+        self.rng = rng or random.Random()
+        self.loop = asyncio.get_event_loop()
+        self.started_wall = time.time()
+        self.pools = PoolRegistry()
+        self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
+        self.runtime = Runtime(
+            profiles,
+            pools=self.pools,
+            breakers=self.breakers,
+            rng=self.rng,
+            default_profile=self.settings.default_profile,
+        )
+        self.metrics = Metrics(self.node_id)
+        self.rpc = RpcHandler(self)
+        self.server = HttpServer(self, max_body=self.settings.max_body, on_error=self._on_error)
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Bind and serve; returns the port. Call from a running loop."""
+        self.loop = asyncio.get_running_loop()
+        self.port = await self.server.start(
+            host if host is not None else self.settings.host,
+            port if port is not None else self.settings.port,
+        )
+        return self.port
+
+    async def start_background(self) -> None:
+        """Start the background work: block-height probes (cheap, idle providers only)."""
+        if self.settings.probes:
+            from lasso.probes.heights import HeightProber
+
+            self.prober = HeightProber(self)
+            self._tasks.append(self.loop.create_task(self.prober.run()))
+
+    async def reload(self, profiles: Mapping[str, ProfileConfig]) -> None:
+        """Swap in a new profile set. In-flight requests finish on the old one."""
+        new = Runtime(
+            profiles,
+            pools=self.pools,
+            breakers=self.breakers,
+            rng=self.rng,
+            generation=self.runtime.generation + 1,
+            default_profile=self.settings.default_profile,
+        )
+        self.runtime = new
+        await self.pools.retain_only(new.instance_keys)
+        log.info(
+            "profiles reloaded",
+            extra={
+                "event": "config.reloaded",
+                "generation": new.generation,
+                "profiles": sorted(new.profiles),
+            },
+        )
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Drain in-flight requests (bounded), then close everything."""
+        await self.server.drain(drain_timeout)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.pools.aclose()
+
+    # -- request dispatch -------------------------------------------------------------
+    def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
+        method = req.method
+        if method == "POST":
+            if req.path.startswith("/rpc/"):
+                return self.rpc.handle(req)
+            return api.not_found(req)
+        if method == "GET" or method == "HEAD":
+            return api.route(self, req)
+        if method == "OPTIONS":
+            return _CORS_PREFLIGHT
+        return Response(
+            405, b'{"error":"method not allowed"}', headers=[("Allow", "GET, POST, OPTIONS")]
+        )
+
+    def upgrade(
+        self, req: HttpRequest, transport: asyncio.Transport, rest: bytes
+    ) -> asyncio.Protocol | None:
+        """WebSocket upgrades are not served yet (see docs/architecture.md)."""
+        return None
+
+    def _on_error(self, req: HttpRequest, exc: BaseException | None = None) -> None:
+        log.error(
+            "unhandled error serving request",
+            exc_info=exc if exc is not None else True,
+            extra={"event": "server.error", "path": req.path},
+        )
+
+    # -- info -------------------------------------------------------------------------
+    def uptime(self) -> float:
+        return time.time() - self.started_wall
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+    def __repr__(self) -> str:
+        return f"<LassoApp node={self.node_id} port={self.port} {self.runtime!r}>"

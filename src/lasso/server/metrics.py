@@ -1,0 +1,273 @@
+"""Request counters and the Prometheus exposition (CONTRACT §5).
+
+The hot path only bumps plain dict counters and one histogram bucket per request; the
+Prometheus text is built at scrape time from those counters and from the routers' own
+per-(provider, method, transport) rows, so there is no metrics library work per request.
+Method labels outside the method registry collapse to ``other`` so that clients cannot
+explode the label space.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from lasso.kernel.methods import KNOWN_METHODS
+from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
+
+if TYPE_CHECKING:
+    from lasso.server.app import LassoApp
+    from lasso.server.runtime import ChainRuntime
+
+__all__ = ["Metrics", "Histogram"]
+
+_BOUNDS = HISTOGRAM_BUCKETS_S[:-1]
+
+
+class Histogram:
+    """Fixed-bucket latency histogram in seconds (Prometheus default buckets)."""
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(HISTOGRAM_BUCKETS_S)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(_BOUNDS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out = []
+        acc = 0
+        for le, c in zip(HISTOGRAM_BUCKETS_S, self.counts, strict=True):
+            acc += c
+            out.append(("+Inf" if le == float("inf") else repr(le), float(acc)))
+        return out
+
+    def quantile(self, q: float) -> float | None:
+        """Bucket-interpolated quantile, as Prometheus' histogram_quantile does."""
+        if not self.count:
+            return None
+        rank = q * self.count
+        acc = 0
+        lower = 0.0
+        for le, c in zip(HISTOGRAM_BUCKETS_S, self.counts, strict=True):
+            if acc + c >= rank and c:
+                if le == float("inf"):
+                    return lower
+                return lower + (le - lower) * (rank - acc) / c
+            acc += c
+            if le != float("inf"):
+                lower = le
+        return lower
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+class Metrics:
+    """Per-node request metrics."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.requests: dict[tuple[str, str, str, str, str], int] = {}
+        self.durations: dict[tuple[str, str, str], Histogram] = {}
+        self.failovers: dict[tuple[str, str], int] = {}
+        self.ws_connections = 0
+        self.subscriptions: dict[tuple[str, str], int] = {}
+        self.extra_collectors: list[Any] = []
+
+    def record_request(
+        self,
+        rt: ChainRuntime,
+        method: str,
+        strategy: str,
+        status: str,
+        seconds: float,
+        retries: int,
+    ) -> None:
+        """Count one client-facing JSON-RPC item (hot path: two dict operations)."""
+        m = method if method in KNOWN_METHODS else "other"
+        key = (rt.profile, rt.key, m, strategy, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        hkey = (rt.profile, rt.key, m)
+        hist = self.durations.get(hkey)
+        if hist is None:
+            hist = self.durations[hkey] = Histogram()
+        hist.observe(seconds)
+        if retries:
+            fkey = (rt.profile, rt.key)
+            self.failovers[fkey] = self.failovers.get(fkey, 0) + retries
+
+    def chain_summary(self, profile: str, chain: str) -> dict[str, Any]:
+        total = 0
+        ok = 0
+        for (p, c, _m, _s, status), n in self.requests.items():
+            if p == profile and c == chain:
+                total += n
+                if status != "error":
+                    ok += n
+        merged = Histogram()
+        for (p, c, _m), h in self.durations.items():
+            if p == profile and c == chain:
+                for i, n in enumerate(h.counts):
+                    merged.counts[i] += n
+                merged.total += h.total
+                merged.count += h.count
+
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v * 1000, 3)
+
+        return {
+            "total_calls": total,
+            "success_rate": round(ok / total, 4) if total else None,
+            "error_rate_percent": round(100 * (total - ok) / total, 3) if total else None,
+            "p50_latency_ms": ms(merged.quantile(0.5)),
+            "p95_latency_ms": ms(merged.quantile(0.95)),
+            "p99_latency_ms": ms(merged.quantile(0.99)),
+            "failovers": self.failovers.get((profile, chain), 0),
+        }
+
+    # -- exposition -------------------------------------------------------------------
+    def render(self, app: LassoApp) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self, app))
+        return generate_latest(registry)
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics, app: LassoApp) -> None:
+        self.m = metrics
+        self.app = app
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        m = self.m
+        node = m.node_id
+        app = self.app
+        now = monotonic()
+
+        req = CounterMetricFamily(
+            "lasso_rpc_requests",
+            "Client JSON-RPC requests by outcome",
+            labels=["node_id", "profile", "chain", "method", "strategy", "status"],
+        )
+        for (profile, chain, method, strategy, status), n in sorted(m.requests.items()):
+            req.add_metric([node, profile, chain, method, strategy, status], n)
+        yield req
+
+        dur = HistogramMetricFamily(
+            "lasso_rpc_request_duration_seconds",
+            "End-to-end duration of client JSON-RPC requests",
+            labels=["node_id", "profile", "chain", "method"],
+        )
+        for (profile, chain, method), h in sorted(m.durations.items()):
+            dur.add_metric([node, profile, chain, method], h.cumulative(), h.total)
+        yield dur
+
+        fo = CounterMetricFamily(
+            "lasso_failovers",
+            "Attempts retried on another provider",
+            labels=["node_id", "profile", "chain"],
+        )
+        for (profile, chain), n in sorted(m.failovers.items()):
+            fo.add_metric([node, profile, chain], n)
+        yield fo
+
+        up = CounterMetricFamily(
+            "lasso_upstream_requests",
+            "Upstream attempts by outcome",
+            labels=["node_id", "profile", "chain", "provider", "transport", "method", "outcome"],
+        )
+        up_dur = HistogramMetricFamily(
+            "lasso_upstream_request_duration_seconds",
+            "Upstream attempt latency",
+            labels=["node_id", "profile", "chain", "provider", "transport", "method"],
+        )
+        breaker = GaugeMetricFamily(
+            "lasso_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            labels=["node_id", "profile", "chain", "provider", "transport"],
+        )
+        rate_limited = GaugeMetricFamily(
+            "lasso_provider_rate_limited",
+            "1 while the provider channel is rate-limited",
+            labels=["node_id", "profile", "chain", "provider", "transport"],
+        )
+        height = GaugeMetricFamily(
+            "lasso_provider_block_height",
+            "Last seen block height",
+            labels=["node_id", "profile", "chain", "provider"],
+        )
+        lag = GaugeMetricFamily(
+            "lasso_provider_lag_blocks",
+            "Blocks behind the consensus height (negative = behind)",
+            labels=["node_id", "profile", "chain", "provider"],
+        )
+        for rt in app.runtime.chains():
+            router = rt.router
+            for ch in router.channels:
+                pid = ch.provider.id
+                labels = [node, rt.profile, rt.key, pid, ch.transport]
+                breaker.add_metric(labels, float(int(ch.breaker.state(now))))
+                rate_limited.add_metric(labels, 1.0 if ch.evidence.rate_limited(now) else 0.0)
+                for method, row in sorted(ch.methods.items()):
+                    for outcome, n in row.outcomes.items():
+                        if n:
+                            up.add_metric([*labels, method, outcome], n)
+                    if row.hist_count:
+                        buckets = [
+                            ("+Inf" if le == float("inf") else repr(le), float(c))
+                            for le, c in row.cumulative_buckets()
+                        ]
+                        up_dur.add_metric([*labels, method], buckets, row.hist_sum_s)
+            state = router.state
+            for provider in rt.config.providers:
+                h = state.height(provider.id)
+                if h is not None:
+                    height.add_metric([node, rt.profile, rt.key, provider.id], float(h))
+                    lg = state.optimistic_lag(provider.id, now)
+                    if lg is not None:
+                        lag.add_metric([node, rt.profile, rt.key, provider.id], float(lg))
+        yield up
+        yield up_dur
+        yield breaker
+        yield rate_limited
+        yield height
+        yield lag
+
+        ws = GaugeMetricFamily(
+            "lasso_ws_connections", "Open client WebSocket connections", labels=["node_id"]
+        )
+        ws.add_metric([node], float(m.ws_connections))
+        yield ws
+        subs = GaugeMetricFamily(
+            "lasso_subscriptions",
+            "Active client subscriptions",
+            labels=["node_id", "chain", "kind"],
+        )
+        for (chain, kind), n in sorted(m.subscriptions.items()):
+            subs.add_metric([node, chain, kind], float(n))
+        yield subs
+        info = GaugeMetricFamily("lasso_node_info", "Node identity", labels=["node_id", "version"])
+        info.add_metric([node, app.version], 1.0)
+        yield info
+        for extra in m.extra_collectors:
+            yield from extra(node, now)

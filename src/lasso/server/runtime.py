@@ -1,0 +1,171 @@
+"""Live objects built from a set of profiles: routers, upstream pools, breakers.
+
+A :class:`Runtime` is immutable once built; a reload builds a new one and swaps it in.
+Upstream pools and circuit breakers are keyed by the *upstream instance* (normalized URL
+plus a fingerprint of the auth headers), so profiles that point at the same endpoint
+share connections and health, and both survive a reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from lasso.config import (
+    DEFAULT_PROFILE,
+    PROFILE_ALIASES,
+    ChainConfig,
+    ProfileConfig,
+    ProviderConfig,
+)
+from lasso.kernel.breaker import BreakerConfig
+from lasso.kernel.router import BreakerRegistry, ChainRouter
+from lasso.net.http_client import HttpUpstreamPool
+
+__all__ = ["ChainRuntime", "ProfileRuntime", "Runtime", "PoolRegistry", "instance_key"]
+
+
+def normalize_url(url: str) -> str:
+    """Lower-case scheme and host, drop default ports and a trailing slash."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    netloc = host if port is None or port == default else f"{host}:{port}"
+    path = parts.path.rstrip("/")
+    query = "&".join(sorted(parts.query.split("&"))) if parts.query else ""
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def instance_key(provider: ProviderConfig) -> str:
+    """Identity of the physical upstream behind a provider entry."""
+    auth = "|".join(f"{k}={v}" for k, v in sorted(provider.headers.items()))
+    http = normalize_url(provider.url or "")
+    ws = normalize_url(provider.ws_url or "")
+    digest = hashlib.sha256(f"{http}|{ws}|{auth}".encode()).hexdigest()[:12]
+    host = urlsplit(provider.url or provider.ws_url or "").hostname or "unknown"
+    return f"{host}:{digest}"
+
+
+class PoolRegistry:
+    """Upstream HTTP pools shared by instance key, kept across reloads."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, HttpUpstreamPool] = {}
+
+    def get(self, provider: ProviderConfig) -> HttpUpstreamPool | None:
+        if not provider.url:
+            return None
+        key = instance_key(provider)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = HttpUpstreamPool(provider.url, headers=dict(provider.headers))
+            self._pools[key] = pool
+        return pool
+
+    async def retain_only(self, keys: set[str]) -> None:
+        """Close pools no longer referenced by any profile."""
+        for key in [k for k in self._pools if k not in keys]:
+            await self._pools.pop(key).aclose()
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+
+class ChainRuntime:
+    """One chain of one profile: its router and the pools of its providers."""
+
+    __slots__ = ("profile", "config", "router", "pools", "chain_id_result", "key")
+
+    def __init__(
+        self,
+        profile: str,
+        config: ChainConfig,
+        router: ChainRouter,
+        pools: dict[str, HttpUpstreamPool],
+    ) -> None:
+        self.profile = profile
+        self.config = config
+        self.key = config.key
+        self.router = router
+        self.pools = pools
+        self.chain_id_result = f'"{hex(config.chain_id)}"'.encode()
+
+    def __repr__(self) -> str:
+        return f"<ChainRuntime {self.profile}/{self.key} providers={len(self.config.providers)}>"
+
+
+class ProfileRuntime:
+    __slots__ = ("config", "chains", "_resolve_cache")
+
+    def __init__(self, config: ProfileConfig, chains: dict[str, ChainRuntime]) -> None:
+        self.config = config
+        self.chains = chains
+        self._resolve_cache: dict[str, ChainRuntime | None] = {}
+
+    def resolve(self, ident: str) -> ChainRuntime | None:
+        try:
+            return self._resolve_cache[ident]
+        except KeyError:
+            pass
+        chain = self.config.resolve_chain(ident)
+        rt = self.chains.get(chain.key) if chain is not None else None
+        if len(self._resolve_cache) < 1024:
+            self._resolve_cache[ident] = rt
+        return rt
+
+
+class Runtime:
+    """Everything routing needs for one generation of the profile set."""
+
+    def __init__(
+        self,
+        profiles: Mapping[str, ProfileConfig],
+        *,
+        pools: PoolRegistry,
+        breakers: BreakerRegistry,
+        rng: random.Random,
+        generation: int = 1,
+        default_profile: str = DEFAULT_PROFILE,
+    ) -> None:
+        self.generation = generation
+        self.default_profile = default_profile
+        self.profiles: dict[str, ProfileRuntime] = {}
+        self.instance_keys: set[str] = set()
+        for slug, profile in profiles.items():
+            chains: dict[str, ChainRuntime] = {}
+            for key, chain in profile.chains.items():
+                router = ChainRouter(chain, breakers, rng, profile=slug)
+                chain_pools: dict[str, HttpUpstreamPool] = {}
+                for provider in chain.providers:
+                    pool = pools.get(provider)
+                    if pool is not None:
+                        chain_pools[provider.id] = pool
+                        self.instance_keys.add(instance_key(provider))
+                chains[key] = ChainRuntime(slug, chain, router, chain_pools)
+            self.profiles[slug] = ProfileRuntime(profile, chains)
+
+    def profile(self, slug: str | None) -> ProfileRuntime | None:
+        if not slug:
+            slug = self.default_profile
+        slug = PROFILE_ALIASES.get(slug, slug)
+        return self.profiles.get(slug)
+
+    def chains(self) -> list[ChainRuntime]:
+        return [c for p in self.profiles.values() for c in p.chains.values()]
+
+    def __repr__(self) -> str:
+        n = sum(len(p.chains) for p in self.profiles.values())
+        return f"<Runtime gen={self.generation} profiles={len(self.profiles)} chains={n}>"
+
+
+def default_breaker_config() -> BreakerConfig:
+    return BreakerConfig()
