@@ -1,0 +1,301 @@
+"""The HTTP JSON-RPC surface of CONTRACT §3, through real sockets against simulated providers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from support import fleet_chain_yaml, profile_yaml
+
+pytestmark = pytest.mark.integration
+
+BN = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+
+
+@pytest.fixture
+async def node(sim_fleet: Any, lasso_node: Any) -> Any:
+    fleet = await sim_fleet(["alpha", "bravo"])
+    chain = fleet_chain_yaml(fleet, extra="    aliases: [eth, mainnet]")
+    other = fleet_chain_yaml(fleet, key="other", chain_id=1).replace("chain_id: 1", "chain_id: 1")
+    app = await lasso_node(profile_yaml(chain), profile_yaml(other, slug="team"))
+    app.fleet = fleet
+    return app
+
+
+async def post(
+    url: str, body: Any, *, raw: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, Any]:
+    data = raw if raw is not None else orjson.dumps(body)
+    async with aiohttp.ClientSession() as s, s.post(url, data=data, headers=headers) as r:
+        content = await r.read()
+        return r.status, (orjson.loads(content) if content else None), r.headers
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/rpc/ethereum",
+        "/rpc/eth",
+        "/rpc/1",
+        "/rpc/fastest/ethereum",
+        "/rpc/load-balanced/1",
+        "/rpc/round-robin/mainnet",
+        "/rpc/latency-weighted/ethereum",
+        "/rpc/priority/ethereum",
+        "/rpc/provider/bravo/ethereum",
+        "/rpc/ethereum/bravo",
+        "/rpc/profile/public/ethereum",
+        "/rpc/profile/default/fastest/1",
+        "/rpc/profile/team/other",
+        "/rpc/profile/team/provider/alpha/other",
+    ],
+)
+async def test_every_route_answers(node: Any, path: str) -> None:
+    """Each route of the contract reaches a provider and answers with the client's id."""
+    status, doc, _ = await post(node.base_url + path, {**BN, "id": "abc"})
+    assert status == 200
+    assert doc["id"] == "abc" and doc["result"].startswith("0x")
+
+
+async def test_provider_override_pins_the_provider(node: Any) -> None:
+    """/rpc/provider/:id sends every call to that provider only."""
+    for _ in range(5):
+        await post(node.base_url + "/rpc/provider/bravo/ethereum", BN)
+    assert node.fleet["bravo"].stats.methods["eth_blockNumber"] >= 5
+    assert node.fleet["alpha"].stats.methods["eth_blockNumber"] == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"{not json", 400, -32700),
+        (b"[]", 400, -32600),
+        (b'"just a string"', 400, -32600),
+        (b'{"jsonrpc":"2.0","id":1}', 400, -32600),
+        (b'{"jsonrpc":"1.0","id":1,"method":"eth_blockNumber"}', 400, -32600),
+        (b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":5}', 400, -32602),
+        (orjson.dumps([BN] * 51), 400, -32600),
+    ],
+    ids=[
+        "malformed",
+        "empty-batch",
+        "scalar",
+        "no-method",
+        "bad-version",
+        "scalar-params",
+        "batch-51",
+    ],
+)
+async def test_invalid_requests_get_the_contract_errors(
+    node: Any, raw: bytes, status: int, code: int
+) -> None:
+    """Validation errors carry the right HTTP status and JSON-RPC code."""
+    got_status, doc, _ = await post(node.base_url + "/rpc/ethereum", None, raw=raw)
+    assert got_status == status
+    assert doc["jsonrpc"] == "2.0" and doc["error"]["code"] == code
+
+
+async def test_body_over_limit_is_413(node: Any) -> None:
+    """A body over 8 MB is refused with 413 before it is buffered."""
+    big = b'{"jsonrpc":"2.0","id":1,"method":"eth_call","params":["' + b"a" * 8_100_000 + b'"]}'
+    status, doc, _ = await post(node.base_url + "/rpc/ethereum", None, raw=big)
+    assert status == 413 and doc["error"]["code"] == -32600
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/rpc/nochain", 400, -32602),
+        ("/rpc/provider/nobody/ethereum", 400, -32602),
+        ("/rpc/profile/nope/ethereum", 404, -32000),
+        ("/rpc/a/b/c/d/e", 404, -32601),
+    ],
+)
+async def test_unknown_chain_provider_profile(node: Any, path: str, status: int, code: int) -> None:
+    """Unknown chains and providers are -32602/400, unknown profiles -32000/404."""
+    got, doc, _ = await post(node.base_url + path, BN)
+    assert got == status and doc["error"]["code"] == code
+
+
+async def test_subscribe_over_http_points_to_websocket(node: Any) -> None:
+    """eth_subscribe over HTTP is -32601 with data.websocket_url."""
+    body = {"jsonrpc": "2.0", "id": 4, "method": "eth_subscribe", "params": ["newHeads"]}
+    status, doc, _ = await post(node.base_url + "/rpc/ethereum", body)
+    assert doc["id"] == 4 and doc["error"]["code"] == -32601
+    assert doc["error"]["data"]["websocket_url"] == "/ws/rpc/ethereum"
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["eth_sendTransaction", "eth_sign", "personal_sign", "eth_signTransaction", "eth_accounts"],
+)
+async def test_signing_methods_are_refused(node: Any, method: str) -> None:
+    """Lasso never signs: the signing methods are -32601 and never reach a provider."""
+    status, doc, _ = await post(
+        node.base_url + "/rpc/ethereum", {"jsonrpc": "2.0", "id": 2, "method": method, "params": []}
+    )
+    assert doc["error"]["code"] == -32601
+    assert (
+        node.fleet["alpha"].stats.methods[method] == 0
+        and node.fleet["bravo"].stats.methods[method] == 0
+    )
+
+
+async def test_chain_id_is_answered_locally(node: Any) -> None:
+    """eth_chainId comes from the config without an upstream call."""
+    status, doc, _ = await post(
+        node.base_url + "/rpc/ethereum", {"jsonrpc": "2.0", "id": 3, "method": "eth_chainId"}
+    )
+    assert doc == {"jsonrpc": "2.0", "id": 3, "result": "0x1"}
+    assert node.fleet["alpha"].stats.calls + node.fleet["bravo"].stats.calls == 0
+
+
+async def test_notification_is_executed_and_answered_204(node: Any) -> None:
+    """A request without id runs upstream and gets 204 with no body."""
+    status, doc, _ = await post(
+        node.base_url + "/rpc/ethereum", {"jsonrpc": "2.0", "method": "eth_gasPrice", "params": []}
+    )
+    assert status == 204 and doc is None
+    assert (
+        node.fleet["alpha"].stats.methods["eth_gasPrice"]
+        + node.fleet["bravo"].stats.methods["eth_gasPrice"]
+        == 1
+    )
+
+
+async def test_batch_keeps_order_and_mixes_outcomes(node: Any) -> None:
+    """Batch items answer in order; invalid/blocked items get inline errors; notifications none."""
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"},
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_sign", "params": []},
+        {"jsonrpc": "2.0", "method": "eth_gasPrice"},
+        {"id": 3},
+        {"jsonrpc": "2.0", "id": 4, "method": "eth_chainId"},
+        *[
+            {
+                "jsonrpc": "2.0",
+                "id": 10 + i,
+                "method": "eth_getBalance",
+                "params": ["0x" + "00" * 19 + f"{i:02x}", "latest"],
+            }
+            for i in range(8)
+        ],
+    ]
+    status, doc, _ = await post(node.base_url + "/rpc/ethereum", batch)
+    assert status == 200
+    assert [d["id"] for d in doc] == [1, 2, 3, 4, *range(10, 18)]  # the notification: no entry
+    assert (
+        "result" in doc[0]
+        and doc[1]["error"]["code"] == -32601
+        and doc[2]["error"]["code"] == -32600
+    )
+    assert all("result" in d for d in doc[4:])
+
+
+async def test_batch_of_only_notifications_is_204(node: Any) -> None:
+    """Nothing to answer: 204."""
+    status, doc, _ = await post(
+        node.base_url + "/rpc/ethereum", [{"jsonrpc": "2.0", "method": "eth_gasPrice"}] * 3
+    )
+    assert status == 204
+
+
+async def test_include_meta_headers_and_body(node: Any) -> None:
+    """include_meta=headers gives X-Lasso-Meta (base64url JSON); =body embeds lasso_meta."""
+    status, doc, headers = await post(
+        node.base_url + "/rpc/fastest/ethereum?include_meta=headers", BN
+    )
+    raw = headers["X-Lasso-Meta"]
+    assert "=" not in raw
+    meta = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    for key in (
+        "request_id",
+        "strategy",
+        "chain_id",
+        "transport",
+        "selected_provider",
+        "candidate_providers",
+        "retries",
+        "upstream_latency_ms",
+        "end_to_end_latency_ms",
+        "lasso_overhead_ms",
+    ):
+        assert key in meta, key
+    assert meta["strategy"] == "fastest" and meta["chain_id"] == "1"
+    assert headers["X-Lasso-Request-Id"] == meta["request_id"]
+    status, doc, _ = await post(
+        node.base_url + "/rpc/ethereum", BN, headers={"X-Lasso-Include-Meta": "body"}
+    )
+    assert doc["result"].startswith("0x") and doc["lasso_meta"]["selected_provider"]["id"] in (
+        "alpha",
+        "bravo",
+    )
+
+
+async def test_cors_preflight(node: Any) -> None:
+    """Browsers get CORS headers on preflight and on answers."""
+    async with aiohttp.ClientSession() as s:
+        async with s.options(
+            node.base_url + "/rpc/ethereum", headers={"Origin": "https://dapp.example"}
+        ) as r:
+            assert r.status == 204
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        async with s.post(node.base_url + "/rpc/ethereum", data=orjson.dumps(BN)) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_garbage_http_gets_400_not_a_hang(node: Any) -> None:
+    """A non-HTTP byte stream is answered 400 and closed."""
+    port = int(node.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\x16\x03\x01 not http at all\r\n\r\n")
+    async with asyncio.timeout(5):
+        data = await reader.read()  # until the server closes
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 400")
+
+
+async def test_health_chains_metrics_api(node: Any) -> None:
+    """The operations endpoints answer with the contract's fields."""
+    await post(node.base_url + "/rpc/ethereum", BN)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(node.base_url + "/api/health") as r:
+            health = await r.json()
+        assert health["status"] == "healthy" and health["node_id"] == "test"
+        assert {"version", "uptime_seconds", "cluster"} <= set(health)
+        assert health["cluster"]["status"] == "standalone"
+        async with s.get(node.base_url + "/api/chains") as r:
+            chains = await r.json()
+        assert chains["chains"][0]["chain_id"] == "1"
+        assert {p["id"] for p in chains["chains"][0]["providers"]} == {"alpha", "bravo"}
+        async with s.get(node.base_url + "/api/metrics/eth") as r:
+            metrics = await r.json()
+        assert metrics["chain_performance"]["total_calls"] == 1
+        async with s.get(node.base_url + "/api/metrics/nochain") as r:
+            assert r.status == 404
+        async with s.get(node.base_url + "/metrics") as r:
+            text = await r.text()
+        assert (
+            'lasso_rpc_requests_total{chain="ethereum",method="eth_blockNumber",node_id="test"'
+            in text
+        )
+        assert "lasso_upstream_request_duration_seconds_bucket" in text
+
+
+async def test_unknown_methods_collapse_to_other_in_metrics(node: Any) -> None:
+    """Clients cannot blow up label cardinality: unregistered methods count as 'other'."""
+    for i in range(3):
+        await post(
+            node.base_url + "/rpc/ethereum",
+            {"jsonrpc": "2.0", "id": i, "method": f"x_weird{i}", "params": []},
+        )
+    async with aiohttp.ClientSession() as s, s.get(node.base_url + "/metrics") as r:
+        text = await r.text()
+    assert "x_weird" not in text
+    assert 'method="other"' in text
