@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs every test dependency (Python packages, a real Ethereum node, a NATS server,
+# Chromium) and runs the whole test suite. Safe to run repeatedly: each step is skipped
+# when already satisfied. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# 1. Python environment (uv for speed; plain venv + pip as the fallback).
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if [ ! -x .venv/bin/uv ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check uv
+fi
+log "installing lasso and test dependencies"
+.venv/bin/uv pip install -q --python .venv/bin/python -e '.[test]'
+
+# 2. System packages: nats-server and chromium from Debian (root or sudo needed once).
+need_apt=()
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# 3. A real Ethereum node: anvil from npm (@foundry-rs/anvil).
+if [ ! -x node_modules/.bin/anvil ]; then
+  log "installing anvil (npm @foundry-rs/anvil)"
+  npm install --no-audit --no-fund --loglevel=error
+fi
+node_modules/.bin/anvil --version >/dev/null
+
+# 4. The suite.
+log "running the test suite"
+export PATH="$PWD/node_modules/.bin:$PATH"
+.venv/bin/ruff check src tests bench
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
