@@ -21,6 +21,7 @@ from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
 from lasso.server import api
+from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
@@ -92,12 +93,14 @@ class LassoApp:
         self.started_wall = time.time()
         self.pools = PoolRegistry()
         self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
+        self.events = EventBus(self.node_id)
         self.runtime = Runtime(
             profiles,
             pools=self.pools,
             breakers=self.breakers,
             rng=self.rng,
             default_profile=self.settings.default_profile,
+            events=self.events,
         )
         self.metrics = Metrics(self.node_id)
         self.rpc = RpcHandler(self)
@@ -132,6 +135,7 @@ class LassoApp:
             rng=self.rng,
             generation=self.runtime.generation + 1,
             default_profile=self.settings.default_profile,
+            events=self.events,
         )
         self.runtime = new
         await self.pools.retain_only(new.instance_keys)

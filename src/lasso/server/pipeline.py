@@ -266,7 +266,9 @@ async def execute(
             else:
                 msg = "Upstream connection lost"
             if exc.provider_fault and not isinstance(exc, PoolTimeout):
-                router.record_failure(ch, mkey, cat, t1 - t0, t1)
+                tr = router.record_failure(ch, mkey, cat, t1 - t0, t1)
+                if tr is not None:
+                    rt.events.transition(rt, ch, tr)
             else:  # a local condition: release any half-open probe slot, count nothing
                 router.record_neutral(ch, mkey, t1)
             last = _Verdict(False, cat, message=msg)
@@ -286,7 +288,9 @@ async def execute(
         dispatches += 1
         verdict = judge(resp.status, resp.body, resp.headers, tid, ch)
         if verdict.ok:
-            router.record_success(ch, mkey, lat, t1)
+            tr = router.record_success(ch, mkey, lat, t1)
+            if tr is not None:
+                rt.events.transition(rt, ch, tr)
             if method == "eth_blockNumber":
                 height = parse_block_number(resp.body)
                 if height is not None:
@@ -297,7 +301,9 @@ async def execute(
             return out
         cat = verdict.category or Category.UNKNOWN_ERROR
         bucket = bucket_of(cat)
-        router.record_failure(ch, mkey, cat, lat, t1, verdict.retry_after)
+        tr = router.record_failure(ch, mkey, cat, lat, t1, verdict.retry_after)
+        if tr is not None:
+            rt.events.transition(rt, ch, tr)
         if bucket is Bucket.DETERMINISTIC:
             # The caller's fault: the provider's answer goes back unchanged (bytes when
             # they carry our id, else the error object re-encoded).

@@ -278,6 +278,7 @@ class RpcHandler:
         body = _finish(out, item.id_json)
         elapsed = monotonic() - t0
         self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
+        rt.events.decision(rt, item.method, strategy, out, elapsed)
         if item.notification:
             return _NO_CONTENT
         if meta is None:
@@ -313,9 +314,11 @@ class RpcHandler:
                 it = items[i]
                 t0 = monotonic()
                 out = await execute(rt, it.method, it.params, strategy, provider_id, loop)
+                elapsed = monotonic() - t0
                 self.app.metrics.record_request(
-                    rt, it.method, strategy, out.status, monotonic() - t0, out.retries
+                    rt, it.method, strategy, out.status, elapsed, out.retries
                 )
+                rt.events.decision(rt, it.method, strategy, out, elapsed)
                 outcomes[i] = out
                 results[i] = _finish(out, it.id_json)
 

@@ -23,6 +23,7 @@ from lasso.config import (
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry, ChainRouter
 from lasso.net.http_client import HttpUpstreamPool
+from lasso.server.events import EventBus
 
 __all__ = ["ChainRuntime", "ProfileRuntime", "Runtime", "PoolRegistry", "instance_key"]
 
@@ -83,7 +84,7 @@ class PoolRegistry:
 class ChainRuntime:
     """One chain of one profile: its router and the pools of its providers."""
 
-    __slots__ = ("profile", "config", "router", "pools", "chain_id_result", "key")
+    __slots__ = ("profile", "config", "router", "pools", "chain_id_result", "key", "events")
 
     def __init__(
         self,
@@ -91,7 +92,9 @@ class ChainRuntime:
         config: ChainConfig,
         router: ChainRouter,
         pools: dict[str, HttpUpstreamPool],
+        events: EventBus,
     ) -> None:
+        self.events = events
         self.profile = profile
         self.config = config
         self.key = config.key
@@ -135,7 +138,9 @@ class Runtime:
         rng: random.Random,
         generation: int = 1,
         default_profile: str = DEFAULT_PROFILE,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events if events is not None else EventBus("local")
         self.generation = generation
         self.default_profile = default_profile
         self.profiles: dict[str, ProfileRuntime] = {}
@@ -150,7 +155,7 @@ class Runtime:
                     if pool is not None:
                         chain_pools[provider.id] = pool
                         self.instance_keys.add(instance_key(provider))
-                chains[key] = ChainRuntime(slug, chain, router, chain_pools)
+                chains[key] = ChainRuntime(slug, chain, router, chain_pools, self.events)
             self.profiles[slug] = ProfileRuntime(profile, chains)
 
     def profile(self, slug: str | None) -> ProfileRuntime | None:
