@@ -93,7 +93,7 @@ class EventBus:
 
     # -- state changes (never sampled) ------------------------------------------------
     def transition(self, rt: ChainRuntime, ch: Channel, tr: Transition) -> None:
-        event = {
+        event: dict[str, Any] = {
             "type": "circuit",
             "ts": time(),
             "node_id": self.node_id,
@@ -110,7 +110,7 @@ class EventBus:
             level,
             "circuit breaker %s",
             event["to"],
-            extra={"event": "circuit_breaker." + event["to"], **_fields(event)},
+            extra={"event": f"circuit_breaker.{event['to']}", **_fields(event)},
         )
         self.state(event)
 

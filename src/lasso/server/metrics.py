@@ -240,9 +240,9 @@ class _Collector:
                         up_dur.add_metric([*labels, method], buckets, row.hist_sum_s)
             state = router.state
             for provider in rt.config.providers:
-                h = state.height(provider.id)
-                if h is not None:
-                    height.add_metric([node, rt.profile, rt.key, provider.id], float(h))
+                head = state.height(provider.id)
+                if head is not None:
+                    height.add_metric([node, rt.profile, rt.key, provider.id], float(head))
                     lg = state.optimistic_lag(provider.id, now)
                     if lg is not None:
                         lag.add_metric([node, rt.profile, rt.key, provider.id], float(lg))

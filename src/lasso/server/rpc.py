@@ -133,7 +133,7 @@ class RpcHandler:
 
     # -- entry point ------------------------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
-        route = self._routes.get(req.path, _MISSING)  # type: ignore[arg-type]
+        route: Any = self._routes.get(req.path, _MISSING)
         if route is _MISSING:
             route = parse_rpc_path(req.path)
             if len(self._routes) < 4096:
@@ -165,11 +165,11 @@ class RpcHandler:
         if req.query:
             qs = parse_qs(req.query)
             meta_mode = (qs.get("include_meta") or [""])[0]
-            override = (qs.get("provider_override") or qs.get("provider_id") or [None])[0]
+            override = (qs.get("provider_override") or qs.get("provider_id") or [""])[0]
             if provider_id is None and override:
                 provider_id = override
             if route.strategy is None:
-                qstrat = (qs.get("strategy") or [None])[0]
+                qstrat = (qs.get("strategy") or [""])[0]
                 if qstrat and canonical_strategy(qstrat):
                     strategy = canonical_strategy(qstrat) or strategy
         if not meta_mode:
@@ -336,7 +336,7 @@ class RpcHandler:
         if meta is None:
             return Response(200, body)
         first = next((o for o in outcomes if o is not None), None)
-        info = (
+        info: dict[str, Any] = (
             _meta_object(meta, rt, strategy, first, monotonic())
             if first
             else {"request_id": meta.request_id}
