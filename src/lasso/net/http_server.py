@@ -119,7 +119,7 @@ class _Conn(asyncio.Protocol):
         "last_activity",
         "in_request",
         "_paused",
-        "_drain_waiter",
+        "_current",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -140,6 +140,7 @@ class _Conn(asyncio.Protocol):
         self.last_activity = self.loop.time()
         self.in_request = False
         self._paused = False
+        self._current: HttpRequest | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -260,13 +261,17 @@ class _Conn(asyncio.Protocol):
             self._write(result, req.keep_alive)
             return
         self._busy = True
+        self._current = req
         self.server.inflight += 1
-        task = self.loop.create_task(_await(result))
-        task.add_done_callback(lambda t, r=req: self._on_done(t, r))  # type: ignore[misc]
+        coro = result if asyncio.iscoroutine(result) else _await(result)
+        self.loop.create_task(coro).add_done_callback(self._on_done)
 
-    def _on_done(self, task: asyncio.Task[Response], req: HttpRequest) -> None:
+    def _on_done(self, task: asyncio.Task[Response]) -> None:
+        req = self._current
+        self._current = None
         self.server.inflight -= 1
         self._busy = False
+        assert req is not None
         if task.cancelled():
             resp = Response(503, _UNAVAILABLE)
         else:
