@@ -934,3 +934,42 @@ def test_bad_url_syntax_is_a_problem(tmp_path: Path) -> None:
         (6, f"{p}.url"),
         (7, f"{p}.ws_url"),
     ]
+
+
+def _one_provider(extra: str, chain_key: str = "ethereum") -> str:
+    return (
+        "---\nname: T\n---\nchains:\n"
+        f"  {chain_key}:\n    chain_id: 1\n    providers:\n"
+        "      - id: a\n        url: http://127.0.0.1:8545\n" + extra
+    )
+
+
+def test_headers_lasso_manages_are_rejected(tmp_path: Path) -> None:
+    """Content-Length, Transfer-Encoding, Connection and Host cannot be configured."""
+    for name in ("Content-Length", "transfer-encoding", "Connection", "Host"):
+        text = _one_provider(f"        headers:\n          {name}: x\n")
+        with pytest.raises(ConfigError) as info:
+            parse_profile(text, "t.yml", {})
+        assert "set by Lasso itself" in str(info.value)
+        assert info.value.problems[0].line == 11
+
+
+def test_urls_with_spaces_are_rejected() -> None:
+    """A URL with whitespace would corrupt the request line: it is a config error."""
+    text = _one_provider("").replace("http://127.0.0.1:8545", '"http://127.0.0.1:8545/a b"')
+    with pytest.raises(ConfigError) as info:
+        parse_profile(text, "t.yml", {})
+    assert "spaces" in str(info.value)
+
+
+def test_route_segments_cannot_be_chain_keys_or_aliases() -> None:
+    """Chain keys and aliases that collide with strategy or route words are reserved."""
+    with pytest.raises(ConfigError) as info:
+        parse_profile(_one_provider("", chain_key="fastest"), "t.yml", {})
+    assert "reserved" in str(info.value)
+    text = _one_provider("").replace(
+        "    chain_id: 1\n", "    chain_id: 1\n    aliases: [provider]\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_profile(text, "t.yml", {})
+    assert "reserved" in str(info.value)

@@ -290,6 +290,9 @@ def _build_chains(rep: Reporter, top: Section) -> dict[str, ChainConfig]:
     for key, key_line, node, path in entries:
         if not is_ident(key):
             rep.error(key_line, path, f"invalid chain key {key!r}: {IDENT_RULE}")
+        elif key in _RESERVED_CHAIN_KEYS:
+            msg = f"chain key {key!r} is reserved: it is a route segment"
+            rep.error(key_line, path, msg)
         chain, id_line, chain_aliases = _build_chain(rep, node, key, path, key_line)
         chains[key] = chain
         if chain.chain_id in id_owner:
@@ -341,7 +344,9 @@ def _build_chain(
         if isinstance(item, YScalar) and type(item.value) is int and item.text is None:
             item = YScalar(str(item.value), item.line)  # a decimal alias such as 1
         alias = as_ident(rep, item, ipath, "alias")
-        if alias is not None:
+        if alias in _RESERVED_CHAIN_KEYS:
+            rep.error(item.line, ipath, f"alias {alias!r} is reserved: it is a route segment")
+        elif alias is not None:
             aliases.append((alias, item.line, ipath))
     mon = sec.sub("monitoring", _MONITORING_KEYS)
     sel = sec.sub("selection", ("max_lag_blocks", "archival_threshold"))
@@ -439,6 +444,20 @@ def _build_providers(rep: Reporter, chain: Section) -> list[ProviderConfig]:
     return providers
 
 
+_RESERVED_CHAIN_KEYS = frozenset(
+    {
+        "provider",
+        "profile",
+        "fastest",
+        "load-balanced",
+        "round-robin",
+        "latency-weighted",
+        "priority",
+    }
+)
+_MANAGED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "host"})
+
+
 def _headers(sec: Section) -> dict[str, str]:
     """``api_key``, then ``headers``, then ``auth_headers``: later names win."""
     headers: dict[str, str] = {}
@@ -449,6 +468,10 @@ def _headers(sec: Section) -> dict[str, str]:
         value = as_str(sec.rep, node, path)
         if not _HEADER_NAME.fullmatch(name):
             sec.rep.error(line, path, f"invalid header name {name!r}")
+        elif name.lower() in _MANAGED_HEADERS:
+            sec.rep.error(
+                line, path, f"header {name!r} is set by Lasso itself and cannot be configured"
+            )
         elif value is not None and any(c in value for c in "\r\n\0"):
             sec.rep.error(node.line, path, "header value must not contain line breaks")
         elif value is not None:

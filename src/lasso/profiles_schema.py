@@ -239,6 +239,9 @@ def as_url(rep: Reporter, node: YNode, path: str, schemes: tuple[str, str]) -> s
         want = " or ".join(f"{s}://" for s in schemes)
         rep.error(node.line, path, f"must be a URL starting with {want}, got {url!r}")
         return None
+    if any(c.isspace() or ord(c) < 0x20 for c in url):
+        rep.error(node.line, path, f"URL must not contain spaces or control characters: {url!r}")
+        return None
     return url
 
 
