@@ -17,6 +17,8 @@ __all__ = ["main"]
 
 log = logging.getLogger("lasso")
 
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -127,6 +129,13 @@ def serve(args: argparse.Namespace) -> int:
     from lasso.server.app import Settings
 
     node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
+    if args.log_level.upper() not in _LEVELS:
+        print(
+            f"lasso: unknown log level {args.log_level!r} "
+            f"(use one of: {', '.join(_LEVELS).lower()})",
+            file=sys.stderr,
+        )
+        return 2
     setup_logging(node_id, args.log_level)
     directory = args.profiles or os.environ.get("LASSO_PROFILES_DIR") or "config/profiles"
     settings = Settings(
@@ -153,7 +162,11 @@ async def _serve(profiles: Mapping[str, object], settings: object, directory: st
     from lasso.server.app import LassoApp, Settings
 
     assert isinstance(settings, Settings)
-    app = LassoApp(profiles, settings)  # type: ignore[arg-type]
+    try:
+        app = LassoApp(profiles, settings)  # type: ignore[arg-type]
+    except ValueError as exc:
+        print(f"lasso: cannot start: {exc}", file=sys.stderr)
+        return 1
     try:
         port = await app.start()
     except OSError as exc:
@@ -188,7 +201,14 @@ async def _serve(profiles: Mapping[str, object], settings: object, directory: st
         except OSError as exc:
             log.error("reload failed", extra={"event": "config.reload_rejected", "error": str(exc)})
             return
-        await app.reload(new)
+        try:
+            await app.reload(new)
+        except Exception as exc:  # keep serving the last good set, whatever went wrong
+            log.error(
+                "reload failed; keeping the last good profiles",
+                exc_info=True,
+                extra={"event": "config.reload_rejected", "error": str(exc)},
+            )
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -13,9 +13,12 @@ __all__ = ["run_demo"]
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from lasso.cli import install_uvloop
+    from lasso.cli import _LEVELS, install_uvloop
     from lasso.logs import setup_logging
 
+    if args.log_level.upper() not in _LEVELS:
+        print(f"lasso: unknown log level {args.log_level!r}", file=sys.stderr)
+        return 2
     setup_logging("local", args.log_level)
     install_uvloop()
     try:

@@ -165,7 +165,9 @@ class RpcHandler:
         if req.query:
             qs = parse_qs(req.query)
             meta_mode = (qs.get("include_meta") or [""])[0]
-            override = (qs.get("provider_override") or qs.get("provider_id") or [""])[0]
+            override = (
+                qs.get("provider_override") or qs.get("provider_id") or qs.get("provider") or [""]
+            )[0]
             if provider_id is None and override:
                 provider_id = override
             if route.strategy is None:
