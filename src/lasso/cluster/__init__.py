@@ -1,1 +1,25 @@
-"""lasso.cluster"""
+"""Regions and clusters: per-node metric snapshots shared over NATS (observability only).
+
+* :mod:`lasso.cluster.snapshot`: the snapshot model, its wire form and the pure merge;
+* :mod:`lasso.cluster.view`: this node's view of the cluster (membership, status, the
+  aggregate and per-region documents of the operations API);
+* :mod:`lasso.cluster.transport`: the heartbeat task and its exchanges (NATS, in-process);
+* :mod:`lasso.cluster.demo_cluster`: ``lasso demo --nodes N``.
+
+See ``docs/deployment.md``.
+"""
+
+from lasso.cluster.snapshot import NodeSnapshot, build_snapshot, merge_snapshots
+from lasso.cluster.transport import SUBJECT, ClusterNode, MemoryHub, NatsExchange
+from lasso.cluster.view import ClusterView
+
+__all__ = [
+    "SUBJECT",
+    "ClusterNode",
+    "ClusterView",
+    "MemoryHub",
+    "NatsExchange",
+    "NodeSnapshot",
+    "build_snapshot",
+    "merge_snapshots",
+]
