@@ -1,4 +1,4 @@
-"""The ``lasso`` command: serve, demo, check-config, sim."""
+"""The ``lasso`` command: serve, demo, check-config, sim, probe."""
 
 from __future__ import annotations
 
@@ -55,6 +55,13 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the proxy in front of a simulated provider fleet")
     demo.add_argument("--port", type=int, default=None, help="proxy port (default 4000)")
     demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="run N nodes as regions (us-east-1, eu-west-1, ...) with region-dependent "
+        "provider latency, joined in a cluster (NATS if LASSO_CLUSTER_URL is set)",
+    )
     demo.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "warning"))
 
     check = sub.add_parser("check-config", help="validate every profile and exit")
@@ -66,6 +73,13 @@ def _build_parser() -> argparse.ArgumentParser:
     from lasso.sim import cli as sim_cli
 
     sim_cli.add_arguments(sim)
+
+    probe = sub.add_parser(
+        "probe", help="probe a provider: methods, limits, batches, archive, subscriptions"
+    )
+    from lasso import probe_cli
+
+    probe_cli.add_arguments(probe)
     return parser
 
 
@@ -89,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lasso.sim import cli as sim_cli
 
         return int(sim_cli.run(args))
+    if args.command == "probe":
+        from lasso import probe_cli
+
+        return probe_cli.run(args)
     parser.print_help()
     return 2
 

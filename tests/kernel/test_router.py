@@ -691,8 +691,9 @@ def test_candidates_invariants(
         assert ch.provider_id not in exclude
         if pin is not None:
             assert ch.provider_id == pin
-    # Tiers never invert for requests without block preferences.
-    if method in ("eth_blockNumber", "trace_block"):
+    # Tiers never invert for requests without block preferences (a numbered or earliest
+    # block may need an archival provider or one that has it, which outranks the tier).
+    if method == "eth_blockNumber" or (method == "trace_block" and block in (None, "latest")):
         tiers = [
             (2 if ch.breaker.state(now) is BreakerState.HALF_OPEN else 1)
             + (2 if ch.evidence.rate_limited(now) else 0)

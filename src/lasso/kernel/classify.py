@@ -36,6 +36,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
@@ -468,15 +470,39 @@ def classify_rpc_error(
     return _classify_code(code)
 
 
-def classify_http_status(status: int) -> Category:
+# Quota wording in an HTTP error body (not a JSON-RPC error): a 403 saying any of these is
+# a plan or quota limit, not bad credentials; a 5xx saying the narrower ones is a gateway
+# shedding load. Bodies are searched case-insensitively, up to _MAX_MESSAGE_CHARS bytes.
+_QUOTA_BODY = re.compile(rb"quota|limit|too many|throttl", re.IGNORECASE)
+_OVERLOAD_BODY = re.compile(rb"rate.?limit|too many requests|throttl", re.IGNORECASE)
+
+
+def is_quota_body(status: int, body: bytes) -> bool:
+    """Return whether an HTTP error ``body`` of ``status`` reads as a rate or quota limit.
+
+    403 bodies mentioning quota, limit, too many or throttling count (providers answer
+    "403 Forbidden: daily quota exceeded"); 5xx bodies count only when they say rate limit,
+    too many requests or throttled. Any other status never does.
+    """
+    if not body:
+        return False
+    if status == 403:
+        return _QUOTA_BODY.search(body, 0, _MAX_MESSAGE_CHARS) is not None
+    if status >= 500:
+        return _OVERLOAD_BODY.search(body, 0, _MAX_MESSAGE_CHARS) is not None
+    return False
+
+
+def classify_http_status(status: int, body: bytes = b"") -> Category:
     """Classify a non-2xx upstream HTTP status whose body is not a JSON-RPC response.
 
-    429 is ``rate_limit``; 401 and 403 are ``auth_error``; every other status, 5xx and
-    4xx alike, is ``server_error`` ("provider infrastructure error"): the provider, not
-    the caller, failed to answer. A 4xx carrying a JSON-RPC error body should be
-    classified with :func:`classify_rpc_error` instead.
+    429 is ``rate_limit``, and so are a 403 or 5xx whose ``body`` reads as a quota or
+    rate limit (:func:`is_quota_body`); otherwise 401 and 403 are ``auth_error``, and every
+    other status, 5xx and 4xx alike, is ``server_error`` ("provider infrastructure error"):
+    the provider, not the caller, failed to answer. A 4xx carrying a JSON-RPC error body
+    should be classified with :func:`classify_rpc_error` instead.
     """
-    if status == 429:
+    if status == 429 or is_quota_body(status, body):
         return _C.RATE_LIMIT
     if status in (401, 403):
         return _C.AUTH_ERROR
@@ -504,6 +530,38 @@ def _seconds(value: object, scale: float) -> float | None:
     if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return None
     return float(value) * scale
+
+
+def parse_retry_after(value: bytes | str | None, now_wall: float) -> float | None:
+    """Return the seconds an HTTP ``Retry-After`` header asks to wait (RFC 9110 §10.2.3).
+
+    Args:
+        value: the header value: delay-seconds (``"120"``; a decimal is tolerated) or an
+            HTTP-date (``"Wed, 21 Oct 2015 07:28:00 GMT"``).
+        now_wall: the current wall-clock time (Unix seconds), to turn a date into a delay.
+
+    Returns:
+        A finite delay ``>= 0`` (a date in the past gives 0.0), or ``None`` when the value
+        is missing or unparseable.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    text = value.strip()
+    if not text:
+        return None
+    seconds = _seconds(text, 1.0)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:  # RFC 850 / asctime forms carry no zone: they mean GMT
+            when = when.replace(tzinfo=UTC)
+        at = when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, at - now_wall)
 
 
 def retry_after_from_error(data: object) -> float | None:

@@ -63,6 +63,8 @@ from .tiering import tier
 __all__ = [
     "MAX_CANDIDATES",
     "MAX_METHOD_ROWS",
+    "PROBE_STATUSES",
+    "PROVIDER_STATUSES",
     "BreakerRegistry",
     "ChainRouter",
     "Channel",
@@ -91,7 +93,22 @@ DEFAULT_BLOCK_AGE_METHODS: frozenset[str] = frozenset(
 )
 """Methods a provider's ``max_block_age`` applies to when ``block_age_methods`` is empty."""
 
+PROBE_STATUSES = ("unknown", "healthy", "degraded", "unhealthy", "rate_limited", "misconfigured")
+"""Values of :attr:`Channel.probe_status`, set by the health prober (``lasso.probes``)."""
+
+PROVIDER_STATUSES = (
+    "healthy",
+    "lagging",
+    "degraded",
+    "recovering",
+    "rate_limited",
+    "circuit_open",
+    "misconfigured",
+)
+"""Values of :meth:`ChainRouter.provider_status`, least to most severe."""
+
 _CLOSED = BreakerState.CLOSED
+_HALF_OPEN = BreakerState.HALF_OPEN
 _OPEN = BreakerState.OPEN
 _BUCKET: dict[str, Bucket] = {c.value: bucket_of(c) for c in Category}
 _rank_of = attrgetter("_rank")
@@ -174,6 +191,7 @@ class Channel:
         "key",
         "methods",
         "priority",
+        "probe_status",
         "provider",
         "provider_id",
         "transport",
@@ -192,6 +210,9 @@ class Channel:
         self.evidence = ChannelEvidence()
         self.methods: dict[str, MethodStats] = {}
         self.connected = transport == "http"
+        # What the health prober last concluded (one of PROBE_STATUSES); display only:
+        # routing reads the breaker and the rate-limit expiry the prober feeds.
+        self.probe_status = "unknown"
         caps = provider.capabilities
         self._unsupported_methods = caps.unsupported_methods
         self._unsupported_categories = caps.unsupported_categories
@@ -562,6 +583,38 @@ class ChainRouter:
         """A provider's block height from polling, newHeads or a probe."""
         self.state.observe_height(provider_id, height, now)
 
+    def provider_status(self, provider_id: str, now: float) -> str:
+        """One word for the provider's health, the most severe that applies (of
+        :data:`PROVIDER_STATUSES`): ``misconfigured`` (a probe saw 401/402 or a wrong chain
+        id), ``circuit_open``, ``rate_limited``, ``recovering`` (half-open), ``degraded``
+        (failing probes, or a failure as the channel's latest outcome), ``lagging`` (more
+        than ``monitoring.lag_alert_threshold_blocks`` behind), else ``healthy``.
+        An unknown provider is ``healthy``: there is nothing against it.
+        """
+        chans = self._by_provider.get(provider_id, ())
+        rank = 0
+        for ch in chans:
+            s = ch.breaker.state(now)
+            if ch.probe_status == "misconfigured":
+                r = 6
+            elif s is _OPEN:
+                r = 5
+            elif ch.evidence.rate_limited(now):
+                r = 4
+            elif s is _HALF_OPEN:
+                r = 3
+            elif ch.probe_status in ("degraded", "unhealthy") or ch.evidence.consecutive_failures:
+                r = 2
+            else:
+                r = 0
+            if r > rank:
+                rank = r
+        if rank == 0:
+            lag = self.state.optimistic_lag(provider_id, now)
+            if lag is not None and lag < -self.chain.lag_alert_threshold_blocks:
+                rank = 1
+        return PROVIDER_STATUSES[rank]
+
     # -- views ----------------------------------------------------------------------------
 
     def snapshot(self, now: float) -> dict[str, object]:
@@ -586,6 +639,7 @@ class ChainRouter:
                     "rate_limited": rl,
                     "rate_limited_remaining_s": round(ch.evidence.rate_limit_remaining(now), 3),
                     "retry_after_s": ch.breaker.retry_after(now),
+                    "probe": ch.probe_status,
                     "evidence": ch.evidence.summary(now),
                 }
                 for m, row in ch.methods.items():
@@ -598,6 +652,7 @@ class ChainRouter:
                     "name": p.name,
                     "priority": p.priority,
                     "archival": p.archival,
+                    "status": self.provider_status(pid, now),
                     "channels": channels,
                     "height": state.height(pid),
                     "lag": state.optimistic_lag(pid, now),

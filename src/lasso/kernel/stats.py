@@ -210,6 +210,18 @@ class ChannelEvidence(Evidence):
         self.total_rate_limits += 1
         self._push_down(now)
 
+    def mark_rate_limited(self, until: float) -> bool:
+        """Extend the rate-limit expiry to ``until`` without counting an attempt.
+
+        For marks that do not come from client traffic (a health probe that saw a quota
+        answer): the routing evidence and its counters stay untouched and a later expiry
+        is never shortened. Returns whether the expiry moved.
+        """
+        if until > self.rate_limited_until:
+            self.rate_limited_until = until
+            return True
+        return False
+
     def rate_limited(self, now: float) -> bool:
         """True while a learned rate-limit expiry lies in the future."""
         return now < self.rate_limited_until

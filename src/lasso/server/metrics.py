@@ -23,6 +23,7 @@ from prometheus_client.core import (
 )
 
 from lasso.kernel.methods import KNOWN_METHODS
+from lasso.kernel.router import PROVIDER_STATUSES
 from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
 
 if TYPE_CHECKING:
@@ -221,6 +222,12 @@ class _Collector:
             "Blocks behind the consensus height (negative = behind)",
             labels=["node_id", "profile", "chain", "provider"],
         )
+        pstatus = GaugeMetricFamily(
+            "lasso_provider_status",
+            "1 for the provider's current status (healthy, lagging, degraded, recovering, "
+            "rate_limited, circuit_open, misconfigured), 0 for the others",
+            labels=["node_id", "profile", "chain", "provider", "status"],
+        )
         for rt in app.runtime.chains():
             router = rt.router
             for ch in router.channels:
@@ -240,6 +247,11 @@ class _Collector:
                         up_dur.add_metric([*labels, method], buckets, row.hist_sum_s)
             state = router.state
             for provider in rt.config.providers:
+                current = router.provider_status(provider.id, now)
+                for st in PROVIDER_STATUSES:
+                    pstatus.add_metric(
+                        [node, rt.profile, rt.key, provider.id, st], 1.0 if st == current else 0.0
+                    )
                 head = state.height(provider.id)
                 if head is not None:
                     height.add_metric([node, rt.profile, rt.key, provider.id], float(head))
@@ -252,6 +264,7 @@ class _Collector:
         yield rate_limited
         yield height
         yield lag
+        yield pstatus
 
         ws = GaugeMetricFamily(
             "lasso_ws_connections", "Open client WebSocket connections", labels=["node_id"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from time import monotonic
 from typing import Any
 
@@ -31,6 +32,8 @@ from lasso.kernel.classify import (
     bucket_of,
     classify_http_status,
     classify_rpc_error,
+    is_quota_body,
+    parse_retry_after,
 )
 from lasso.kernel.methods import KNOWN_METHODS, is_replay_safe, method_timeout_s
 from lasso.kernel.router import Channel
@@ -96,10 +99,7 @@ def _retry_after_header(headers: dict[bytes, bytes]) -> float | None:
     raw = headers.get(b"retry-after")
     if raw is None:
         return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None
+    return parse_retry_after(raw, time.time())  # seconds or an HTTP date
 
 
 def _error_retry_after(err: dict[str, Any]) -> float | None:
@@ -158,7 +158,11 @@ def judge(
             cat = classify_rpc_error(
                 code, message if isinstance(message, str) else "", err.get("data"), rules
             )
-            if status == 429 and cat not in (Category.RATE_LIMIT,):
+            if status == 429 or (  # a 403 "forbidden: daily quota exceeded" is a quota
+                status == 403
+                and bucket_of(cat) is Bucket.PROVIDER_FAILURE
+                and is_quota_body(status, body)
+            ):
                 cat = Category.RATE_LIMIT
             ra = _error_retry_after(err)
             if ra is None:
@@ -166,7 +170,7 @@ def judge(
             id_ok = orjson.dumps(doc.get("id")) == tid
             return _Verdict(False, cat, err, ra, message if isinstance(message, str) else "", id_ok)
     if status != 200:
-        cat = classify_http_status(status)
+        cat = classify_http_status(status, body)
         return _Verdict(
             False,
             cat,
@@ -228,8 +232,11 @@ async def execute(
         pid = ch.provider.id
         if pid in excluded:
             continue
-        pool = rt.pools.get(pid) if ch.transport == "http" else None
-        if pool is None:
+        if ch.transport == "http":
+            pool, ws = rt.pools.get(pid), None
+        else:  # a WS channel: its upstream connection (None until the registry has one)
+            pool, ws = None, rt.ws.get(pid)
+        if pool is None and ws is None:
             continue
         admissions += 1
         if admissions > MAX_ADMISSIONS:
@@ -252,7 +259,11 @@ async def execute(
         tried.append(pid)
         t0 = monotonic()
         try:
-            resp = await pool.request(body, timeout, retry_stale=replay_safe)
+            if ws is not None:
+                resp = await ws.request_raw(body, tid, timeout)
+            else:
+                assert pool is not None
+                resp = await pool.request(body, timeout, retry_stale=replay_safe)
         except UpstreamError as exc:
             t1 = monotonic()
             out.upstream_latency += t1 - t0
@@ -297,6 +308,7 @@ async def execute(
                     router.observe_height(pid, height, t1)
             out.body = resp.body
             out.provider_id = pid
+            out.transport = ch.transport
             out.retries = attempts - 1
             return out
         cat = verdict.category or Category.UNKNOWN_ERROR
@@ -309,6 +321,7 @@ async def execute(
             # they carry our id, else the error object re-encoded).
             out.status = "rpc_error"
             out.provider_id = pid
+            out.transport = ch.transport
             out.retries = attempts - 1
             if verdict.error is None:
                 out.error = {"code": -32000, "message": verdict.message or "Upstream error"}
