@@ -729,3 +729,23 @@ def test_chain_replace_keeps_router_independent() -> None:
     r1.record_success(r1.channels[0], "eth_call", 0.01, 0.0)
     assert r2.channels[0].evidence.usable_successes == 0
     assert r1.channels[0].breaker is r2.channels[0].breaker
+
+
+def test_breakers_are_shared_per_url_and_auth_headers() -> None:
+    """Same URL and headers share a breaker across profiles; other API keys get their own."""
+    import random
+
+    from lasso.config import ChainConfig, ProviderConfig
+    from lasso.kernel.breaker import BreakerConfig
+    from lasso.kernel.router import BreakerRegistry, ChainRouter
+
+    def chain(headers: dict[str, str]) -> ChainConfig:
+        p = ProviderConfig(id="p", name="p", url="https://rpc.example/v1", headers=headers)
+        return ChainConfig(key="c", chain_id=1, name="c", providers=(p,))
+
+    reg = BreakerRegistry(BreakerConfig(), random.Random(1))
+    a = ChainRouter(chain({"authorization": "Bearer A"}), reg, random.Random(1), profile="x")
+    a2 = ChainRouter(chain({"authorization": "Bearer A"}), reg, random.Random(1), profile="y")
+    b = ChainRouter(chain({"authorization": "Bearer B"}), reg, random.Random(1), profile="x")
+    assert a.channels[0].breaker is a2.channels[0].breaker
+    assert a.channels[0].breaker is not b.channels[0].breaker

@@ -45,6 +45,7 @@ by a stable sort (:mod:`.tiering`), and the list is cut to :data:`MAX_CANDIDATES
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from hashlib import sha256
 from operator import attrgetter
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -266,7 +267,12 @@ class ChainRouter:
         for p in chain.providers:
             # Breakers are shared by every profile naming the same upstream URL, unless the
             # provider asks for isolation: then the key is scoped to this profile.
+            # The auth headers are part of the identity too: two API keys on one URL are two
+            # quotas, and one key's auth errors must not open the other's circuit.
             scope = f"{profile}|" if p.sharing_mode == "isolated" else ""
+            if p.headers:
+                auth = "\n".join(f"{k}:{v}" for k, v in sorted(p.headers.items()))
+                scope += sha256(auth.encode()).hexdigest()[:16] + "|"
             mine = by_provider.setdefault(p.id, [])
             if p.url:
                 breaker = breakers.get(scope + normalize_url(p.url), "http")
