@@ -4,7 +4,9 @@ The tree::
 
     UpstreamError                  dispatched: may the request bytes have reached the provider?
      ├── UpstreamConnectError      DNS, refused, unreachable, TLS handshake, connect timeout
-     │                             (dispatched=False)
+     │    │                        (dispatched=False)
+     │    └── UpstreamNotConnected an upstream WebSocket is not connected right now
+     │                             (dispatched=False; not the provider's fault)
      ├── UpstreamTimeout           no complete response before the deadline (dispatched=True;
      │    │                        the connection is closed, never reused), or the deadline
      │    │                        passed while connecting (dispatched=False)
@@ -12,6 +14,9 @@ The tree::
      │                             wait queue is full (dispatched=False)
      ├── UpstreamDisconnected      reset or EOF before a complete response (dispatched=True)
      ├── UpstreamProtocolError     unparseable or oversized HTTP response (dispatched=True)
+     ├── UpstreamRpcError          a JSON-RPC error answer to a call made through
+     │                             ``UpstreamWs.request`` (dispatched=True; ``code``,
+     │                             ``message``, ``data``; not the provider's fault)
      └── PoolClosed                the pool was closed (dispatched=False, or True when it
                                    was closed under a request in flight); not the
                                    provider's fault
@@ -40,6 +45,8 @@ from typing import ClassVar
 __all__ = [
     "UpstreamError",
     "UpstreamConnectError",
+    "UpstreamNotConnected",
+    "UpstreamRpcError",
     "UpstreamTimeout",
     "PoolTimeout",
     "UpstreamDisconnected",
@@ -74,6 +81,12 @@ class UpstreamConnectError(UpstreamError):
     default_dispatched = False
 
 
+class UpstreamNotConnected(UpstreamConnectError):
+    """An upstream WebSocket is down right now: nothing was sent, nobody is to blame."""
+
+    provider_fault = False
+
+
 class UpstreamTimeout(UpstreamError):
     """The deadline passed: mid-exchange (connection closed) or while connecting."""
 
@@ -94,6 +107,30 @@ class UpstreamProtocolError(UpstreamError):
     """The provider answered with bytes that are not a valid (or acceptable) HTTP response."""
 
     category = "protocol_error"
+
+
+class UpstreamRpcError(UpstreamError):
+    """The provider answered a call with a JSON-RPC error object (EIP-1474 codes).
+
+    Raised by :meth:`lasso.net.ws_upstream.UpstreamWs.request`; the pipeline never sees it
+    (it judges raw answers itself). Classify it with
+    ``lasso.kernel.classify.classify_rpc_error(exc.code, exc.message, exc.data)`` when the
+    category matters.
+
+    Attributes:
+        code: the error's integer code.
+        message: its message ("" when absent).
+        data: its ``data`` member, or ``None``.
+    """
+
+    category = "unknown_error"
+    provider_fault = False
+
+    def __init__(self, code: int, message: str = "", data: object = None) -> None:
+        super().__init__(f"{code}: {message}", dispatched=True)
+        self.code = code
+        self.message = message
+        self.data = data
 
 
 class PoolClosed(UpstreamError):

@@ -23,6 +23,7 @@ from lasso.config import (
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry, ChainRouter
 from lasso.net.http_client import HttpUpstreamPool
+from lasso.net.ws_upstream import UpstreamWs
 from lasso.server.events import EventBus
 
 __all__ = ["ChainRuntime", "ProfileRuntime", "Runtime", "PoolRegistry", "instance_key"]
@@ -82,9 +83,13 @@ class PoolRegistry:
 
 
 class ChainRuntime:
-    """One chain of one profile: its router and the pools of its providers."""
+    """One chain of one profile: its router and the pools of its providers.
 
-    __slots__ = ("profile", "config", "router", "pools", "chain_id_result", "key", "events")
+    ``ws`` maps provider ids to their upstream WebSocket connections; the app's
+    :class:`~lasso.server.ws_upstreams.WsUpstreamRegistry` fills it (empty until then).
+    """
+
+    __slots__ = ("profile", "config", "router", "pools", "ws", "chain_id_result", "key", "events")
 
     def __init__(
         self,
@@ -100,6 +105,7 @@ class ChainRuntime:
         self.key = config.key
         self.router = router
         self.pools = pools
+        self.ws: dict[str, UpstreamWs] = {}
         self.chain_id_result = f'"{hex(config.chain_id)}"'.encode()
 
     def __repr__(self) -> str:
