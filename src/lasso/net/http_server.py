@@ -10,6 +10,12 @@ configured limit are refused with 413 before they are buffered. Idle keep-alive
 connections and stalled requests are closed by a periodic sweep rather than a timer per
 request. A WebSocket upgrade (``Upgrade: websocket``) is handed to ``app.upgrade``
 together with the transport and any bytes already read.
+
+A :class:`StreamingResponse` (server-sent events for the dashboard) is written with
+chunked transfer encoding from an async iterator of bytes, one chunk per item, waiting
+for the transport to drain when the client reads slowly; the connection stays in order
+(later pipelined requests wait) and the stream ends when the iterator does, when the
+client goes away, or when the server drains.
 """
 
 from __future__ import annotations
@@ -17,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol, cast
 
 import httptools
 
-__all__ = ["HttpRequest", "Response", "HttpServer", "Application"]
+__all__ = ["HttpRequest", "Response", "StreamingResponse", "HttpServer", "Application"]
 
 
 class HttpRequest:
@@ -64,6 +70,17 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class StreamingResponse(Response):
+    """A response whose body is produced over time by ``stream`` (chunked encoding).
+
+    The server closes ``stream`` (``aclose``) when the client goes away or the server
+    drains; an exception raised by it cuts the connection without a final chunk.
+    """
+
+    stream: AsyncIterator[bytes] | None = None
+
+
 HandleResult = Response | Awaitable[Response]
 
 
@@ -98,6 +115,17 @@ def encode_response(resp: Response, keep_alive: bool) -> bytes:
     return b"".join(parts)
 
 
+def encode_stream_head(resp: Response, keep_alive: bool) -> bytes:
+    """Status line and headers of a chunked response (the body follows in chunks)."""
+    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+    parts = [status_line, _COMMON, b"Content-Type: %s\r\n" % resp.content_type]
+    parts.append(b"Transfer-Encoding: chunked\r\n")
+    for name, value in resp.headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+    parts.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    return b"".join(parts)
+
+
 class _Conn(asyncio.Protocol):
     """One client connection."""
 
@@ -120,6 +148,8 @@ class _Conn(asyncio.Protocol):
         "in_request",
         "_paused",
         "_current",
+        "_drain_waiter",
+        "_stream_task",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -141,6 +171,8 @@ class _Conn(asyncio.Protocol):
         self.in_request = False
         self._paused = False
         self._current: HttpRequest | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._stream_task: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -159,6 +191,9 @@ class _Conn(asyncio.Protocol):
         self.server.connections.discard(self)
         self.transport = None
         self._closing = True
+        self._wake_writer()
+        if self._stream_task is not None:
+            self._stream_task.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -184,6 +219,12 @@ class _Conn(asyncio.Protocol):
         self._paused = False
         if self.transport is not None and not self._closing:
             self.transport.resume_reading()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- httptools callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -258,6 +299,9 @@ class _Conn(asyncio.Protocol):
             self.server.on_error(req)
             result = Response(500, _INTERNAL)
         if isinstance(result, Response):
+            if result.__class__ is StreamingResponse:
+                self._start_stream(result, req)
+                return
             self._write(result, req.keep_alive)
             return
         self._busy = True
@@ -281,7 +325,83 @@ class _Conn(asyncio.Protocol):
                 resp = Response(500, _INTERNAL)
             else:
                 resp = task.result()
+        if resp.__class__ is StreamingResponse:
+            self._start_stream(resp, req)
+            return
         self._write(resp, req.keep_alive)
+        while self._queue and not self._busy and self.transport is not None:
+            self._dispatch(self._queue.popleft())
+
+    # -- streaming responses (server-sent events; never on the JSON-RPC path) ---------
+    def _start_stream(self, resp: StreamingResponse, req: HttpRequest) -> None:
+        transport = self.transport
+        stream = resp.stream
+        if transport is None and stream is not None:  # the client left: release the producer
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                self.loop.create_task(aclose())
+            return
+        if transport is None or stream is None:
+            self._write(resp, req.keep_alive)
+            return
+        keep = req.keep_alive and not self.server.draining
+        transport.write(encode_stream_head(resp, keep))
+        self.last_activity = self.loop.time()
+        self._busy = True  # pipelined requests wait for the stream's end
+        task = self.loop.create_task(self._pump(stream))
+        self._stream_task = task
+        self.server.streams.add(task)
+        task.add_done_callback(lambda t: self._on_stream_done(t, req, keep))
+
+    async def _pump(self, stream: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in stream:
+                transport = self.transport
+                if transport is None or self._closing:
+                    return
+                if chunk:
+                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.last_activity = self.loop.time()
+                if self._paused and not await self._writable():
+                    return
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _writable(self) -> bool:
+        """Wait for the transport to drain; false (and the connection aborted) when the
+        client reads nothing for ``request_timeout`` or goes away."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiter = waiter
+        try:
+            await asyncio.wait_for(waiter, self.server.request_timeout)
+        except TimeoutError:
+            if self.transport is not None:
+                self._closing = True
+                self.transport.abort()
+            return False
+        return self.transport is not None
+
+    def _on_stream_done(self, task: asyncio.Task[None], req: HttpRequest, keep: bool) -> None:
+        self.server.streams.discard(task)
+        self._stream_task = None
+        self._busy = False
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        if not task.cancelled() and task.exception() is not None:
+            # A broken producer: cut the body short so the client sees an error.
+            self.server.on_error(req, task.exception())
+            self._closing = True
+            transport.close()
+            return
+        transport.write(b"0\r\n\r\n")
+        self.last_activity = self.loop.time()
+        if not keep or task.cancelled() or self.server.draining:
+            self._closing = True
+            transport.close()
+            return
         while self._queue and not self._busy and self.transport is not None:
             self._dispatch(self._queue.popleft())
 
@@ -378,6 +498,7 @@ class HttpServer:
         self.connections: set[_Conn] = set()
         self.inflight = 0
         self.draining = False
+        self.streams: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._on_error = on_error
@@ -411,6 +532,11 @@ class HttpServer:
         self.draining = True
         for srv in self._servers:
             srv.close()
+        streams = list(self.streams)
+        for stream in streams:  # streams never finish on their own: end them (final chunk)
+            stream.cancel()
+        if streams:
+            await asyncio.wait(streams, timeout=min(1.0, timeout))
         deadline = self.loop.time() + timeout
         while self.inflight > 0 and self.loop.time() < deadline:
             await asyncio.sleep(0.01)  # bounded shutdown poll, not a test wait

@@ -51,6 +51,10 @@ def route(app: LassoApp, req: HttpRequest) -> Response:
         return _json(200, profiles(app))
     if path == "/":
         return Response(302, b"", headers=[("Location", "/dashboard")])
+    if path == "/api/stream" or path == "/dashboard" or path.startswith("/dashboard/"):
+        from lasso.dashboard import routes as dashboard  # the page, assets, live stream
+
+        return dashboard.route(app, req, path)
     return not_found(req)
 
 
@@ -162,7 +166,7 @@ def chain_metrics(app: LassoApp, ident: str, q: dict[str, str]) -> Response:
     view = getattr(app, "cluster_view", None)
     if (scope == "cluster" or (node and node != app.node_id)) and view is not None:
         doc: dict[str, Any] = view.chain_metrics(prof.config.slug, rt.key, node=node)
-        return _json(200, doc)
+        return _json(404 if "error" in doc else 200, doc)
     if node and node != app.node_id:
         return _json(
             404, {"error": "Node not found", "node": node, "available_nodes": [app.node_id]}
