@@ -28,6 +28,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    if getattr(args, "nodes", 1) != 1:  # several regions: lasso.cluster.demo_cluster
+        from lasso.cluster.demo_cluster import run_cluster_demo
+
+        return await run_cluster_demo(args)
     from lasso.profiles import ConfigError, parse_profile
     from lasso.server.app import LassoApp, Settings
     from lasso.sim.fleet import demo_fleet, demo_profile_env

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lasso import __version__
 from lasso.config import ProfileConfig
@@ -25,6 +25,13 @@ from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
+from lasso.server.subscriptions import SubscriptionManager
+from lasso.server.ws_rpc import WsRpcEndpoint
+from lasso.server.ws_upstreams import WsUpstreamRegistry
+
+if TYPE_CHECKING:
+    from lasso.cluster.transport import ClusterNode
+    from lasso.cluster.view import ClusterView
 
 __all__ = ["LassoApp", "Settings"]
 
@@ -44,7 +51,13 @@ class Settings:
         probes: bool = True,
         cluster_url: str | None = None,
         default_profile: str = "public",
+        cluster_interval_s: float | None = None,
+        instance_id: str | None = None,
     ) -> None:
+        # Clustering (lasso.cluster): heartbeat interval (None: LASSO_CLUSTER_INTERVAL_MS,
+        # else 1 s) and this process's identity within its region (None: hostname-random).
+        self.cluster_interval_s = cluster_interval_s
+        self.instance_id = instance_id
         self.default_profile = default_profile
         self.node_id = node_id
         self.host = host
@@ -85,6 +98,7 @@ class LassoApp:
         *,
         rng: random.Random | None = None,
         breaker_config: BreakerConfig | None = None,
+        ws_upstream_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.node_id = self.settings.node_id
@@ -104,9 +118,19 @@ class LassoApp:
         )
         self.metrics = Metrics(self.node_id)
         self.rpc = RpcHandler(self)
+        # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
+        # (started by start_background; options such as reconnect_base reach UpstreamWs).
+        self.ws = WsRpcEndpoint(self)
+        self.ws_upstreams = WsUpstreamRegistry(self, **(ws_upstream_options or {}))
+        # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
+        self.subscriptions = SubscriptionManager(self)
         self.server = HttpServer(self, max_body=self.settings.max_body, on_error=self._on_error)
         self.port: int | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        # Set before start_background() to join a cluster over another exchange (the
+        # multi-node demo); otherwise settings.cluster_url starts one over NATS.
+        self.cluster: ClusterNode | None = None
+        self.cluster_view: ClusterView | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> int:
@@ -119,12 +143,21 @@ class LassoApp:
         return self.port
 
     async def start_background(self) -> None:
-        """Start the background work: block-height probes (cheap, idle providers only)."""
+        """Start the background work: upstream WebSockets, block-height probes (cheap,
+        idle providers only)."""
+        self.ws_upstreams.start(self.runtime)
         if self.settings.probes:
             from lasso.probes.heights import HeightProber
 
             self.prober = HeightProber(self)
             self._tasks.append(self.loop.create_task(self.prober.run()))
+        if self.cluster is None and self.settings.cluster_url:
+            from lasso.cluster.transport import ClusterNode
+
+            self.cluster = ClusterNode.over_nats(self, self.settings.cluster_url)
+        if self.cluster is not None:  # observability only: never awaits the exchange
+            self.cluster_view = self.cluster.view
+            self.cluster.start()
 
     async def reload(self, profiles: Mapping[str, ProfileConfig]) -> None:
         """Swap in a new profile set. In-flight requests finish on the old one."""
@@ -138,6 +171,7 @@ class LassoApp:
             events=self.events,
         )
         self.runtime = new
+        self.ws_upstreams.sync(new)
         await self.pools.retain_only(new.instance_keys)
         log.info(
             "profiles reloaded",
@@ -151,6 +185,10 @@ class LassoApp:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Drain in-flight requests (bounded), then close everything."""
         await self.server.drain(drain_timeout)
+        await self.ws.aclose()
+        await self.subscriptions.aclose()
+        if self.cluster is not None:
+            await self.cluster.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -158,6 +196,7 @@ class LassoApp:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
+        await self.ws_upstreams.aclose()
         await self.pools.aclose()
 
     # -- request dispatch -------------------------------------------------------------
@@ -178,8 +217,8 @@ class LassoApp:
     def upgrade(
         self, req: HttpRequest, transport: asyncio.Transport, rest: bytes
     ) -> asyncio.Protocol | None:
-        """WebSocket upgrades are not served yet (see docs/architecture.md)."""
-        return None
+        """Serve ``/ws/rpc/...`` (:mod:`lasso.server.ws_rpc`); other paths get a 404."""
+        return self.ws.upgrade(req, transport, rest)
 
     def _on_error(self, req: HttpRequest, exc: BaseException | None = None) -> None:
         log.error(
