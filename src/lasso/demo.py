@@ -63,6 +63,7 @@ async def _demo(args: argparse.Namespace) -> int:
         f"""
 Lasso demo is running: 5 simulated Ethereum providers (alpha..echo) and 3 for Base.
 
+  Dashboard     {base}/dashboard
   JSON-RPC      {base}/rpc/ethereum          (also /rpc/fastest/ethereum, /rpc/base, ...)
   Health        {base}/api/health
   Providers     {base}/api/chains

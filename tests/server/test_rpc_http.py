@@ -299,3 +299,19 @@ async def test_unknown_methods_collapse_to_other_in_metrics(node: Any) -> None:
         text = await r.text()
     assert "x_weird" not in text
     assert 'method="other"' in text
+
+
+async def test_head_requests_get_headers_without_a_body(node: Any) -> None:
+    """HEAD answers 200 with Content-Length and no body; the connection stays usable."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", int(node.base_url.rsplit(":", 1)[1])
+    )
+    writer.write(
+        b"HEAD /api/health HTTP/1.1\r\nHost: x\r\n\r\nGET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        second = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length:" in head
+    assert second.startswith(b"HTTP/1.1 200")  # no stray body bytes in between

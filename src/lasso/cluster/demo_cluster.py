@@ -222,6 +222,7 @@ class ClusterDemo:
         other = self.regions[1] if len(self.regions) > 1 else self.regions[0]
         lines += [
             "",
+            f"  Dashboard     {first}/dashboard  (region selector at the top)",
             f"  Cluster view  {first}/api/cluster            (from any node; exchange: {exchange})",
             f"  Aggregate     {first}/api/metrics/ethereum?scope=cluster",
             f"  One region    {first}/api/metrics/ethereum?node={other}",

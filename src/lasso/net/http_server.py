@@ -99,8 +99,8 @@ _STATUS_LINES: dict[int, bytes] = {
 _COMMON = b"Access-Control-Allow-Origin: *\r\nServer: lasso\r\n"
 
 
-def encode_response(resp: Response, keep_alive: bool) -> bytes:
-    """Serialize ``resp`` into one buffer (status line, headers, body)."""
+def encode_response(resp: Response, keep_alive: bool, head: bool = False) -> bytes:
+    """Serialize ``resp`` into one buffer (status line, headers, body; no body for HEAD)."""
     status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
     parts = [status_line, _COMMON]
     if resp.status != 204 and resp.status != 304:
@@ -110,7 +110,7 @@ def encode_response(resp: Response, keep_alive: bool) -> bytes:
     for name, value in resp.headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
     parts.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    if resp.status != 204 and resp.status != 304:
+    if resp.status != 204 and resp.status != 304 and not head:
         parts.append(resp.body)
     return b"".join(parts)
 
@@ -302,7 +302,7 @@ class _Conn(asyncio.Protocol):
             if result.__class__ is StreamingResponse:
                 self._start_stream(result, req)
                 return
-            self._write(result, req.keep_alive)
+            self._write(result, req.keep_alive, req.method == "HEAD")
             return
         self._busy = True
         self._current = req
@@ -328,7 +328,7 @@ class _Conn(asyncio.Protocol):
         if resp.__class__ is StreamingResponse:
             self._start_stream(resp, req)
             return
-        self._write(resp, req.keep_alive)
+        self._write(resp, req.keep_alive, req.method == "HEAD")
         while self._queue and not self._busy and self.transport is not None:
             self._dispatch(self._queue.popleft())
 
@@ -342,7 +342,7 @@ class _Conn(asyncio.Protocol):
                 self.loop.create_task(aclose())
             return
         if transport is None or stream is None:
-            self._write(resp, req.keep_alive)
+            self._write(resp, req.keep_alive, req.method == "HEAD")
             return
         keep = req.keep_alive and not self.server.draining
         transport.write(encode_stream_head(resp, keep))
@@ -405,12 +405,12 @@ class _Conn(asyncio.Protocol):
         while self._queue and not self._busy and self.transport is not None:
             self._dispatch(self._queue.popleft())
 
-    def _write(self, resp: Response, keep_alive: bool) -> None:
+    def _write(self, resp: Response, keep_alive: bool, head: bool = False) -> None:
         transport = self.transport
         if transport is None:
             return
         keep = keep_alive and not self.server.draining
-        transport.write(encode_response(resp, keep))
+        transport.write(encode_response(resp, keep, head))
         self.last_activity = self.loop.time()
         if not keep:
             self._closing = True
