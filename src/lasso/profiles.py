@@ -452,6 +452,8 @@ _RESERVED_CHAIN_KEYS = frozenset(
         "load-balanced",
         "round-robin",
         "latency-weighted",
+        "load_balanced",
+        "latency_weighted",
         "priority",
     }
 )
