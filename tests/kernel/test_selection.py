@@ -235,10 +235,34 @@ def test_fastest_exploration_is_deterministic_and_can_be_disabled() -> None:
     assert ids(out) == ["fast:http", "cold1:http", "cold2:http"]
 
 
-def test_fastest_no_exploration_when_all_qualified() -> None:
-    """Nothing to explore: no draw."""
+def test_fastest_all_qualified_without_exploration_is_pure_ranking() -> None:
+    """explore=0: no draw, strict EWMA order."""
     chans = [warm(Ch("a"), 10), warm(Ch("b"), 20)]
-    assert ids(order("fastest", chans, None, NOW, NoRandom())) == ["a:http", "b:http"]
+    assert ids(order("fastest", chans, None, NOW, NoRandom(), explore=0.0)) == ["a:http", "b:http"]
+
+
+def test_fastest_re_measures_qualified_runners_up_rarely() -> None:
+    """All qualified: a runner-up leads about explore of the time, never a failing one."""
+    chans = [warm(Ch("a"), 10), warm(Ch("b"), 20), warm(Ch("c"), 30)]
+    rng = random.Random(7)
+    leads: Counter[str] = Counter(
+        order("fastest", chans, None, NOW, rng)[0].provider_id for _ in range(20_000)
+    )
+    share = (leads["b"] + leads["c"]) / 20_000
+    assert 0.01 < share < 0.03
+    assert abs(leads["b"] - leads["c"]) < 0.01 * 20_000
+
+
+def test_latency_weighted_explores_unqualified_channels() -> None:
+    """A provider that missed qualification still leads a small share of requests."""
+    q = warm(Ch("q"), 10)
+    cold = Ch("cold")
+    rng = random.Random(3)
+    leads = sum(
+        order("latency-weighted", [q, cold], None, NOW, rng)[0].provider_id == "cold"
+        for _ in range(20_000)
+    )
+    assert 0.01 < leads / 20_000 < 0.03
 
 
 # -- latency-weighted --------------------------------------------------------------------
@@ -278,7 +302,7 @@ def test_latency_weighted_qualified_then_measured_then_unmeasured() -> None:
     rng = random.Random(0)
     seen_cold_orders = set()
     for _ in range(200):
-        out = order("latency-weighted", [cold1, prov, q2, cold2, q1], None, NOW, rng)
+        out = order("latency-weighted", [cold1, prov, q2, cold2, q1], None, NOW, rng, explore=0.0)
         assert {c.provider_id for c in out[:2]} == {"q1", "q2"}
         assert out[2] is prov
         seen_cold_orders.add(tuple(c.provider_id for c in out[3:]))

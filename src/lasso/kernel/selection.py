@@ -26,12 +26,15 @@ Two deliberate extensions over the reference:
   for this method on that channel) when at least two candidates have a qualified one: with
   fewer there is nothing to compare per method, and the per-channel row, which sees all
   traffic, is the better signal.
-* **Exploration for ``fastest``.** Once some channel is qualified, ``fastest`` would send
-  it every request, so a cold provider, or one that used to be slow and became fast, is
-  never measured again. With probability :data:`EXPLORE_P` (2 %) one unqualified but
-  not-failing channel (fewer than 3 consecutive failures), picked uniformly, is moved to
-  the front. It costs one ``rng.random()`` draw per call when such a channel exists (two
-  when it fires), so a seeded ``rng`` gives a reproducible order. If the explored channel
+* **Exploration for ``fastest`` and ``latency-weighted``.** Once some channel is
+  qualified, ``fastest`` would send it every request, so a cold provider, or one that used
+  to be slow and became fast, is never measured again. With probability :data:`EXPLORE_P`
+  (2 %) one unqualified but not-failing channel (fewer than 3 consecutive failures), picked
+  uniformly, is moved to the front; when every channel is qualified, ``fastest`` instead
+  re-measures a runner-up with that probability, so one noisy sample cannot pin a stale
+  ranking. ``latency-weighted`` explores unqualified channels the same way. It costs one
+  ``rng.random()`` draw per call when such a channel exists (two when it fires), so a
+  seeded ``rng`` gives a reproducible order. If the explored channel
   fails, failover continues with the fastest; the router turns exploration off for methods
   that are not replay-safe.
 """
@@ -120,7 +123,7 @@ def order(
     if strategy == "fastest":
         return _fastest(channels, method_stats_lookup, now, rng, explore)
     if strategy == "latency-weighted":
-        return _latency_weighted(channels, method_stats_lookup, now, rng, beta)
+        return _latency_weighted(channels, method_stats_lookup, now, rng, beta, explore)
     raise ValueError(f"unknown strategy: {strategy!r}")
 
 
@@ -200,15 +203,25 @@ def _fastest(
         n_q = len(out)
         out.extend(channels[i] for _, i in rest)
         if explore > 0.0 and n_q:
-            explorable = [
-                k
-                for k in range(n_q, len(out))
-                if out[k].evidence.consecutive_failures < QUALIFY_MAX_CONSECUTIVE_FAILURES
-            ]
-            if explorable and rng.random() < explore:
-                k = explorable[int(rng.random() * len(explorable))]
-                out.insert(0, out.pop(k))
+            _explore(out, n_q, rng, explore)
+    if explore > 0.0 and len(out) > 1 and not rest:
+        # Everyone is qualified: re-measure the runners-up now and then, or a runner-up
+        # keeps one noisy sample's EWMA for as long as it stays qualified (300 s).
+        _explore(out, 1, rng, explore)
     return out
+
+
+def _explore(out: list[C], start: int, rng: Rng, explore: float) -> None:
+    """With probability ``explore`` move one not-failing channel from ``out[start:]`` to
+    the front (uniform pick). One ``rng.random()`` draw, two when it fires."""
+    explorable = [
+        k
+        for k in range(start, len(out))
+        if out[k].evidence.consecutive_failures < QUALIFY_MAX_CONSECUTIVE_FAILURES
+    ]
+    if explorable and rng.random() < explore:
+        k = explorable[int(rng.random() * len(explorable))]
+        out.insert(0, out.pop(k))
 
 
 def _p95_or_mean(row: Evidence | None) -> float:
@@ -224,14 +237,21 @@ def _latency_weighted(
     now: float,
     rng: Rng,
     beta: float,
+    explore: float = 0.0,
 ) -> list[C]:
     qualified, rest, _ = _split(channels, lookup, now)
     out = _race(qualified, channels, rng, beta)
     if rest:
+        n_q = len(out)
         measured = [r for r in rest if r[0] < _INF]
         out.extend(_race(measured, channels, rng, beta))
         if len(measured) < len(rest):
             out.extend(_shuffle([channels[i] for p, i in rest if p == _INF], rng))
+        # Qualified channels always come first, so a provider that missed qualification
+        # early would never be tried first again: give unqualified ones the same small
+        # exploration share as ``fastest``.
+        if explore > 0.0 and n_q:
+            _explore(out, n_q, rng, explore)
     return out
 
 
