@@ -443,7 +443,7 @@ class ChainRouter:
         if presorted or len(alive) == 1:
             ordered = alive  # a fresh list already
         elif strategy == "fastest" or strategy == "latency-weighted":
-            explore = EXPLORE_P if strategy == "fastest" and is_replay_safe(method) else 0.0
+            explore = EXPLORE_P if is_replay_safe(method) else 0.0
             ordered = order(
                 strategy,
                 alive,
