@@ -51,6 +51,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--node-id", default=None, help="node id, e.g. a region (env LASSO_NODE_ID; default local)"
     )
     serve.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "info"))
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="SO_REUSEPORT worker processes sharing breaker/rate-limit/latency state "
+        "(env LASSO_WORKERS; default 1)",
+    )
 
     demo = sub.add_parser("demo", help="run the proxy in front of a simulated provider fleet")
     demo.add_argument("--port", type=int, default=None, help="proxy port (default 4000)")
@@ -171,6 +178,25 @@ def serve(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"lasso: profiles directory {directory!r} not found", file=sys.stderr)
         return 1
+    workers = args.workers if args.workers is not None else _env_int("LASSO_WORKERS", 1)
+    if workers < 1:
+        print("lasso: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1:
+        if settings.port == 0:
+            print("lasso: --workers needs a fixed --port (not 0)", file=sys.stderr)
+            return 2
+        from lasso.server.workers import supervise
+
+        argv = ["serve", "--profiles", directory, "--host", settings.host]
+        argv += ["--port", str(settings.port), "--node-id", node_id, "--log-level", args.log_level]
+        channels = sum(2 * len(c.providers) for p in profiles.values() for c in p.chains.values())
+        return supervise(argv, workers, channels)
+    worker = os.environ.get("LASSO_WORKER_INDEX")
+    if worker is not None and os.environ.get("LASSO_SHARED_STATE"):
+        settings.worker_index = int(worker)
+        settings.shared_state = os.environ["LASSO_SHARED_STATE"]
+        settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
     install_uvloop()
     return asyncio.run(_serve(profiles, settings, directory))
 

@@ -5,6 +5,7 @@ These are low-traffic GET routes behind a small router; none of them calls an up
 
 from __future__ import annotations
 
+import os
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -81,6 +82,8 @@ def health(app: LassoApp) -> dict[str, Any]:
         "uptime_seconds": int(app.uptime()),
         "timestamp": _iso_now(),
         "cluster": cluster_summary(app),
+        "worker": app.settings.worker_index,  # --workers N: which process answered
+        "pid": os.getpid(),
     }
 
 

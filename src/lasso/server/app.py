@@ -32,6 +32,8 @@ from lasso.server.ws_upstreams import WsUpstreamRegistry
 if TYPE_CHECKING:
     from lasso.cluster.transport import ClusterNode
     from lasso.cluster.view import ClusterView
+    from lasso.server.shared_state import SharedTable
+    from lasso.server.workers import WorkerSnapshots
 
 __all__ = ["LassoApp", "Settings"]
 
@@ -53,7 +55,15 @@ class Settings:
         default_profile: str = "public",
         cluster_interval_s: float | None = None,
         instance_id: str | None = None,
+        worker_index: int | None = None,
+        shared_state: str | None = None,
+        worker_dir: str | None = None,
     ) -> None:
+        # --workers N (lasso.server.workers): this worker's index, the shared-memory table's
+        # name and the directory where workers leave their metrics snapshots; None alone.
+        self.worker_index = worker_index
+        self.shared_state = shared_state
+        self.worker_dir = worker_dir
         # Clustering (lasso.cluster): heartbeat interval (None: LASSO_CLUSTER_INTERVAL_MS,
         # else 1 s) and this process's identity within its region (None: hostname-random).
         self.cluster_interval_s = cluster_interval_s
@@ -117,6 +127,19 @@ class LassoApp:
             events=self.events,
         )
         self.metrics = Metrics(self.node_id)
+        self.shared_table: SharedTable | None = None
+        self.snapshots: WorkerSnapshots | None = None
+        if self.settings.shared_state:
+            from lasso.server.shared_state import SharedTable
+            from lasso.server.workers import WorkerSnapshots
+
+            self.shared_table = SharedTable(self.settings.shared_state)
+            self.shared_table.attach(self.runtime)
+            if self.settings.worker_dir and self.settings.worker_index is not None:
+                self.snapshots = WorkerSnapshots(
+                    self.settings.worker_dir, self.settings.worker_index
+                )
+                self.metrics.peer_snapshots = self.snapshots.peers
         self.rpc = RpcHandler(self)
         # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
         # (started by start_background; options such as reconnect_base reach UpstreamWs).
@@ -139,6 +162,7 @@ class LassoApp:
         self.port = await self.server.start(
             host if host is not None else self.settings.host,
             port if port is not None else self.settings.port,
+            reuse_port=self.settings.worker_index is not None,  # --workers N share the port
         )
         return self.port
 
@@ -158,6 +182,8 @@ class LassoApp:
         if self.cluster is not None:  # observability only: never awaits the exchange
             self.cluster_view = self.cluster.view
             self.cluster.start()
+        if self.snapshots is not None:
+            self._tasks.append(self.loop.create_task(self.snapshots.run(self)))
 
     async def reload(self, profiles: Mapping[str, ProfileConfig]) -> None:
         """Swap in a new profile set. In-flight requests finish on the old one."""
@@ -170,6 +196,8 @@ class LassoApp:
             default_profile=self.settings.default_profile,
             events=self.events,
         )
+        if self.shared_table is not None:
+            self.shared_table.attach(new)
         self.runtime = new
         self.ws_upstreams.sync(new)
         await self.pools.retain_only(new.instance_keys)
@@ -198,6 +226,8 @@ class LassoApp:
                 pass
         await self.ws_upstreams.aclose()
         await self.pools.aclose()
+        if self.snapshots is not None:
+            self.snapshots.write(self)
 
     # -- request dispatch -------------------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:

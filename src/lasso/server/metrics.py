@@ -10,7 +10,7 @@ explode the label space.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,9 @@ class Metrics:
         self.ws_connections = 0
         self.subscriptions: dict[tuple[str, str], int] = {}
         self.extra_collectors: list[Any] = []
+        # --workers N: the other workers' latest counter snapshots (lasso.server.workers),
+        # merged into the exposition so that any worker serves node-wide counts.
+        self.peer_snapshots: Callable[[], list[dict[str, Any]]] | None = None
 
     def record_request(
         self,
@@ -164,13 +167,19 @@ class _Collector:
         node = m.node_id
         app = self.app
         now = monotonic()
+        peers = m.peer_snapshots() if m.peer_snapshots is not None else []
+        requests = dict(m.requests)
+        durations = {k: (list(h.counts), h.total) for k, h in m.durations.items()}
+        failovers = dict(m.failovers)
+        for snap in peers:
+            _merge_requests(snap, requests, durations, failovers)
 
         req = CounterMetricFamily(
             "lasso_rpc_requests",
             "Client JSON-RPC requests by outcome",
             labels=["node_id", "profile", "chain", "method", "strategy", "status"],
         )
-        for (profile, chain, method, strategy, status), n in sorted(m.requests.items()):
+        for (profile, chain, method, strategy, status), n in sorted(requests.items()):
             req.add_metric([node, profile, chain, method, strategy, status], n)
         yield req
 
@@ -179,8 +188,8 @@ class _Collector:
             "End-to-end duration of client JSON-RPC requests",
             labels=["node_id", "profile", "chain", "method"],
         )
-        for (profile, chain, method), h in sorted(m.durations.items()):
-            dur.add_metric([node, profile, chain, method], h.cumulative(), h.total)
+        for (profile, chain, method), (counts, total) in sorted(durations.items()):
+            dur.add_metric([node, profile, chain, method], _cumulative(counts), total)
         yield dur
 
         fo = CounterMetricFamily(
@@ -188,7 +197,7 @@ class _Collector:
             "Attempts retried on another provider",
             labels=["node_id", "profile", "chain"],
         )
-        for (profile, chain), n in sorted(m.failovers.items()):
+        for (profile, chain), n in sorted(failovers.items()):
             fo.add_metric([node, profile, chain], n)
         yield fo
 
@@ -228,6 +237,8 @@ class _Collector:
             "rate_limited, circuit_open, misconfigured), 0 for the others",
             labels=["node_id", "profile", "chain", "provider", "status"],
         )
+        up_counts: dict[tuple[str, str, str, str, str], dict[str, int]] = {}
+        up_hist: dict[tuple[str, str, str, str, str], tuple[list[int], float]] = {}
         for rt in app.runtime.chains():
             router = rt.router
             for ch in router.channels:
@@ -235,16 +246,16 @@ class _Collector:
                 labels = [node, rt.profile, rt.key, pid, ch.transport]
                 breaker.add_metric(labels, float(int(ch.breaker.state(now))))
                 rate_limited.add_metric(labels, 1.0 if ch.evidence.rate_limited(now) else 0.0)
-                for method, row in sorted(ch.methods.items()):
+                for method, row in ch.methods.items():
+                    ukey: tuple[str, str, str, str, str] = (
+                        rt.profile, rt.key, pid, ch.transport, method
+                    )  # fmt: skip
+                    ocounts = up_counts.setdefault(ukey, {})
                     for outcome, n in row.outcomes.items():
                         if n:
-                            up.add_metric([*labels, method, outcome], n)
+                            ocounts[outcome] = ocounts.get(outcome, 0) + n
                     if row.hist_count:
-                        buckets = [
-                            ("+Inf" if le == float("inf") else repr(le), float(c))
-                            for le, c in row.cumulative_buckets()
-                        ]
-                        up_dur.add_metric([*labels, method], buckets, row.hist_sum_s)
+                        up_hist[ukey] = (list(row.bucket_counts), row.hist_sum_s)
             state = router.state
             for provider in rt.config.providers:
                 current = router.provider_status(provider.id, now)
@@ -258,6 +269,13 @@ class _Collector:
                     lg = state.optimistic_lag(provider.id, now)
                     if lg is not None:
                         lag.add_metric([node, rt.profile, rt.key, provider.id], float(lg))
+        for snap in peers:
+            _merge_upstream(snap, up_counts, up_hist)
+        for ukey2, ocounts2 in sorted(up_counts.items()):
+            for outcome, n in ocounts2.items():
+                up.add_metric([node, *ukey2, outcome], n)
+        for ukey2, (bcounts, total) in sorted(up_hist.items()):
+            up_dur.add_metric([node, *ukey2], _cumulative(bcounts), total)
         yield up
         yield up_dur
         yield breaker
@@ -284,3 +302,56 @@ class _Collector:
         yield info
         for extra in m.extra_collectors:
             yield from extra(node, now)
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    out = []
+    acc = 0
+    for le, c in zip(HISTOGRAM_BUCKETS_S, counts, strict=True):
+        acc += c
+        out.append(("+Inf" if le == float("inf") else repr(le), float(acc)))
+    return out
+
+
+def _add_counts(into: list[int], more: list[int]) -> list[int]:
+    return [a + b for a, b in zip(into, more, strict=True)]
+
+
+def _merge_requests(
+    snap: dict[str, Any],
+    requests: dict[tuple[str, str, str, str, str], int],
+    durations: dict[tuple[str, str, str], tuple[list[int], float]],
+    failovers: dict[tuple[str, str], int],
+) -> None:
+    """Add one worker snapshot's client-request counters (see lasso.server.workers)."""
+    for *k, n in snap.get("requests", ()):
+        rkey = (k[0], k[1], k[2], k[3], k[4])
+        requests[rkey] = requests.get(rkey, 0) + n
+    for p, c, meth, counts, total in snap.get("durations", ()):
+        old = durations.get((p, c, meth))
+        if old is None:
+            durations[(p, c, meth)] = (list(counts), total)
+        else:
+            durations[(p, c, meth)] = (_add_counts(old[0], counts), old[1] + total)
+    for p, c, n in snap.get("failovers", ()):
+        failovers[(p, c)] = failovers.get((p, c), 0) + n
+
+
+def _merge_upstream(
+    snap: dict[str, Any],
+    up_counts: dict[tuple[str, str, str, str, str], dict[str, int]],
+    up_hist: dict[tuple[str, str, str, str, str], tuple[list[int], float]],
+) -> None:
+    """Add one worker snapshot's upstream rows (outcome counts and histograms)."""
+    for p, c, pid, tr, meth, outcomes, bcounts, total in snap.get("upstream", ()):
+        ukey = (p, c, pid, tr, meth)
+        counts = up_counts.setdefault(ukey, {})
+        for outcome, n in outcomes.items():
+            counts[outcome] = counts.get(outcome, 0) + n
+        if bcounts:
+            old = up_hist.get(ukey)
+            up_hist[ukey] = (
+                (list(bcounts), total)
+                if old is None
+                else (_add_counts(old[0], bcounts), old[1] + total)
+            )

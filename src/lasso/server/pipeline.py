@@ -207,6 +207,9 @@ async def execute(
     max_dispatches = 3 if replay_safe else 1
     mkey = method if method in KNOWN_METHODS else "other"
 
+    shared = rt.shared
+    if shared is not None:  # --workers N: take in what other workers learned
+        shared.refresh(now)
     candidates = router.candidates(method, params, strategy, now, provider_id=provider_id)
     out.candidates = candidates
     if not candidates:
@@ -280,6 +283,8 @@ async def execute(
                 tr = router.record_failure(ch, mkey, cat, t1 - t0, t1)
                 if tr is not None:
                     rt.events.transition(rt, ch, tr)
+                if shared is not None:
+                    shared.publish(ch, cat, t1)
             else:  # a local condition: release any half-open probe slot, count nothing
                 router.record_neutral(ch, mkey, t1)
             last = _Verdict(False, cat, message=msg)
@@ -302,6 +307,8 @@ async def execute(
             tr = router.record_success(ch, mkey, lat, t1)
             if tr is not None:
                 rt.events.transition(rt, ch, tr)
+            if shared is not None:
+                shared.publish(ch, None, t1)
             if method == "eth_blockNumber":
                 height = parse_block_number(resp.body)
                 if height is not None:
@@ -316,6 +323,8 @@ async def execute(
         tr = router.record_failure(ch, mkey, cat, lat, t1, verdict.retry_after)
         if tr is not None:
             rt.events.transition(rt, ch, tr)
+        if shared is not None:
+            shared.publish(ch, cat, t1)
         if bucket is Bucket.DETERMINISTIC:
             # The caller's fault: the provider's answer goes back unchanged (bytes when
             # they carry our id, else the error object re-encoded).

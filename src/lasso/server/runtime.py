@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from lasso.config import (
@@ -25,6 +26,9 @@ from lasso.kernel.router import BreakerRegistry, ChainRouter
 from lasso.net.http_client import HttpUpstreamPool
 from lasso.net.ws_upstream import UpstreamWs
 from lasso.server.events import EventBus
+
+if TYPE_CHECKING:
+    from lasso.server.shared_state import ChainShared
 
 __all__ = ["ChainRuntime", "ProfileRuntime", "Runtime", "PoolRegistry", "instance_key"]
 
@@ -89,7 +93,9 @@ class ChainRuntime:
     :class:`~lasso.server.ws_upstreams.WsUpstreamRegistry` fills it (empty until then).
     """
 
-    __slots__ = ("profile", "config", "router", "pools", "ws", "chain_id_result", "key", "events")
+    __slots__ = (
+        "profile", "config", "router", "pools", "ws", "chain_id_result", "key", "events", "shared"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -107,6 +113,8 @@ class ChainRuntime:
         self.pools = pools
         self.ws: dict[str, UpstreamWs] = {}
         self.chain_id_result = f'"{hex(config.chain_id)}"'.encode()
+        # Node-wide state with --workers N (lasso.server.shared_state); None in one process.
+        self.shared: ChainShared | None = None
 
     def __repr__(self) -> str:
         return f"<ChainRuntime {self.profile}/{self.key} providers={len(self.config.providers)}>"
