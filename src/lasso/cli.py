@@ -178,6 +178,14 @@ def serve(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"lasso: profiles directory {directory!r} not found", file=sys.stderr)
         return 1
+    if settings.cluster_url:
+        from lasso.cluster.transport import default_interval_s
+
+        try:
+            default_interval_s()
+        except ValueError as exc:
+            print(f"lasso: {exc}", file=sys.stderr)
+            return 2
     workers = args.workers if args.workers is not None else _env_int("LASSO_WORKERS", 1)
     if workers < 1:
         print("lasso: --workers must be at least 1", file=sys.stderr)
