@@ -1,0 +1,418 @@
+"""Pure helpers of the benchmark suite (bench/common.py and the benchmarks). No benchmark
+runs here: only statistics, parsing, the request mixes and report plumbing."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import common, failover, routing_quality, run_all, soak  # noqa: E402
+
+# -- statistics -------------------------------------------------------------------------
+
+
+def test_percentile_interpolates_like_numpy_linear() -> None:
+    """Percentiles interpolate linearly between closest ranks (numpy's default)."""
+    data = [4.0, 1.0, 3.0, 2.0]
+    assert common.percentile(data, 0) == 1.0
+    assert common.percentile(data, 100) == 4.0
+    assert common.percentile(data, 50) == pytest.approx(2.5)
+    assert common.percentile(data, 25) == pytest.approx(1.75)
+    assert common.percentile(list(range(101)), 99) == pytest.approx(99.0)
+
+
+def test_percentile_edge_cases() -> None:
+    """An empty input gives None, one value is every percentile, q outside 0..100 raises."""
+    assert common.percentile([], 50) is None
+    assert common.percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        common.percentile([1.0], 101)
+
+
+def test_latency_summary() -> None:
+    """The summary holds count, mean, p50/p95/p99 and max; all None when empty."""
+    s = common.latency_summary(float(v) for v in range(1, 101))
+    assert s["n"] == 100
+    assert s["mean"] == pytest.approx(50.5)
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p99"] == pytest.approx(99.01)
+    assert s["max"] == 100.0
+    assert common.latency_summary([])["p50"] is None
+
+
+def test_lstsq_slope_exact_line_and_degenerate_inputs() -> None:
+    """The fit recovers an exact line; too few points or constant x give None."""
+    fit = common.lstsq_slope([0, 1, 2, 3], [1, 3, 5, 7])
+    assert fit is not None
+    assert fit[0] == pytest.approx(2.0)
+    assert fit[1] == pytest.approx(1.0)
+    assert common.lstsq_slope([1.0], [2.0]) is None
+    assert common.lstsq_slope([2, 2, 2], [1, 2, 3]) is None
+    with pytest.raises(ValueError):
+        common.lstsq_slope([1, 2], [1])
+
+
+def test_lstsq_slope_of_noisy_flat_series_is_small() -> None:
+    """A flat series with alternating noise has a near-zero slope."""
+    xs = [i / 10 for i in range(100)]
+    ys = [50 + (0.3 if i % 2 else -0.3) for i in range(100)]
+    fit = common.lstsq_slope(xs, ys)
+    assert fit is not None and abs(fit[0]) < 0.01
+
+
+def test_quartile_medians() -> None:
+    """Medians of the first and last quarter, in series order."""
+    assert common.quartile_medians([1, 2, 3, 4, 5, 6, 7, 8]) == (1.5, 7.5)
+    assert common.quartile_medians([5, 9]) == (5, 9)
+    assert common.quartile_medians([3]) is None
+
+
+@pytest.mark.parametrize(
+    ("slope", "first", "last", "verdict"),
+    [
+        (0.1, 50.0, 50.5, "flat"),  # inside the 2 MB tolerance
+        (3.0, 50.0, 80.0, "growing"),  # both measures agree
+        (3.0, 50.0, 50.5, "flat"),  # a slope alone (a step early on) is not growth
+        (0.0, 50.0, 80.0, "flat"),  # quartiles alone (one spike at the end) neither
+        (-3.0, 80.0, 50.0, "shrinking"),
+        (None, 50.0, 50.1, "flat"),
+        (None, 50.0, 90.0, "inconclusive"),
+    ],
+)
+def test_trend_verdict(slope: float | None, first: float, last: float, verdict: str) -> None:
+    """Growth needs both the projected slope and the quartile delta over the tolerance."""
+    assert common.trend_verdict(slope, first, last, minutes=10) == verdict
+
+
+def test_trend_verdict_percentage_tolerance() -> None:
+    """For a big process the tolerance is a percentage of its size, not 2 MB."""
+    assert common.trend_verdict(0.4, 500.0, 504.0, minutes=10) == "flat"  # 0.8 % < 2 %
+    assert common.trend_verdict(2.0, 500.0, 520.0, minutes=10) == "growing"
+
+
+def test_rss_trend_excludes_warmup() -> None:
+    """The soak's RSS trend ignores the warm-up and sees a flat series after it."""
+    times = [float(t) for t in range(0, 600, 5)]
+    rss = [30.0 + t / 6 if t < 60 else 40.0 + (0.1 if i % 3 else 0.0) for i, t in enumerate(times)]
+    trend = soak.rss_trend(times, rss, warmup_s=60)
+    assert trend["verdict"] == "flat"
+    assert trend["from_s"] == 60
+    assert abs(trend["slope_mb_per_min"]) < 0.05
+    growing = soak.rss_trend(times, [40 + t / 60 for t in times], warmup_s=60)
+    assert growing["verdict"] == "growing"
+    assert growing["slope_mb_per_min"] == pytest.approx(1.0)
+    assert soak.rss_trend([1.0], [2.0], warmup_s=0)["verdict"] == "inconclusive"
+
+
+def test_attribute_growth_splits_fault_and_steady_intervals() -> None:
+    """Steps in intervals overlapping a fault window count as faults, the rest as steady."""
+    times = [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
+    rss = [40.0, 40.5, 41.0, 41.0, 41.2, 41.2]
+    out = soak.attribute_growth(times, rss, [(6.0, 12.0)], from_s=5.0)
+    assert out["faults"] == pytest.approx(0.5)  # 5-10 and 10-15 touch the window
+    assert out["steady"] == pytest.approx(0.2)  # 15-20 (0.2) and 20-25 (0)
+    assert soak.attribute_growth([1.0], [2.0], []) == {"faults": 0.0, "steady": 0.0}
+
+
+def test_cdf_points_thinned_and_ending_at_one() -> None:
+    """CDF points are sorted, at most max_points long, and end at (max, 1.0)."""
+    xs, ys = common.cdf_points([float(v) for v in range(1000, 0, -1)], max_points=50)
+    assert len(xs) <= 51
+    assert xs == sorted(xs)
+    assert (xs[-1], ys[-1]) == (1000.0, 1.0)
+    assert common.cdf_points([]) == ([], [])
+    assert common.cdf_points([3.0]) == ([3.0], [1.0])
+
+
+def test_bucket_series() -> None:
+    """Points group into fixed-width buckets, reduced per bucket, empty ones skipped."""
+    pts = [(0.1, 1.0), (0.9, 3.0), (2.5, 10.0)]
+    xs, ys = common.bucket_series(pts, 1.0, lambda v: sum(v) / len(v))
+    assert xs == [0.5, 2.5]
+    assert ys == [2.0, 10.0]
+    with pytest.raises(ValueError):
+        common.bucket_series(pts, 0, max)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def test_decode_meta_with_and_without_padding() -> None:
+    """X-Lasso-Meta decodes from base64url JSON with or without padding; junk gives None."""
+    doc = {"selected_provider": {"id": "alpha", "protocol": "http"}, "retries": 1}
+    raw = base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()
+    assert common.decode_meta(raw) == doc
+    assert common.decode_meta(raw.rstrip("=")) == doc
+    assert common.decode_meta(None) is None
+    assert common.decode_meta("!!not base64!!") is None
+    assert common.decode_meta(base64.urlsafe_b64encode(b"[1, 2]").decode()) is None
+
+
+def test_parse_loadavg() -> None:
+    """The three load averages come from /proc/loadavg text; junk raises."""
+    assert common.parse_loadavg("0.35 0.68 0.95 1/136 23659\n") == (0.35, 0.68, 0.95)
+    with pytest.raises(ValueError):
+        common.parse_loadavg("")
+
+
+def test_judge_strict_client_rules() -> None:
+    """A call succeeds only with HTTP 200, JSON-RPC 2.0, a result and the same id."""
+    ok = b'{"jsonrpc":"2.0","id":5,"result":"0x1"}'
+    assert common._judge(200, ok, 5, False) == (True, 200, None)
+    assert common._judge(200, ok, 6, False)[2] == "id_mismatch"
+    assert common._judge(500, ok, 5, False)[2] == "http_500"
+    assert common._judge(200, b"<html>", 5, False)[2] == "invalid_json"
+    err = b'{"jsonrpc":"2.0","id":5,"error":{"code":-32000,"message":"x"}}'
+    assert common._judge(200, err, 5, False)[2] == "rpc_error"
+    batch = b'[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"result":2}]'
+    assert common._judge(200, batch, None, True)[0] is True
+    assert common._judge(200, err, None, True)[2] == "rpc_error"
+
+
+# -- reports ------------------------------------------------------------------------------
+
+
+def test_markdown_table_and_fmt() -> None:
+    """Tables get one alignment rule per column and escape pipes; fmt handles None/inf."""
+    lines = common.markdown_table(["a", "b"], [["x|y", 1]])
+    assert lines == ["| a | b |", "|---|---:|", "| x\\|y | 1 |"]
+    with pytest.raises(ValueError):
+        common.markdown_table(["a"], [[1, 2]])
+    assert common.fmt(None) == "–"
+    assert common.fmt(1.234, 2) == "1.23"
+    assert common.fmt(2.0, 1, signed=True) == "+2.0"
+    assert common.fmt(float("inf")) == "∞"
+
+
+def test_save_report_writes_json_and_md(tmp_path: Path) -> None:
+    """Without a figure only the JSON and Markdown files are written, named by stamp."""
+    paths = common.save_report("demo", "20260101-000000", {"a": 1}, "# hi\n", None, tmp_path)
+    assert sorted(paths) == ["json", "md"]
+    assert json.loads(Path(paths["json"]).read_text()) == {"a": 1}
+    assert Path(paths["md"]).name == "demo-20260101-000000.md"
+
+
+# -- request mixes ------------------------------------------------------------------------
+
+
+def test_request_mix_is_deterministic_and_rotates_methods() -> None:
+    """The shared mix rotates three methods and is the same for every contender."""
+    methods = [common.request_for(k)[0] for k in range(6)]
+    assert methods == list(common.MIX_METHODS) * 2
+    assert common.request_for(4) == common.request_for(4)
+    doc = json.loads(common.request_for(2, request_id=99)[1])
+    assert doc["id"] == 99 and doc["method"] == "eth_call"
+    assert doc["params"][0]["data"].startswith("0x70a08231")
+
+
+def test_soak_shapes_cover_the_mix() -> None:
+    """Twenty consecutive soak requests hold singles, batches, meta, routes, a
+    notification and a bad request, each with a parseable or deliberately bad body."""
+    shapes = [soak.shape_for(k, ["a", "b"]) for k in range(20)]
+    kinds = {s.kind for s in shapes}
+    assert kinds == {"single", "batch", "meta", "route", "notification", "bad"}
+    for s in shapes:
+        if s.kind == "batch":
+            assert 2 <= len(json.loads(s.body)) <= 10 and s.batch
+        if s.kind == "notification":
+            assert "id" not in json.loads(s.body) and s.expect == "empty"
+    bad = {soak.shape_for(k, ["a"]).body for k in range(19, 20 * 6, 20)}
+    assert len(bad) == len(soak.BAD_BODIES)
+
+
+def test_soak_judge_expected() -> None:
+    """Bad requests must get JSON-RPC errors below HTTP 500; notifications a 204."""
+    bad = soak.Shape("bad", "ethereum", b"{", expect="error")
+    err = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}'
+    assert soak.judge_expected(bad, 400, err, "http_400")
+    assert not soak.judge_expected(bad, 500, err, "http_500")
+    assert not soak.judge_expected(bad, 0, b"", "ServerDisconnectedError")
+    assert not soak.judge_expected(bad, 200, b'{"jsonrpc":"2.0","id":1,"result":1}', None)
+    note = soak.Shape("notification", "ethereum", b"{}", expect="empty")
+    assert soak.judge_expected(note, 204, b"", "http_204")
+    assert not soak.judge_expected(note, 200, b'{"result":1}', None)
+
+
+# -- routing quality and failover -----------------------------------------------------------
+
+
+def test_oracle_follows_the_outage() -> None:
+    """The oracle picks the lowest median among providers that are up."""
+    medians = {"a": 15.0, "b": 25.0, "c": 40.0}
+    assert routing_quality.oracle_pick(medians, set()) == "a"
+    assert routing_quality.oracle_pick(medians, {"a"}) == "b"
+    assert routing_quality.oracle_pick(medians, {"a", "b", "c"}) is None
+
+
+def test_phases_and_ratios() -> None:
+    """Send times map to before/outage/after; ratios skip missing or zero bases."""
+    assert routing_quality.phase_of(1.0, (5.0, 8.0)) == "before"
+    assert routing_quality.phase_of(5.0, (5.0, 8.0)) == "outage"
+    assert routing_quality.phase_of(9.0, (5.0, 8.0)) == "after"
+    assert routing_quality.phase_of(9.0, None) == "before"
+    assert routing_quality.ratio(11.0, 10.0) == pytest.approx(1.1)
+    assert routing_quality.ratio(None, 10.0) is None
+    assert routing_quality.ratio(1.0, 0.0) is None
+
+
+def test_routing_summary_and_oracle_ratios() -> None:
+    """Warm-up samples are dropped, errors counted apart, ratios taken against the oracle."""
+    S = routing_quality.Sample
+    fast = [S(-1.0, 999.0, True, None, "a", 0)] + [
+        S(float(i), 11.0, True, None, "a", 0) for i in range(10)
+    ]
+    fast.append(S(5.0, 50.0, False, "timeout", None, None))
+    oracle = [S(float(i), 10.0, True, None, "a", None) for i in range(10)]
+    summaries = {
+        "fastest": routing_quality.summarize_run(fast, None),
+        "oracle": routing_quality.summarize_run(oracle, None),
+    }
+    assert summaries["fastest"]["requests"] == 11
+    assert summaries["fastest"]["errors"] == 1
+    assert summaries["fastest"]["latency_ms"]["max"] == 11.0
+    ratios = routing_quality.ratios_of(summaries)
+    assert ratios["fastest"]["p50"] == pytest.approx(1.1)
+    assert ratios["fastest"]["p50_before"] == pytest.approx(1.1)
+
+
+def test_failover_affected_and_summary() -> None:
+    """Affected requests failed or were retried during the fault; the failover time is
+    the last affected completion, the reroute time the last affected send."""
+    S = failover.Sample
+    samples = [
+        S(-1.0, -0.99, 10.0, True, None, "primary", 0),  # baseline
+        S(-0.01, 0.02, 30.0, True, None, "secondary", 1),  # in flight, retried
+        S(0.1, 0.7, 600.0, True, None, "secondary", 1),  # hung attempt, then failover
+        S(0.2, 0.22, 20.0, True, None, "secondary", 0),  # rerouted cleanly
+        S(0.3, 0.31, 1.0, False, "rpc_error", None, 0),  # a client error
+        S(20.0, 20.01, 10.0, True, None, "primary", 0),  # after healing
+    ]
+    assert not failover.is_affected(samples[0], 15.0)
+    assert failover.is_affected(samples[2], 15.0)
+    assert not failover.is_affected(samples[3], 15.0)
+    s = failover.summarize_kind(samples, fault_s=15.0)
+    assert s["affected"] == 3
+    assert s["failover_s"] == pytest.approx(0.7)
+    assert s["reroute_s"] == pytest.approx(0.3)
+    assert s["errors"] == 1
+    assert s["return_s"] == pytest.approx(5.01)
+    assert s["baseline"]["share_faulted"] == 1.0
+
+
+# -- the suite runner ---------------------------------------------------------------------
+
+
+def test_supports_flag() -> None:
+    """An option is found in argparse help text, not as a substring of another."""
+    text = "usage: x [--clients N] [--quick]\n  --clients N   how many\n  --out-dir DIR\n"
+    assert run_all.supports_flag(text, "--clients")
+    assert run_all.supports_flag(text, "--out-dir")
+    assert not run_all.supports_flag(text, "--client")
+
+
+def test_plan_subscriptions_with_and_without_client_flag() -> None:
+    """Subscriptions run for 1,000 and 10,000 clients when it takes --clients, else once."""
+    args = run_all.parse_args(["--only", "subscriptions,soak"])
+    steps, notes = run_all.plan(args, "py", "  --clients N\n  --out-dir D\n")
+    assert [s.label for s in steps] == ["subscriptions 1000", "subscriptions 10000", "soak"]
+    assert steps[0].argv[-2:] == ["--out-dir", args.out_dir]
+    assert steps[-1].argv[3:5] == ["--minutes", "10"]
+    steps, notes = run_all.plan(args, "py", "  --quiet\n")
+    assert [s.label for s in steps] == ["subscriptions", "soak"] and notes
+    steps, notes = run_all.plan(args, "py", None)
+    assert [s.label for s in steps] == ["soak"] and "does not exist" in notes[0]
+    quick = run_all.parse_args(["--quick", "--skip", "subscriptions"])
+    steps, _ = run_all.plan(quick, "py", None)
+    assert all("--quick" in s.argv for s in steps)
+    assert "subscriptions" not in [s.name for s in steps]
+
+
+def test_parse_args_rejects_unknown_benchmarks() -> None:
+    """An unknown benchmark name is a usage error."""
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--only", "nope"])
+
+
+def test_new_results_matches_name_and_stamp(tmp_path: Path) -> None:
+    """Only files named <name>-<date>-<time>.<ext> written after the start are picked."""
+    for fname in (
+        "soak-20260101-000000.json",
+        "soak-20260101-000000.md",
+        "soak-20260101-000000.png",
+        "soak-notes.md",
+        "routing_quality-20260101-000000.json",
+    ):
+        (tmp_path / fname).write_text("{}")
+    found = run_all.new_results(tmp_path, "soak", since=0)
+    assert sorted(found) == ["json", "md", "png"]
+    assert run_all.new_results(tmp_path, "quality", since=0) == {}
+    old = tmp_path / "failover-20250101-000000.json"
+    old.write_text("{}")
+    os.utime(old, (1000, 1000))
+    assert run_all.new_results(tmp_path, "failover", since=10_000) == {}
+
+
+def test_overhead_headline() -> None:
+    """The overhead headline takes lasso's CPU, the ratios and the added p50 at c=1."""
+    doc = {
+        "summary": {
+            "medians": {"lasso": {"proxy_cpu_us_c64": 40.0}, "floor": {"proxy_cpu_us_c64": 140.0}},
+            "added": {"lasso": {"p50_us_c1": 90.0}},
+            "ratios": {"lasso/floor": 0.29, "floor/lean-floor": 7.0},
+        }
+    }
+    head = run_all.overhead_headline(doc)
+    assert head["lasso CPU µs/req"] == 40.0
+    assert head["lasso +p50 c=1 µs"] == 90.0
+    assert head["CPU lasso/floor"] == 0.29
+    assert "CPU floor/lean-floor" not in head
+
+
+def test_render_index_lists_steps_and_plots() -> None:
+    """The index has one row per step, the commands, and embeds each PNG."""
+    step = run_all.Step("soak", "soak", ["py", "-m", "bench.soak"], rc=0, wall_s=61.0)
+    step.files = {"md": "/x/soak-1-2.md", "png": "/x/soak-1-2.png"}
+    step.headline = {"rss verdict": "flat"}
+    meta = {
+        "timestamp": "t",
+        "quick": True,
+        "cpus": 2,
+        "loadavg_start": [0.1, 0.1, 0.1],
+        "loadavg_end": [0.2, 0.2, 0.2],
+        "host_busy_pct": 50.0,
+        "git": "abc",
+        "wall_s": 61.0,
+    }
+    text = run_all.render_index(meta, [step], ["a note"])
+    assert "| soak | ok | 61 | [soak-1-2.md](soak-1-2.md) | rss verdict: flat |" in text
+    assert "![soak](soak-1-2.png)" in text
+    assert "- a note" in text
+
+
+def test_benchmark_argument_parsers() -> None:
+    """Quick modes shorten the runs and bad values are usage errors."""
+    rq = routing_quality.parse_args(["--quick"])
+    assert (rq.warmup, rq.duration, rq.outage_s) == (4.0, 15.0, 3.0)
+    fo = failover.parse_args(["--quick", "--kinds", "hang"])
+    assert fo.kinds == ["hang"] and fo.fault_s == 6.0
+    sk = soak.parse_args(["--quick"])
+    assert (sk.minutes, sk.warmup) == (1.0, 15.0)
+    assert soak.parse_args([]).warmup == 60.0
+    for parser, bad in (
+        (routing_quality.parse_args, ["--contenders", "nope"]),
+        (failover.parse_args, ["--kinds", "nope"]),
+        (soak.parse_args, ["--minutes", "0"]),
+    ):
+        with pytest.raises(SystemExit):
+            parser(bad)
+    assert isinstance(rq, argparse.Namespace)
