@@ -33,7 +33,7 @@ from lasso.server.runtime import ChainRuntime
 if TYPE_CHECKING:
     from lasso.server.app import LassoApp
 
-__all__ = ["RpcRoute", "parse_rpc_path", "RpcHandler", "error_body", "MAX_BATCH"]
+__all__ = ["RpcRoute", "parse_rpc_path", "RpcHandler", "error_body", "finish_item", "MAX_BATCH"]
 
 MAX_BATCH = 50
 BATCH_CONCURRENCY = 4
@@ -194,7 +194,7 @@ class RpcHandler:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
         if isinstance(doc, dict):
-            item = self._validate(doc, rt, provider_id, req.path)
+            item = self.validate_item(doc, rt, provider_id, req.path)
             if item.early is not None:
                 if item.notification and item.early_status == 200:
                     return _NO_CONTENT
@@ -205,11 +205,13 @@ class RpcHandler:
                 return _EMPTY_BATCH
             if len(doc) > MAX_BATCH:
                 return _BATCH_TOO_LARGE
-            return self._batch(rt, doc, strategy, provider_id, meta, req.path)
+            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path)
         return _NOT_REQUEST
 
     # -- validation -------------------------------------------------------------------
-    def _validate(self, doc: Any, rt: ChainRuntime, provider_id: str | None, path: str) -> _Item:
+    def validate_item(
+        self, doc: Any, rt: ChainRuntime, provider_id: str | None, path: str
+    ) -> _Item:
         item = _Item()
         if not isinstance(doc, dict):
             item.early = error_body(-32600, "Invalid Request: expected an object")
@@ -277,7 +279,7 @@ class RpcHandler:
         loop = self.app.loop
         t0 = monotonic()
         out = await execute(rt, item.method, item.params, strategy, provider_id, loop)
-        body = _finish(out, item.id_json)
+        body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
         self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
         rt.events.decision(rt, item.method, strategy, out, elapsed)
@@ -292,7 +294,7 @@ class RpcHandler:
         return Response(200, body, headers=_meta_headers(meta, info))
 
     # -- batch ------------------------------------------------------------------------
-    async def _batch(
+    async def run_batch(
         self,
         rt: ChainRuntime,
         docs: list[Any],
@@ -302,7 +304,7 @@ class RpcHandler:
         path: str,
     ) -> Response:
         loop = self.app.loop
-        items = [self._validate(d, rt, provider_id, path) for d in docs]
+        items = [self.validate_item(d, rt, provider_id, path) for d in docs]
         results: list[bytes | None] = [None] * len(items)
         outcomes: list[Outcome | None] = [None] * len(items)
         pending = [i for i, it in enumerate(items) if it.early is None]
@@ -322,7 +324,7 @@ class RpcHandler:
                 )
                 rt.events.decision(rt, it.method, strategy, out, elapsed)
                 outcomes[i] = out
-                results[i] = _finish(out, it.id_json)
+                results[i] = finish_item(out, it.id_json)
 
         n = min(BATCH_CONCURRENCY, len(pending))
         if n == 1:
@@ -347,7 +349,7 @@ class RpcHandler:
         return Response(200, body, headers=_meta_headers(meta, info))
 
 
-def _finish(out: Outcome, id_json: bytes) -> bytes:
+def finish_item(out: Outcome, id_json: bytes) -> bytes:
     """The client-facing bytes: upstream bytes with the client's id restored, or our error."""
     if out.body is not None:
         return out.body.replace(out.tid, id_json, 1)

@@ -46,7 +46,7 @@ from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.server.pipeline import execute
-from lasso.server.rpc import MAX_BATCH, _finish, error_body, parse_rpc_path
+from lasso.server.rpc import MAX_BATCH, error_body, finish_item, parse_rpc_path
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
@@ -345,7 +345,7 @@ class WsClient:
 
     # -- requests -----------------------------------------------------------------------
     def _request(self, doc: dict[str, Any], size: int) -> None:
-        item = self.app.rpc._validate(doc, self.rt, self.provider_id, self.path)
+        item = self.app.rpc.validate_item(doc, self.rt, self.provider_id, self.path)
         method = item.method
         if method in WS_ONLY_METHODS:
             if method == "eth_subscribe":
@@ -388,7 +388,7 @@ class WsClient:
             )
             rt.events.decision(rt, item.method, strategy, out, elapsed)
             if not item.notification:
-                self.conn.send_text(_finish(out, item.id_json))
+                self.conn.send_text(finish_item(out, item.id_json))
         except Exception:
             log.exception("websocket request failed", extra={"event": "ws.request_error"})
             if not item.notification:
@@ -411,7 +411,7 @@ class WsClient:
 
     async def _run_batch(self, docs: list[Any], size: int) -> None:
         try:
-            resp = await self.app.rpc._batch(
+            resp = await self.app.rpc.run_batch(
                 self.rt, docs, self.strategy, self.provider_id, None, self.path
             )
             if resp.body:  # empty when every item was a notification
