@@ -12,7 +12,7 @@ import hashlib
 import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from lasso.config import (
     DEFAULT_PROFILE,
@@ -22,7 +22,7 @@ from lasso.config import (
     ProviderConfig,
 )
 from lasso.kernel.breaker import BreakerConfig
-from lasso.kernel.router import BreakerRegistry, ChainRouter
+from lasso.kernel.router import BreakerRegistry, ChainRouter, normalize_url
 from lasso.net.http_client import HttpUpstreamPool
 from lasso.net.ws_upstream import UpstreamWs
 from lasso.server.events import EventBus
@@ -31,19 +31,6 @@ if TYPE_CHECKING:
     from lasso.server.shared_state import ChainShared
 
 __all__ = ["ChainRuntime", "ProfileRuntime", "Runtime", "PoolRegistry", "instance_key"]
-
-
-def normalize_url(url: str) -> str:
-    """Lower-case scheme and host, drop default ports and a trailing slash."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
-    netloc = host if port is None or port == default else f"{host}:{port}"
-    path = parts.path.rstrip("/")
-    query = "&".join(sorted(parts.query.split("&"))) if parts.query else ""
-    return urlunsplit((scheme, netloc, path, query, ""))
 
 
 def instance_key(provider: ProviderConfig) -> str:
