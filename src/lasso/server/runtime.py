@@ -21,7 +21,6 @@ from lasso.config import (
     ProfileConfig,
     ProviderConfig,
 )
-from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry, ChainRouter, normalize_url
 from lasso.net.http_client import HttpUpstreamPool
 from lasso.net.ws_upstream import UpstreamWs
@@ -171,7 +170,3 @@ class Runtime:
     def __repr__(self) -> str:
         n = sum(len(p.chains) for p in self.profiles.values())
         return f"<Runtime gen={self.generation} profiles={len(self.profiles)} chains={n}>"
-
-
-def default_breaker_config() -> BreakerConfig:
-    return BreakerConfig()
