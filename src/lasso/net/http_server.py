@@ -30,6 +30,8 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+from lasso.net.busypoll import BusyPoller
+
 __all__ = ["HttpRequest", "Response", "StreamingResponse", "HttpServer", "Application"]
 
 
@@ -199,6 +201,9 @@ class _Conn(asyncio.Protocol):
         self.last_activity = self.loop.time()
         if self._rejected:
             return
+        poller = self.server.poller
+        if poller is not None:
+            poller.activity()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -409,9 +414,12 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        keep = keep_alive and not self.server.draining
+        server = self.server
+        keep = keep_alive and not server.draining
         transport.write(encode_response(resp, keep, head))
         self.last_activity = self.loop.time()
+        if server.poller is not None:
+            server.poller.activity()
         if not keep:
             self._closing = True
             transport.close()
@@ -479,6 +487,8 @@ class HttpServer:
         idle_timeout: keep-alive connections idle this long are closed.
         request_timeout: a request whose headers/body have not completed after this long
             is dropped (slow clients).
+        busy_poll_us: keep the loop polling this long after each request and response
+            (:mod:`lasso.net.busypoll`); 0 lets it sleep as usual.
     """
 
     def __init__(
@@ -489,8 +499,11 @@ class HttpServer:
         idle_timeout: float = 75.0,
         request_timeout: float = 30.0,
         on_error: Callable[..., Any] | None = None,
+        busy_poll_us: int = 0,
     ) -> None:
         self.app = app
+        self.busy_poll_us = busy_poll_us
+        self.poller: BusyPoller | None = None
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
@@ -510,6 +523,8 @@ class HttpServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on ``host:port``; returns the bound port (useful with port 0)."""
         self.loop = asyncio.get_running_loop()
+        if self.busy_poll_us and self.poller is None:
+            self.poller = BusyPoller(self.loop, self.busy_poll_us / 1e6)
         srv = await self.loop.create_server(
             lambda: _Conn(self), host, port, reuse_address=True, reuse_port=reuse_port, backlog=1024
         )

@@ -58,7 +58,10 @@ class Settings:
         worker_index: int | None = None,
         shared_state: str | None = None,
         worker_dir: str | None = None,
+        busy_poll_us: int = 0,
     ) -> None:
+        # Opt-in busy polling after I/O (lasso.net.busypoll); 0 = off.
+        self.busy_poll_us = busy_poll_us
         # --workers N (lasso.server.workers): this worker's index, the shared-memory table's
         # name and the directory where workers leave their metrics snapshots; None alone.
         self.worker_index = worker_index
@@ -147,7 +150,12 @@ class LassoApp:
         self.ws_upstreams = WsUpstreamRegistry(self, **(ws_upstream_options or {}))
         # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
         self.subscriptions = SubscriptionManager(self)
-        self.server = HttpServer(self, max_body=self.settings.max_body, on_error=self._on_error)
+        self.server = HttpServer(
+            self,
+            max_body=self.settings.max_body,
+            on_error=self._on_error,
+            busy_poll_us=self.settings.busy_poll_us,
+        )
         self.port: int | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         # Set before start_background() to join a cluster over another exchange (the
