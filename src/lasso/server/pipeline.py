@@ -35,10 +35,14 @@ from lasso.kernel.classify import (
     is_quota_body,
     parse_retry_after,
 )
-from lasso.kernel.methods import KNOWN_METHODS, is_replay_safe, method_timeout_s
+from lasso.kernel.methods import (
+    KNOWN_METHODS,
+    is_replay_safe,
+    method_timeout_s,
+    parse_block_ref,
+)
 from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from lasso.probes.heights import parse_block_number
 from lasso.server.runtime import ChainRuntime
 
 __all__ = ["Outcome", "execute", "encode_upstream_request", "MIN_ATTEMPT_S"]
@@ -115,7 +119,7 @@ def _error_retry_after(err: dict[str, Any]) -> float | None:
 class _Verdict:
     """The judgement of one upstream answer."""
 
-    __slots__ = ("ok", "category", "error", "retry_after", "message", "id_ok")
+    __slots__ = ("ok", "category", "error", "retry_after", "message", "id_ok", "result")
 
     def __init__(
         self,
@@ -125,8 +129,10 @@ class _Verdict:
         retry_after: float | None = None,
         message: str = "",
         id_ok: bool = False,
+        result: Any = None,
     ) -> None:
         self.ok = ok
+        self.result = result  # the parsed result, only when judge() was asked for it
         self.category = category
         self.error = error
         self.retry_after = retry_after
@@ -138,9 +144,18 @@ _OK = _Verdict(True)
 
 
 def judge(
-    status: int, body: bytes, headers: dict[bytes, bytes], tid: bytes, ch: Channel
+    status: int,
+    body: bytes,
+    headers: dict[bytes, bytes],
+    tid: bytes,
+    ch: Channel,
+    want_result: bool = False,
 ) -> _Verdict:
-    """Classify an upstream HTTP answer (reference §5.3)."""
+    """Classify an upstream HTTP answer (reference §5.3).
+
+    With ``want_result`` a success carries the parsed ``result`` (so that callers needing
+    it, such as the height tracking of ``eth_blockNumber``, do not parse the body twice).
+    """
     try:
         doc = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -150,7 +165,7 @@ def judge(
         err = doc.get("error")
         if status == 200 and err is None:
             if "result" in doc and orjson.dumps(doc.get("id")) == tid:
-                return _OK
+                return _Verdict(True, result=doc["result"]) if want_result else _OK
             return _Verdict(False, Category.PROTOCOL_ERROR, message="Invalid upstream response")
         if isinstance(err, dict) and isinstance(err.get("code"), int):
             code = err["code"]
@@ -206,6 +221,7 @@ async def execute(
     replay_safe = is_replay_safe(method)
     max_dispatches = 3 if replay_safe else 1
     mkey = method if method in KNOWN_METHODS else "other"
+    is_block_number = method == "eth_blockNumber"
 
     shared = rt.shared
     if shared is not None:  # --workers N: take in what other workers learned
@@ -302,16 +318,16 @@ async def execute(
         lat = t1 - t0
         out.upstream_latency += lat
         dispatches += 1
-        verdict = judge(resp.status, resp.body, resp.headers, tid, ch)
+        verdict = judge(resp.status, resp.body, resp.headers, tid, ch, is_block_number)
         if verdict.ok:
             tr = router.record_success(ch, mkey, lat, t1)
             if tr is not None:
                 rt.events.transition(rt, ch, tr)
             if shared is not None:
                 shared.publish(ch, None, t1)
-            if method == "eth_blockNumber":
-                height = parse_block_number(resp.body)
-                if height is not None:
+            if is_block_number:  # a free height sample for the lag tracking
+                height = parse_block_ref(verdict.result)
+                if isinstance(height, int):
                     router.observe_height(pid, height, t1)
             out.body = resp.body
             out.provider_id = pid
