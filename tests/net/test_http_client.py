@@ -984,7 +984,8 @@ async def test_timeout_must_be_positive() -> None:
 _SCENARIOS = sorted(
     name
     for name, fn in list(globals().items())
-    if name.startswith("test_") and inspect.iscoroutinefunction(fn)
+    if name.startswith("test_")
+    and inspect.iscoroutinefunction(fn)
     # uvloop's clock cannot be shifted; this one runs on the default loop only.
     and name != "test_idle_connection_within_idle_timeout_is_reused_after_clock_jump"
 )
