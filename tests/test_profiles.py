@@ -192,6 +192,7 @@ def test_minimal_profile_takes_config_defaults(tmp_path: Path) -> None:
     eth = profile.chains["ethereum"]
     assert (eth.name, eth.aliases, eth.block_time_ms) == ("ethereum", (), None)
     assert (eth.probe_interval_ms, eth.lag_alert_threshold_blocks) == (12000, 3)
+    assert eth.recovery_probe_interval_ms == 2000
     assert (eth.max_lag_blocks, eth.archival_threshold) == (None, 128)
     assert (eth.subscribe_new_heads, eth.new_heads_timeout_ms) == (True, 42000)
     assert (eth.max_backfill_blocks, eth.backfill_timeout_ms) == (100, 30000)
@@ -663,6 +664,28 @@ def test_legacy_monitoring_fallbacks(tmp_path: Path) -> None:
     eth = load(tmp_path, text).chains["ethereum"]
     assert (eth.subscribe_new_heads, eth.new_heads_timeout_ms) == (False, 9000)
     assert eth.probe_interval_ms == 12000  # section present: still the 12 s default
+
+
+def test_recovery_probe_interval(tmp_path: Path) -> None:
+    """monitoring.recovery_probe_interval_ms parses, and must be at least 100 ms."""
+    eth = load(tmp_path, chain("monitoring: {recovery_probe_interval_ms: 100}\n"))
+    assert eth.chains["ethereum"].recovery_probe_interval_ms == 100
+    key = "chains.ethereum.monitoring.recovery_probe_interval_ms"
+    for value, message in [
+        ("99", "must be at least 100, got 99"),
+        ("0", "must be at least 100, got 0"),
+        ("2s", "expected integer, got string '2s'"),
+    ]:
+        text = chain(f"monitoring: {{recovery_probe_interval_ms: {value}}}\n")
+        assert errors(tmp_path, text) == [(4, key, message)]
+    text = chain("monitoring: {recovery_probe_interval: 500}\n")
+    assert errors(tmp_path, text) == [
+        (
+            4,
+            "chains.ethereum.monitoring.recovery_probe_interval",
+            "unknown key 'recovery_probe_interval', did you mean 'recovery_probe_interval_ms'?",
+        )
+    ]
 
 
 def test_chain_setting_errors(tmp_path: Path) -> None:

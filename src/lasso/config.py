@@ -85,6 +85,7 @@ class ChainConfig:
     aliases: tuple[str, ...] = ()
     block_time_ms: int | None = None
     probe_interval_ms: int = 12_000
+    recovery_probe_interval_ms: int = 2_000  # probes of an open circuit (>= 100 in YAML)
     lag_alert_threshold_blocks: int = 3
     max_lag_blocks: int | None = None
     archival_threshold: int = 128

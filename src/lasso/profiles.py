@@ -16,6 +16,9 @@ Decisions where the reference is loose or surprising:
   it. Legacy files take their slug from the file name too (the reference used ``public``).
 - ``monitoring.probe_interval_ms`` defaults to 12,000 ms whether or not the ``monitoring``
   section exists (the reference switched to 15,000 when it did).
+- ``monitoring.recovery_probe_interval_ms`` (probes of open circuits, default 2,000 ms) must
+  be at least :data:`MIN_RECOVERY_PROBE_INTERVAL_MS` (100 ms): a smaller value would let a
+  proxy hammer a provider that is down.
 - ``lag_threshold_blocks`` and ``backfill_timeout`` are accepted spellings of
   ``lag_alert_threshold_blocks`` and ``backfill_timeout_ms``; giving both is an error.
   ``monitoring.subscribe_new_heads`` and ``monitoring.new_heads_staleness_threshold_ms``
@@ -78,6 +81,7 @@ from lasso.profiles_schema import (
 
 __all__ = [
     "CATEGORIES",
+    "MIN_RECOVERY_PROBE_INTERVAL_MS",
     "RULE_CATEGORIES",
     "ConfigError",
     "ConfigProblem",
@@ -98,6 +102,9 @@ RULE_CATEGORIES = frozenset(
     "invalid_request timeout".split()
 )
 """Error categories an ``error_rules`` entry may assign."""
+
+MIN_RECOVERY_PROBE_INTERVAL_MS = 100
+"""The smallest ``monitoring.recovery_probe_interval_ms`` a profile may set."""
 
 FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "api_keys")
 CHAIN_KEYS = (
@@ -324,6 +331,7 @@ def _build_chains(rep: Reporter, top: Section) -> dict[str, ChainConfig]:
 
 _MONITORING_KEYS = (
     "probe_interval_ms",
+    "recovery_probe_interval_ms",
     "lag_alert_threshold_blocks",
     "lag_threshold_blocks",
     "subscribe_new_heads",  # legacy, see websocket.subscribe_new_heads
@@ -365,6 +373,9 @@ def _build_chain(
         "block_time_ms": sec.get("block_time_ms", as_int, 1),
         # 12,000 ms default whether or not the section exists (see the module docstring)
         "probe_interval_ms": mon.get("probe_interval_ms", as_int, 1),
+        "recovery_probe_interval_ms": mon.get(
+            "recovery_probe_interval_ms", as_int, MIN_RECOVERY_PROBE_INTERVAL_MS
+        ),
         "lag_alert_threshold_blocks": mon.either(
             "lag_alert_threshold_blocks", "lag_threshold_blocks", 0
         ),

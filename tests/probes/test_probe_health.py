@@ -18,11 +18,13 @@ from lasso.probes.health import (
     ProbeKind,
     ProbeResult,
     ProbeState,
+    apply_recovery_probe,
     apply_to_breaker,
     failure_backoff,
     judge_error,
     judge_probe,
     parse_quantity,
+    recovery_gap,
 )
 
 
@@ -353,3 +355,96 @@ def test_probe_reports_never_leave_the_breaker_impossible(
             assert b.in_flight_probes == 0
         if b.state(now) is BreakerState.OPEN:
             assert (b.retry_after(now) or 0) > 0
+
+
+# -- probe-assisted recovery ----------------------------------------------------------
+
+
+def test_recovery_gap_is_the_interval_plus_up_to_20_percent() -> None:
+    """The jitter only lengthens the gap: never more often than the interval."""
+    assert recovery_gap(2.0, MinRng()) == 2.0
+    assert recovery_gap(2.0, MaxRng()) == pytest.approx(2.4, rel=1e-5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(interval=st.floats(0.1, 60), seed=st.integers(0, 2**32))
+def test_recovery_gap_bounds(interval: float, seed: int) -> None:
+    """Every gap lies in [interval, 1.2 × interval)."""
+    gap = recovery_gap(interval, random.Random(seed))
+    assert interval <= gap < interval * 1.2
+
+
+def test_first_recovery_probe_waits_a_gap_after_the_open() -> None:
+    """A new open period schedules its first probe one gap after it began; each probe
+    sent pushes the next one a gap away; a new period starts over."""
+    s = ProbeState()
+    opened = 100.0
+    assert not s.recovery_probe_due(opened, opened, 2.0, MinRng())
+    assert not s.recovery_probe_due(opened, opened + 1.999, 2.0, MinRng())
+    assert s.recovery_probe_due(opened, opened + 2.0, 2.0, MinRng())
+    s.recovery_sent(opened + 2.0, 2.0, MinRng())
+    assert not s.recovery_probe_due(opened, opened + 3.9, 2.0, MinRng())
+    assert s.recovery_probe_due(opened, opened + 4.0, 2.0, MinRng())
+    assert not s.recovery_probe_due(150.0, 150.5, 2.0, MinRng())  # reopened at 150
+    assert s.snapshot(0.0)["recovery_counts"] == {
+        "ok": 0,
+        "failure": 0,
+        "rate_limited": 0,
+        "misconfigured": 0,
+    }
+
+
+def open_breaker() -> CircuitBreaker:
+    b = breaker()
+    for t in range(3):
+        b.on_failure(float(t), "network_error")
+    assert b.probe_assisted(2.0)
+    return b
+
+
+def test_two_good_recovery_probes_move_the_circuit_to_half_open() -> None:
+    """ok, ok → probe_recovery, well before the 10 s deadline."""
+    b = open_breaker()
+    opened = b.opened_at
+    assert opened is not None
+    ok = ProbeResult(ProbeKind.OK, value=7)
+    assert apply_recovery_probe(ok, b, 4.0, opened_at=opened) is None
+    tr = apply_recovery_probe(ok, b, 6.0, opened_at=opened)
+    assert tr is not None and (tr.old, tr.new) == (BreakerState.OPEN, BreakerState.HALF_OPEN)
+    assert tr.event == "probe_recovery"
+
+
+@pytest.mark.parametrize("kind", [ProbeKind.FAILURE, ProbeKind.RATE_LIMITED])
+def test_bad_recovery_probe_restarts_the_streak_without_penalty(kind: ProbeKind) -> None:
+    """A failed or quota answer neither counts as a failure nor moves the deadline."""
+    b = open_breaker()
+    opened, deadline = b.opened_at, b.recovery_deadline
+    assert opened is not None
+    apply_recovery_probe(ProbeResult(ProbeKind.OK), b, 4.0, opened_at=opened)
+    bad = ProbeResult(kind, category="network_error")
+    assert apply_recovery_probe(bad, b, 5.0, opened_at=opened) is None
+    assert b.probe_streak == 0 and b.recovery_deadline == deadline
+    assert b.consecutive_failures == 3 and b.opens == 1
+    assert apply_recovery_probe(ProbeResult(ProbeKind.OK), b, 6.0, opened_at=opened) is None
+    assert b.state(6.0) is BreakerState.OPEN
+
+
+def test_misconfigured_recovery_probe_opens_for_the_auth_backoff() -> None:
+    """A 401 to a recovery probe turns the open into a misconfiguration open: unassisted."""
+    b = open_breaker()
+    opened = b.opened_at
+    assert opened is not None
+    tr = apply_recovery_probe(ProbeResult(ProbeKind.MISCONFIGURED), b, 4.0, opened_at=opened)
+    assert tr is not None and tr.event == "manual_open"
+    assert (b.retry_after(4.0) or 0) >= AUTH_BACKOFF_S
+    assert not b.probe_assisted(4.0)
+
+
+def test_answer_from_a_past_open_period_counts_for_nothing() -> None:
+    """A probe sent before the circuit reopened (or recovered) does not feed the streak."""
+    b = open_breaker()
+    ok = ProbeResult(ProbeKind.OK)
+    assert apply_recovery_probe(ok, b, 4.0, opened_at=1.0) is None
+    assert b.probe_streak == 0
+    tr = apply_recovery_probe(ok, b, 50.0, opened_at=1.0)  # deadline passed meanwhile
+    assert tr is not None and tr.event == "proactive_recovery"

@@ -319,3 +319,157 @@ async def test_probe_state_survives_a_reload(
     await eventually(lambda: router.state.height("a") is not None)
     assert router.channel("a", "http").probe_status == "healthy"
     assert fleet["a"].stats.methods["eth_chainId"] == 1
+
+
+# -- probe-assisted recovery -----------------------------------------------------------
+
+RECOVERY = "    monitoring:\n      probe_interval_ms: {ms}\n      recovery_probe_interval_ms: 200"
+
+
+def balance(id_: Any = 1) -> dict[str, Any]:
+    addr = "0x00000000000000000000000000000000000000aa"
+    return {"jsonrpc": "2.0", "id": id_, "method": "eth_getBalance", "params": [addr, "latest"]}
+
+
+async def drive_until_open(app: Any, ch: Any, limit: int = 20) -> int:
+    """Client calls through the priority route until ``ch``'s breaker opens; every one
+    must still succeed (failover). Returns how many were sent."""
+    for i in range(limit):
+        doc = await rpc(f"{app.base_url}/rpc/priority/ethereum", balance(i))
+        assert "result" in doc, doc
+        if ch.breaker.state(monotonic()) is BreakerState.OPEN:
+            return i + 1
+    raise AssertionError(f"the circuit did not open after {limit} calls: {ch.breaker!r}")
+
+
+async def test_healed_provider_recovers_long_before_its_recovery_timeout(
+    sim_fleet: Any, lasso_node: Any
+) -> None:
+    """The first provider refuses connections until its circuit opens, then heals: probes
+    of the open circuit move it to half-open before its 30 s deadline, the prober's trials
+    close it, and it serves client traffic again within seconds."""
+    fleet = await sim_fleet({"fast": Behavior(), "slow": Behavior(latency_ms=5)})
+    app = await lasso_node(
+        profile_yaml(fleet_chain_yaml(fleet, extra=RECOVERY.format(ms=12_000))), probes=True
+    )
+    ch = app.runtime.profile(None).resolve("ethereum").router.channel("fast", "http")
+    for i in range(3):  # fast is busy: its health is judged by client traffic
+        assert "result" in await rpc(f"{app.base_url}/rpc/priority/ethereum", balance(i))
+    await fleet["fast"].update(down=True)
+    await drive_until_open(app, ch)
+    deadline = ch.breaker.recovery_deadline
+    assert deadline is not None and deadline - monotonic() > 25  # the 30 s default
+    assert ch.breaker.probe_assisted(monotonic())
+    evidence = ch.evidence.comparable_attempts
+    await eventually(lambda: app.prober.recovery_probes >= 2)  # refused while down
+    assert ch.breaker.state(monotonic()) is BreakerState.OPEN
+    await fleet["fast"].update(down=False)
+
+    def half_open_early() -> bool:
+        if ("open", "half_open", "probe_recovery") not in circuit_events(app, "fast"):
+            return False
+        assert monotonic() < deadline, "went half-open only when the deadline passed"
+        return True
+
+    await eventually(half_open_early, timeout=3)
+    await eventually(lambda: ch.breaker.state(monotonic()) is BreakerState.CLOSED, timeout=3)
+    assert monotonic() < deadline
+    trail = circuit_events(app, "fast")
+    assert trail == [
+        ("closed", "open", "failure_threshold_exceeded"),
+        ("open", "half_open", "probe_recovery"),
+        ("half_open", "closed", "recovered"),
+    ]
+    assert ch.evidence.comparable_attempts == evidence  # probes wrote no routing evidence
+    served = fleet["fast"].stats.methods["eth_getBalance"]
+    assert "result" in await rpc(f"{app.base_url}/rpc/priority/ethereum", balance())
+    assert fleet["fast"].stats.methods["eth_getBalance"] == served + 1
+    assert not ch.breaker.on_probation  # a real success vouched for the probes
+    _, text = await get(f"{app.base_url}/metrics")
+    series = (
+        b'lasso_recovery_probes_total{chain="ethereum",node_id="test",outcome="%s",provider="fast"}'
+    )
+    assert series % b"failure" in text and series % b"ok" in text
+    assert "recovery=" in repr(app.prober)
+
+
+@contextlib.asynccontextmanager
+async def two_faced_server(head: Callable[[], int]) -> AsyncIterator[tuple[str, list[str]]]:
+    """A provider that answers the health probe (eth_chainId, eth_blockNumber) and fails
+    every real call with HTTP 500; yields its URL and the methods it was sent."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        doc = orjson.loads(await request.read())
+        seen.append(doc["method"])
+        results = {"eth_chainId": "0x1", "eth_blockNumber": hex(head())}
+        if doc["method"] in results:
+            body = {"jsonrpc": "2.0", "id": doc["id"], "result": results[doc["method"]]}
+            return web.json_response(body)
+        error = {"code": -32603, "message": "internal error"}
+        return web.json_response({"jsonrpc": "2.0", "id": doc["id"], "error": error}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site.port}/", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_provider_passing_probes_but_failing_calls_falls_back_to_timed_backoff(
+    sim_fleet: Any, lasso_node: Any
+) -> None:
+    """Anti-flap: probes re-admit a provider once, real traffic fails it again, and from
+    then on it waits its timed backoff (60 s) with no probes sent, instead of flapping at
+    the probe cadence."""
+    fleet = await sim_fleet(["good"])
+    async with two_faced_server(fleet["good"].head) as (url, seen):
+        chain = chain_with({"twofaced": url}, fleet, extra=RECOVERY.format(ms=100))
+        app = await lasso_node(profile_yaml(chain), probes=True)
+        ch = app.runtime.profile(None).resolve("ethereum").router.channel("twofaced", "http")
+        await drive_until_open(app, ch)
+        assert ch.breaker.probe_assisted(monotonic())
+        await eventually(lambda: ch.breaker.state(monotonic()) is BreakerState.CLOSED)
+        assert ch.breaker.on_probation  # re-admitted on eth_blockNumber answers alone
+        await drive_until_open(app, ch)
+        now = monotonic()
+        assert ch.breaker.probe_assist_disabled and not ch.breaker.probe_assisted(now)
+        assert ch.breaker.reopens == 1
+        assert 55 < (ch.breaker.retry_after(now) or 0) <= 63  # 30 s doubled, +≤5 % jitter
+        sent = len(seen)
+        polls = fleet["good"].stats.methods["eth_blockNumber"]
+        # The prober keeps working (the idle provider is polled every 100 ms) while the
+        # latched circuit gets nothing: ≥ 8 recovery intervals of silence.
+        await eventually(lambda: fleet["good"].stats.methods["eth_blockNumber"] >= polls + 16)
+        assert len(seen) == sent
+        assert ch.breaker.state(monotonic()) is BreakerState.OPEN
+        assert circuit_events(app, "twofaced") == [
+            ("closed", "open", "failure_threshold_exceeded"),
+            ("open", "half_open", "probe_recovery"),
+            ("half_open", "closed", "recovered"),
+            ("closed", "open", "failure_threshold_exceeded"),
+        ]
+
+
+async def test_shared_instance_uses_the_smallest_recovery_interval(
+    sim_fleet: Any, lasso_node: Any, run_prober: Any
+) -> None:
+    """Two profiles sharing one upstream: its open circuit is probed at the shorter of
+    their recovery_probe_interval_ms, and the prober ticks often enough for it."""
+    fleet = await sim_fleet(["a"])
+    slow = "    monitoring:\n      recovery_probe_interval_ms: 5000"
+    fast = "    monitoring:\n      recovery_probe_interval_ms: 300"
+    app = await lasso_node(
+        profile_yaml(fleet_chain_yaml(fleet, extra=slow)),
+        profile_yaml(fleet_chain_yaml(fleet, extra=fast), slug="other"),
+    )
+    prober = run_prober(app)
+    (group,) = prober._refresh()
+    assert len(group.members) == 2
+    assert group.recovery_interval == pytest.approx(0.3)
+    assert prober._tick_s == pytest.approx(0.075)

@@ -13,7 +13,26 @@ Rules (reference §4, with the per-node decisions of :mod:`lasso.kernel.classify
   materializes it. HALF_OPEN admits at most ``half_open_max_probes`` concurrent probes.
 * In HALF_OPEN, ``success_threshold`` successes close the circuit and reset every count;
   any penalizing failure reopens it with backoff ``base × 2^min(reopens, 4)``, capped at
-  ``max_recovery_timeout_s`` (60 → 120 → 240 → 480 → 600 s).
+  ``max_recovery_timeout_s`` (30 → 60 → 120 → 240 → 480 s with the default 30 s base,
+  the documented value of reference §14 item 2; the reference's code used 60 s).
+* **Probe-assisted recovery** (beyond the reference, like eRPC's and dshackle's active
+  health checks). An open for a *health* reason (a trip or reopen by a penalizing
+  category other than ``auth_error``, without a retry-after) may end early: the health
+  prober probes the open circuit and reports each answer with
+  :meth:`CircuitBreaker.on_probe_success` / :meth:`CircuitBreaker.on_probe_failure`.
+  ``success_threshold`` successes in a row move OPEN → HALF_OPEN with the event
+  ``probe_recovery`` (:meth:`CircuitBreaker.probe_recovered`); a failed probe only resets
+  that streak: it never counts as a failure nor moves the deadline. Quota opens (a
+  retry-after), manual and misconfiguration opens (``force_open``) and ``auth_error``
+  opens are never probe-assisted.
+* **Probation and anti-flap.** A circuit re-admitted by probes is *on probation* until
+  it serves a real success while CLOSED (the prober never reports successes to a closed
+  breaker, so those come from client traffic). A penalizing open while on probation (the
+  half-open trial failed, or real traffic tripped it again right after a probe-assisted
+  close) is a failed trial: it counts as a reopen for the backoff (closing on probation
+  keeps ``reopens``) and turns probe assistance off until the circuit next closes. So a
+  provider that answers ``eth_blockNumber`` but fails real calls cannot flap faster than
+  the timed backoff schedule.
 * A failure carrying a retry-after uses it as the delay (capped). A manual open with a
   retry-after is a *quota* open: one success closes it (the reference's rate-limit open;
   rate limits themselves never penalize, so this is the router's explicit choice).
@@ -62,6 +81,7 @@ class BreakerEvent(StrEnum):
     FAILURE = "failure"
     TRIP = "failure_threshold_exceeded"
     RECOVERY_DUE = "proactive_recovery"
+    PROBE_RECOVERY = "probe_recovery"
     RECOVERED = "recovered"
     PROBE_FAILED = "reopen_due_to_failure"
     FORCE_OPEN = "manual_open"
@@ -86,6 +106,7 @@ TRANSITIONS: Mapping[tuple[BreakerState, BreakerEvent], tuple[BreakerState, str]
             (_S.OPEN, _E.SUCCESS): (_S.OPEN, "late success: ignored"),
             (_S.OPEN, _E.FAILURE): (_S.OPEN, "ignored; the deadline is not extended"),
             (_S.OPEN, _E.RECOVERY_DUE): (_S.HALF_OPEN, "recovery deadline passed"),
+            (_S.OPEN, _E.PROBE_RECOVERY): (_S.HALF_OPEN, "health probes passed: early half-open"),
             (_S.OPEN, _E.FORCE_OPEN): (_S.OPEN, "manual open: new deadline"),
             (_S.OPEN, _E.FORCE_CLOSE): (_S.CLOSED, "manual close"),
             (_S.HALF_OPEN, _E.SUCCESS): (_S.HALF_OPEN, "probe success below threshold"),
@@ -99,6 +120,10 @@ TRANSITIONS: Mapping[tuple[BreakerState, BreakerEvent], tuple[BreakerState, str]
 """``(state, event) → (next state, rule)``; a missing key is an illegal move."""
 
 _ARMING = frozenset({_E.TRIP, _E.PROBE_FAILED, _E.FORCE_OPEN})  # set a new deadline
+
+UNASSISTED_CATEGORIES = frozenset({"auth_error"})
+"""Penalizing categories whose opens are never probe-assisted: a health probe answering
+says nothing about a key the provider refuses for real calls."""
 
 
 def next_state(state: BreakerState, event: BreakerEvent) -> BreakerState:
@@ -131,7 +156,7 @@ class BreakerConfig:
 
     failure_threshold: int = 5
     success_threshold: int = 2
-    recovery_timeout_s: float = 60.0
+    recovery_timeout_s: float = 30.0
     max_recovery_timeout_s: float = 600.0
     half_open_max_probes: int = 1
     category_thresholds: Mapping[str, int] = field(
@@ -184,12 +209,17 @@ class CircuitBreaker:
         "_dirty",
         "_last_edge",
         "_deadline",
+        "_opened_at",
         "_failures",
         "_successes",
         "_success_threshold",
         "_in_flight",
         "_opens",
         "_reopens",
+        "_assisted",
+        "_assist_off",
+        "_probation",
+        "_probe_streak",
     )
 
     def __init__(self, config: BreakerConfig, rng: Rng) -> None:
@@ -200,12 +230,17 @@ class CircuitBreaker:
         self._dirty = False
         self._last_edge = BreakerEvent.FORCE_CLOSE
         self._deadline = 0.0  # meaningful only while OPEN
+        self._opened_at = 0.0  # likewise
         self._failures = 0
         self._successes = 0
         self._success_threshold = config.success_threshold
         self._in_flight = 0
         self._opens = 0
         self._reopens = 0
+        self._assisted = False  # this open period may end early on probes
+        self._assist_off = False  # a post-probe trial failed: timed backoff until closed
+        self._probation = False  # re-admitted by probes, no real success since
+        self._probe_streak = 0  # consecutive successful probes of this open period
 
     # --- read side -----------------------------------------------------------------
 
@@ -224,7 +259,8 @@ class CircuitBreaker:
 
     @property
     def reopens(self) -> int:
-        """Consecutive half-open probe failures since the circuit last closed."""
+        """Consecutive failed half-open trials since the circuit last closed (a close on
+        probation keeps the count until real traffic succeeds)."""
         return self._reopens
 
     @property
@@ -235,6 +271,26 @@ class CircuitBreaker:
     def recovery_deadline(self) -> float | None:
         """The monotonic time the current OPEN period ends, or ``None`` unless OPEN."""
         return self._deadline if self._state is BreakerState.OPEN else None
+
+    @property
+    def opened_at(self) -> float | None:
+        """The monotonic time the current OPEN period began, or ``None`` unless OPEN."""
+        return self._opened_at if self._state is BreakerState.OPEN else None
+
+    @property
+    def probe_streak(self) -> int:
+        """Consecutive successful probes counted in this open period."""
+        return self._probe_streak
+
+    @property
+    def on_probation(self) -> bool:
+        """Whether probes re-admitted the circuit and real traffic has not succeeded since."""
+        return self._probation
+
+    @property
+    def probe_assist_disabled(self) -> bool:
+        """Whether a failed post-probe trial turned probe assistance off until a close."""
+        return self._assist_off
 
     def state(self, now: float) -> BreakerState:
         """Return the state as of ``now``: an OPEN breaker past its deadline is HALF_OPEN."""
@@ -248,17 +304,31 @@ class CircuitBreaker:
             return self._deadline - now
         return None
 
+    def probe_assisted(self, now: float) -> bool:
+        """Whether the circuit is OPEN as of ``now`` and health probes may end it early.
+
+        False for quota, manual and ``auth_error`` opens and after a failed post-probe
+        trial (see the module docstring); the prober sends nothing to such a circuit.
+        """
+        return self._assisted and self._state is BreakerState.OPEN and now < self._deadline
+
     def __repr__(self) -> str:
         cfg = self._config
         if self._state is BreakerState.CLOSED:
             detail = f"failures={self._failures}/{cfg.failure_threshold}"
         elif self._state is BreakerState.OPEN:
             detail = f"opens={self._opens} reopens={self._reopens} until={self._deadline:.3f}"
+            if self._probe_streak:
+                detail += f" probe_streak={self._probe_streak}/{cfg.success_threshold}"
         else:
             detail = (
                 f"probes={self._in_flight}/{cfg.half_open_max_probes} "
                 f"successes={self._successes}/{self._success_threshold}"
             )
+        if self._probation:
+            detail += " probation"
+        if self._assist_off:
+            detail += " probe_assist=off"
         return f"<CircuitBreaker {self._state} {detail}>"
 
     # --- write side ----------------------------------------------------------------
@@ -289,6 +359,9 @@ class CircuitBreaker:
         self._advance(now)
         if self._state is BreakerState.CLOSED:
             self._failures = 0
+            if self._probation:  # real traffic vouched for the probes: probation over
+                self._probation = False
+                self._reopens = 0
             self._fire(_E.SUCCESS)
         elif self._state is BreakerState.OPEN:
             self._fire(_E.SUCCESS)
@@ -319,14 +392,19 @@ class CircuitBreaker:
         if self._state is BreakerState.CLOSED:
             self._failures += 1
             if self._failures >= cfg.category_thresholds.get(category, cfg.failure_threshold):
-                self._open(now, _E.TRIP, base, retry_after_s)
+                delay = base
+                if self._probation:  # real traffic failed right after a probe recovery
+                    self._reopens += 1
+                    delay = base * 2 ** min(self._reopens, 4)
+                self._open(now, _E.TRIP, delay, retry_after_s, category)
             else:
                 self._fire(_E.FAILURE)
         elif self._state is BreakerState.OPEN:
             self._fire(_E.FAILURE)
         else:
             self._reopens += 1
-            self._open(now, _E.PROBE_FAILED, base * 2 ** min(self._reopens, 4), retry_after_s)
+            delay = base * 2 ** min(self._reopens, 4)
+            self._open(now, _E.PROBE_FAILED, delay, retry_after_s, category)
         return self._report()
 
     def on_neutral(self, now: float) -> Transition | None:
@@ -336,10 +414,62 @@ class CircuitBreaker:
             self._release_probe()
         return self._report()
 
+    def on_probe_success(self, now: float) -> Transition | None:
+        """Record a successful health probe sent to the circuit while it was OPEN.
+
+        Counts towards ``success_threshold`` consecutive successes, which end a
+        probe-assisted open early (:meth:`probe_recovered`). Ignored unless
+        :meth:`probe_assisted`; never a breaker success of its own.
+
+        Returns:
+            The ``probe_recovery`` transition, or any change not yet reported.
+        """
+        self._advance(now)
+        if self._state is BreakerState.OPEN and self._assisted:
+            self._probe_streak += 1
+            if self._probe_streak >= self._config.success_threshold:
+                return self.probe_recovered(now)
+        return self._report()
+
+    def on_probe_failure(self, now: float) -> Transition | None:
+        """Record a failed (or rate-limited) health probe sent while OPEN.
+
+        Resets the probe-success streak and nothing else: the failure is not counted
+        and the recovery deadline does not move.
+        """
+        self._advance(now)
+        if self._state is BreakerState.OPEN:
+            self._probe_streak = 0
+        return self._report()
+
+    def probe_recovered(self, now: float) -> Transition | None:
+        """Move a probe-assisted OPEN circuit to HALF_OPEN before its deadline.
+
+        The caller vouches that health probes passed (:meth:`on_probe_success` calls this
+        after ``success_threshold`` in a row). From HALF_OPEN the usual rules apply, and
+        the circuit is on probation until real traffic succeeds while it is closed.
+        Refused (nothing changes) unless :meth:`probe_assisted`: quota, manual and
+        ``auth_error`` opens, and any open after a failed post-probe trial, wait for
+        their deadline.
+
+        Returns:
+            OPEN → HALF_OPEN with ``probe_recovery``, or any change not yet reported
+            (a due timed recovery), or ``None``.
+        """
+        self._advance(now)
+        if self._state is BreakerState.OPEN and self._assisted:
+            self._fire(_E.PROBE_RECOVERY)
+            self._probation = True
+            self._probe_streak = 0
+            self._successes = 0
+            self._in_flight = 0
+        return self._report()
+
     def force_open(self, now: float, *, retry_after_s: float | None = None) -> Transition | None:
         """Open the circuit by hand, for ``retry_after_s`` or the base recovery timeout.
 
         With a usable ``retry_after_s`` this is a quota open: a single success closes it.
+        A manual open is never probe-assisted.
         Always returns a transition (every open arms a new deadline).
         """
         self._advance(now)
@@ -352,6 +482,7 @@ class CircuitBreaker:
         """Close the circuit by hand and reset every count."""
         self._advance(now)
         self._fire(_E.FORCE_CLOSE)
+        self._probation = False
         self._reset()
         return self._report()
 
@@ -374,29 +505,52 @@ class CircuitBreaker:
     def _advance(self, now: float) -> None:
         if self._state is BreakerState.OPEN and now >= self._deadline:
             self._fire(_E.RECOVERY_DUE)  # probe counts were zeroed when it opened
+            self._probe_streak = 0
 
     def _open(
-        self, now: float, event: BreakerEvent, delay: float, retry_after_s: float | None
+        self,
+        now: float,
+        event: BreakerEvent,
+        delay: float,
+        retry_after_s: float | None,
+        category: str | None = None,
     ) -> None:
+        quota = False
         if _valid_delay(retry_after_s):
-            delay = retry_after_s
+            delay, quota = retry_after_s, True
         delay = min(delay, self._config.max_recovery_timeout_s)
         self._deadline = now + delay + self._rng.random() * delay / 20
+        self._opened_at = now
         self._fire(event)
         self._opens += 1
         self._successes = 0
         self._in_flight = 0
         self._success_threshold = self._config.success_threshold
+        if self._probation and event is not _E.FORCE_OPEN:
+            self._assist_off = True  # a failed trial after a probe recovery
+        self._probation = False
+        self._probe_streak = 0
+        self._assisted = (
+            category is not None
+            and category not in UNASSISTED_CATEGORIES
+            and not quota
+            and not self._assist_off
+        )
 
     def _release_probe(self) -> None:
         if self._in_flight:
             self._in_flight -= 1
 
     def _reset(self) -> None:
+        """Counts after a close. Closing on probation keeps ``reopens`` (and probation)
+        until real traffic succeeds; every close turns probe assistance back on."""
         self._failures = 0
         self._successes = 0
         self._in_flight = 0
-        self._reopens = 0
+        if not self._probation:
+            self._reopens = 0
+        self._assist_off = False
+        self._probe_streak = 0
         self._success_threshold = self._config.success_threshold
 
 

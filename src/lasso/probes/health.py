@@ -29,12 +29,27 @@ Decisions:
   of its category (network 3, timeout 2, server 5 in a row open the circuit). A successful
   probe does *not* reset the consecutive count of a closed breaker: an endpoint that answers
   ``eth_blockNumber`` but fails real calls must still trip.
-* **The probe may be the half-open probe.** While a breaker is open, nothing is sent (its
-  recovery timeout is the back-off). Once it is half-open, the prober takes the half-open
-  slot through the breaker's normal admission and reports the outcome: successes close it
-  through the normal ``success_threshold`` path, a failure reopens it with the breaker's
-  own back-off. So an idle provider that recovered is re-admitted without a client paying
-  for the probe; clients still probe it too when it is their only option.
+* **Open circuits are probed to recover early** (probe-assisted recovery, beyond the
+  reference). While a breaker is open for a health reason
+  (:meth:`~lasso.kernel.breaker.CircuitBreaker.probe_assisted`: not a quota, manual,
+  misconfiguration or ``auth_error`` open, and no failed post-probe trial since it last
+  closed), the prober sends its normal probe every ``monitoring.recovery_probe_interval_ms``
+  (default 2 s, plus up to 20 % jitter: :func:`recovery_gap`), busy or idle (an open
+  circuit carries no client traffic to judge it by), the first one a gap after the circuit
+  opened. :func:`apply_recovery_probe` reports the answers: ``success_threshold`` (2) in a
+  row move it to half-open early (``probe_recovery``); a failed or rate-limited answer
+  only restarts the count (never a breaker failure, never a later deadline). Any other
+  open circuit gets nothing: its recovery timeout is the back-off.
+* **The probe may be the half-open probe.** Once a breaker is half-open (its deadline
+  passed, or probes recovered it), the prober takes the half-open slot through the
+  breaker's normal admission when the provider is idle, its probe is due, or the recovery
+  cadence is due, and reports the outcome: successes close it through the normal
+  ``success_threshold`` path, a failure reopens it with the breaker's own back-off. So a
+  provider that recovered is re-admitted without a client paying for the probe (a
+  half-open channel is tier 2 and gets little traffic); clients still probe it too when
+  it is their only option. A circuit re-admitted on the probes' word stays on probation
+  until real traffic succeeds: if real traffic fails first, the provider falls back to
+  the timed back-off (the breaker's anti-flap rule).
 * **Misconfiguration opens the circuit.** 401/402 (bad key, unpaid plan) and a wrong chain
   id cannot heal on their own: the breaker is opened for :data:`AUTH_BACKOFF_S` as a quota
   open, so one successful half-open call (after the operator fixed it) closes it. A wrong
@@ -74,11 +89,13 @@ __all__ = [
     "ProbePolicy",
     "ProbeResult",
     "ProbeState",
+    "apply_recovery_probe",
     "apply_to_breaker",
     "failure_backoff",
     "judge_error",
     "judge_probe",
     "parse_quantity",
+    "recovery_gap",
 ]
 
 BACKOFF_BASE_S = 2.0
@@ -229,6 +246,13 @@ def failure_backoff(failures: int, rng: Rng, policy: ProbePolicy = DEFAULT_POLIC
     return min(base, policy.backoff_max_s) * (1.0 - jitter + 2 * jitter * rng.random())
 
 
+def recovery_gap(interval: float, rng: Rng, policy: ProbePolicy = DEFAULT_POLICY) -> float:
+    """Seconds between two probes of an open circuit: ``interval`` plus a uniform
+    0–20 % (``backoff_jitter``). The jitter only lengthens the gap, so probes never go out
+    more often than the interval, and instances that opened together drift apart."""
+    return interval * (1.0 + policy.backoff_jitter * rng.random())
+
+
 class ProbeState:
     """The probe schedule and verdict of one upstream instance (per breaker and chain).
 
@@ -243,6 +267,9 @@ class ProbeState:
         "failures",
         "last_probe",
         "next_due",
+        "recovery_counts",
+        "recovery_due",
+        "recovery_epoch",
         "status",
     )
 
@@ -254,9 +281,39 @@ class ProbeState:
         self.chain_verified = False
         self.detail = ""
         self.counts: dict[str, int] = dict.fromkeys(ProbeKind, 0)
+        # Probe-assisted recovery: the open period being probed (its opened_at), when the
+        # next recovery probe may go, and the answers to recovery probes (a subset of
+        # ``counts``).
+        self.recovery_epoch: float | None = None
+        self.recovery_due = float("-inf")
+        self.recovery_counts: dict[str, int] = dict.fromkeys(ProbeKind, 0)
 
     def due(self, now: float) -> bool:
         return now >= self.next_due
+
+    def recovery_probe_due(
+        self,
+        opened_at: float,
+        now: float,
+        interval: float,
+        rng: Rng,
+        policy: ProbePolicy = DEFAULT_POLICY,
+    ) -> bool:
+        """Whether a probe of the circuit open since ``opened_at`` may go out ``now``.
+
+        The first probe of an open period waits one :func:`recovery_gap` after it began;
+        the caller reports each probe it sends with :meth:`recovery_sent`.
+        """
+        if self.recovery_epoch != opened_at:
+            self.recovery_epoch = opened_at
+            self.recovery_due = opened_at + recovery_gap(interval, rng, policy)
+        return now >= self.recovery_due
+
+    def recovery_sent(
+        self, now: float, interval: float, rng: Rng, policy: ProbePolicy = DEFAULT_POLICY
+    ) -> None:
+        """A recovery (or half-open trial) probe went out: the next one is a gap away."""
+        self.recovery_due = now + recovery_gap(interval, rng, policy)
 
     def record(
         self,
@@ -303,6 +360,7 @@ class ProbeState:
             "next_in_s": max(0.0, round(self.next_due - now, 3)) if self.next_due > now else 0.0,
             "detail": self.detail,
             "counts": {str(k): v for k, v in self.counts.items()},
+            "recovery_counts": {str(k): v for k, v in self.recovery_counts.items()},
         }
 
     def __repr__(self) -> str:
@@ -339,3 +397,37 @@ def apply_to_breaker(
     if kind is ProbeKind.MISCONFIGURED:  # opening frees any half-open slot
         return breaker.force_open(now, retry_after_s=policy.auth_backoff_s)
     return breaker.on_neutral(now) if holds_slot else None
+
+
+def apply_recovery_probe(
+    result: ProbeResult,
+    breaker: CircuitBreaker,
+    now: float,
+    *,
+    opened_at: float,
+    policy: ProbePolicy = DEFAULT_POLICY,
+) -> Transition | None:
+    """Report the verdict of a probe sent to an OPEN circuit (probe-assisted recovery).
+
+    Args:
+        result: the verdict.
+        breaker: the breaker of the probed channel.
+        now: monotonic seconds.
+        opened_at: the breaker's ``opened_at`` when the probe was sent: an answer that
+            outlived its open period (the circuit reopened or recovered meanwhile) counts
+            for nothing.
+        policy: the probe constants (a misconfiguration opens for ``auth_backoff_s``).
+
+    Returns:
+        The transition to publish, if any: ``probe_recovery`` once enough successes came
+        in a row, a misconfiguration open, or a change the breaker had not reported yet.
+    """
+    kind = result.kind
+    if kind is ProbeKind.MISCONFIGURED:  # a bad key or chain does not heal on its own
+        return breaker.force_open(now, retry_after_s=policy.auth_backoff_s)
+    if breaker.opened_at != opened_at:
+        return breaker.tick(now)
+    if kind is ProbeKind.OK:
+        return breaker.on_probe_success(now)
+    # A failure or a quota answer: the streak restarts; nothing counts against the breaker.
+    return breaker.on_probe_failure(now)

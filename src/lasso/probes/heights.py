@@ -10,8 +10,13 @@
    (:mod:`lasso.probes.health` says what each answer means). A provider whose height a
    client ``eth_blockNumber`` reported within the interval is not polled at all: busy
    providers are measured for free and only idle ones cost a request;
-2. reports breaker recoveries that came due (OPEN → HALF_OPEN) as events;
-3. publishes "provider lagging" / "caught up" when a provider's optimistic lag crosses
+2. probes open circuits every ``monitoring.recovery_probe_interval_ms`` (default 2 s,
+   +0–20 % jitter) while their open is a health one, so a provider that healed is moved to
+   half-open after 2 good answers instead of waiting out its recovery timeout
+   (probe-assisted recovery, :mod:`lasso.probes.health`), and drives half-open trials at
+   that cadence too;
+3. reports breaker recoveries that came due (OPEN → HALF_OPEN) as events;
+4. publishes "provider lagging" / "caught up" when a provider's optimistic lag crosses
    ``monitoring.lag_alert_threshold_blocks``, and "rate limited" / "rate limit cleared"
    when a channel's rate-limit expiry starts or ends, as structured log lines and
    :class:`~lasso.server.events.EventBus` state events.
@@ -43,6 +48,7 @@ from lasso.probes.health import (
     ProbePolicy,
     ProbeResult,
     ProbeState,
+    apply_recovery_probe,
     apply_to_breaker,
     judge_error,
     judge_probe,
@@ -59,6 +65,7 @@ events_log = logging.getLogger("lasso.events")
 
 TICK_S = 0.2
 MIN_TICK_S = 0.02
+MIN_RECOVERY_INTERVAL_S = 0.1  # the profile loader's floor, for configs built in code
 _HEIGHT_BODY = b'{"jsonrpc":"2.0","id":"lasso-probe","method":"eth_blockNumber","params":[]}'
 _CHAIN_BODY = b'{"jsonrpc":"2.0","id":"lasso-probe","method":"eth_chainId","params":[]}'
 _OPEN = BreakerState.OPEN
@@ -87,7 +94,17 @@ def parse_block_number(body: bytes) -> int | None:
 class _Group:
     """One probed instance: a pool, a chain, a breaker, and the channels that share them."""
 
-    __slots__ = ("breaker", "chain", "chain_id", "interval", "key", "members", "pool", "provider")
+    __slots__ = (
+        "breaker",
+        "chain",
+        "chain_id",
+        "interval",
+        "key",
+        "members",
+        "pool",
+        "provider",
+        "recovery_interval",
+    )
 
     def __init__(
         self, key: GroupKey, pool: HttpUpstreamPool, breaker: CircuitBreaker, chain_id: int
@@ -97,6 +114,7 @@ class _Group:
         self.breaker = breaker
         self.chain_id = chain_id
         self.interval = float("inf")
+        self.recovery_interval = float("inf")  # probes of an open circuit
         self.members: list[tuple[ChainRuntime, Channel]] = []
         self.provider = ""  # labels: the first member's provider id and chain key
         self.chain = ""
@@ -135,6 +153,7 @@ class HeightProber:
         self.states: dict[GroupKey, ProbeState] = {}
         self.polls = 0
         self.failures = 0
+        self.recovery_probes = 0  # sent to open circuits (included in polls)
         self._groups: list[_Group] = []
         self._runtime: Runtime | None = None
         self._tick_s = TICK_S
@@ -147,7 +166,7 @@ class HeightProber:
     def __repr__(self) -> str:
         return (
             f"<HeightProber instances={len(self._groups)} inflight={len(self._inflight)} "
-            f"polls={self.polls} failures={self.failures}>"
+            f"polls={self.polls} failures={self.failures} recovery={self.recovery_probes}>"
         )
 
     async def run(self) -> None:
@@ -184,6 +203,7 @@ class HeightProber:
         groups: dict[GroupKey, _Group] = {}
         for rt in runtime.chains():
             interval = max(0.05, rt.config.probe_interval_ms / 1000.0)
+            recovery = max(MIN_RECOVERY_INTERVAL_S, rt.config.recovery_probe_interval_ms / 1000.0)
             for ch in rt.router.channels:
                 pool = rt.pools.get(ch.provider_id) if ch.transport == "http" else None
                 if pool is None:
@@ -195,6 +215,7 @@ class HeightProber:
                     group.provider, group.chain = ch.provider_id, rt.key
                 group.members.append((rt, ch))
                 group.interval = min(group.interval, interval)
+                group.recovery_interval = min(group.recovery_interval, recovery)
         self._groups = list(groups.values())
         self._runtime = runtime
         for key in [k for k in self.states if k not in groups]:
@@ -205,7 +226,7 @@ class HeightProber:
                 state = self.states[g.key] = ProbeState()
             for _rt, ch in g.members:  # a reload builds new channels: carry the verdict over
                 ch.probe_status = state.status
-        intervals = [g.interval for g in self._groups]
+        intervals = [min(g.interval, g.recovery_interval) for g in self._groups]
         self._tick_s = min(TICK_S, max(MIN_TICK_S, min(intervals, default=TICK_S) / 4))
         live = {(rt.profile, rt.key) for rt in runtime.chains()}
         self._lagging = {k: v for k, v in self._lagging.items() if k in live}
@@ -219,14 +240,30 @@ class HeightProber:
         breaker = g.breaker
         bstate = breaker.state(now)
         if bstate is _OPEN:
-            return  # its recovery timeout is the back-off; nothing is sent to an open circuit
+            # Probe-assisted recovery: only a health open, at the recovery cadence, the
+            # first probe a gap after it opened. Any other open gets nothing: its recovery
+            # timeout is the back-off.
+            opened_at = breaker.opened_at
+            if opened_at is None or not breaker.probe_assisted(now):
+                return
+            interval = g.recovery_interval
+            if not state.recovery_probe_due(opened_at, now, interval, self.rng, self.policy):
+                return
+            state.recovery_sent(now, interval, self.rng, self.policy)
+            self.recovery_probes += 1
+            self._launch(g, state, False, True, opened_at)
+            return
         last = g.last_client_attempt()
         idle = last is None or now - last >= g.interval
         if bstate is _HALF_OPEN:
             # The probe may be the half-open probe: taken through normal admission, so a
-            # client probe in flight wins and the probe waits for the next tick.
-            if not (idle or state.due(now)) or not breaker.admit(now):
+            # client probe in flight wins and the probe waits for the next tick. A
+            # half-open channel is tier 2 and sees little client traffic, so the prober
+            # also drives the trial at the recovery cadence.
+            cadence = now >= state.recovery_due
+            if not (idle or state.due(now) or cadence) or not breaker.admit(now):
                 return
+            state.recovery_sent(now, g.recovery_interval, self.rng, self.policy)
             holds_slot, report = True, True
         else:
             if not state.due(now):
@@ -237,12 +274,31 @@ class HeightProber:
                 if seen is not None and now - seen < g.interval and (ours is None or seen > ours):
                     return  # a client eth_blockNumber answered by it is fresh enough
             holds_slot, report = False, idle
+        self._launch(g, state, holds_slot, report, None)
+
+    def _launch(
+        self,
+        g: _Group,
+        state: ProbeState,
+        holds_slot: bool,
+        report: bool,
+        opened_at: float | None,
+    ) -> None:
         self._inflight.add(g.key)
-        task = self.app.loop.create_task(self._probe(g, state, holds_slot, report))
+        task = self.app.loop.create_task(self._probe(g, state, holds_slot, report, opened_at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _probe(self, g: _Group, state: ProbeState, holds_slot: bool, report: bool) -> None:
+    async def _probe(
+        self,
+        g: _Group,
+        state: ProbeState,
+        holds_slot: bool,
+        report: bool,
+        opened_at: float | None,
+    ) -> None:
+        """Send one probe and fold its answer in. ``opened_at`` is set for a probe of an
+        open circuit (probe-assisted recovery): the open period it belongs to."""
         verifying = not state.chain_verified
         self.polls += 1
         try:
@@ -266,7 +322,7 @@ class HeightProber:
                     retry_after_s=retry_after,
                     expect_chain_id=g.chain_id if verifying else None,
                 )
-            self._finish(g, state, result, holds_slot, report, verifying, monotonic())
+            self._finish(g, state, result, holds_slot, report, verifying, monotonic(), opened_at)
         except asyncio.CancelledError:
             if holds_slot:
                 g.breaker.on_neutral(monotonic())
@@ -287,10 +343,13 @@ class HeightProber:
         report: bool,
         verifying: bool,
         now: float,
+        opened_at: float | None = None,
     ) -> None:
         kind = result.kind
         if kind is not ProbeKind.OK:
             self.failures += 1
+        if opened_at is not None:
+            state.recovery_counts[kind] += 1
         if verifying and kind is ProbeKind.MISCONFIGURED and result.value is not None:
             report = True  # a wrong chain counts even when busy: it serves another chain
         old_status = state.status
@@ -324,7 +383,12 @@ class HeightProber:
             )
         if not report:
             return
-        tr = apply_to_breaker(result, g.breaker, now, holds_slot=holds_slot, policy=self.policy)
+        if opened_at is not None:  # a probe of an open circuit: never a breaker failure
+            tr = apply_recovery_probe(
+                result, g.breaker, now, opened_at=opened_at, policy=self.policy
+            )
+        else:
+            tr = apply_to_breaker(result, g.breaker, now, holds_slot=holds_slot, policy=self.policy)
         if tr is not None:
             self._publish_transition(g.members, tr)
         if kind is ProbeKind.RATE_LIMITED:
@@ -445,11 +509,16 @@ class HeightProber:
         rt.events.state(event)
 
     def collect(self, node: str, now: float) -> Iterable[Metric]:
-        """Prometheus series: ``lasso_health_probes_total{chain,provider,outcome}``."""
+        """Prometheus series: ``lasso_health_probes_total{chain,provider,outcome}`` and,
+        of those, the probes of open circuits: ``lasso_recovery_probes_total``."""
+        labels = ["node_id", "chain", "provider", "outcome"]
         probes = CounterMetricFamily(
-            "lasso_health_probes",
-            "Health and height probes sent, by outcome",
-            labels=["node_id", "chain", "provider", "outcome"],
+            "lasso_health_probes", "Health and height probes sent, by outcome", labels=labels
+        )
+        recovery = CounterMetricFamily(
+            "lasso_recovery_probes",
+            "Health probes sent to open circuits (probe-assisted recovery), by outcome",
+            labels=labels,
         )
         for g in self._groups:
             state = self.states.get(g.key)
@@ -458,4 +527,8 @@ class HeightProber:
             for outcome, n in state.counts.items():
                 if n:
                     probes.add_metric([node, g.chain, g.provider, str(outcome)], n)
+            for outcome, n in state.recovery_counts.items():
+                if n:
+                    recovery.add_metric([node, g.chain, g.provider, str(outcome)], n)
         yield probes
+        yield recovery
