@@ -298,3 +298,20 @@ def test_method_summary_is_json_ready() -> None:
     assert out["last_updated_age_s"] == 1.0
     assert "calls=3" in repr(row)
     assert MethodStats().summary(0.0)["last_updated_age_s"] is None
+
+
+def test_clearing_the_failure_streak_makes_a_recovered_channel_explorable_again() -> None:
+    ev = ChannelEvidence()
+    for t in range(5):
+        ev.record_success(10.0, float(t))
+    for t in range(5, 8):
+        ev.record_failure(float(t))
+    assert ev.consecutive_failures == 3 and not ev.qualified(8.0)
+    prob = ev.success_prob
+    ev.clear_failure_streak()
+    assert ev.consecutive_failures == 0
+    assert ev.success_prob == prob and ev.total_failures == 3  # history is kept
+    assert not ev.qualified(8.0)  # below 0.75: it must be re-measured first
+    for t in (9.0, 10.0, 11.0):  # 0.67 -> 0.71 -> 0.75 -> 0.78
+        ev.record_success(10.0, t)
+    assert ev.qualified(11.0)

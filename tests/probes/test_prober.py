@@ -393,6 +393,36 @@ async def test_healed_provider_recovers_long_before_its_recovery_timeout(
     assert "recovery=" in repr(app.prober)
 
 
+async def test_fastest_routes_back_to_a_provider_that_probes_recovered(
+    sim_fleet: Any, lasso_node: Any
+) -> None:
+    """After a probe-driven close, the provider's pre-outage failure streak no longer bars
+    it: ``fastest`` explores it, it requalifies, and it wins the traffic back."""
+    fleet = await sim_fleet({"fast": Behavior(), "slow": Behavior(latency_ms=30)})
+    app = await lasso_node(
+        profile_yaml(fleet_chain_yaml(fleet, extra=RECOVERY.format(ms=12_000))), probes=True
+    )
+    ch = app.runtime.profile(None).resolve("ethereum").router.channel("fast", "http")
+    url = f"{app.base_url}/rpc/fastest/ethereum"
+    for i in range(20):  # both measured; fast (no added latency) is the fastest
+        assert "result" in await rpc(url, balance(i))
+    await fleet["fast"].update(down=True)
+    await drive_until_open(app, ch)
+    assert ch.evidence.consecutive_failures >= 3
+    await fleet["fast"].update(down=False)
+    await eventually(lambda: ch.breaker.state(monotonic()) is BreakerState.CLOSED, timeout=5)
+    assert ch.evidence.consecutive_failures == 0
+    served = fleet["fast"].stats.methods["eth_getBalance"]
+
+    async def fast_wins() -> bool:
+        for i in range(50):
+            assert "result" in await rpc(url, balance(i))
+        return fleet["fast"].stats.methods["eth_getBalance"] - served >= 40
+
+    await eventually(fast_wins, timeout=10, message="fastest never went back to 'fast'")
+    assert ch.evidence.qualified(monotonic())
+
+
 @contextlib.asynccontextmanager
 async def two_faced_server(head: Callable[[], int]) -> AsyncIterator[tuple[str, list[str]]]:
     """A provider that answers the health probe (eth_chainId, eth_blockNumber) and fails

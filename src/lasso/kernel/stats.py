@@ -136,6 +136,13 @@ class Evidence:
         p = self.success_prob
         self.success_prob = 0.0 if p is None else p - p * ALPHA
 
+    def clear_failure_streak(self) -> None:
+        """The channel's circuit closed again after recovery: the failures that opened it
+        are answered, so they no longer bar it from exploration. Its success probability
+        and latency stay as they were; exploration re-measures it and a few successes
+        requalify it."""
+        self.consecutive_failures = 0
+
     def qualified(self, now: float) -> bool:
         """True when the row is fresh (<300 s), has ≥3 successes, <3 consecutive failures
         and a success probability ≥0.75: only then may strategies rank by its latency."""

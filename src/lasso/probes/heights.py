@@ -493,7 +493,10 @@ class HeightProber:
     def _publish_transition(
         self, members: Iterable[tuple[ChainRuntime, Channel]], tr: Transition
     ) -> None:
+        closed = tr.new is BreakerState.CLOSED
         for rt, ch in members:
+            if closed:  # probes closed it: let client traffic find the provider again
+                ch.evidence.clear_failure_streak()
             rt.events.transition(rt, ch, tr)
 
     def _event(self, rt: ChainRuntime, name: str, level: int, **fields: Any) -> None:
