@@ -21,14 +21,16 @@ in ``X-Lasso-Meta``: it waited for the faulted provider first). Reported per kin
   trying the faulted provider for new requests;
 * **client-visible errors** from the fault on (target 0), affected requests, worst latency;
 * **return time**: after healing, when the primary answers again (``–`` when not within
-  ``--after``: an open breaker waits for its recovery timeout, 60 s by default).
+  ``--after``). The prober probes an open circuit every 2 s (``recovery_probe_interval_ms``)
+  and two good answers half-open it early, so a healed primary is back within seconds;
+  without those probes it would wait for the breaker's 30 s recovery timeout.
 
 With ``--fault-s`` below the breaker's recovery timeout no half-open probe falls inside
 the fault, so every affected request belongs to the initial failover.
 
 Plot: one latency timeline per fault kind, coloured by the answering provider.
 
-    .venv/bin/python -m bench.failover           # 5 s warm-up, 3 s base, 15 s fault, 75 s after
+    .venv/bin/python -m bench.failover           # 5 s warm-up, 3 s base, 15 s fault, 45 s after
     .venv/bin/python -m bench.failover --quick   # 3 s, 2 s, 6 s, 3 s (~50 s)
 """
 
@@ -359,8 +361,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--after",
         type=float,
-        default=75.0,
-        help="observation after healing, s (default 75: past the 60 s breaker recovery)",
+        default=45.0,
+        help="observation after healing, s (default 45: past the 30 s breaker recovery)",
     )
     p.add_argument("--concurrency", type=int, default=8, help="closed-loop workers (8)")
     p.add_argument(
