@@ -416,3 +416,40 @@ def test_benchmark_argument_parsers() -> None:
         with pytest.raises(SystemExit):
             parser(bad)
     assert isinstance(rq, argparse.Namespace)
+
+
+# -- bench/profile.py: py-spy samples by stage -------------------------------------------
+
+
+def test_profile_attributes_a_sample_to_its_innermost_lasso_stage() -> None:
+    from bench.profile import LOOP_STAGE, OTHER_STAGE, stage_of
+
+    outer = ["<module> (lasso:10)", "Runner.run (asyncio/runners.py:118)"]
+    write = "_Conn._write (lasso/net/http_server.py:419)"
+    on_done = "_Conn._on_done (lasso/net/http_server.py:336)"
+    assert stage_of([*outer, on_done, write]).startswith("client write")
+    assert stage_of([*outer, on_done]).startswith("request task")
+    sel = "ChainRouter.candidates (lasso/kernel/router.py:325)"
+    run = "RpcHandler._run_single (lasso/server/rpc.py:281)"
+    assert stage_of([*outer, run, sel]).startswith("selection")
+    assert stage_of(outer) == LOOP_STAGE
+    assert stage_of([*outer, "something (elsewhere.py:1)"]) == OTHER_STAGE
+
+
+def test_profile_groups_raw_lines_and_scales_shares_to_cpu() -> None:
+    from bench.profile import LOOP_STAGE, group_samples, stage_table
+
+    lines = [
+        "<module> (lasso:10);Runner.run (asyncio/runners.py:118) 6",
+        "<module> (lasso:10);_Conn._write (lasso/net/http_server.py:419) 3",
+        "<module> (lasso:10);judge (lasso/server/pipeline.py:150) 1",
+        "garbage without a count",
+    ]
+    stages, total = group_samples(lines)
+    assert total == 10
+    assert stages[LOOP_STAGE] == 6
+    rows = stage_table(stages, total, cpu_us=50.0)
+    assert [r["samples"] for r in rows] == [6, 3, 1]
+    assert rows[0]["share"] == 0.6 and rows[0]["us_per_request"] == 30.0
+    assert sum(r["us_per_request"] for r in rows) == 50.0
+    assert stage_table(stages, total, None)[0]["us_per_request"] is None
