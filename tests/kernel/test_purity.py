@@ -11,7 +11,8 @@ import lasso.kernel
 
 KERNEL_DIR = Path(lasso.kernel.__file__).resolve().parent
 FORBIDDEN = frozenset({"asyncio", "socket", "time", "random", "aiohttp"})
-MODULES = sorted(KERNEL_DIR.glob("*.py"))
+MODULES = sorted(KERNEL_DIR.rglob("*.py"))  # subpackages (subscriptions/) included
+IDS = [p.relative_to(KERNEL_DIR).as_posix() for p in MODULES]
 
 
 def imported_roots(source: str, filename: str) -> set[str]:
@@ -36,16 +37,17 @@ def imported_roots(source: str, filename: str) -> set[str]:
 
 
 def test_kernel_modules_found() -> None:
-    """The scan sees the kernel package, including the breaker and classifier."""
-    names = {p.name for p in MODULES}
-    assert {"__init__.py", "clock.py", "methods.py", "classify.py", "breaker.py"} <= names
+    """The scan sees the kernel package, including the breaker, classifier and subpackages."""
+    assert {"__init__.py", "clock.py", "methods.py", "classify.py", "breaker.py"} <= set(IDS)
+    package = ["__init__", "events", "heads", "keys", "lifecycle", "logs", "stream", "tracking"]
+    assert {f"subscriptions/{name}.py" for name in package} <= set(IDS)
 
 
-@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+@pytest.mark.parametrize("path", MODULES, ids=IDS)
 def test_kernel_module_is_pure(path: Path) -> None:
     """No kernel module imports asyncio, socket, time, random or aiohttp."""
     bad = imported_roots(path.read_text(encoding="utf-8"), str(path)) & FORBIDDEN
-    assert not bad, f"{path.name} imports {sorted(bad)}"
+    assert not bad, f"{path.relative_to(KERNEL_DIR)} imports {sorted(bad)}"
 
 
 @pytest.mark.parametrize(
