@@ -37,8 +37,9 @@ def imported_roots(source: str, filename: str) -> set[str]:
 
 
 def test_kernel_modules_found() -> None:
-    """The scan sees the kernel package, including the breaker, classifier and subpackages."""
-    assert {"__init__.py", "clock.py", "methods.py", "classify.py", "breaker.py"} <= set(IDS)
+    """The scan sees the kernel package: breaker, classifier, routing modules, subpackages."""
+    top = ["__init__", "clock", "methods", "classify", "breaker", "router", "channel", "status"]
+    assert {f"{name}.py" for name in top} <= set(IDS)
     package = ["__init__", "events", "heads", "keys", "lifecycle", "logs", "stream", "tracking"]
     assert {f"subscriptions/{name}.py" for name in package} <= set(IDS)
 

@@ -1,23 +1,19 @@
-"""The routing facade: filters, tiers, overrides, recording and snapshots."""
+"""The routing facade: filters, tiers, overrides and recording (snapshots: test_status)."""
 
 from __future__ import annotations
 
-import json
+import importlib
 import random
-from collections.abc import Sequence
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lasso.config import (
-    Capabilities,
-    ChainConfig,
-    Limits,
-    MethodOverride,
-    ProviderConfig,
-)
+from lasso.config import Capabilities, ChainConfig, Limits, MethodOverride
+from lasso.kernel import router as router_module
 from lasso.kernel.breaker import BreakerConfig, BreakerState
 from lasso.kernel.classify import Category
 from lasso.kernel.clock import FakeClock
@@ -26,64 +22,19 @@ from lasso.kernel.router import (
     MAX_METHOD_ROWS,
     BreakerRegistry,
     ChainRouter,
-    Channel,
-    normalize_url,
 )
 
-ADDR = "0x" + "ab" * 20
-HEAD = 20_000_000
-
-
-def provider(pid: str, **kw: object) -> ProviderConfig:
-    kw.setdefault("url", f"https://{pid}.example/rpc")
-    return ProviderConfig(id=pid, name=pid.upper(), **kw)  # type: ignore[arg-type]
-
-
-def make(
-    providers: Sequence[ProviderConfig],
-    *,
-    seed: int = 1,
-    registry: BreakerRegistry | None = None,
-    profile: str = "test",
-    **chain_kw: object,
-) -> ChainRouter:
-    rng = random.Random(seed)
-    chain = ChainConfig(
-        key="ethereum",
-        chain_id=1,
-        name="Ethereum",
-        providers=tuple(providers),
-        **chain_kw,  # type: ignore[arg-type]
-    )
-    reg = registry if registry is not None else BreakerRegistry(BreakerConfig(), rng)
-    return ChainRouter(chain, reg, rng, profile=profile)
-
-
-def ids(chs: Sequence[Channel]) -> list[str]:
-    return [ch.key for ch in chs]
-
-
-def providers_of(chs: Sequence[Channel]) -> list[str]:
-    return [ch.provider_id for ch in chs]
-
-
-def trip(router: ChainRouter, ch: Channel, now: float) -> None:
-    """Open ``ch``'s circuit with network errors (threshold 3)."""
-    for _ in range(3):
-        router.record_failure(ch, "eth_call", Category.NETWORK_ERROR, 0.01, now)
-    assert ch.breaker.state(now) is BreakerState.OPEN
-
-
-def half_open(router: ChainRouter, ch: Channel, clock: FakeClock) -> None:
-    trip(router, ch, clock.now())
-    clock.advance(35)  # 30 s recovery plus at most 5 % jitter
-    assert ch.breaker.state(clock.now()) is BreakerState.HALF_OPEN
-
-
-def heights(router: ChainRouter, now: float, **h: int) -> None:
-    for pid, height in h.items():
-        router.observe_height(pid, height, now)
-
+from kernel_router_support import (
+    ADDR,
+    HEAD,
+    half_open,
+    heights,
+    ids,
+    make,
+    provider,
+    providers_of,
+    trip,
+)
 
 # -- construction ------------------------------------------------------------------------
 
@@ -102,42 +53,6 @@ def test_channels_per_transport_ws_starts_disconnected() -> None:
     assert router.channel("a", "ws") is router.channels[1]
     assert router.channel("b", "http") is None
     assert "a:ws" in repr(router.channels[1])
-
-
-def test_breakers_shared_across_profiles_by_url() -> None:
-    """Two profiles naming the same upstream share one breaker; isolated ones do not."""
-    reg = BreakerRegistry(BreakerConfig(), random.Random(0))
-    r1 = make([provider("a", url="https://A.example:443/rpc/")], registry=reg, profile="p1")
-    r2 = make([provider("x", url="https://a.example/rpc")], registry=reg, profile="p2")
-    r3 = make(
-        [provider("a", url="https://a.example/rpc", sharing_mode="isolated")],
-        registry=reg,
-        profile="p3",
-    )
-    assert r1.channels[0].breaker is r2.channels[0].breaker
-    assert r3.channels[0].breaker is not r1.channels[0].breaker
-    assert len(reg) == 2
-    assert len(list(reg)) == 2
-    assert repr(reg) == "<BreakerRegistry breakers=2>"
-    # The evidence is per router, the breaker state is shared.
-    trip(r1, r1.channels[0], 0.0)
-    assert r2.candidates("eth_call", [], "priority", 0.0) == []
-    assert r2.channels[0].evidence.total_failures == 0
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("HTTPS://Host.Example:443/v1/KEY/", "https://host.example/v1/KEY"),
-        ("http://host:80", "http://host"),
-        ("http://host:8545/", "http://host:8545"),
-        ("wss://host:443/ws?key=Abc", "wss://host/ws?key=Abc"),
-        ("https://user:pw@host/x", "https://user:pw@host/x"),
-    ],
-)
-def test_normalize_url(url: str, expected: str) -> None:
-    """Scheme and host lower-cased, default port and trailing slash dropped."""
-    assert normalize_url(url) == expected
 
 
 # -- circuit and rate-limit tiers --------------------------------------------------------
@@ -554,32 +469,6 @@ def test_method_rows_bounded_for_unknown_methods() -> None:
 # -- views -------------------------------------------------------------------------------
 
 
-def test_snapshot_json_ready() -> None:
-    """The snapshot serializes and holds per-provider channels, lag and method rows."""
-    clock = FakeClock()
-    router = make(
-        [provider("a", ws_url="wss://a"), provider("b", archival=False)], max_lag_blocks=1
-    )
-    a_http, _a_ws, b = router.channels
-    heights(router, clock.now(), a=HEAD, b=HEAD - 4)
-    router.record_success(a_http, "eth_call", 0.02, clock.now())
-    router.record_failure(b, "eth_call", Category.RATE_LIMIT, 0.1, clock.now(), 5.0)
-    snap = router.snapshot(clock.now())
-    json.dumps(snap)
-    assert snap["consensus_height"] == HEAD
-    assert snap["profile"] == "test"
-    provs = {p["id"]: p for p in snap["providers"]}  # type: ignore[attr-defined]
-    pa, pb = provs["a"], provs["b"]
-    assert pa["channels"]["http"]["circuit"] == "closed"
-    assert pa["channels"]["ws"]["connected"] is False
-    assert pa["methods"][0]["method"] == "eth_call"
-    assert pa["methods"][0]["p50_ms"] == pytest.approx(20.0)
-    assert pb["lag"] == -4
-    assert pb["archival"] is False
-    assert pb["channels"]["http"]["tier"] == 3
-    assert pb["channels"]["http"]["rate_limited_remaining_s"] == 5.0
-
-
 def test_repr_summarizes_states() -> None:
     """repr shows providers, channels and breaker state counts."""
     router = make([provider("a", ws_url="wss://a"), provider("b")])
@@ -710,16 +599,6 @@ def test_candidates_empty_when_nothing_configured() -> None:
     assert router.snapshot(0.0)["providers"] == []
 
 
-def test_provider_without_transports_listed_but_never_routed() -> None:
-    """A provider with no URL has no channel but still shows in the snapshot."""
-    router = make([provider("a", url=None), provider("b")])
-    assert providers_of(router.candidates("eth_call", [], "priority", 0.0)) == ["b"]
-    snap = router.snapshot(0.0)
-    first = snap["providers"][0]  # type: ignore[index]
-    assert first["id"] == "a"
-    assert first["channels"] == {}
-
-
 def test_chain_replace_keeps_router_independent() -> None:
     """Routers built from modified configs do not share evidence."""
     chain = ChainConfig(key="e", chain_id=1, name="E", providers=(provider("a"),))
@@ -731,21 +610,29 @@ def test_chain_replace_keeps_router_independent() -> None:
     assert r1.channels[0].breaker is r2.channels[0].breaker
 
 
-def test_breakers_are_shared_per_url_and_auth_headers() -> None:
-    """Same URL and headers share a breaker across profiles; other API keys get their own."""
-    import random
+# -- public surface ----------------------------------------------------------------------
 
-    from lasso.config import ChainConfig, ProviderConfig
-    from lasso.kernel.breaker import BreakerConfig
-    from lasso.kernel.router import BreakerRegistry, ChainRouter
+REEXPORTS = {
+    "PROBE_STATUSES": "channel",
+    "BreakerRegistry": "channel",
+    "Channel": "channel",
+    "Transport": "channel",
+    "normalize_url": "channel",
+    "PROVIDER_STATUSES": "status",
+    "Transition": "breaker",
+}
 
-    def chain(headers: dict[str, str]) -> ChainConfig:
-        p = ProviderConfig(id="p", name="p", url="https://rpc.example/v1", headers=headers)
-        return ChainConfig(key="c", chain_id=1, name="c", providers=(p,))
 
-    reg = BreakerRegistry(BreakerConfig(), random.Random(1))
-    a = ChainRouter(chain({"authorization": "Bearer A"}), reg, random.Random(1), profile="x")
-    a2 = ChainRouter(chain({"authorization": "Bearer A"}), reg, random.Random(1), profile="y")
-    b = ChainRouter(chain({"authorization": "Bearer B"}), reg, random.Random(1), profile="x")
-    assert a.channels[0].breaker is a2.channels[0].breaker
-    assert a.channels[0].breaker is not b.channels[0].breaker
+def test_public_surface() -> None:
+    """__all__ is the facade's surface; re-exported names are their home module's objects."""
+    assert sorted(router_module.__all__) == sorted(
+        ["MAX_CANDIDATES", "MAX_METHOD_ROWS", "ChainRouter", *REEXPORTS]
+    )
+    for name, home in REEXPORTS.items():
+        mod = importlib.import_module(f"lasso.kernel.{home}")
+        assert getattr(router_module, name) is getattr(mod, name), name
+
+
+def test_module_imports_alone() -> None:
+    """The router imports first in a fresh interpreter (no cycle with .channel or .status)."""
+    subprocess.run([sys.executable, "-c", "import lasso.kernel.router"], check=True)

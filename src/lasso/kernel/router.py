@@ -8,10 +8,13 @@ The pipeline calls, per request::
         ...dispatch...
         transition = router.record_success(ch, method, latency_s, now)   # or record_failure
 
-A :class:`Channel` is one (provider, transport). Its circuit breaker comes from a
-:class:`BreakerRegistry` keyed by the normalized upstream URL and transport, so every
-profile that points at the same upstream shares one breaker (reference §4); its evidence
-and per-method rows belong to this router (one per profile and chain).
+A :class:`~.channel.Channel` is one (provider, transport). Its circuit breaker comes from a
+:class:`~.channel.BreakerRegistry` keyed by the upstream's normalized URL, a digest of its
+auth headers and the transport, so every profile that points at the same upstream with the
+same credentials shares one breaker (reference §4), unless the provider is ``isolated``;
+its evidence and per-method rows belong to this router (one per profile and chain).
+Channels, the registry and the breaker keys live in :mod:`.channel`; the read-only views
+(:meth:`ChainRouter.provider_status`, :meth:`ChainRouter.snapshot`) in :mod:`.status`.
 
 Filters of :meth:`ChainRouter.candidates`, in order (reference §2.2, with the decisions
 noted):
@@ -44,23 +47,30 @@ by a stable sort (:mod:`.tiering`), and the list is cut to :data:`MAX_CANDIDATES
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from hashlib import sha256
+from collections.abc import Collection
 from operator import attrgetter
-from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
-from lasso.config import STRATEGY_ALIASES, ChainConfig, ProviderConfig
+from lasso.config import STRATEGY_ALIASES, ChainConfig
 
-from .breaker import BreakerConfig, BreakerState, CircuitBreaker, Transition
+from .breaker import BreakerState, Transition
 from .chainstate import ChainState
+from .channel import (
+    PROBE_STATUSES,
+    BreakerRegistry,
+    Channel,
+    Transport,
+    breaker_key,
+    normalize_url,
+)
 from .classify import Bucket, Category, bucket_of
 from .clock import Rng
 from .methods import KNOWN_METHODS, block_params, is_replay_safe, logs_block_range, method_category
 from .selection import EXPLORE_P, order
-from .stats import ChannelEvidence, MethodStats
-from .tiering import tier
+from .stats import MethodStats
+from .status import PROVIDER_STATUSES, chain_snapshot, provider_status
 
+# Channel, BreakerRegistry, normalize_url and the status words live in .channel and
+# .status; they are re-exported because the adapters meet them through the router.
 __all__ = [
     "MAX_CANDIDATES",
     "MAX_METHOD_ROWS",
@@ -74,175 +84,16 @@ __all__ = [
     "normalize_url",
 ]
 
-Transport = Literal["http", "ws"]
-
 MAX_CANDIDATES = 10
 MAX_METHOD_ROWS = 256
 """Per-method rows kept per channel; past it, methods outside the registry share
 :data:`OTHER_METHOD`, so clients sending made-up method names cannot grow memory."""
 OTHER_METHOD = "other"
 
-DEFAULT_BLOCK_AGE_METHODS: frozenset[str] = frozenset(
-    {
-        "eth_call",
-        "eth_getBalance",
-        "eth_getCode",
-        "eth_getTransactionCount",
-        "eth_getStorageAt",
-        "eth_getProof",
-    }
-)
-"""Methods a provider's ``max_block_age`` applies to when ``block_age_methods`` is empty."""
-
-PROBE_STATUSES = ("unknown", "healthy", "degraded", "unhealthy", "rate_limited", "misconfigured")
-"""Values of :attr:`Channel.probe_status`, set by the health prober (``lasso.probes``)."""
-
-PROVIDER_STATUSES = (
-    "healthy",
-    "lagging",
-    "degraded",
-    "recovering",
-    "rate_limited",
-    "circuit_open",
-    "misconfigured",
-)
-"""Values of :meth:`ChainRouter.provider_status`, least to most severe."""
-
 _CLOSED = BreakerState.CLOSED
-_HALF_OPEN = BreakerState.HALF_OPEN
 _OPEN = BreakerState.OPEN
 _BUCKET: dict[str, Bucket] = {c.value: bucket_of(c) for c in Category}
 _rank_of = attrgetter("_rank")
-
-
-def normalize_url(url: str) -> str:
-    """The breaker key of an upstream URL: scheme and host lower-cased, default port and
-    trailing slash dropped, path and query kept (they may select a key or a network).
-
-    The result may embed credentials: use it as a key, never as a metric label or log field.
-    """
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port
-    if port is not None and not (
-        (port == 443 and scheme in ("https", "wss")) or (port == 80 and scheme in ("http", "ws"))
-    ):
-        host = f"{host}:{port}"
-    if parts.username or parts.password:
-        host = f"{parts.username or ''}:{parts.password or ''}@{host}"
-    path = parts.path.rstrip("/")
-    return urlunsplit((scheme, host, path, parts.query, ""))
-
-
-class BreakerRegistry:
-    """Circuit breakers keyed by (normalized upstream URL, transport), shared by profiles.
-
-    Args:
-        config: the breaker configuration every breaker gets.
-        rng: randomness for the recovery jitter.
-    """
-
-    __slots__ = ("_breakers", "_config", "_rng")
-
-    def __init__(self, config: BreakerConfig, rng: Rng) -> None:
-        self._config = config
-        self._rng = rng
-        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
-
-    def get(self, instance_key: str, transport: str) -> CircuitBreaker:
-        """The breaker of ``(instance_key, transport)``, created closed on first use.
-        ``instance_key`` should come from :func:`normalize_url`."""
-        key = (instance_key, transport)
-        breaker = self._breakers.get(key)
-        if breaker is None:
-            breaker = self._breakers[key] = CircuitBreaker(self._config, self._rng)
-        return breaker
-
-    def __iter__(self) -> Iterator[tuple[tuple[str, str], CircuitBreaker]]:
-        return iter(list(self._breakers.items()))
-
-    def __len__(self) -> int:
-        return len(self._breakers)
-
-    def __repr__(self) -> str:
-        # No keys: they are URLs that may carry API keys.
-        return f"<BreakerRegistry breakers={len(self._breakers)}>"
-
-
-class Channel:
-    """One (provider, transport): its shared breaker, its evidence and its method rows.
-
-    ``connected`` is always true for HTTP; the WebSocket module flips it for WS channels.
-    """
-
-    __slots__ = (
-        "_block_age_methods",
-        "_has_caps",
-        "_has_limits",
-        "_max_block_age",
-        "_max_block_range",
-        "_rank",
-        "_unsupported_categories",
-        "_unsupported_methods",
-        "archival",
-        "breaker",
-        "connected",
-        "evidence",
-        "key",
-        "methods",
-        "priority",
-        "probe_status",
-        "provider",
-        "provider_id",
-        "transport",
-    )
-
-    def __init__(
-        self, provider: ProviderConfig, transport: Transport, breaker: CircuitBreaker
-    ) -> None:
-        self.provider = provider
-        self.provider_id = provider.id
-        self.priority = provider.priority
-        self.archival = provider.archival
-        self.transport: Transport = transport
-        self.key = f"{provider.id}:{transport}"
-        self.breaker = breaker
-        self.evidence = ChannelEvidence()
-        self.methods: dict[str, MethodStats] = {}
-        self.connected = transport == "http"
-        # What the health prober last concluded (one of PROBE_STATUSES); display only:
-        # routing reads the breaker and the rate-limit expiry the prober feeds.
-        self.probe_status = "unknown"
-        caps = provider.capabilities
-        self._unsupported_methods = caps.unsupported_methods
-        self._unsupported_categories = caps.unsupported_categories
-        self._has_caps = bool(caps.unsupported_methods or caps.unsupported_categories)
-        lim = caps.limits
-        self._max_block_range = lim.max_block_range
-        self._max_block_age = lim.max_block_age
-        self._block_age_methods = (
-            frozenset(lim.block_age_methods) if lim.block_age_methods else DEFAULT_BLOCK_AGE_METHODS
-        )
-        self._has_limits = lim.max_block_range is not None or lim.max_block_age is not None
-        # Scratch for candidates(): tier plus preference classes, valid during one call.
-        self._rank = 1
-
-    def supports(self, method: str, category: str | None) -> bool:
-        """False when the provider's capabilities list ``method`` or its category."""
-        if not self._has_caps:
-            return True
-        return method not in self._unsupported_methods and (
-            category is None or category not in self._unsupported_categories
-        )
-
-    def __repr__(self) -> str:
-        ev = self.evidence
-        return (
-            f"<Channel {self.key} connected={self.connected} breaker={self.breaker!r} "
-            f"ewma={ev.ewma_ms:.1f}ms ok={ev.usable_successes} fail={ev.total_failures} "
-            f"methods={len(self.methods)}>"
-        )
 
 
 class ChainRouter:
@@ -265,20 +116,13 @@ class ChainRouter:
         channels: list[Channel] = []
         by_provider: dict[str, list[Channel]] = {}
         for p in chain.providers:
-            # Breakers are shared by every profile naming the same upstream URL, unless the
-            # provider asks for isolation: then the key is scoped to this profile.
-            # The auth headers are part of the identity too: two API keys on one URL are two
-            # quotas, and one key's auth errors must not open the other's circuit.
-            scope = f"{profile}|" if p.sharing_mode == "isolated" else ""
-            if p.headers:
-                auth = "\n".join(f"{k}:{v}" for k, v in sorted(p.headers.items()))
-                scope += sha256(auth.encode()).hexdigest()[:16] + "|"
+            # Shared by profiles per URL and auth headers, or isolated: see breaker_key.
             mine = by_provider.setdefault(p.id, [])
             if p.url:
-                breaker = breakers.get(scope + normalize_url(p.url), "http")
+                breaker = breakers.get(breaker_key(p, p.url, profile), "http")
                 mine.append(Channel(p, "http", breaker))
             if p.ws_url:
-                breaker = breakers.get(scope + normalize_url(p.ws_url), "ws")
+                breaker = breakers.get(breaker_key(p, p.ws_url, profile), "ws")
                 mine.append(Channel(p, "ws", breaker))
             channels.extend(mine)
         self._channels = channels
@@ -597,84 +441,26 @@ class ChainRouter:
         than ``monitoring.lag_alert_threshold_blocks`` behind), else ``healthy``.
         An unknown provider is ``healthy``: there is nothing against it.
         """
-        chans = self._by_provider.get(provider_id, ())
-        rank = 0
-        for ch in chans:
-            s = ch.breaker.state(now)
-            if ch.probe_status == "misconfigured":
-                r = 6
-            elif s is _OPEN:
-                r = 5
-            elif ch.evidence.rate_limited(now):
-                r = 4
-            elif s is _HALF_OPEN:
-                r = 3
-            elif ch.probe_status in ("degraded", "unhealthy") or ch.evidence.consecutive_failures:
-                r = 2
-            else:
-                r = 0
-            if r > rank:
-                rank = r
-        if rank == 0:
-            lag = self.state.optimistic_lag(provider_id, now)
-            if lag is not None and lag < -self.chain.lag_alert_threshold_blocks:
-                rank = 1
-        return PROVIDER_STATUSES[rank]
+        return provider_status(
+            self._by_provider.get(provider_id, ()),
+            self.state,
+            provider_id,
+            self.chain.lag_alert_threshold_blocks,
+            now,
+        )
 
     # -- views ----------------------------------------------------------------------------
 
     def snapshot(self, now: float) -> dict[str, object]:
         """A JSON-ready view of the chain's routing state for the API and dashboard."""
-        state = self.state
-        providers: list[dict[str, object]] = []
-        for pid, chans in self._by_provider.items():
-            p = chans[0].provider if chans else self.chain.provider(pid)
-            if p is None:  # pragma: no cover - by_provider is built from the config
-                continue
-            channels: dict[str, object] = {}
-            method_rows: list[dict[str, object]] = []
-            for ch in chans:
-                s = ch.breaker.state(now)
-                rl = ch.evidence.rate_limited(now)
-                channels[ch.transport] = {
-                    "key": ch.key,
-                    "connected": ch.connected,
-                    "circuit": BreakerState(s).name.lower(),
-                    "circuit_value": int(s),
-                    "tier": tier(s, rl),
-                    "rate_limited": rl,
-                    "rate_limited_remaining_s": round(ch.evidence.rate_limit_remaining(now), 3),
-                    "retry_after_s": ch.breaker.retry_after(now),
-                    "probe": ch.probe_status,
-                    "evidence": ch.evidence.summary(now),
-                }
-                for m, row in ch.methods.items():
-                    entry: dict[str, object] = {"method": m, "transport": ch.transport}
-                    entry.update(row.summary(now))
-                    method_rows.append(entry)
-            providers.append(
-                {
-                    "id": pid,
-                    "name": p.name,
-                    "priority": p.priority,
-                    "archival": p.archival,
-                    "status": self.provider_status(pid, now),
-                    "channels": channels,
-                    "height": state.height(pid),
-                    "lag": state.optimistic_lag(pid, now),
-                    "raw_lag": state.raw_lag(pid, now),
-                    "methods": method_rows,
-                }
-            )
-        return {
-            "profile": self.profile,
-            "chain": self.chain.key,
-            "chain_id": self.chain.chain_id,
-            "consensus_height": state.consensus(now),
-            "block_time_ms": round(state.block_time_ms, 1),
-            "retry_after_s": self.retry_after(now),
-            "providers": providers,
-        }
+        return chain_snapshot(
+            self.chain,
+            self.state,
+            self._by_provider,
+            now,
+            profile=self.profile,
+            retry_after=self.retry_after(now),
+        )
 
     def __repr__(self) -> str:
         now = self._last_now
