@@ -2,11 +2,13 @@
 
 Every JSON-RPC call Lasso forwards goes through :meth:`HttpUpstreamPool.request`, so the
 per-request Python work is kept to a few microseconds (aiohttp's client costs ~100 µs; see
-``PERFORMANCE.md``): one ``transport.write`` of a precomputed header block plus the body,
-an ``httptools`` response parser fed from :meth:`asyncio.Protocol.data_received`, one
-future owned by the connection, and a ``loop.call_at`` timer per connection for the
+``docs/performance.md``): one ``transport.write`` of a precomputed header block plus the
+body, an ``httptools`` response parser fed from :meth:`asyncio.Protocol.data_received`,
+one future owned by the connection, and a ``loop.call_at`` timer per connection for the
 deadline, re-armed lazily rather than per request. No task, no ``asyncio.wait_for``, no
-logging per request.
+logging per request. The connection itself (parser, deadline timer, when it may be
+reused) is in :mod:`lasso.net.http_conn`; this module holds the pool and the public
+surface, :class:`UpstreamResponse` included.
 
 Connections
     A request takes the most recently used idle connection (LIFO keeps a few connections
@@ -21,15 +23,19 @@ Stale keep-alive connections
     A provider may close an idle connection at any moment. If that is noticed while idle
     (EOF or reset) the connection is simply dropped. If it closes just as a request is
     written to it, so that not one byte of response arrives, the request is sent again,
-    once, on a new connection, as browsers, curl, httpx and aiohttp do. This is a replay:
-    the provider may have read the first copy before closing. Pass ``retry_stale=False``
-    when even that is unacceptable. A request whose connection closes after any response
-    byte arrived is never retried here.
+    once, as browsers, curl, httpx and aiohttp do: on a new connection, or, when
+    ``max_connections`` are open, on the next one another request hands back (never an
+    idle one). This is a replay: the provider may have read the first copy before
+    closing. Pass ``retry_stale=False`` when even that is unacceptable. A request whose
+    connection closes after any response byte arrived is never retried here.
 
 Errors
     Non-2xx responses are returned, not raised. Failures raise the
     :mod:`lasso.net.errors` tree; ``exc.dispatched`` tells the router whether the
-    request may have reached the provider.
+    request may have reached the provider: ``False`` for everything that fails before a
+    connection is written to (no free connection, connect errors, the deadline passing
+    while connecting, a closed pool), ``True`` for failures on the connection
+    (:mod:`lasso.net.http_conn`).
 
 Not thread-safe: a pool belongs to one event loop (bound on first use).
 """
@@ -38,310 +44,36 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple, cast
 from urllib.parse import unquote, urlsplit
-
-import httptools
 
 from lasso.net.errors import (
     PoolClosed,
     PoolTimeout,
     UpstreamConnectError,
     UpstreamDisconnected,
-    UpstreamProtocolError,
     UpstreamTimeout,
     map_connect_errors,
 )
+
+# The connection protocol and the response type live next door (split for size); the
+# private names are shared by the two modules only. UpstreamResponse is re-exported here.
+from lasso.net.http_conn import _FRAMING_HEADERS, UpstreamResponse, _Connection, _StaleConnection
 
 __all__ = ["UpstreamResponse", "HttpUpstreamPool", "DEFAULT_KEEP_HEADERS"]
 
 USER_AGENT = "lasso/0.1"
 #: Response headers kept in :attr:`UpstreamResponse.headers` unless told otherwise.
 DEFAULT_KEEP_HEADERS = ("content-type", "retry-after")
-# Always kept: they tell a close-delimited body from a truncated one.
-_FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 # Headers the pool owns; a caller setting them would corrupt the framing.
 _RESERVED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
-
-
-class UpstreamResponse(NamedTuple):
-    """A complete HTTP response, whatever its status.
-
-    ``headers`` holds only the configured names (lower-cased) plus ``content-length`` /
-    ``transfer-encoding`` when present; a repeated header keeps its last value.
-    """
-
-    status: int
-    body: bytes
-    headers: dict[bytes, bytes]
-
-
-class _StaleConnection(Exception):
-    """A reused connection closed before any response byte: the request may be resent."""
-
-
-class _TrailingData(Exception):
-    """Bytes after a complete response: the connection cannot be trusted any more."""
 
 
 def _expire_waiter(fut: asyncio.Future[_Connection | None]) -> None:
     if not fut.done():
         fut.set_exception(PoolTimeout("no connection became free before the deadline"))
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection: writes a request, parses one response at a time.
-
-    All state changes happen in protocol callbacks or synchronous calls from the pool;
-    a request awaits ``_waiter``, the future the connection resolves.
-    """
-
-    __slots__ = (
-        "_pool",
-        "_loop",
-        "_transport",
-        "_parser",
-        "_waiter",
-        "_timer",
-        "_timer_at",
-        "_deadline",
-        "_chunks",
-        "_headers",
-        "_keep",
-        "_received",
-        "_max_size",
-        "_headers_done",
-        "_complete",
-        "_status",
-        "_keep_alive",
-        "_on_lost",
-        "on_body",
-        "reused",
-        "idle",
-        "closed",
-        "last_used",
-    )
-
-    def __init__(self, pool: HttpUpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
-        self._pool = pool
-        self._loop = loop
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._deadline = 0.0
-        self._chunks: list[bytes] = []
-        # httptools looks callbacks up once: the list's own append runs without a frame.
-        self.on_body = self._chunks.append
-        self._headers: dict[bytes, bytes] = {}
-        self._keep = pool._keep_headers
-        self._max_size = pool._max_response_size
-        self._received = 0
-        self._headers_done = False
-        self._complete = False
-        self._status = 0
-        self._keep_alive = False
-        self._on_lost: asyncio.Future[None] | None = None
-        self.reused = False
-        self.idle = False
-        self.closed = False
-        self.last_used = 0.0
-        self._parser = httptools.HttpResponseParser(self)
-
-    # -- asyncio.Protocol ---------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement the interface without subclassing it.
-        self._transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:  # asyncio and uvloop set it already; be explicit, once per connection
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None:
-            # Nobody asked: an unsolicited answer means the stream is out of step.
-            self._close(abort=True)
-            return
-        received = self._received + len(data)
-        self._received = received
-        if received > self._max_size:
-            self._fail(UpstreamProtocolError(f"response larger than {self._max_size} bytes"))
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # llhttp stops after a 101, or a bodiless response carrying Upgrade headers.
-            if self._complete:
-                self._finish(reuse=False)
-            else:
-                self._fail(UpstreamProtocolError("provider switched protocols"))
-            return
-        except httptools.HttpParserError as exc:
-            if self._complete:  # the response itself was fine; what followed was not
-                self._finish(reuse=False)
-            else:
-                self._fail(UpstreamProtocolError(f"invalid HTTP response: {exc}"))
-            return
-        if self._complete:
-            self._finish(reuse=self._keep_alive)
-
-    def eof_received(self) -> bool:
-        self._lost(None)
-        return False  # let the transport close itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(exc)
-        on_lost = self._on_lost
-        if on_lost is not None and not on_lost.done():
-            on_lost.set_result(None)
-
-    # -- httptools callbacks ------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._complete:
-            raise _TrailingData
-        self._chunks.clear()
-        self._headers = {}
-        self._headers_done = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in self._keep:
-            self._headers[name] = value
-
-    def on_headers_complete(self) -> None:
-        self._headers_done = True
-
-    def on_message_complete(self) -> None:
-        parser = self._parser
-        status = parser.get_status_code()
-        if status < 200:  # 1xx (103 Early Hints...): the real response follows
-            self._headers_done = False
-            return
-        self._status = status
-        # Only reliable here: llhttp resets its flags once the message is done.
-        self._keep_alive = parser.should_keep_alive()
-        self._complete = True
-
-    # -- driven by the pool -------------------------------------------------------------
-
-    def send(self, payload: bytes, deadline: float) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the returned future resolves to its response or error."""
-        loop = self._loop
-        fut: asyncio.Future[UpstreamResponse] = loop.create_future()
-        self._waiter = fut
-        self._received = 0
-        self._headers_done = False
-        self._deadline = deadline
-        # One timer per connection, re-armed lazily: it stays armed across requests and,
-        # when it fires early for the current request, moves to that request's deadline.
-        # Creating and cancelling a timer per request costs ~2 µs on uvloop, a third of
-        # the whole request; this way a busy connection re-arms about once per timeout.
-        timer = self._timer
-        if timer is None or self._timer_at > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
-        assert self._transport is not None
-        self._transport.write(payload)
-        return fut
-
-    def abandon(self) -> None:
-        """The caller gave up (cancelled): the response is unwanted, so is the connection."""
-        self._waiter = None
-        self._close(abort=True)
-
-    def shutdown(self, on_lost: asyncio.Future[None]) -> None:
-        """Pool closing: fail any request in flight and close, resolving ``on_lost``."""
-        self._on_lost = on_lost
-        self._fail(PoolClosed("pool closed with the request in flight", dispatched=True))
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._waiter is None:  # idle, or the request it was armed for is long done
-            return
-        deadline = self._deadline
-        if deadline > self._loop.time():  # armed for an earlier request: move it
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
-            return
-        self._fail(UpstreamTimeout("no complete response before the deadline"))
-
-    def _finish(self, reuse: bool) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        self._complete = False
-        self.reused = True
-        chunks = self._chunks
-        response = UpstreamResponse(self._status, b"".join(chunks), self._headers)
-        chunks.clear()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)
-        if reuse:
-            self._pool._release(self)
-        else:
-            self._close()
-
-    def _fail(self, exc: Exception) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        self._close(abort=True)
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    def _lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.closed:
-            self.closed = True
-            self._pool._forget(self)
-        waiter = self._waiter
-        if waiter is None:
-            return
-        self._waiter = None
-        if waiter.done():
-            return
-        if self._received == 0 and self.reused:
-            waiter.set_exception(_StaleConnection())
-        elif (
-            exc is None
-            and self._headers_done
-            and not (_FRAMING_HEADERS[0] in self._headers or _FRAMING_HEADERS[1] in self._headers)
-        ):
-            # Neither Content-Length nor chunked: the body ran until the close (RFC 9112 §6.3).
-            status = self._parser.get_status_code()
-            body = b"".join(self._chunks)
-            self._chunks.clear()
-            waiter.set_result(UpstreamResponse(status, body, self._headers))
-        else:
-            reason = f": {exc}" if exc is not None else ""
-            waiter.set_exception(
-                UpstreamDisconnected(f"connection closed before a complete response{reason}")
-            )
-
-    def _close(self, abort: bool = False) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        transport = self._transport
-        if transport is not None:
-            if abort:
-                transport.abort()
-            else:
-                transport.close()
-        self._pool._forget(self)
 
 
 class HttpUpstreamPool:
