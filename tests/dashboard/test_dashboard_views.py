@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lasso.dashboard import views
-from lasso.dashboard.views import Counters, RateTracker, provider_status
+from lasso.dashboard.views import UNKNOWN, Counters, RateTracker, provider_status
+from lasso.kernel.router import PROVIDER_STATUSES
 
 
 def chan(
@@ -38,49 +39,49 @@ def prov(http: dict[str, Any] | None = None, ws: dict[str, Any] | None = None, *
     return {"id": "p", "channels": channels, "lag": kw.pop("lag", 0), "methods": [], **kw}
 
 
-@pytest.mark.parametrize(
-    ("provider", "window", "status"),
-    [
-        (prov(chan()), None, "healthy"),
-        (prov(chan("open")), None, "circuit_open"),
-        (prov(chan("open"), chan("open")), None, "circuit_open"),
-        (prov(chan("open"), chan(connected=False)), None, "circuit_open"),
-        (prov(chan("open", rate_limited=True)), None, "circuit_open"),
-        (prov(chan(rate_limited=True), chan("half_open")), None, "rate_limited"),
-        (prov(chan("half_open")), None, "recovering"),
-        (prov(None, chan(connected=False)), None, "disconnected"),
-        (prov(), None, "disconnected"),
-        (prov(chan("open"), chan()), None, "degraded"),
-        (prov(chan(consecutive_failures=2)), None, "degraded"),
-        (prov(chan()), 0.5, "degraded"),
-        (prov(chan(), lag=-3), 0.5, "degraded"),
-        (prov(chan(), lag=-3), 1.0, "lagging"),
-        (prov(chan(), lag=-2), None, "healthy"),
-        (prov(chan(), chan(connected=False)), None, "healthy"),
-    ],
-)
-def test_status_precedence(provider: Any, window: float | None, status: str) -> None:
-    """Statuses follow reference §10.2: open, rate-limited, recovering, disconnected,
-    degraded, lagging, healthy; the first that applies wins."""
-    assert provider_status(provider, lag_tolerance=2, window_success=window) == status
+@pytest.mark.parametrize("status", PROVIDER_STATUSES)
+def test_status_is_the_routers_word(status: str) -> None:
+    """A provider's status is the word its router snapshot carries, whatever its channels
+    and lag look like: the dashboard computes no status of its own."""
+    # Channels and lag that the old dashboard-only rules would have read differently.
+    p = prov(chan("open"), chan(connected=False, consecutive_failures=5), lag=-40, status=status)
+    assert provider_status(p) == status
+
+
+@pytest.mark.parametrize("status", [None, "", "disconnected", "exploded", 3, ["healthy"]])
+def test_missing_or_foreign_status_is_unknown(status: Any) -> None:
+    """No status, or a word this version does not know, reads ``unknown``."""
+    entry = prov(chan()) if status is None else prov(chan(), status=status)
+    assert provider_status(entry) == UNKNOWN
+
+
+def test_statuses_are_the_routers_most_severe_first() -> None:
+    """The view's status list is the router's, most severe first, then ``unknown``."""
+    assert views.STATUSES == (*reversed(PROVIDER_STATUSES), UNKNOWN)
 
 
 @given(
-    circuits=st.lists(st.sampled_from(["closed", "half_open", "open"]), min_size=0, max_size=2),
-    limited=st.booleans(),
+    status=st.one_of(st.none(), st.sampled_from(PROVIDER_STATUSES), st.text(max_size=12)),
+    circuits=st.lists(st.sampled_from(["closed", "half_open", "open"]), max_size=2),
     lag=st.one_of(st.none(), st.integers(-50, 5)),
-    window=st.one_of(st.none(), st.floats(0, 1)),
 )
-def test_status_is_always_one_of_the_known_ones(
-    circuits: list[str], limited: bool, lag: int | None, window: float | None
+def test_chain_view_keeps_every_status_and_counts_it(
+    status: str | None, circuits: list[str], lag: int | None
 ) -> None:
-    """Any channel mix gets a known status, and open everywhere always reads open."""
-    channels = [chan(c, rate_limited=limited) for c in circuits]
-    p = prov(*channels, lag=lag)
-    status = provider_status(p, lag_tolerance=2, window_success=window)
-    assert status in views.STATUSES
-    if channels and all(c == "open" for c in circuits):
-        assert status == "circuit_open"
+    """Any entry gets a known status, equal to the router's when it has one, and the
+    chain's status counts add up to its providers."""
+    entry: dict[str, Any] = prov(*[chan(c) for c in circuits], lag=lag)
+    if status is not None:
+        entry["status"] = status
+    snap = {"chain": "eth", "providers": [entry]}
+    view = views.chain_view(
+        snap, config=None, counters={}, tracker=RateTracker(), t=0.0, profile="public"
+    )
+    (p,) = view["providers"]
+    assert p["status"] in views.STATUSES
+    if status in PROVIDER_STATUSES:
+        assert p["status"] == status
+    assert sum(view["status_counts"].values()) == 1 and view["status_counts"][p["status"]] == 1
 
 
 def test_rate_tracker_rates_and_windows() -> None:
@@ -124,6 +125,7 @@ def router_snapshot(calls: dict[str, int], lag: dict[str, int] | None = None) ->
                 "name": pid.upper(),
                 "priority": 10,
                 "archival": True,
+                "status": "lagging" if (lag or {}).get(pid, 0) < -3 else "healthy",
                 "height": 100 + (lag or {}).get(pid, 0),
                 "lag": (lag or {}).get(pid, 0),
                 "channels": {"http": chan()},
@@ -203,6 +205,7 @@ def cluster_doc() -> dict[str, Any]:
             {
                 "id": "alpha",
                 "name": "Alpha",
+                "status": "circuit_open",  # the worst its nodes reported: open in "ap"
                 "calls": 10,
                 "successes": 9,
                 "avg_latency_ms": 12.0,
@@ -230,6 +233,7 @@ def cluster_doc() -> dict[str, Any]:
             {
                 "id": "bravo",
                 "name": "Bravo",
+                "status": "misconfigured",
                 "calls": 4,
                 "successes": 4,
                 "avg_latency_ms": None,
@@ -246,19 +250,21 @@ def cluster_doc() -> dict[str, Any]:
 
 
 def test_cluster_documents_become_chain_views() -> None:
-    """A cluster document reads like a router snapshot: partial opens are degraded."""
+    """A cluster document reads like a router snapshot and keeps the nodes' status."""
     snap, counters = views.from_cluster_document(cluster_doc())
     assert counters["alpha"] == Counters(10, 9)
     view = views.chain_view(
         snap, config=None, counters=counters, tracker=RateTracker(), t=1.0, profile="demo"
     )
     alpha, charlie, bravo = view["providers"]
-    assert alpha["status"] == "degraded"
-    assert charlie["status"] == "circuit_open"  # WS connectivity is unknown in cluster data
-    assert charlie["transports"]["ws"]["connected"] is None
-    assert alpha["p50_ms"] == 10.0 and alpha["lat_ms"] == 12.0
+    assert alpha["status"] == "circuit_open"  # the document's word, not the circuit counts
+    assert alpha["transports"]["http"]["circuit"] == "closed"  # open on 1 of 3 instances
     assert alpha["transports"]["http"]["open_instances"] == 1
-    assert bravo["status"] == "circuit_open"
+    assert charlie["status"] == UNKNOWN  # no node reported a status
+    assert charlie["transports"]["ws"]["connected"] is None  # not exchanged
+    assert alpha["p50_ms"] == 10.0 and alpha["lat_ms"] == 12.0
+    assert bravo["status"] == "misconfigured"
+    assert view["status_counts"]["circuit_open"] == 1 and view["status_counts"][UNKNOWN] == 1
 
 
 def test_fastest_provider_per_region() -> None:

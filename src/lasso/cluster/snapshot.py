@@ -20,7 +20,10 @@ merge is associative and commutative (the inputs are sorted first). The rules:
   ``pct_calls`` records that node's calls so the rule holds across merge levels. The
   client-facing chain percentiles are exact instead: their histograms add up;
 * height and consensus height take the maximum, lag the worst (most negative);
-* circuit state becomes counts of instances per state, ``[closed, half_open, open]``.
+* circuit state becomes counts of instances per state, ``[closed, half_open, open]``;
+* the provider status (each node's ``ChainRouter.provider_status``, the word its
+  ``/api/chains`` reports) takes the most severe of :data:`PROVIDER_STATUSES`; ``None``
+  (a node of an older version, or a word this version does not know) adds nothing.
 
 Everything here is plain computation on values; :func:`build_snapshot` reads a live app's
 routers and counters but does no IO.
@@ -33,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lasso.kernel.router import PROVIDER_STATUSES
 from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
 
 if TYPE_CHECKING:
@@ -149,6 +153,7 @@ class ProviderSnap:
     lag: int | None = None
     circuits: dict[str, list[int]] = field(default_factory=dict)  # transport -> 3 counts
     rate_limited: dict[str, int] = field(default_factory=dict)  # transport -> instances
+    status: str | None = None  # the router's provider_status; merges keep the most severe
     totals: Figures = field(default_factory=Figures)
     methods: dict[tuple[str, str], Figures] = field(default_factory=dict)
 
@@ -161,6 +166,7 @@ class ProviderSnap:
                 mine[i] += counts[i]
         for transport, n in other.rate_limited.items():
             self.rate_limited[transport] = self.rate_limited.get(transport, 0) + n
+        self.status = _worst_status(self.status, other.status)
         self.totals.add(other.totals)
         for key, row in other.methods.items():
             mine_row = self.methods.get(key)
@@ -175,6 +181,7 @@ class ProviderSnap:
             "lag": self.lag,
             "circuits": self.circuits,
             "rate_limited": self.rate_limited,
+            "status": self.status,
             "totals": self.totals.to_wire(),
             "methods": [[m, t, *row.to_wire()] for (m, t), row in self.methods.items()],
         }
@@ -203,6 +210,7 @@ class ProviderSnap:
             lag=_opt_int(raw.get("lag"), signed=True),
             circuits=circuits,
             rate_limited={_str(t): _count(n) for t, n in _dict(raw.get("rate_limited")).items()},
+            status=_status(raw.get("status")),
             totals=Figures.from_wire(raw.get("totals")),
             methods=methods,
         )
@@ -332,6 +340,7 @@ class NodeSnapshot:
                     lag=p.lag,
                     circuits=p.circuits,
                     rate_limited=p.rate_limited,
+                    status=p.status,
                     totals=p.totals,
                 )
                 for pid, p in c.providers.items()
@@ -496,6 +505,7 @@ def build_snapshot(
                     name=ch.provider.name,
                     height=state.height(pid),
                     lag=state.optimistic_lag(pid, now),
+                    status=router.provider_status(pid, now),
                 )
             s = int(ch.breaker.state(now))
             ps.circuits[ch.transport] = [int(s == i) for i in range(3)]
@@ -592,6 +602,12 @@ def _min_opt(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
+def _worst_status(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return a if PROVIDER_STATUSES.index(a) >= PROVIDER_STATUSES.index(b) else b
+
+
 # -- wire validation helpers -------------------------------------------------------------
 
 
@@ -623,6 +639,13 @@ def _str(v: Any) -> str:
     if not isinstance(v, str) or len(v) > 256:
         raise ValueError(f"expected a short string, got {v!r}")
     return v
+
+
+def _status(v: Any) -> str | None:
+    """A provider status from the wire: a word of another version counts as none."""
+    if v is None:
+        return None
+    return v if _str(v) in PROVIDER_STATUSES else None
 
 
 def _ident(v: Any) -> str:

@@ -282,6 +282,7 @@ def chain_document(total: ChainSnap, regions: dict[str, ChainSnap]) -> dict[str,
         entry = {
             "id": pid,
             "name": p.name,
+            "status": p.status,
             **_figures(p.totals),
             "height": p.height,
             "lag": p.lag,
@@ -356,6 +357,7 @@ def _figures(f: Figures) -> dict[str, Any]:
 def _provider_brief(p: ProviderSnap) -> dict[str, Any]:
     """A region's figures for one provider; ``circuit`` is the worst state per transport."""
     return {
+        "status": p.status,
         **_figures(p.totals),
         "height": p.height,
         "lag": p.lag,

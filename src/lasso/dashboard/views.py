@@ -1,28 +1,20 @@
 """Read-only views for the dashboard: router snapshots and metrics into page-ready JSON.
 
 Nothing here touches the request path. The hub (:mod:`lasso.dashboard.hub`) calls
-:func:`profile_view` once per tick per watched profile and shares the encoded result with
-every viewer, so the cost is one pass over the profile's routers per second, whatever
-the number of open dashboards.
+:func:`chain_view` once per tick per chain of each watched profile and shares the encoded
+result with every viewer, so the cost is one pass over the profile's routers per second,
+whatever the number of open dashboards.
 
-Provider status follows reference §10.2, the first match winning:
-
-``circuit_open``
-    every live channel's breaker is open (no transport can serve).
-``rate_limited``
-    a live channel is inside a learned rate-limit window.
-``recovering``
-    a live channel's breaker is half-open (probing).
-``disconnected``
-    no live channel: a WebSocket-only provider whose socket is down.
-``degraded``
-    one transport's breaker is open while another serves, two or more consecutive
-    failures, or a success rate under 90 % over the last minute (10 calls or more).
-``lagging``
-    the provider is further behind the consensus head than the chain tolerates
-    (``selection.max_lag_blocks``, else ``monitoring.lag_alert_threshold_blocks``).
-``healthy``
-    none of the above.
+A provider's status is the router's word, :meth:`ChainRouter.provider_status
+<lasso.kernel.router.ChainRouter.provider_status>`, exactly as ``/api/chains``,
+``/api/metrics/:chain`` and ``lasso_provider_status`` report it (the ``status`` of each
+``ChainRouter.snapshot()`` provider): ``misconfigured``, ``circuit_open``,
+``rate_limited``, ``recovering``, ``degraded``, ``lagging`` or ``healthy``. The views
+never compute a status of their own; they add per-transport detail (breaker, WebSocket
+connection, rate-limit window) beside it. In the cluster views the status comes from the
+nodes' snapshots, where each node publishes its router's word and a merge keeps the most
+severe (:mod:`lasso.cluster.snapshot`); ``unknown`` marks a provider that no reporting
+node gave a status for (a node of an older version).
 
 Rates (calls/s, windowed success and latency, traffic share) come from counter deltas
 between ticks, kept by a :class:`RateTracker` per feed: cumulative counters in, per-second
@@ -37,12 +29,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lasso.kernel.router import PROVIDER_STATUSES
+
 if TYPE_CHECKING:
     from lasso.config import ChainConfig
     from lasso.server.runtime import ChainRuntime
 
 __all__ = [
     "STATUSES",
+    "UNKNOWN",
     "HISTORY_POINTS",
     "RATE_WINDOW_S",
     "QUALITY_WINDOW_S",
@@ -56,19 +51,12 @@ __all__ = [
     "region_p50",
     "router_counters",
     "snapshot_counters",
-    "lag_tolerance",
 ]
 
-STATUSES = (
-    "circuit_open",
-    "rate_limited",
-    "recovering",
-    "disconnected",
-    "degraded",
-    "lagging",
-    "healthy",
-)
-"""Provider statuses in precedence order (reference §10.2)."""
+UNKNOWN = "unknown"
+"""A cluster view's status for a provider no reporting node gave a status for."""
+STATUSES: tuple[str, ...] = (*reversed(PROVIDER_STATUSES), UNKNOWN)
+"""The statuses a view can carry, most severe first: the router's, then :data:`UNKNOWN`."""
 
 HISTORY_POINTS = 120
 """Latency chart points kept per provider (one per tick: two minutes at 1 s)."""
@@ -76,9 +64,6 @@ RATE_WINDOW_S = 5.0
 """calls/s is averaged over this many seconds of ticks."""
 QUALITY_WINDOW_S = 60.0
 """Windowed success rate and mean latency cover this many seconds (reference §10.3)."""
-DEGRADED_SUCCESS = 0.9
-DEGRADED_MIN_CALLS = 10
-DEGRADED_CONSECUTIVE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,54 +171,20 @@ class RateTracker:
         return f"<RateTracker keys={len(self._samples)}>"
 
 
-def lag_tolerance(config: ChainConfig | None) -> int:
-    """Blocks behind the consensus before a provider shows as lagging."""
-    if config is None:
-        return 3
-    if config.max_lag_blocks is not None:
-        return config.max_lag_blocks
-    return config.lag_alert_threshold_blocks
-
-
-def provider_status(
-    provider: Mapping[str, Any], *, lag_tolerance: int, window_success: float | None = None
-) -> str:
-    """The dashboard status of one provider of a router snapshot (see the module doc).
+def provider_status(provider: Mapping[str, Any]) -> str:
+    """The status word of one provider entry, as the router reported it.
 
     Args:
-        provider: an entry of ``ChainRouter.snapshot()["providers"]``.
-        lag_tolerance: blocks behind the consensus tolerated before ``lagging``.
-        window_success: success rate over the last minute when there were enough calls.
+        provider: an entry of ``ChainRouter.snapshot()["providers"]`` (its ``status`` is
+            ``ChainRouter.provider_status`` at the snapshot's instant), or of a cluster
+            document (the most severe status its nodes reported).
+
+    Returns:
+        One of :data:`lasso.kernel.router.PROVIDER_STATUSES`, or :data:`UNKNOWN` when the
+        entry carries none (or a word this version does not know).
     """
-    chans = provider.get("channels") or {}
-    live = [
-        c
-        for c in chans.values()
-        if isinstance(c, Mapping)
-        and c.get("connected", True) is not False
-        and not c.get("secondary")
-    ]
-    if not live:
-        return "disconnected"
-    circuits = [c.get("circuit") for c in live]
-    if all(c == "open" for c in circuits):
-        return "circuit_open"
-    if any(c.get("rate_limited") for c in live):
-        return "rate_limited"
-    if "half_open" in circuits:
-        return "recovering"
-    if "open" in circuits or any(c.get("partially_open") for c in live):
-        return "degraded"
-    for c in live:
-        ev = c.get("evidence") or {}
-        if (ev.get("consecutive_failures") or 0) >= DEGRADED_CONSECUTIVE:
-            return "degraded"
-    if window_success is not None and window_success < DEGRADED_SUCCESS:
-        return "degraded"
-    lag = provider.get("lag")
-    if isinstance(lag, int) and lag < -lag_tolerance:
-        return "lagging"
-    return "healthy"
+    status = provider.get("status")
+    return status if isinstance(status, str) and status in PROVIDER_STATUSES else UNKNOWN
 
 
 def _num(v: Any) -> float | None:
@@ -338,7 +289,7 @@ def chain_view(
 
     Args:
         snap: ``ChainRouter.snapshot()`` or a document with the same ``providers`` shape.
-        config: the chain's configuration (lag tolerance, endpoints), when known.
+        config: the chain's configuration (names, endpoints), when known.
         counters: cumulative counters per provider id (see :func:`router_counters`).
         tracker: the feed's rate tracker; ``counters`` are recorded into it at ``t``.
         t: monotonic seconds of this tick.
@@ -346,7 +297,6 @@ def chain_view(
         requests: client-side request summary (``Metrics.chain_summary``), if any.
     """
     key = str(snap.get("chain") or (config.key if config else "?"))
-    tolerance = lag_tolerance(config)
     providers: list[dict[str, Any]] = []
     total = Counters()
     for p in snap.get("providers") or ():
@@ -356,7 +306,6 @@ def chain_view(
         tracker.observe((key, pid), t, c)
         rates = tracker.rates((key, pid))
         rows = list(p.get("methods") or ())
-        window_success = rates.success_rate if rates.window_calls >= DEGRADED_MIN_CALLS else None
         chans = p.get("channels") or {}
         pconf = config.provider(pid) if config is not None else None
         lat = p["lat_ms"] if "lat_ms" in p else tracker.last_interval_avg_ms((key, pid))
@@ -366,9 +315,7 @@ def chain_view(
                 "name": p.get("name") or (pconf.name if pconf else None) or pid,
                 "priority": p.get("priority", pconf.priority if pconf else None),
                 "archival": p.get("archival", pconf.archival if pconf else True),
-                "status": provider_status(
-                    p, lag_tolerance=tolerance, window_success=window_success
-                ),
+                "status": provider_status(p),
                 "height": p.get("height"),
                 "lag": p.get("lag"),
                 "calls": c.calls,
@@ -449,9 +396,11 @@ def from_cluster_document(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
     """A ``ClusterView.chain_metrics`` document in the router-snapshot shape
     :func:`chain_view` reads, with the providers' cumulative counters.
 
-    A transport's circuit is ``open`` when it is open on every instance, ``half_open``
-    when one is probing, and ``partially_open`` (shown as degraded) when open on some.
-    The chart point is the document's mean latency (latency sums are not exchanged).
+    The provider's ``status`` is the document's (the most severe its nodes reported). A
+    transport's circuit, shown beside it, is ``open`` when it is open on every instance
+    and ``half_open`` when one is probing, with the instance counts; the WebSocket
+    connection state is not exchanged (``connected`` is ``None``). The chart point is the
+    document's mean latency (latency sums are not exchanged).
     """
     providers: list[dict[str, Any]] = []
     counters: dict[str, Counters] = {}
@@ -467,12 +416,8 @@ def from_cluster_document(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
             circuit = "open" if total and n_open >= total else "half_open" if n_half else "closed"
             chans[transport] = {
                 "circuit": circuit,
-                # WebSocket connection state is not exchanged: unknown, and a WS circuit
-                # never hides an open HTTP one (HTTP carries the unary traffic).
                 "connected": True if transport == "http" else None,
-                "secondary": transport != "http" and "http" in circuits,
                 "rate_limited": bool(limited.get(transport)),
-                "partially_open": 0 < n_open < total,
                 "instances": total,
                 "open_instances": n_open,
             }
@@ -481,6 +426,7 @@ def from_cluster_document(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
             {
                 "id": pid,
                 "name": p.get("name"),
+                "status": p.get("status"),
                 "height": p.get("height"),
                 "lag": p.get("lag"),
                 "channels": chans,

@@ -10,17 +10,22 @@
   const HISTORY_S = 120;
   const FEED_MAX = 300;
   const FEED_ROWS = 150;
+  // Provider statuses, most severe first: the router's words (ChainRouter.provider_status,
+  // the same as /api/chains), then "unknown" (cluster data without a status). The page
+  // only maps them to colours and labels; it never derives a status of its own.
   const STATUS_ORDER = [
-    "circuit_open", "rate_limited", "recovering", "disconnected", "degraded", "lagging", "healthy",
+    "misconfigured", "circuit_open", "rate_limited", "recovering", "degraded", "lagging", "healthy",
+    "unknown",
   ];
   const STATUS_LABEL = {
-    circuit_open: "open",
+    misconfigured: "misconfigured",
+    circuit_open: "circuit open",
     rate_limited: "rate-limited",
-    recovering: "half-open",
-    disconnected: "disconnected",
+    recovering: "recovering",
     degraded: "degraded",
     lagging: "lagging",
     healthy: "healthy",
+    unknown: "unknown",
   };
   const PALETTE = ["#4cc2ff", "#f472b6", "#a3e635", "#fbbf24", "#c084fc", "#2dd4bf", "#fb923c", "#94a3b8"];
 
@@ -240,7 +245,7 @@
     $("#foot-right").textContent = `${s.viewers} dashboard stream${s.viewers === 1 ? "" : "s"} on this node`;
     if (!state.legendDone) {
       state.legendDone = true;
-      $("#legend").innerHTML = STATUS_ORDER.slice().reverse()
+      $("#legend").innerHTML = STATUS_ORDER.filter((st) => st !== "unknown").reverse()
         .map((st) => `<span class="st-${st}"><span class="dot"></span>${statusLabel(st)}</span>`)
         .join("");
     }
