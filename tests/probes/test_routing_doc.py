@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lasso.kernel.breaker import transition_table_markdown
+from lasso.kernel.breaker_table import transition_table_markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "routing.md"
 
