@@ -1,12 +1,17 @@
-"""The server-side WebSocket transport (lasso.net.ws) through real sockets on 127.0.0.1."""
+"""The WebSocket connections (``lasso.net.ws``): ``WsServerConnection`` through real sockets
+on 127.0.0.1 (keepalive, limits, close, flow control) and ``WsClientLink`` driven through a
+fake transport. The handshake answer, the frame codec and frame splitting
+(``lasso.net.ws_frames``) are in ``test_ws_frames.py``; shared helpers in ``net_ws_support``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
-import random
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,111 +23,48 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from lasso.net.http_server import HttpRequest, HttpServer, Response
-from lasso.net.ws import (
-    WsClientLink,
-    WsServerConnection,
-    accept_handshake,
-    frame_header,
-    text_frame,
-)
+import lasso.net.ws
+import lasso.net.ws_frames
+from lasso.net.ws import WsClientLink
 
+from net_ws_support import FakeTransport, chunked, echo_servers, handshake, port_of, read_head
 from support import eventually
 
 pytestmark = pytest.mark.integration
 
 
-class Echo:
-    """A handler that echoes every message and records how the connection ended."""
-
-    def __init__(self, conn: WsServerConnection) -> None:
-        self.conn = conn
-        self.messages: list[bytes] = []
-        self.closed: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
-
-    def on_message(self, data: bytes) -> None:
-        self.messages.append(bytes(data))
-        if data == b"close-me":
-            self.conn.close(4000, "asked to")
-        else:
-            self.conn.send_text(bytes(data))
-
-    def on_close(self, code: int, reason: str) -> None:
-        self.closed.set_result((code, reason))
-
-
-class EchoApp:
-    """An application whose only route is a WebSocket echo."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
-        self.handlers: list[Echo] = []
-
-    def handle(self, req: HttpRequest) -> Response:
-        return Response(404)
-
-    def upgrade(
-        self, req: HttpRequest, transport: asyncio.Transport, rest: bytes
-    ) -> asyncio.Protocol | None:
-        ok, answer = accept_handshake(req)
-        transport.write(answer)
-        if not ok:
-            transport.close()
-            return None
-        conn = WsServerConnection(transport, asyncio.get_running_loop(), **self.options)
-        handler = Echo(conn)
-        self.handlers.append(handler)
-        conn.start(handler, rest)
-        return conn
-
-
 @pytest.fixture
 async def echo_server() -> AsyncIterator[Callable[..., Any]]:
     """Factory: an HttpServer with EchoApp on a free port; returns (app, ws url)."""
-    servers: list[HttpServer] = []
-
-    async def start(**options: Any) -> tuple[EchoApp, str]:
-        app = EchoApp(**options)
-        server = HttpServer(app)
-        port = await server.start("127.0.0.1", 0)
-        servers.append(server)
-        return app, f"ws://127.0.0.1:{port}/echo"
-
-    yield start
-    for server in servers:
-        await server.close()
+    async with echo_servers() as start:
+        yield start
 
 
-def _handshake(port: int, extra: str = "", key: str | None = None) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\n{extra}\r\n"
-        ).encode()
-    )
-    return sock
+def test_exported_members() -> None:
+    """__all__ is the public surface; the frame layer's names stay importable here."""
+    assert sorted(lasso.net.ws.__all__) == [
+        "DEFAULT_MAX_MESSAGE",
+        "WsClientLink",
+        "WsHandler",
+        "WsServerConnection",
+        "accept_handshake",
+        "frame_header",
+        "frame_span",
+        "text_frame",
+    ]
+    for name in lasso.net.ws.__all__:
+        assert getattr(lasso.net.ws, name) is not None
+    # Re-exported from the frame module: the same objects, not copies.
+    for name in ("accept_handshake", "frame_header", "frame_span", "text_frame", "WIRE_LOG"):
+        assert getattr(lasso.net.ws, name) is getattr(lasso.net.ws_frames, name)
+    # Both connections are the frame layer's protocol, inheriting its splitter.
+    assert issubclass(lasso.net.ws.WsServerConnection, lasso.net.ws_frames._FrameStream)
+    assert issubclass(lasso.net.ws.WsClientLink, lasso.net.ws_frames._FrameStream)
 
 
-async def _read_head(sock: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    sock.setblocking(False)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def test_frame_header_covers_the_three_length_forms() -> None:
-    """Headers are 2, 4 or 10 bytes and parse back with websockets' own client parser."""
-    for n in (0, 125, 126, 65535, 65536, 70000):
-        payload = b"x" * n
-        assert len(frame_header(n)) == (2 if n < 126 else 4 if n < 65536 else 10)
-        assert server_frames(text_frame(payload)) == [(Opcode.TEXT, payload)]
+def test_module_imports_alone() -> None:
+    """The connection module imports first in a fresh interpreter (no order-dependent cycle)."""
+    subprocess.run([sys.executable, "-c", "import lasso.net.ws"], check=True)
 
 
 async def test_handshake_and_echo_of_text_binary_and_fragmented_messages(
@@ -141,23 +83,6 @@ async def test_handshake_and_echo_of_text_binary_and_fragmented_messages(
     code, _ = await asyncio.wait_for(app.handlers[0].closed, 5)
     assert code == 1000
     assert app.handlers[0].messages[-1] == b"fragmented"
-
-
-async def test_bad_upgrades_are_rejected_with_http_errors(echo_server: Any) -> None:
-    """A missing or malformed key and a wrong version get HTTP 400, not a socket."""
-    _, url = await echo_server()
-    port = int(url.split(":")[2].split("/")[0])
-    for extra, key in (
-        ("Sec-WebSocket-Version: 13\r\n", "not-base64!"),
-        ("Sec-WebSocket-Version: 8\r\n", None),
-        ("", None),  # no version at all
-    ):
-        sock = _handshake(port, extra, key)
-        try:
-            head = await _read_head(sock)
-        finally:
-            sock.close()
-        assert head.startswith(b"HTTP/1.1 400"), head
 
 
 async def test_client_ping_is_answered(echo_server: Any) -> None:
@@ -183,10 +108,10 @@ async def test_keepalive_keeps_a_responsive_client(echo_server: Any) -> None:
 async def test_keepalive_closes_a_silent_client(echo_server: Any) -> None:
     """A peer that never answers pings is closed with 1011 after two missed pongs."""
     app, url = await echo_server(ping_interval=0.05, pong_timeout=0.02, close_timeout=0.1)
-    port = int(url.split(":")[2].split("/")[0])
-    sock = _handshake(port, "Sec-WebSocket-Version: 13\r\n")
+    port = port_of(url)
+    sock = handshake(port, "Sec-WebSocket-Version: 13\r\n")
     try:
-        assert (await _read_head(sock)).startswith(b"HTTP/1.1 101")
+        assert (await read_head(sock)).startswith(b"HTTP/1.1 101")
         code, reason = await asyncio.wait_for(app.handlers[0].closed, 5)
     finally:
         sock.close()
@@ -233,7 +158,7 @@ async def test_vanishing_client_calls_on_close_with_1006(echo_server: Any) -> No
 async def test_slow_reader_is_paused_then_dropped(echo_server: Any) -> None:
     """Unread output pauses reading above the high watermark; push_text drops the client."""
     app, url = await echo_server(max_send_buffer=256 * 1024, close_timeout=0.2)
-    port = int(url.split(":")[2].split("/")[0])
+    port = port_of(url)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
@@ -245,7 +170,7 @@ async def test_slow_reader_is_paused_then_dropped(echo_server: Any) -> None:
         ).encode()
     )
     try:
-        assert (await _read_head(sock)).startswith(b"HTTP/1.1 101")
+        assert (await read_head(sock)).startswith(b"HTTP/1.1 101")
         conn = app.handlers[0].conn
         chunk = b"n" * 65536
         accepted = 0
@@ -267,7 +192,7 @@ async def test_slow_reader_is_paused_then_dropped(echo_server: Any) -> None:
 async def test_bytes_sent_with_the_handshake_are_processed(echo_server: Any) -> None:
     """A frame pipelined right behind the upgrade request is not lost."""
     _, url = await echo_server()
-    port = int(url.split(":")[2].split("/")[0])
+    port = port_of(url)
     client = ClientProtocol(parse_uri(url), state=State.OPEN)
     client.send_text(b"early bird")
     frame = client.data_to_send()[0]
@@ -281,7 +206,7 @@ async def test_bytes_sent_with_the_handshake_are_processed(echo_server: Any) -> 
         + frame
     )
     try:
-        data = await _read_head(sock)
+        data = await read_head(sock)
         loop = asyncio.get_running_loop()
         while b"early bird" not in data:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
@@ -290,114 +215,6 @@ async def test_bytes_sent_with_the_handshake_are_processed(echo_server: Any) -> 
     finally:
         sock.close()
     assert data.startswith(b"HTTP/1.1 101")
-
-
-class FakeTransport:
-    """Just enough of an asyncio transport to drive a WsServerConnection without sockets."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def writelines(self, parts: Any) -> None:
-        for part in parts:
-            self.out += part
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-def client_stream() -> bytes:
-    """Masked client frames: text, ping, a fragmented message, binary, a large text."""
-    client = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN)
-    client.send_text(b"one")
-    client.send_ping(b"p1")
-    client.send_text(b"fr", fin=False)
-    client.send_ping(b"p2")  # control frames may interleave with fragments
-    client.send_continuation(b"ag", fin=True)
-    client.send_binary(b"\x00two")
-    client.send_text(b"3" * 70_000)
-    client.send_close(1000, "bye")
-    return b"".join(client.data_to_send())
-
-
-def server_frames(out: bytes) -> list[tuple[Opcode, bytes]]:
-    client = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN)
-    client.receive_data(out)
-    return [(f.opcode, bytes(f.data)) for f in client.events_received()]  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize("chunking", ["whole", "bytewise", "random"])
-async def test_frame_splitting_is_independent_of_chunking(chunking: str) -> None:
-    """Whole, one byte at a time or in random pieces, the same messages and answers result."""
-    stream = client_stream()
-    transport = FakeTransport()
-    conn = WsServerConnection(transport, asyncio.get_running_loop(), ping_interval=0)  # type: ignore[arg-type]
-    handler = Echo(conn)
-    conn.start(handler)
-    for piece in chunked(stream, chunking, 4):
-        conn.data_received(piece)
-    assert handler.messages == [b"one", b"frag", b"\x00two", b"3" * 70_000]
-    frames = server_frames(bytes(transport.out))
-    assert frames == [
-        (Opcode.TEXT, b"one"),
-        (Opcode.PONG, b"p1"),
-        (Opcode.PONG, b"p2"),
-        (Opcode.TEXT, b"frag"),
-        (Opcode.TEXT, b"\x00two"),
-        (Opcode.TEXT, b"3" * 70_000),
-        (Opcode.CLOSE, frames[-1][1]),
-    ]
-    assert frames[-1][1][:2] == (1000).to_bytes(2, "big") and transport.closed
-    conn.connection_lost(None)
-    assert await handler.closed == (1000, "bye")
-
-
-async def test_protocol_errors_go_through_the_websockets_protocol() -> None:
-    """An unmasked client frame fails the connection with 1002; later frames are ignored."""
-    transport = FakeTransport()
-    conn = WsServerConnection(transport, asyncio.get_running_loop(), ping_interval=0)  # type: ignore[arg-type]
-    handler = Echo(conn)
-    conn.start(handler)
-    unmasked = text_frame(b"no mask")
-    client = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN)
-    client.send_text(b"after")
-    conn.data_received(unmasked + b"".join(client.data_to_send()))
-    assert handler.messages == [] and transport.closed
-    assert server_frames(bytes(transport.out))[0][1][:2] == (1002).to_bytes(2, "big")
-    conn.connection_lost(None)
-    assert (await handler.closed)[0] == 1002
-
-
-def chunked(stream: bytes, chunking: str, seed: int) -> list[bytes]:
-    if chunking == "whole":
-        return [stream]
-    if chunking == "bytewise":
-        return [stream[i : i + 1] for i in range(len(stream))]
-    rng = random.Random(seed)
-    cuts = sorted(rng.sample(range(1, len(stream)), 30))
-    return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
 
 
 @pytest.mark.parametrize("chunking", ["whole", "bytewise", "random"])

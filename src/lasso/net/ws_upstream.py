@@ -60,7 +60,8 @@ from lasso.net.errors import (
     map_connect_errors,
 )
 from lasso.net.http_client import USER_AGENT, UpstreamResponse
-from lasso.net.ws import WIRE_LOG, WsClientLink
+from lasso.net.ws import WsClientLink
+from lasso.net.ws_frames import WIRE_LOG
 
 __all__ = ["UpstreamWs", "StateListener"]
 
