@@ -1,8 +1,13 @@
-"""The pure parts of clustering: the snapshot model, its wire form and the merge."""
+"""The per-node snapshot (``lasso.cluster.snapshot``): the merge of whole snapshots into
+region and cluster figures, the wire message and its validation. The figures it carries
+are tested on their own in ``test_figures.py``; the strategies are in
+``cluster_snapshot_support``.
+"""
 
 from __future__ import annotations
 
-import math
+import subprocess
+import sys
 from typing import Any
 
 import orjson
@@ -10,108 +15,49 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lasso.cluster.figures
+import lasso.cluster.snapshot
 from lasso.cluster.snapshot import (
     ChainSnap,
     Figures,
     NodeSnapshot,
     ProviderSnap,
-    histogram_quantile,
     merge_snapshots,
 )
-from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
-from lasso.server.metrics import Histogram
+from lasso.kernel.router import PROVIDER_STATUSES
 
-N_BUCKETS = len(HISTOGRAM_BUCKETS_S)
-counts = st.integers(min_value=0, max_value=10_000)
-ms = st.one_of(st.none(), st.floats(min_value=0.1, max_value=5_000, allow_nan=False))
+from cluster_snapshot_support import N_BUCKETS, fleets, snapshots
+
+REEXPORTED = ["CIRCUIT_STATES", "ChainSnap", "Figures", "ProviderSnap", "histogram_quantile"]
 
 
-@st.composite
-def figures(draw: Any) -> Figures:
-    calls = draw(counts)
-    successes = draw(st.integers(min_value=0, max_value=calls))
-    avg = draw(ms) if successes else None
-    pct = draw(st.booleans()) and successes > 0
-    p = sorted(draw(st.lists(st.floats(0.1, 5_000), min_size=3, max_size=3)))
-    return Figures(
-        calls=calls,
-        successes=successes,
-        failures=draw(st.integers(0, calls - successes)),
-        rate_limited=0,
-        avg_ms=avg,
-        avg_w=calls if avg is not None else 0,
-        p50_ms=p[0] if pct else None,
-        p95_ms=p[1] if pct else None,
-        p99_ms=p[2] if pct else None,
-        pct_calls=calls if pct else 0,
+def test_exported_members() -> None:
+    """__all__ is the public surface; the figure types are lasso.cluster.figures' objects."""
+    assert sorted(lasso.cluster.snapshot.__all__) == sorted(
+        [
+            "MAX_METHOD_ROWS",
+            "SCHEMA",
+            "NodeSnapshot",
+            "build_snapshot",
+            "merge_snapshots",
+            *REEXPORTED,
+        ]
     )
+    for name in lasso.cluster.snapshot.__all__:
+        assert getattr(lasso.cluster.snapshot, name) is not None
+    for name in REEXPORTED:
+        assert getattr(lasso.cluster.snapshot, name) is getattr(lasso.cluster.figures, name)
+    assert (lasso.cluster.snapshot.SCHEMA, lasso.cluster.snapshot.MAX_METHOD_ROWS) == (1, 64)
 
 
-@st.composite
-def providers(draw: Any, pid: str) -> ProviderSnap:
-    methods = draw(
-        st.dictionaries(
-            st.tuples(
-                st.sampled_from(["eth_call", "eth_blockNumber", "eth_getLogs"]),
-                st.sampled_from(["http", "ws"]),
-            ),
-            figures(),
-            max_size=4,
-        )
-    )
-    totals = Figures()
-    for row in methods.values():
-        totals.add(Figures(calls=row.calls, successes=row.successes, failures=row.failures))
-    state = draw(st.integers(0, 2))
-    return ProviderSnap(
-        id=pid,
-        name=pid.upper(),
-        height=draw(st.one_of(st.none(), st.integers(0, 10**8))),
-        lag=draw(st.one_of(st.none(), st.integers(-50, 0))),
-        circuits={"http": [int(state == i) for i in range(3)]},
-        rate_limited={"http": draw(st.integers(0, 1))},
-        totals=totals,
-        methods=methods,
-    )
+def test_module_imports_alone() -> None:
+    """The snapshot module imports first in a fresh interpreter (no cycle with .figures)."""
+    subprocess.run([sys.executable, "-c", "import lasso.cluster.snapshot"], check=True)
 
 
-@st.composite
-def chains(draw: Any, key: tuple[str, str]) -> ChainSnap:
-    pids = draw(st.sets(st.sampled_from(["alpha", "bravo", "charlie"]), max_size=3))
-    requests = draw(counts)
-    return ChainSnap(
-        profile=key[0],
-        chain=key[1],
-        chain_id=1 if key[1] == "ethereum" else 8453,
-        consensus_height=draw(st.one_of(st.none(), st.integers(0, 10**8))),
-        requests=requests,
-        errors=draw(st.integers(0, requests)),
-        failovers=draw(counts),
-        hist=draw(st.lists(counts, min_size=N_BUCKETS, max_size=N_BUCKETS)),
-        hist_sum_s=draw(st.floats(0, 1e6)),
-        providers={pid: draw(providers(pid)) for pid in sorted(pids)},
-    )
-
-
-@st.composite
-def snapshots(draw: Any, node_id: str | None = None) -> NodeSnapshot:
-    keys = draw(st.sets(st.sampled_from([("public", "ethereum"), ("public", "base")])))
-    cs = [draw(chains(k)) for k in sorted(keys)]
-    return NodeSnapshot(
-        node_id=node_id or draw(st.sampled_from(["us-east-1", "eu-west-1", "ap-southeast-1"])),
-        instance=draw(st.text("abcdef0123456789", min_size=4, max_size=8)),
-        seq=draw(counts),
-        version="0.1.0",
-        interval_s=draw(st.sampled_from([0.2, 1.0, 2.0])),
-        uptime_s=draw(st.floats(0, 1e6)),
-        sent_at=1.7e9,
-        ws_connections=draw(st.integers(0, 50)),
-        chains={c.key: c for c in cs},
-    )
-
-
-def fleets() -> Any:
-    return st.lists(snapshots(), min_size=1, max_size=5, unique_by=lambda s: s.identity)
+def worst(statuses: list[str | None]) -> str | None:
+    known = [s for s in statuses if s is not None]
+    return max(known, key=PROVIDER_STATUSES.index) if known else None
 
 
 def rows(snaps: list[NodeSnapshot]) -> dict[tuple[str, str, str, str], list[Figures]]:
@@ -136,17 +82,18 @@ def test_aggregate_counts_are_the_sums_of_the_nodes(snaps: list[NodeSnapshot]) -
         assert row.successes == sum(p.successes for p in parts)
         assert row.failures == sum(p.failures for p in parts)
     for ck, chain in merged.chains.items():
-        parts = [s.chains[ck] for s in snaps if ck in s.chains]
-        assert chain.requests == sum(c.requests for c in parts)
-        assert chain.errors == sum(c.errors for c in parts)
-        assert chain.hist == [sum(c.hist[i] for c in parts) for i in range(N_BUCKETS)]
+        cparts = [s.chains[ck] for s in snaps if ck in s.chains]
+        assert chain.requests == sum(c.requests for c in cparts)
+        assert chain.errors == sum(c.errors for c in cparts)
+        assert chain.hist == [sum(c.hist[i] for c in cparts) for i in range(N_BUCKETS)]
         for pid, prov in chain.providers.items():
-            pparts = [c.providers[pid] for c in parts if pid in c.providers]
+            pparts = [c.providers[pid] for c in cparts if pid in c.providers]
             assert prov.totals.calls == sum(p.totals.calls for p in pparts)
             assert sum(prov.circuits["http"]) == len(pparts)
             assert prov.height == max(
                 (p.height for p in pparts if p.height is not None), default=None
             )
+            assert prov.status == worst([p.status for p in pparts])
     assert merged.totals()["upstream_calls"] == sum(s.totals()["upstream_calls"] for s in snaps)
 
 
@@ -163,9 +110,9 @@ def test_rates_and_latency_are_call_weighted_and_percentiles_come_from_the_busie
         if total:
             weighted = sum(p.success_rate * p.calls for p in parts if p.success_rate is not None)
             assert row.success_rate == pytest.approx(weighted / total)
-        with_avg = [p for p in parts if p.avg_ms is not None and p.avg_w]
+        with_avg = [(p.avg_ms, p.avg_w) for p in parts if p.avg_ms is not None and p.avg_w]
         if with_avg:
-            expected = sum(p.avg_ms * p.avg_w for p in with_avg) / sum(p.avg_w for p in with_avg)
+            expected = sum(a * w for a, w in with_avg) / sum(w for _, w in with_avg)
             assert row.avg_ms == pytest.approx(expected)
         else:
             assert row.avg_ms is None
@@ -263,17 +210,3 @@ def test_without_methods_keeps_totals() -> None:
     slim = snap.without_methods()
     assert slim.truncated and not slim.chains["p/c"].providers["a"].methods
     assert slim.chains["p/c"].providers["a"].totals.calls == 5
-
-
-@given(st.lists(st.floats(min_value=0.0001, max_value=20.0), min_size=1, max_size=200))
-def test_histogram_quantile_matches_the_metrics_histogram(samples: list[float]) -> None:
-    """The merged-histogram quantile equals the exposition histogram's estimate."""
-    h = Histogram()
-    for v in samples:
-        h.observe(v)
-    for q in (0.5, 0.95, 0.99):
-        mine = histogram_quantile(h.counts, q)
-        theirs = h.quantile(q)
-        assert mine is not None and theirs is not None
-        assert math.isclose(mine, theirs, rel_tol=1e-9, abs_tol=1e-12)
-    assert histogram_quantile([0] * N_BUCKETS, 0.5) is None

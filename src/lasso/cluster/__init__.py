@@ -1,6 +1,9 @@
 """Regions and clusters: per-node metric snapshots shared over NATS (observability only).
 
-* :mod:`lasso.cluster.snapshot`: the snapshot model, its wire form and the pure merge;
+* :mod:`lasso.cluster.snapshot`: the per-node snapshot, building it, its wire message and
+  the merge of whole snapshots;
+* :mod:`lasso.cluster.figures`: the per-chain and per-provider figures it carries, their
+  merge rules and wire form;
 * :mod:`lasso.cluster.view`: this node's view of the cluster (membership, status, the
   aggregate and per-region documents of the operations API);
 * :mod:`lasso.cluster.transport`: the heartbeat task and its exchanges (NATS, in-process);
