@@ -37,8 +37,8 @@ from bench.overhead import (  # noqa: E402
     CLK_TCK,
     DEFAULT_PROFILE_TEMPLATE,
     DEFAULT_RPC_PATH,
-    ROOT,
     Unavailable,
+    _git,
     cpu_delta,
     default_anvil,
     free_port,
@@ -162,19 +162,6 @@ def render(result: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
-
-
-def _git() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

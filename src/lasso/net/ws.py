@@ -60,15 +60,11 @@ from lasso.net.ws_frames import (
     WIRE_LOG,
     _FrameStream,
     accept_handshake,
+    apply_mask,
     frame_header,
     frame_span,
     text_frame,
 )
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets built without its C extension
-    from websockets.utils import apply_mask
 
 __all__ = [
     "WsHandler",

@@ -48,10 +48,10 @@ from websockets.server import ServerProtocol
 
 from lasso.net.http_server import HttpRequest
 
-try:
-    from websockets.speedups import apply_mask
+try:  # shared with ws.py, which masks what it sends upstream
+    from websockets.speedups import apply_mask as apply_mask
 except ImportError:  # pragma: no cover - websockets built without its C extension
-    from websockets.utils import apply_mask
+    from websockets.utils import apply_mask as apply_mask
 
 __all__ = [
     "WIRE_LOG",
