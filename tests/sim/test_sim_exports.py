@@ -13,7 +13,6 @@ MODULES = [
     "chain",
     "cli",
     "fleet",
-    "keccak",
     "node",
     "provider",
     "subscriptions",
@@ -50,16 +49,16 @@ def test_imports_in_a_fresh_interpreter() -> None:
     """lasso.sim imports in a fresh interpreter; every submodule comes with it (no cycles)."""
     code = (
         "import sys, lasso.sim.cli; "
-        "mods = 'admin behavior chain cli fleet keccak node provider subscriptions'.split(); "
+        "mods = 'admin behavior chain cli fleet node provider subscriptions'.split(); "
         "assert all('lasso.sim.' + m in sys.modules for m in mods)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_pure_modules_do_no_io() -> None:
-    """chain, node, behavior and keccak import neither asyncio, aiohttp, socket, time nor random."""
+    """chain, node and behavior import neither asyncio, aiohttp, socket, time nor random."""
     forbidden = {"asyncio", "aiohttp", "socket", "time", "random"}
-    for module in ("chain", "node", "behavior", "keccak"):
+    for module in ("chain", "node", "behavior"):
         source = open(lasso.sim.__path__[0] + f"/{module}.py").read()
         imported = {
             line.split()[1].split(".")[0]

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lasso.kernel.keccak import keccak256
 from lasso.sim.chain import JSON, ExecutionReverted, SyntheticChain
-from lasso.sim.keccak import keccak256
 
 __all__ = [
     "SUPPORTED_METHODS",
