@@ -37,7 +37,8 @@ noted):
    ``archival: false`` providers last instead of dropping them (they may still hold the
    block; the pipeline fails over on ``requires_archival``);
 8. min-block preference: providers whose optimistic height is below the highest block
-   requested are ordered after those that have it. *Decision:* this outranks the health
+   requested (or the caller's ``min_block``: the served head for a ``latest`` read) are
+   ordered after those that have it. *Decision:* this outranks the health
    tier, because a provider without the block usually answers ``null``, a wrong success
    the pipeline cannot fail over from, whereas a lower tier costs at most a retry.
 
@@ -64,6 +65,7 @@ from .channel import (
 )
 from .classify import Bucket, Category, bucket_of
 from .clock import Rng
+from .head import HeadTracker
 from .methods import KNOWN_METHODS, block_params, is_replay_safe, logs_block_range, method_category
 from .selection import EXPLORE_P, order
 from .stats import MethodStats
@@ -113,6 +115,7 @@ class ChainRouter:
         self.profile = profile
         self._rng = rng
         self.state = ChainState(chain.block_time_ms)
+        self.head = HeadTracker()  # what eth_blockNumber and tags have been served at
         channels: list[Channel] = []
         by_provider: dict[str, list[Channel]] = {}
         for p in chain.providers:
@@ -175,6 +178,7 @@ class ChainRouter:
         *,
         provider_id: str | None = None,
         exclude: Collection[str] = (),
+        min_block: int | None = None,
     ) -> list[Channel]:
         """The channels to try for one request, best first, at most :data:`MAX_CANDIDATES`.
 
@@ -185,6 +189,8 @@ class ChainRouter:
             now: monotonic seconds.
             provider_id: a client's provider override: only that provider's channels.
             exclude: provider ids to skip (after ``method_not_found`` and the like).
+            min_block: a block the answer must come from at least (a ``latest`` read
+                after a served head): providers not known to have it go last.
 
         Returns:
             A new list, possibly empty: the caller then answers ``-32000`` with
@@ -256,10 +262,10 @@ class ChainRouter:
 
         # 3. block references: parameter limits, archival need, min block.
         refs = block_params(method, params)
+        highest = -1 if min_block is None else min_block
+        need_archival = False
         if refs:
             cons = state.consensus(now)
-            need_archival = False
-            highest = -1
             oldest: int | None = None
             for r in refs:
                 if type(r) is int:
@@ -274,14 +280,14 @@ class ChainRouter:
                     oldest = 0
             if self._any_limits:
                 alive = self._apply_limits(alive, method, params, cons, oldest)
-            if need_archival or highest >= 0:
-                for ch in alive:
-                    if need_archival and not ch.archival:
-                        ch._rank += 200
-                        demoted = True
-                    if highest >= 0 and not state.has_block(ch.provider_id, highest, now):
-                        ch._rank += 100
-                        demoted = True
+        if need_archival or highest >= 0:
+            for ch in alive:
+                if need_archival and not ch.archival:
+                    ch._rank += 200
+                    demoted = True
+                if highest >= 0 and not state.has_block(ch.provider_id, highest, now):
+                    ch._rank += 100
+                    demoted = True
 
         # 4. strategy, then tiers (a stable sort keeps the strategy's order per rank).
         if presorted or len(alive) == 1:
@@ -432,6 +438,10 @@ class ChainRouter:
     def observe_height(self, provider_id: str, height: int, now: float) -> None:
         """A provider's block height from polling, newHeads or a probe."""
         self.state.observe_height(provider_id, height, now)
+
+    def observe_block(self, provider_id: str, number: int, now: float) -> None:
+        """The provider answered with block ``number``: it has at least that height."""
+        self.state.observe_block(provider_id, number, now)
 
     def provider_status(self, provider_id: str, now: float) -> str:
         """One word for the provider's health, the most severe that applies (of
