@@ -257,6 +257,21 @@ def test_observe_block_raises_heights_only() -> None:
     assert router.head.head is None  # provider heights are not served heads
 
 
+def test_learned_logs_range_limits() -> None:
+    """A limit learned from a provider's error lowers its limit and feeds the filter."""
+    small = Capabilities(limits=Limits(max_block_range=500))
+    router = make([provider("a", priority=1, capabilities=small), provider("b", priority=2)])
+    heights(router, 0.0, a=HEAD, b=HEAD)
+    assert router.logs_range_limit("a") == 500 and router.logs_range_limit("b") is None
+    assert router.logs_range_limit("nobody") is None
+    router.learn_logs_range_limit("b", 100)
+    router.learn_logs_range_limit("a", 1000)  # never raised
+    router.learn_logs_range_limit("nobody", 1)
+    assert router.logs_range_limit("a") == 500 and router.logs_range_limit("b") == 100
+    wide = [{"fromBlock": hex(HEAD - 299), "toBlock": hex(HEAD)}]
+    assert providers_of(router.candidates("eth_getLogs", wide, "priority", 0.0)) == ["a"]
+
+
 def test_get_logs_range_limit_routes_around_small_limits() -> None:
     """A range over a provider's max_block_range skips it unless every provider is limited."""
     small = Capabilities(limits=Limits(max_block_range=100))

@@ -439,6 +439,23 @@ class ChainRouter:
         """A provider's block height from polling, newHeads or a probe."""
         self.state.observe_height(provider_id, height, now)
 
+    def logs_range_limit(self, provider_id: str) -> int | None:
+        """The widest ``eth_getLogs`` range the provider takes: its configured
+        ``max_block_range`` or a smaller one learned from its errors; ``None``: no limit."""
+        for ch in self._by_provider.get(provider_id, ()):
+            return ch._max_block_range
+        return None
+
+    def learn_logs_range_limit(self, provider_id: str, max_blocks: int) -> None:
+        """The provider said it takes at most ``max_blocks`` blocks per ``eth_getLogs``
+        (:func:`.getlogs.learned_limit`): the limit filter uses it from now on, until a
+        reload rebuilds the router from the configuration. Only ever lowers a limit."""
+        for ch in self._by_provider.get(provider_id, ()):
+            if ch._max_block_range is None or max_blocks < ch._max_block_range:
+                ch._max_block_range = max(1, max_blocks)
+                ch._has_limits = True
+                self._any_limits = True
+
     def observe_block(self, provider_id: str, number: int, now: float) -> None:
         """The provider answered with block ``number``: it has at least that height."""
         self.state.observe_block(provider_id, number, now)
