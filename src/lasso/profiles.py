@@ -44,12 +44,15 @@ from types import MappingProxyType
 from typing import Any
 
 from lasso.config import (
+    MAX_BROADCAST,
+    MAX_GET_LOGS_PARALLEL,
     PROFILE_ALIASES,
     STRATEGIES,
     STRATEGY_ALIASES,
     Capabilities,
     ChainConfig,
     ErrorRule,
+    GetLogsConfig,
     Limits,
     MethodOverride,
     ProfileConfig,
@@ -337,7 +340,13 @@ _MONITORING_KEYS = (
     "subscribe_new_heads",  # legacy, see websocket.subscribe_new_heads
     "new_heads_staleness_threshold_ms",  # legacy, see websocket.new_heads_timeout_ms
 )
-_ROUTING_KEYS = ("default_strategy", "latency_weighted_beta", "method_overrides")
+_ROUTING_KEYS = (
+    "default_strategy",
+    "latency_weighted_beta",
+    "method_overrides",
+    "get_logs",
+    "broadcast",
+)
 _FAILOVER_KEYS = ("max_backfill_blocks", "backfill_timeout_ms", "backfill_timeout")
 
 
@@ -394,6 +403,7 @@ def _build_chain(
         "method_overrides": MappingProxyType(
             _build_overrides(rep, routing, [p.id for p in providers])
         ),
+        **_consistency(rep, routing),
     }
     chain = ChainConfig(
         key=key, chain_id=chain_id or 0, providers=tuple(providers), **_given(values)
@@ -420,6 +430,26 @@ def _build_overrides(
         strategy = sec.get("strategy", _as_strategy)
         overrides[method] = MethodOverride(strategy=strategy, providers=tuple(names))
     return overrides
+
+
+def _consistency(rep: Reporter, routing: Section) -> dict[str, Any]:
+    """``routing.get_logs.{max_range, max_parallel}`` and ``routing.broadcast`` (§8)."""
+    logs = routing.sub("get_logs", ("max_range", "max_parallel"))
+    values = _given(
+        {
+            "max_range": logs.get("max_range", as_int, 1),
+            "max_parallel": logs.get("max_parallel", as_int, 1),
+        }
+    )
+    if values.get("max_parallel", 1) > MAX_GET_LOGS_PARALLEL:
+        msg = f"must be at most {MAX_GET_LOGS_PARALLEL}, got {values.pop('max_parallel')}"
+        rep.error(logs.key_line("max_parallel"), join(logs.path, "max_parallel"), msg)
+    broadcast = routing.get("broadcast", as_int, 1)
+    if broadcast is not None and broadcast > MAX_BROADCAST:
+        msg = f"must be at most {MAX_BROADCAST}, got {broadcast}"
+        rep.error(routing.key_line("broadcast"), join(routing.path, "broadcast"), msg)
+        broadcast = None
+    return _given({"get_logs": GetLogsConfig(**values), "broadcast": broadcast})
 
 
 _CAPABILITY_KEYS = ("unsupported_categories", "unsupported_methods", "limits", "error_rules")

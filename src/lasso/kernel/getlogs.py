@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from lasso.config import GET_LOGS_MAX_PARALLEL, GET_LOGS_MAX_RANGE
+
 from .head import HeadTracker
 from .logs_limits import LogsLimit, LogsLimitKind
 from .methods import logs_block_range
@@ -49,9 +51,9 @@ __all__ = [
     "plan_get_logs",
 ]
 
-DEFAULT_MAX_RANGE = 100_000
+DEFAULT_MAX_RANGE = GET_LOGS_MAX_RANGE
 """``routing.get_logs.max_range``: the widest range one request may ask, in blocks."""
-DEFAULT_MAX_PARALLEL = 4
+DEFAULT_MAX_PARALLEL = GET_LOGS_MAX_PARALLEL
 """``routing.get_logs.max_parallel``: chunks of one request in flight at once."""
 MAX_CHUNKS = 1_000
 """Chunks one request may need, re-splits included: the upstream cost a request can cause."""
