@@ -12,6 +12,7 @@ MODULES = [
     "behavior",
     "chain",
     "cli",
+    "filters",
     "fleet",
     "node",
     "provider",
@@ -49,16 +50,16 @@ def test_imports_in_a_fresh_interpreter() -> None:
     """lasso.sim imports in a fresh interpreter; every submodule comes with it (no cycles)."""
     code = (
         "import sys, lasso.sim.cli; "
-        "mods = 'admin behavior chain cli fleet node provider subscriptions'.split(); "
+        "mods = 'admin behavior chain cli filters fleet node provider subscriptions'.split(); "
         "assert all('lasso.sim.' + m in sys.modules for m in mods)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_pure_modules_do_no_io() -> None:
-    """chain, node and behavior import neither asyncio, aiohttp, socket, time nor random."""
+    """chain, node, behavior and filters import no asyncio, aiohttp, socket, time or random."""
     forbidden = {"asyncio", "aiohttp", "socket", "time", "random"}
-    for module in ("chain", "node", "behavior"):
+    for module in ("chain", "node", "behavior", "filters"):
         source = open(lasso.sim.__path__[0] + f"/{module}.py").read()
         imported = {
             line.split()[1].split(".")[0]

@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 from lasso.sim import node
 from lasso.sim.behavior import Behavior, ProviderStats, TokenBucket, sample_latency_s
 from lasso.sim.chain import JSON, SyntheticChain
+from lasso.sim.filters import SimFilters
 from lasso.sim.subscriptions import (
     SUBSCRIPTION_KINDS,
     ChainFollower,
@@ -79,6 +80,7 @@ class SimProvider:
         self.stats = ProviderStats()
         #: Raw transactions received through ``eth_sendRawTransaction``, by hash.
         self.mempool: dict[str, str] = {}
+        self.filters = SimFilters()  # this node's eth_newFilter state
         self._behavior = behavior or Behavior()
         self._port = port
         self._clock = clock
@@ -144,6 +146,7 @@ class SimProvider:
             unsupported_methods=b.unsupported_methods,
             client_version=f"{_VERSION}/{self.id}",
             mempool=self.mempool,
+            filters=self.filters,
         )
 
     def answer(self, body: bytes) -> bytes:
