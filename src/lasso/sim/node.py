@@ -14,7 +14,8 @@ Errors a caller can provoke:
 | -32601 | unknown or unsupported method: ``the method X does not exist/is not available`` |
 | -32602 | bad or missing params |
 | -32000 | ``header not found`` (state beyond the head), ``missing trie node`` (pruned state),
-|        | ``query exceeds max block range N``, ``already known`` (resent transaction) |
+|        | ``query exceeds max block range N``, ``already known`` (resent transaction), |
+|        | ``filter not found`` (unknown or uninstalled filter id) |
 | 3      | ``execution reverted`` (``eth_call`` data starting with ``0xdeadbeef``) |
 """
 
