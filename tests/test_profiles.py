@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lasso.config import ProfileConfig
+from lasso.config import HedgeConfig, ProfileConfig
 from lasso.kernel.classify import Category
 from lasso.kernel.methods import METHODS_BY_CATEGORY
 from lasso.profiles import (
@@ -625,6 +625,77 @@ def test_routing_errors(tmp_path: Path) -> None:
             "unknown strategy 'random'; expected one of load-balanced, fastest, "
             "latency-weighted, priority, round-robin, load_balanced, latency_weighted",
         ),
+    ]
+
+
+def test_hedge_settings(tmp_path: Path) -> None:
+    """routing.hedge and a method override's hedge (a mapping or false) parse with defaults."""
+    text = chain("""\
+        routing:
+          hedge: {quantile: 0.9, min_delay_ms: 5, max_delay_ms: 500, budget_percent: 12.5}
+          method_overrides:
+            eth_call: {hedge: {delay_ms: 40, max_hedges: 2}}
+            eth_getLogs: {hedge: false}
+            eth_getBalance: {strategy: fastest}
+        providers:
+          - {id: a, url: "http://a.example"}
+    """)
+    eth = load(tmp_path, text).chains["ethereum"]
+    assert eth.hedge == HedgeConfig(
+        quantile=0.9, min_delay_ms=5.0, max_delay_ms=500.0, budget_percent=12.5
+    )
+    assert eth.hedge.max_hedges == 1
+    assert eth.method_overrides["eth_call"].hedge == HedgeConfig(delay_ms=40.0, max_hedges=2)
+    assert eth.method_overrides["eth_getLogs"].hedge is False
+    assert eth.method_overrides["eth_getBalance"].hedge is None
+    plain = load(tmp_path, chain("providers: [{id: a, url: 'http://a.example'}]"))
+    assert plain.chains["ethereum"].hedge is None
+
+
+def test_hedge_errors(tmp_path: Path) -> None:
+    """Hedge settings are checked: one delay form, ranges, clamps, a mapping or false."""
+    text = chain("""\
+        routing:
+          hedge:
+            delay_ms: 40
+            quantile: 1.5
+            min_delay_ms: 50
+            max_delay_ms: 10
+            max_hedges: 3
+            budget_percent: 150
+            budget: 5
+          method_overrides:
+            eth_call: {hedge: true}
+            eth_getLogs: {hedge: {max_hedges: 0}}
+        providers:
+          - {id: a, url: "http://a.example"}
+    """)
+    h = "chains.ethereum.routing.hedge"
+    o = "chains.ethereum.routing.method_overrides"
+    assert errors(tmp_path, text) == [
+        (7, f"{h}.quantile", "conflicts with 'delay_ms'"),
+        (7, f"{h}.quantile", "must be below 1, got 1.5"),
+        (8, f"{h}.min_delay_ms", "is above max_delay_ms (10)"),
+        (10, f"{h}.max_hedges", "must be at most 2 (a read goes to at most 3 providers), got 3"),
+        (11, f"{h}.budget_percent", "must be at most 100, got 150"),
+        (12, f"{h}.budget", "unknown key 'budget', did you mean 'budget_percent'?"),
+        (14, f"{o}.eth_call.hedge", "expected a mapping or false, got boolean true"),
+        (15, f"{o}.eth_getLogs.hedge.max_hedges", "must be positive, got 0"),
+        (15, f"{o}.eth_getLogs.hedge", "needs 'delay_ms' (fixed) or 'quantile' (adaptive)"),
+    ]
+    chain_false = chain("""\
+        routing: {hedge: false}
+        providers: [{id: a, url: "http://a.example"}]
+    """)
+    assert errors(tmp_path, chain_false) == [
+        (4, "chains.ethereum.routing.hedge", "expected a mapping, got boolean false")
+    ]
+    fixed = chain("""\
+        routing: {hedge: {delay_ms: 30, max_delay_ms: 100}}
+        providers: [{id: a, url: "http://a.example"}]
+    """)
+    assert errors(tmp_path, fixed) == [
+        (4, "chains.ethereum.routing.hedge.max_delay_ms", "applies to the 'quantile' form only")
     ]
 
 

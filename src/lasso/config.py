@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal
 
 STRATEGIES = ("load-balanced", "fastest", "latency-weighted", "priority")
 """Canonical strategy names. ``round-robin`` is accepted as an alias of load-balanced."""
@@ -72,9 +73,30 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeConfig:
+    """``routing.hedge`` (CONTRACT §7): race a second provider when the first is slow.
+
+    Exactly one of ``delay_ms`` (a fixed delay) and ``quantile`` (that latency quantile of
+    the first provider's recent answers to the method, clamped to ``min_delay_ms`` ..
+    ``max_delay_ms``) is set. ``max_hedges`` extra attempts at most per request (1 or 2: a
+    read is sent to at most three providers); hedges never exceed ``budget_percent`` of
+    the chain's requests over a sliding minute. :mod:`lasso.profiles` validates all this.
+    """
+
+    delay_ms: float | None = None
+    quantile: float | None = None
+    min_delay_ms: float = 20.0
+    max_delay_ms: float = 2000.0
+    max_hedges: int = 1
+    budget_percent: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MethodOverride:
     strategy: str | None = None
     providers: tuple[str, ...] = ()  # when set, only these providers, in this order
+    # None: the chain's hedge setting; False: never hedge this method (``hedge: false``)
+    hedge: HedgeConfig | Literal[False] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +117,7 @@ class ChainConfig:
     backfill_timeout_ms: int = 30_000
     default_strategy: str = "load-balanced"
     latency_weighted_beta: float = 3.0
+    hedge: HedgeConfig | None = None  # routing.hedge; None: no hedging
     method_overrides: Mapping[str, MethodOverride] = field(
         default_factory=lambda: MappingProxyType({})
     )

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from lasso.config import (
     PROFILE_ALIASES,
@@ -50,6 +50,7 @@ from lasso.config import (
     Capabilities,
     ChainConfig,
     ErrorRule,
+    HedgeConfig,
     Limits,
     MethodOverride,
     ProfileConfig,
@@ -72,6 +73,7 @@ from lasso.profiles_schema import (
     as_str_list,
     as_strs,
     as_url,
+    describe,
     is_ident,
     join,
     read_tree,
@@ -337,7 +339,7 @@ _MONITORING_KEYS = (
     "subscribe_new_heads",  # legacy, see websocket.subscribe_new_heads
     "new_heads_staleness_threshold_ms",  # legacy, see websocket.new_heads_timeout_ms
 )
-_ROUTING_KEYS = ("default_strategy", "latency_weighted_beta", "method_overrides")
+_ROUTING_KEYS = ("default_strategy", "latency_weighted_beta", "hedge", "method_overrides")
 _FAILOVER_KEYS = ("max_backfill_blocks", "backfill_timeout_ms", "backfill_timeout")
 
 
@@ -391,6 +393,7 @@ def _build_chain(
         "backfill_timeout_ms": failover.either("backfill_timeout_ms", "backfill_timeout", 1),
         "default_strategy": routing.get("default_strategy", _as_strategy),
         "latency_weighted_beta": routing.get("latency_weighted_beta", as_float),
+        "hedge": _as_hedge(rep, routing, allow_false=False) or None,
         "method_overrides": MappingProxyType(
             _build_overrides(rep, routing, [p.id for p in providers])
         ),
@@ -406,7 +409,7 @@ def _build_overrides(
 ) -> dict[str, MethodOverride]:
     overrides: dict[str, MethodOverride] = {}
     for method, line, node, path in routing.pairs("method_overrides"):
-        sec = Section(rep, node, path, ("strategy", "providers"), line=line)
+        sec = Section(rep, node, path, ("strategy", "providers", "hedge"), line=line)
         names: list[str] = []
         for item, ipath in sec.each("providers"):
             pid = as_str(rep, item, ipath)
@@ -418,8 +421,74 @@ def _build_overrides(
             elif pid is not None:
                 names.append(pid)
         strategy = sec.get("strategy", _as_strategy)
-        overrides[method] = MethodOverride(strategy=strategy, providers=tuple(names))
+        hedge = _as_hedge(rep, sec, allow_false=True)
+        overrides[method] = MethodOverride(strategy=strategy, providers=tuple(names), hedge=hedge)
     return overrides
+
+
+_HEDGE_KEYS = (
+    "delay_ms", "quantile", "min_delay_ms", "max_delay_ms", "max_hedges", "budget_percent"
+)  # fmt: skip
+
+
+def _as_hedge(
+    rep: Reporter, parent: Section, *, allow_false: bool
+) -> HedgeConfig | Literal[False] | None:
+    """``hedge:`` under ``parent`` (CONTRACT §7): a mapping, or ``false`` in a method
+    override; ``None`` when absent."""
+    node = parent.node("hedge")
+    path = join(parent.path, "hedge")
+    if node is None:
+        return None
+    if isinstance(node, YScalar) and node.value is False and allow_false:
+        return False
+    if isinstance(node, YScalar) and not node.bad:
+        want = "a mapping or false" if allow_false else "a mapping"
+        rep.error(node.line, path, f"expected {want}, got {describe(node)}")
+        return None
+    sec = Section(rep, node, path, _HEDGE_KEYS, line=parent.key_line("hedge"))
+    delay = sec.get("delay_ms", as_float)
+    quantile = sec.get("quantile", as_float)
+    values: dict[str, Any] = {
+        "delay_ms": delay,
+        "quantile": quantile,
+        "min_delay_ms": sec.get("min_delay_ms", as_float),
+        "max_delay_ms": sec.get("max_delay_ms", as_float),
+        "max_hedges": sec.get("max_hedges", as_int, 1),
+        "budget_percent": sec.get("budget_percent", as_float),
+    }
+    if delay is not None and sec.node("quantile") is not None:
+        rep.error(sec.key_line("quantile"), join(path, "quantile"), "conflicts with 'delay_ms'")
+    elif sec.ok and sec.node("delay_ms") is None and sec.node("quantile") is None:
+        rep.error(sec.line, path, "needs 'delay_ms' (fixed) or 'quantile' (adaptive)")
+    if quantile is not None and quantile >= 1:
+        rep.error(
+            sec.key_line("quantile"), join(path, "quantile"), f"must be below 1, got {quantile}"
+        )
+    for key in ("min_delay_ms", "max_delay_ms"):
+        if sec.node(key) is not None and sec.node("quantile") is None:
+            rep.error(sec.key_line(key), join(path, key), "applies to the 'quantile' form only")
+    low, high = values["min_delay_ms"], values["max_delay_ms"]
+    if low is not None and high is not None and low > high:
+        rep.error(
+            sec.key_line("min_delay_ms"),
+            join(path, "min_delay_ms"),
+            f"is above max_delay_ms ({high:g})",
+        )
+    if (values["max_hedges"] or 0) > 2:
+        rep.error(
+            sec.key_line("max_hedges"),
+            join(path, "max_hedges"),
+            f"must be at most 2 (a read goes to at most 3 providers), got {values['max_hedges']}",
+        )
+    budget = values["budget_percent"]
+    if budget is not None and budget > 100:
+        rep.error(
+            sec.key_line("budget_percent"),
+            join(path, "budget_percent"),
+            f"must be at most 100, got {budget:g}",
+        )
+    return HedgeConfig(**_given(values))
 
 
 _CAPABILITY_KEYS = ("unsupported_categories", "unsupported_methods", "limits", "error_rules")
