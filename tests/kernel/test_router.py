@@ -124,6 +124,24 @@ def test_admit_takes_half_open_probe_and_neutral_releases_it() -> None:
     assert a.evidence.comparable_attempts == 4
 
 
+def test_cancelled_attempt_is_neutral_and_may_leave_a_lower_bound() -> None:
+    """A cancelled loser frees the probe slot and counts nothing; an overdue one leaves its
+    elapsed time in the method row's latency window."""
+    clock = FakeClock()
+    router = make([provider("a")])
+    a = router.channels[0]
+    half_open(router, a, clock)
+    now = clock.now()
+    assert router.admit(a, now)
+    router.record_cancelled(a, "eth_call", now)
+    assert router.admit(a, now)
+    assert "eth_call" not in a.methods or a.methods["eth_call"].recent_latencies() == []
+    router.record_cancelled(a, "eth_getBalance", now, elapsed_s=0.5)
+    row = a.methods["eth_getBalance"]
+    assert row.recent_latencies() == [500.0] and row.calls == 0
+    assert a.breaker.state(now) is BreakerState.HALF_OPEN
+
+
 # -- lag ---------------------------------------------------------------------------------
 
 

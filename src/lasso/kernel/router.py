@@ -429,6 +429,19 @@ class ChainRouter:
             channel.evidence.record_neutral(now)
         return channel.breaker.on_neutral(now)
 
+    def record_cancelled(
+        self, channel: Channel, method: str, now: float, *, elapsed_s: float | None = None
+    ) -> Transition | None:
+        """An attempt cancelled after dispatch (another one answered first, the deadline
+        passed, or the client left): neither success nor failure, like
+        :meth:`record_neutral` with ``dispatched``. ``elapsed_s``, given when it had run
+        longer than the hedge delay, enters the method row's latency window as a lower
+        bound on its latency (so the window keeps seeing the tail that hedging cuts off)."""
+        if elapsed_s is not None:
+            self._row(channel, method).record_lower_bound(elapsed_s * 1000.0)
+        channel.evidence.record_neutral(now)
+        return channel.breaker.on_neutral(now)
+
     def observe_height(self, provider_id: str, height: int, now: float) -> None:
         """A provider's block height from polling, newHeads or a probe."""
         self.state.observe_height(provider_id, height, now)
