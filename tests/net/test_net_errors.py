@@ -33,7 +33,8 @@ def test_dispatched_defaults_follow_the_tree() -> None:
 
 
 def test_hierarchy_and_hints() -> None:
-    """All errors are UpstreamErrors; PoolTimeout is a timeout; PoolClosed is no provider fault."""
+    """All errors are UpstreamErrors; PoolTimeout is a timeout; PoolTimeout and PoolClosed
+    are no provider fault."""
     for name in errors.__all__:
         obj = getattr(errors, name)
         if isinstance(obj, type):
@@ -43,6 +44,7 @@ def test_hierarchy_and_hints() -> None:
     assert UpstreamProtocolError.category == "protocol_error"
     assert UpstreamConnectError.category == UpstreamDisconnected.category == "network_error"
     assert PoolClosed.provider_fault is False and UpstreamTimeout.provider_fault is True
+    assert PoolTimeout.provider_fault is False
 
 
 def test_repr_shows_dispatched() -> None:

@@ -11,7 +11,8 @@ The tree::
      │    │                        the connection is closed, never reused), or the deadline
      │    │                        passed while connecting (dispatched=False)
      │    └── PoolTimeout          no connection became free before the deadline, or the
-     │                             wait queue is full (dispatched=False)
+     │                             wait queue is full (dispatched=False; a local condition,
+     │                             not the provider's fault)
      ├── UpstreamDisconnected      reset or EOF before a complete response (dispatched=True)
      ├── UpstreamProtocolError     unparseable or oversized HTTP response (dispatched=True)
      ├── UpstreamRpcError          a JSON-RPC error answer to a call made through
@@ -94,8 +95,10 @@ class UpstreamTimeout(UpstreamError):
 
 
 class PoolTimeout(UpstreamTimeout):
-    """No connection became free before the deadline (or too many waiters); nothing sent."""
+    """No connection became free before the deadline (or too many waiters); nothing sent.
+    Our own queue was full, so the provider is not to blame."""
 
+    provider_fault = False
     default_dispatched = False
 
 

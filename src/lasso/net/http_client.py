@@ -46,7 +46,8 @@ import asyncio
 import base64
 import ssl
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from lasso.net.errors import (
@@ -217,6 +218,14 @@ class HttpUpstreamPool:
         )
 
     # -- requests ------------------------------------------------------------------------
+
+    def exchange(
+        self, body: bytes, tid: bytes, timeout: float, *, replay_safe: bool
+    ) -> Coroutine[Any, Any, UpstreamResponse]:
+        """The :class:`~lasso.net.transport.UpstreamTransport` seam: :meth:`request`, with a
+        stale connection resent on only when the request is ``replay_safe`` (``tid`` is
+        already in ``body``; HTTP needs nothing else)."""
+        return self.request(body, timeout, retry_stale=replay_safe)
 
     async def request(
         self, body: bytes, timeout: float, *, retry_stale: bool = True

@@ -41,7 +41,7 @@ import itertools
 import logging
 import random
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -341,6 +341,13 @@ class UpstreamWs:
         rid = next(self._ids)
         payload = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
         return await self._wait(rid, self._send(rid, payload, timeout, False, None))
+
+    def exchange(
+        self, body: bytes, tid: bytes, timeout: float, *, replay_safe: bool
+    ) -> Coroutine[Any, Any, UpstreamResponse]:
+        """The :class:`~lasso.net.transport.UpstreamTransport` seam: :meth:`request_raw`
+        (nothing is ever resent on a WebSocket, so ``replay_safe`` changes nothing)."""
+        return self.request_raw(body, tid, timeout)
 
     async def request_raw(self, body: bytes, tid: bytes, timeout: float) -> UpstreamResponse:
         """Send an encoded JSON-RPC request whose id is ``tid`` (JSON text); return the
