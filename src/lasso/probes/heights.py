@@ -41,7 +41,7 @@ from lasso.kernel.breaker import BreakerState, CircuitBreaker, Transition
 from lasso.kernel.classify import parse_retry_after
 from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamError
-from lasso.net.http_client import HttpUpstreamPool
+from lasso.net.transport import UpstreamTransport
 from lasso.probes.health import (
     DEFAULT_POLICY,
     ProbeKind,
@@ -68,6 +68,7 @@ MIN_TICK_S = 0.02
 MIN_RECOVERY_INTERVAL_S = 0.1  # the profile loader's floor, for configs built in code
 _HEIGHT_BODY = b'{"jsonrpc":"2.0","id":"lasso-probe","method":"eth_blockNumber","params":[]}'
 _CHAIN_BODY = b'{"jsonrpc":"2.0","id":"lasso-probe","method":"eth_chainId","params":[]}'
+_PROBE_TID = b'"lasso-probe"'
 _OPEN = BreakerState.OPEN
 _HALF_OPEN = BreakerState.HALF_OPEN
 
@@ -107,7 +108,7 @@ class _Group:
     )
 
     def __init__(
-        self, key: GroupKey, pool: HttpUpstreamPool, breaker: CircuitBreaker, chain_id: int
+        self, key: GroupKey, pool: UpstreamTransport, breaker: CircuitBreaker, chain_id: int
     ) -> None:
         self.key = key
         self.pool = pool
@@ -303,8 +304,11 @@ class HeightProber:
         self.polls += 1
         try:
             try:
-                resp = await g.pool.request(
-                    _CHAIN_BODY if verifying else _HEIGHT_BODY, self.policy.timeout_s
+                resp = await g.pool.exchange(
+                    _CHAIN_BODY if verifying else _HEIGHT_BODY,
+                    _PROBE_TID,
+                    self.policy.timeout_s,
+                    replay_safe=True,
                 )
             except UpstreamError as exc:
                 if not exc.provider_fault or isinstance(exc, PoolTimeout):

@@ -276,9 +276,8 @@ class RpcHandler:
         provider_id: str | None,
         meta: _Meta | None,
     ) -> Response:
-        loop = self.app.loop
         t0 = monotonic()
-        out = await execute(rt, item.method, item.params, strategy, provider_id, loop)
+        out = await execute(rt, item.method, item.params, strategy, provider_id)
         body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
         self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
@@ -303,7 +302,6 @@ class RpcHandler:
         meta: _Meta | None,
         path: str,
     ) -> Response:
-        loop = self.app.loop
         items = [self.validate_item(d, rt, provider_id, path) for d in docs]
         results: list[bytes | None] = [None] * len(items)
         outcomes: list[Outcome | None] = [None] * len(items)
@@ -317,7 +315,7 @@ class RpcHandler:
             for i in queue:
                 it = items[i]
                 t0 = monotonic()
-                out = await execute(rt, it.method, it.params, strategy, provider_id, loop)
+                out = await execute(rt, it.method, it.params, strategy, provider_id)
                 elapsed = monotonic() - t0
                 self.app.metrics.record_request(
                     rt, it.method, strategy, out.status, elapsed, out.retries

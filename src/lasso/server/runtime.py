@@ -21,8 +21,10 @@ from lasso.config import (
     ProfileConfig,
     ProviderConfig,
 )
+from lasso.kernel.hedge import ChainHedging
 from lasso.kernel.router import BreakerRegistry, ChainRouter, normalize_url
 from lasso.net.http_client import HttpUpstreamPool
+from lasso.net.transport import UpstreamTransport
 from lasso.net.ws_upstream import UpstreamWs
 from lasso.server.events import EventBus
 
@@ -73,14 +75,19 @@ class PoolRegistry:
 
 
 class ChainRuntime:
-    """One chain of one profile: its router and the pools of its providers.
+    """One chain of one profile: its router and the upstream transports of its providers.
 
-    ``ws`` maps provider ids to their upstream WebSocket connections; the app's
-    :class:`~lasso.server.ws_upstreams.WsUpstreamRegistry` fills it (empty until then).
+    ``pools`` maps provider ids to their HTTP transports (a shared
+    :class:`~lasso.net.http_client.HttpUpstreamPool`, or any
+    :class:`~lasso.net.transport.UpstreamTransport`); ``ws`` to their upstream WebSocket
+    connections, which the app's :class:`~lasso.server.ws_upstreams.WsUpstreamRegistry`
+    fills (empty until then). ``hedging`` is the chain's hedge settings and budget
+    (``None`` when nothing hedges).
     """
 
     __slots__ = (
-        "profile", "config", "router", "pools", "ws", "chain_id_result", "key", "events", "shared"
+        "profile", "config", "router", "pools", "ws", "chain_id_result", "key", "events", "shared",
+        "hedging",
     )  # fmt: skip
 
     def __init__(
@@ -88,7 +95,7 @@ class ChainRuntime:
         profile: str,
         config: ChainConfig,
         router: ChainRouter,
-        pools: dict[str, HttpUpstreamPool],
+        pools: Mapping[str, UpstreamTransport],
         events: EventBus,
     ) -> None:
         self.events = events
@@ -101,6 +108,7 @@ class ChainRuntime:
         self.chain_id_result = f'"{hex(config.chain_id)}"'.encode()
         # Node-wide state with --workers N (lasso.server.shared_state); None in one process.
         self.shared: ChainShared | None = None
+        self.hedging = ChainHedging.from_chain(config)
 
     def __repr__(self) -> str:
         return f"<ChainRuntime {self.profile}/{self.key} providers={len(self.config.providers)}>"

@@ -379,9 +379,7 @@ class WsClient:
         strategy = self.strategy
         try:
             t0 = monotonic()
-            out = await execute(
-                rt, item.method, item.params, strategy, self.provider_id, self.app.loop
-            )
+            out = await execute(rt, item.method, item.params, strategy, self.provider_id)
             elapsed = monotonic() - t0
             self.app.metrics.record_request(
                 rt, item.method, strategy, out.status, elapsed, out.retries
