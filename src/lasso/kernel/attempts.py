@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .classify import Category, client_error_code
-from .judge import Judgement
-from .methods import is_replay_safe
+from .judge import ACCEPTED, Judgement
+from .methods import REPLAY_SAFE_METHODS
 
 __all__ = [
     "READ",
@@ -32,6 +32,8 @@ __all__ = [
     "TimedOut",
     "TransportFailed",
     "Wait",
+    "answer",
+    "answered",
     "exhausted_error",
     "indeterminate_error",
     "method_not_found_error",
@@ -94,7 +96,7 @@ policy (``replay_safe=True, writes=True``: a rebroadcast is harmless) as one mor
 def policy_for(method: str) -> DispatchPolicy:
     """The dispatch policy of ``method``: :data:`READ` when it is replay-safe, else
     :data:`WRITE`."""
-    return READ if is_replay_safe(method) else WRITE
+    return READ if method in REPLAY_SAFE_METHODS else WRITE
 
 
 # -- facts: what happened to an attempt ---------------------------------------------------
@@ -155,6 +157,17 @@ class Cancelled:
 
 Fact = Refused | Answered | TransportFailed | TimedOut | Cancelled
 
+_SHARED = 16  # attempt numbers whose usual values are built once (a request makes at most 10)
+_ANSWERED_OK = tuple(Answered(attempt=i, judgement=ACCEPTED) for i in range(_SHARED))
+
+
+def answered(attempt: int, judgement: Judgement) -> Answered:
+    """``Answered(attempt=attempt, judgement=judgement)``; the usual one, a result, is a
+    shared value (facts are values: the hot path allocates none for them)."""
+    if judgement is ACCEPTED and attempt < _SHARED:
+        return _ANSWERED_OK[attempt]
+    return Answered(attempt=attempt, judgement=judgement)
+
 
 # -- decisions: what to do next -------------------------------------------------------------
 
@@ -212,6 +225,16 @@ class Fail:
 
 
 Decision = Dispatch | Wait | Cancel | Answer | Fail
+
+_ANSWER_OK = tuple(Answer(attempt=i, judgement=ACCEPTED) for i in range(_SHARED))
+
+
+def answer(attempt: int, judgement: Judgement) -> Answer:
+    """``Answer(attempt=attempt, judgement=judgement)``, shared for a result (see
+    :func:`answered`)."""
+    if judgement is ACCEPTED and attempt < _SHARED:
+        return _ANSWER_OK[attempt]
+    return Answer(attempt=attempt, judgement=judgement)
 
 
 # -- client-facing errors (CONTRACT §3, reference §2.6) ---------------------------------------

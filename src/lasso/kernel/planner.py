@@ -51,6 +51,7 @@ from .attempts import (
     Fact,
     Fail,
     Wait,
+    answer,
     exhausted_error,
     indeterminate_error,
     method_not_found_error,
@@ -122,7 +123,20 @@ everything and fails at the deadline; DONE cancels the losers, then repeats the 
 :class:`Answer` or :class:`Fail`."""
 
 _DEADLINE = Judgement(ok=False, category=Category.TIMEOUT, message="Request deadline exhausted")
-_TIMEOUT = "Request timeout"
+_TIMEOUT = Judgement(ok=False, category=Category.TIMEOUT, message="Request timeout")
+_CANCELLED = Judgement(
+    ok=False, category=Category.NETWORK_ERROR, message="Upstream request cancelled"
+)
+
+# Enum members read through the class cost a lookup each; the hot path reads these.
+_READY, _WAITING, _DONE = Phase.READY, Phase.WAITING, Phase.DONE
+_DETERMINISTIC, _QUOTA, _CAPABILITY = Bucket.DETERMINISTIC, Bucket.QUOTA, Bucket.CAPABILITY
+_METHOD_NOT_FOUND = Category.METHOD_NOT_FOUND
+
+# First dispatches are the same value for every request of a method to a candidate
+# position (the first share of its budget): built once, up to this many kept.
+_FIRST: dict[tuple[int, int, float], Dispatch] = {}
+_MAX_FIRST = 512
 
 
 def transition_table_markdown() -> str:
@@ -131,17 +145,6 @@ def transition_table_markdown() -> str:
     for (phase, fact), rule in TRANSITIONS.items():
         lines.append(f"| {phase} | `{fact}` | {rule} |")
     return "\n".join(lines)
-
-
-class _Attempt:
-    __slots__ = ("candidate", "hedge", "open", "provider", "started")
-
-    def __init__(self, candidate: int, provider: str, started: float, hedge: bool) -> None:
-        self.candidate = candidate
-        self.provider = provider
-        self.started = started
-        self.hedge = hedge
-        self.open = True
 
 
 class AttemptPlanner:
@@ -154,7 +157,7 @@ class AttemptPlanner:
         budget_s: the method's time budget (``methods.method_timeout_s``).
         policy: how often and how boldly to send (``attempts.policy_for(method)``).
         hedge: the hedge settings for this request, ``None`` for no hedging (ignored
-            unless ``policy.hedge``).
+            unless ``policy.hedge`` and two providers are there to race).
         budget: the chain's hedge budget (required with ``hedge``).
         method_key: the key of the candidates' latency rows (for the quantile delay).
         circuits: seconds until the soonest open circuit closes (``ChainRouter.retry_after``),
@@ -181,11 +184,12 @@ class AttemptPlanner:
         "_method_key",
         "_missing",
         "_open",
+        "_open_mask",
         "_phase",
         "_policy",
         "_primary",
+        "_refused_mask",
         "_spent",
-        "_tried",
         "_used",
         "hedge_skipped",
         "hedge_winner",
@@ -220,12 +224,14 @@ class AttemptPlanner:
         self._hedge = hedge
         self._budget = budget
         self._circuits = circuits
-        self._phase = _P.READY
-        self._attempts: list[_Attempt] = []
-        self._used = [False] * len(candidates)
-        self._tried: list[str] = []  # providers sent to (in flight or finished), in order
-        self._excluded: set[str] | None = None
+        self._phase = _READY
+        # attempt number -> (candidate index, provider, started at, is a hedge)
+        self._attempts: list[tuple[int, str, float, bool]] = []
+        self._open_mask = 0  # bit n: attempt n is in flight
         self._open = 0  # attempts in flight
+        self._used = 0  # bit i: candidate i was dispatched to
+        self._refused_mask = 0  # bit n: attempt n was refused (never went out)
+        self._excluded: set[str] | None = None
         self._spent = 0  # sends that may have reached a provider (in flight included)
         self._admitted = 0  # attempts dispatched and not refused
         self._last: Judgement | None = None  # the latest failure
@@ -235,7 +241,7 @@ class AttemptPlanner:
         self._hedge_at: float | None = None
         self._primary = 0  # the candidate of the latest attempt that was not a hedge
         self._final: Answer | Fail | None = None
-        self._cancels: list[Cancel] = []
+        self._cancels: list[Cancel] | None = None
         self.hedges = 0  # hedge attempts sent (not refused)
         self.hedge_skipped = False  # a hedge fell due but the budget was spent
         self.hedge_winner: Literal["primary", "hedge"] | None = None
@@ -254,12 +260,14 @@ class AttemptPlanner:
     @property
     def retries(self) -> int:
         """Failovers: attempts beyond the first that were not hedges."""
-        return max(0, self._admitted - 1 - self.hedges)
+        n = self._admitted - 1 - self.hedges
+        return n if n > 0 else 0
 
     @property
     def tried(self) -> list[str]:
-        """Providers sent to, in order (a copy)."""
-        return list(self._tried)
+        """Providers sent to (in flight or finished), in order."""
+        refused = self._refused_mask
+        return [a[1] for n, a in enumerate(self._attempts) if not refused >> n & 1]
 
     @property
     def deadline(self) -> float:
@@ -277,19 +285,23 @@ class AttemptPlanner:
             :class:`Answer` / :class:`Fail`, returned again on every later call.
         """
         phase = self._phase
-        if phase is _P.DONE:
-            if self._cancels:
-                return self._cancels.pop(0)
+        if phase is _DONE:
+            cancels = self._cancels
+            if cancels:
+                return cancels.pop(0)
             final = self._final
             assert final is not None
             return final
-        if phase is _P.WAITING:
+        if phase is _WAITING:
             return self._waiting(now)
         if self._spent >= self._policy.max_dispatches:
             return self._finish(now)
-        i = self._pick(False)
-        if i < 0:
-            return self._finish(now)
+        if self._used == 0 and self._candidates:  # the first dispatch: the best candidate
+            i = 0
+        else:
+            i = self._pick(False)
+            if i < 0:
+                return self._finish(now)
         remaining = self._deadline - now
         if remaining < MIN_ATTEMPT_S:
             if self._last is None:
@@ -312,13 +324,16 @@ class AttemptPlanner:
     def _pick(self, hedge: bool) -> int:
         """The first unused candidate not excluded (for a hedge: not yet tried), or -1."""
         used, excluded = self._used, self._excluded
+        tried = self.tried if hedge else ()
         for i, cand in enumerate(self._candidates):
-            if used[i]:
+            if used >> i & 1:
                 continue
+            if excluded is None and not hedge:
+                return i
             provider = cand.provider_id
             if excluded is not None and provider in excluded:
                 continue
-            if hedge and provider in self._tried:
+            if provider in tried:
                 continue
             return i
         return -1
@@ -330,23 +345,26 @@ class AttemptPlanner:
         remaining: float,
         reason: Literal["first", "failover", "hedge"],
     ) -> Dispatch:
-        policy = self._policy
-        share = policy.first_share
+        share = self._policy.first_share
+        timeout = remaining
+        shared = False  # the usual first dispatch: a value built once (see _FIRST)
         if share is not None and self._spent == 0:
             budget = share * self._budget_s
-            timeout = min(remaining, budget if budget > MIN_ATTEMPT_S else MIN_ATTEMPT_S)
-        else:
-            timeout = remaining
-        provider = self._candidates[i].provider_id
-        number = len(self._attempts)
+            if budget < MIN_ATTEMPT_S:
+                budget = MIN_ATTEMPT_S
+            if budget <= remaining:
+                timeout = budget
+                shared = reason == "first"
+        attempts = self._attempts
+        number = len(attempts)
         hedge = reason == "hedge"
-        self._attempts.append(_Attempt(i, provider, now, hedge))
-        self._used[i] = True
-        self._tried.append(provider)
+        attempts.append((i, self._candidates[i].provider_id, now, hedge))
+        self._open_mask |= 1 << number
+        self._open += 1
+        self._used |= 1 << i
         self._spent += 1
         self._admitted += 1
-        self._open += 1
-        self._phase = _P.WAITING
+        self._phase = _WAITING
         config = self._hedge
         if config is not None and (hedge or self._open == 1) and self.hedges < config.max_hedges:
             if not hedge:
@@ -354,6 +372,14 @@ class AttemptPlanner:
             # The delay behind the attempt being hedged (the next hedge follows it again).
             row = self._candidates[self._primary].methods.get(self._method_key)
             self._hedge_at = now + hedge_delay_s(config, row)
+        if shared:
+            key = (number, i, timeout)
+            decision = _FIRST.get(key)
+            if decision is None:
+                decision = Dispatch(attempt=number, candidate=i, timeout_s=timeout, reason=reason)
+                if len(_FIRST) < _MAX_FIRST:
+                    _FIRST[key] = decision
+            return decision
         return Dispatch(attempt=number, candidate=i, timeout_s=timeout, reason=reason)
 
     def _try_hedge(self, now: float) -> Dispatch | None:
@@ -385,114 +411,119 @@ class AttemptPlanner:
             IllegalMove: the fact is about an attempt that was never dispatched, or comes
                 twice for one attempt while the request is still running.
         """
-        index = fact.attempt
-        if not 0 <= index < len(self._attempts):
-            raise IllegalMove(f"{fact.kind} for unknown attempt {index}")
-        attempt = self._attempts[index]
-        if self._phase is _P.DONE:
+        number = fact.attempt
+        if not 0 <= number < len(self._attempts):
+            raise IllegalMove(f"{fact.kind} for unknown attempt {number}")
+        if self._phase is _DONE:
             if fact.kind == "refused":
                 raise IllegalMove("refused after the request ended")
             return False
-        if not attempt.open:
-            raise IllegalMove(f"{fact.kind} for attempt {index}, which already finished")
-        attempt.open = False
+        bit = 1 << number
+        if not self._open_mask & bit:
+            raise IllegalMove(f"{fact.kind} for attempt {number}, which already finished")
+        self._open_mask ^= bit
         self._open -= 1
         match fact.kind:
-            case "refused":
-                self._refused(attempt)
             case "answered":
-                self._answered(index, attempt, fact.judgement)
+                judgement = fact.judgement
+                if judgement.ok and not self.hedges:  # the common case, made short
+                    self._final = answer(number, judgement)
+                    self._phase = _DONE
+                    return True
+                self._answered(number, judgement)
+            case "refused":
+                self._refused(number)
             case "failed":
                 failure = Judgement(ok=False, category=fact.category, message=fact.message)
-                self._failed(attempt, failure, fact.dispatched)
+                self._failed(number, failure, fact.dispatched)
             case "timed_out":
-                failure = Judgement(ok=False, category=Category.TIMEOUT, message=_TIMEOUT)
-                self._failed(attempt, failure, fact.dispatched)
+                self._failed(number, _TIMEOUT, fact.dispatched)
             case "cancelled":
-                failure = Judgement(
-                    ok=False, category=Category.NETWORK_ERROR, message="Upstream request cancelled"
-                )
-                self._failed(attempt, failure, True)
+                self._failed(number, _CANCELLED, True)
         if self._final is None and self._open == 0:
-            self._phase = _P.READY
+            self._phase = _READY
             self._hedge_at = None
         return True
 
-    def _refused(self, attempt: _Attempt) -> None:
+    def _refused(self, number: int) -> None:
+        _, _, started, hedge = self._attempts[number]
         self._spent -= 1
         self._admitted -= 1
-        tried = self._tried
-        del tried[len(tried) - 1 - tried[::-1].index(attempt.provider)]
-        if attempt.hedge:
+        self._refused_mask |= 1 << number
+        if hedge:
             self.hedges -= 1
             assert self._budget is not None
-            self._budget.refund(attempt.started)
-            self._hedge_at = attempt.started  # still due: try the next provider at once
+            self._budget.refund(started)
+            self._hedge_at = started  # still due: try the next provider at once
 
-    def _answered(self, index: int, attempt: _Attempt, judgement: Judgement) -> None:
+    def _answered(self, number: int, judgement: Judgement) -> None:
         if judgement.ok:
-            self._win(index, attempt, judgement)
+            self._win(number, judgement)
             return
         bucket = judgement.bucket
-        if bucket is Bucket.DETERMINISTIC:  # the caller's fault: the provider's error answers
-            self._win(index, attempt, judgement)
+        if bucket is _DETERMINISTIC:  # the caller's fault: the provider's error answers
+            self._win(number, judgement)
             return
-        self._note_failure(attempt, judgement)
-        if bucket is Bucket.QUOTA or bucket is Bucket.CAPABILITY:
+        self._note_failure(number, judgement)
+        if bucket is _QUOTA or bucket is _CAPABILITY:
             self._spent -= 1  # the provider refused: it did not act on the request
-            if judgement.category is Category.METHOD_NOT_FOUND:
+            if judgement.category is _METHOD_NOT_FOUND:
                 if self._excluded is None:
                     self._excluded = set()
-                self._excluded.add(attempt.provider)
+                self._excluded.add(self._attempts[number][1])
             else:
                 self._missing = False
             return
         self._missing = False
-        self._after_dispatch_failure(attempt)
+        self._after_dispatch_failure(number)
 
-    def _failed(self, attempt: _Attempt, failure: Judgement, dispatched: bool) -> None:
-        self._note_failure(attempt, failure)
+    def _failed(self, number: int, failure: Judgement, dispatched: bool) -> None:
+        self._note_failure(number, failure)
         self._missing = False
         if not dispatched:
             self._spent -= 1
             return
-        self._after_dispatch_failure(attempt)
+        self._after_dispatch_failure(number)
 
-    def _note_failure(self, attempt: _Attempt, failure: Judgement) -> None:
+    def _note_failure(self, number: int, failure: Judgement) -> None:
         self._last = failure
-        self._last_provider = attempt.provider
+        self._last_provider = self._attempts[number][1]
 
-    def _after_dispatch_failure(self, attempt: _Attempt) -> None:
+    def _after_dispatch_failure(self, number: int) -> None:
         policy = self._policy
         if policy.writes:
             self._acted = True
         if not policy.replay_safe:
+            provider = self._attempts[number][1]
             last = self._last
             assert last is not None
-            error = indeterminate_error(attempt.provider, last.message)
-            self._end(Fail(error=error, provider=attempt.provider))
+            self._end(Fail(error=indeterminate_error(provider, last.message), provider=provider))
 
-    def _win(self, index: int, attempt: _Attempt, judgement: Judgement) -> None:
+    def _win(self, number: int, judgement: Judgement) -> None:
         if self.hedges:
-            self.hedge_winner = "hedge" if attempt.hedge else "primary"
-        self._end(Answer(attempt=index, judgement=judgement))
+            self.hedge_winner = "hedge" if self._attempts[number][3] else "primary"
+        self._end(answer(number, judgement))
 
     def _end(self, final: Answer | Fail, *, overdue: bool = False) -> None:
         """Finish: every attempt still in flight is cancelled first."""
-        for number, other in enumerate(self._attempts):
-            if other.open:
-                other.open = False
-                self._open -= 1
-                self._cancels.append(Cancel(attempt=number, overdue=overdue or not other.hedge))
+        mask = self._open_mask
+        if mask:
+            cancels = self._cancels = []
+            for number, (_, _, _, hedge) in enumerate(self._attempts):
+                if mask >> number & 1:
+                    cancels.append(Cancel(attempt=number, overdue=overdue or not hedge))
+            self._open_mask = 0
+            self._open = 0
         self._final = final
-        self._phase = _P.DONE
+        self._phase = _DONE
         self._hedge_at = None
 
     def _expire(self, now: float) -> Decision:
         """The deadline passed with attempts in flight: each is a timeout after dispatch."""
-        for attempt in self._attempts:
-            if attempt.open:
-                self._note_failure(attempt, _DEADLINE)
+        mask = self._open_mask
+        for number in range(len(self._attempts)):
+            if mask >> number & 1:
+                self._note_failure(number, _DEADLINE)
                 self._missing = False
                 self._acted = self._acted or self._policy.writes
         self._end(self._failure(now), overdue=True)
@@ -509,12 +540,12 @@ class AttemptPlanner:
             circuits = self._circuits(now) if self._circuits is not None else None
             return Fail(error=no_channels_error(self._method, circuits))
         if self._missing and self._last is not None:
-            return Fail(error=method_not_found_error(list(self._tried)), provider=provider)
+            return Fail(error=method_not_found_error(self.tried), provider=provider)
         if self._acted and provider is not None and self._last is not None:
             error = indeterminate_error(provider, self._last.message)
             return Fail(error=error, provider=provider)
         circuits = self._circuits(now) if self._circuits is not None else None
-        error = exhausted_error(self._last, provider, list(self._tried), circuits)
+        error = exhausted_error(self._last, provider, self.tried, circuits)
         return Fail(error=error, provider=provider)
 
     def __repr__(self) -> str:

@@ -313,12 +313,6 @@ class MethodStats(Evidence):
         self.successes += 1
         self.outcomes["success"] += 1
         self.last_updated = now
-        self._push(latency_ms)
-        self.bucket_counts[bisect_left(_BOUNDS_MS, latency_ms)] += 1
-        self.hist_sum_s += latency_ms / 1000.0
-        self.hist_count += 1
-
-    def _push(self, latency_ms: float) -> None:
         self._pct = None
         self._writes += 1
         ring = self._ring
@@ -327,13 +321,24 @@ class MethodStats(Evidence):
         else:
             ring[self._ring_idx] = latency_ms
             self._ring_idx = (self._ring_idx + 1) % RING_SIZE
+        self.bucket_counts[bisect_left(_BOUNDS_MS, latency_ms)] += 1
+        self.hist_sum_s += latency_ms / 1000.0
+        self.hist_count += 1
 
     def record_lower_bound(self, latency_ms: float) -> None:
         """An attempt cancelled after ``latency_ms`` because a hedge answered first: its
         latency was at least that. It enters the latency window (so the percentiles and the
         hedge delay see the slow tail that hedging hides), and nothing else: no call, no
-        outcome, no EWMA sample."""
-        self._push(latency_ms)
+        outcome, no EWMA sample. (The ring write repeats :meth:`record_success`'s, inlined
+        there because that one runs on every request.)"""
+        self._pct = None
+        self._writes += 1
+        ring = self._ring
+        if len(ring) < RING_SIZE:
+            ring.append(latency_ms)
+        else:
+            ring[self._ring_idx] = latency_ms
+            self._ring_idx = (self._ring_idx + 1) % RING_SIZE
 
     def record_outcome(self, outcome: Outcome, now: float, latency_ms: float | None = None) -> None:
         """Any outcome but success. ``failure`` and ``timeout`` are reliability failures,

@@ -24,8 +24,9 @@ What gets recorded (the router maps categories to buckets, reference §2.5):
 * breaker transitions go to the event bus; with ``--workers`` every outcome is published
   to the node-wide table.
 
-Without a hedge setting only one attempt is ever in flight and it is awaited inline; with
-one, attempts run as tasks raced under ``asyncio.wait``.
+Without a hedge setting only one attempt is ever in flight: :func:`execute` awaits it inline
+(no task, no per-attempt object: the common path costs a few calls). With one, the attempts
+of the request run as tasks raced under ``asyncio.wait`` (:class:`_Race`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from lasso.kernel.attempts import (
     Answer,
     Answered,
     Cancel,
+    Decision,
     Dispatch,
     Fact,
     Fail,
@@ -50,6 +52,7 @@ from lasso.kernel.attempts import (
     TimedOut,
     TransportFailed,
     Wait,
+    answered,
     policy_for,
 )
 from lasso.kernel.classify import Category
@@ -131,24 +134,6 @@ class Outcome:
         return self.hedges > 0
 
 
-class _Sent:
-    """One attempt as the driver knows it: where it went, with which id, and how it ended."""
-
-    __slots__ = ("channel", "closed", "key", "resp", "started", "task", "tid")
-
-    def __init__(self, channel: Channel, key: str, tid: bytes, started: float) -> None:
-        self.channel = channel
-        self.key = key  # our id as the answer must echo it
-        self.tid = tid  # the same, as JSON text
-        self.started = started
-        self.task: asyncio.Task[_Result] | None = None
-        self.resp: UpstreamResponse | None = None
-        self.closed = False  # reported or cancelled: recorded once, never again
-
-
-_Result = tuple[Fact, UpstreamResponse | None, float]
-
-
 async def execute(
     rt: ChainRuntime,
     method: str,
@@ -170,7 +155,7 @@ async def execute(
 
     Returns:
         The outcome; upstream faults never raise. Cancellation (the client went away)
-        cancels every attempt in flight, records them neutral, and propagates.
+        cancels the attempts in flight, records them neutral, and propagates.
     """
     router = rt.router
     now = monotonic()
@@ -203,23 +188,201 @@ async def execute(
     body = encode_upstream_request(
         tid, method_json if method_json is not None else orjson.dumps(method), params
     )
-    run = _Run(rt, planner, candidates, mkey, method, body, key, tid, policy.replay_safe)
+    out = Outcome(candidates)
+    if hedge is not None:
+        race = _Race(rt, planner, candidates, mkey, method, body, key, tid, policy.replay_safe)
+        try:
+            decision = await race.run(now, out)
+        finally:
+            race.abandon()  # on cancellation: stop and release every attempt in flight
+        return race.finish(decision, out)
+
+    # One attempt at a time: nothing is in flight when the planner is asked, so it answers
+    # Dispatch, Answer or Fail, never Wait or Cancel.
+    replay_safe = policy.replay_safe
+    ch: Channel | None = None
+    resp: UpstreamResponse | None = None
+    step = planner.next(now)
+    while type(step) is Dispatch:
+        number = step.attempt
+        ch = candidates[step.candidate]
+        transport: UpstreamTransport | None = (
+            rt.pools.get(ch.provider_id) if ch.transport == "http" else rt.ws.get(ch.provider_id)
+        )
+        if transport is None or not router.admit(ch, now):
+            planner.receive(Refused(attempt=number))
+        else:
+            t0 = monotonic()
+            try:
+                resp = await transport.exchange(body, tid, step.timeout_s, replay_safe=replay_safe)
+            except UpstreamError as exc:
+                resp = None
+                fact = _failure(number, exc)
+            except asyncio.CancelledError:
+                router.record_cancelled(ch, mkey, monotonic())
+                raise
+            else:
+                fact = _judged(rt, ch, mkey, method, number, resp, key)
+            now = monotonic()
+            out.upstream_latency += now - t0
+            planner.receive(fact)
+            _record(rt, ch, mkey, fact, now - t0, now)
+        step = planner.next(now)
+    return _finish(planner, step, out, ch, resp, tid)
+
+
+def _transport(rt: ChainRuntime, ch: Channel) -> UpstreamTransport | None:
+    if ch.transport == "http":
+        return rt.pools.get(ch.provider_id)
+    return rt.ws.get(ch.provider_id)
+
+
+def _judged(
+    rt: ChainRuntime,
+    ch: Channel,
+    mkey: str,
+    method: str,
+    number: int,
+    resp: UpstreamResponse,
+    key: str,
+) -> Answered:
+    """Parse and judge an answer; an ``eth_blockNumber`` result is a free height sample."""
+    body = resp.body
     try:
-        decision = await run.drive(now, concurrent=hedge is not None)
-    finally:
-        run.abandon()  # on cancellation: stop and release every attempt still in flight
-    return run.outcome(decision, Outcome(candidates))
+        doc = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        doc = None
+    judgement = judge(
+        resp.status,
+        doc,
+        body,
+        resp.headers,
+        tid=key,
+        wall_now=time.time(),
+        rules=ch.provider.capabilities.error_rules,
+        known_method=mkey != "other",
+    )
+    if judgement is ACCEPTED and method == "eth_blockNumber":
+        height = parse_block_ref(doc.get("result"))  # type: ignore[union-attr]
+        if isinstance(height, int):
+            rt.router.observe_height(ch.provider_id, height, monotonic())
+    return answered(number, judgement)
 
 
-class _Run:
-    """The driver state of one request: its planner, its attempts and their tasks."""
+def _record(
+    rt: ChainRuntime, ch: Channel, mkey: str, fact: Fact, latency: float, now: float
+) -> None:
+    """Record what an attempt said about its provider (see the module docstring)."""
+    router = rt.router
+    category: Category | None = None
+    if type(fact) is Answered:
+        judgement = fact.judgement
+        if judgement.ok:
+            tr = router.record_success(ch, mkey, latency, now)
+        else:
+            category = judgement.category or Category.UNKNOWN_ERROR
+            tr = router.record_failure(ch, mkey, category, latency, now, judgement.retry_after_s)
+    elif type(fact) is TimedOut:
+        category = Category.TIMEOUT
+        tr = router.record_failure(ch, mkey, category, latency, now)
+    elif type(fact) is TransportFailed and fact.provider_fault:
+        category = fact.category
+        tr = router.record_failure(ch, mkey, category, latency, now)
+    else:  # a local condition: release any half-open probe slot, count nothing
+        router.record_neutral(ch, mkey, now)
+        return
+    if tr is not None:
+        rt.events.transition(rt, ch, tr)
+    shared = rt.shared
+    if shared is not None:
+        shared.publish(ch, category, now)
+
+
+def _finish(
+    planner: AttemptPlanner,
+    decision: Decision,
+    out: Outcome,
+    ch: Channel | None,
+    resp: UpstreamResponse | None,
+    tid: bytes,
+) -> Outcome:
+    """Fill ``out`` from the terminal decision; ``ch``, ``resp`` and ``tid`` are the answering
+    attempt's."""
+    out.retries = planner.retries
+    hedges = planner.hedges
+    if hedges or planner.hedge_skipped:
+        out.hedges = hedges
+        out.hedge_winner = planner.hedge_winner
+        out.hedge_skipped = planner.hedge_skipped
+    if type(decision) is not Answer:
+        assert type(decision) is Fail, decision  # nothing else ends a request
+        out.status = "error"
+        out.error = dict(decision.error)
+        out.provider_id = decision.provider
+        return out
+    assert ch is not None and resp is not None
+    judgement = decision.judgement
+    out.provider_id = ch.provider_id
+    out.transport = ch.transport
+    if judgement.ok:
+        out.body = resp.body
+        out.tid = tid
+        return out
+    # The caller's fault: the provider's answer goes back unchanged (its bytes when they
+    # carry our id, else its error object re-encoded).
+    out.status = "rpc_error"
+    if judgement.error is None:  # pragma: no cover - deterministic errors carry one
+        out.error = {"code": -32000, "message": judgement.message or "Upstream error"}
+        out.status = "error"
+    elif judgement.id_ok:
+        out.body = resp.body
+        out.tid = tid
+    else:
+        out.error = dict(judgement.error)
+    return out
+
+
+def _failure(number: int, exc: UpstreamError) -> Fact:
+    """The planner's fact for a transport error."""
+    if isinstance(exc, UpstreamTimeout) and not isinstance(exc, PoolTimeout):
+        return TimedOut(attempt=number, dispatched=exc.dispatched)
+    if isinstance(exc, PoolTimeout):
+        message = "Upstream connection pool exhausted"
+    elif isinstance(exc, UpstreamConnectError):
+        message = "Upstream connection failed"
+    else:
+        message = "Upstream connection lost"
+    return TransportFailed(
+        attempt=number,
+        category=Category(exc.category),
+        message=message,
+        dispatched=exc.dispatched,
+        provider_fault=exc.provider_fault,
+    )
+
+
+class _Sent:
+    """One raced attempt: where it went, with which id, its task and how it ended."""
+
+    __slots__ = ("channel", "closed", "key", "resp", "started", "task", "tid")
+
+    def __init__(self, channel: Channel, key: str, tid: bytes, started: float) -> None:
+        self.channel = channel
+        self.key = key  # our id as the answer must echo it
+        self.tid = tid  # the same, as JSON text
+        self.started = started
+        self.task: asyncio.Task[tuple[Fact, UpstreamResponse | None, float]] | None = None
+        self.resp: UpstreamResponse | None = None
+        self.closed = False  # reported or cancelled: recorded once, never again
+
+
+class _Race:
+    """A hedged request: its attempts run as tasks, and the planner decides who wins."""
 
     __slots__ = (
         "body",
         "candidates",
-        "concurrent",
         "key",
-        "latency",
         "method",
         "mkey",
         "planner",
@@ -251,12 +414,9 @@ class _Run:
         self.tid = tid
         self.replay_safe = replay_safe
         self.sent: list[_Sent | None] = []  # by attempt number; None: refused
-        self.latency = 0.0  # upstream time of the attempts that finished
-        self.concurrent = False
 
-    async def drive(self, now: float, *, concurrent: bool) -> Answer | Fail:
+    async def run(self, now: float, out: Outcome) -> Answer | Fail:
         """Carry out decisions until the planner answers or fails; return that decision."""
-        self.concurrent = concurrent
         planner = self.planner
         decision = planner.next(now)
         while True:
@@ -265,13 +425,13 @@ class _Run:
                     sent = self.admit(candidate, now)
                     if sent is None:
                         planner.receive(Refused(attempt=number))
-                    elif concurrent:
+                    else:
                         coro = self.attempt(number, sent, timeout)
                         sent.task = asyncio.get_running_loop().create_task(coro)
-                    else:
-                        self.report(number, sent, await self.attempt(number, sent, timeout))
                 case Wait(until=until):
-                    await self.wait(until)
+                    for number, sent, result in await self.wait(until):
+                        out.upstream_latency += result[2]
+                        self.report(number, sent, result)
                 case Cancel(attempt=number, overdue=overdue):
                     self.cancel(number, overdue)
                 case Answer() | Fail():
@@ -279,20 +439,14 @@ class _Run:
             now = monotonic()
             decision = planner.next(now)
 
-    def transport(self, ch: Channel) -> UpstreamTransport | None:
-        rt = self.rt
-        if ch.transport == "http":
-            return rt.pools.get(ch.provider_id)
-        return rt.ws.get(ch.provider_id)
-
     def admit(self, candidate: int, now: float) -> _Sent | None:
         """Breaker admission for a dispatch; ``None`` when it cannot go out."""
         ch = self.candidates[candidate]
-        if self.transport(ch) is None or not self.rt.router.admit(ch, now):
+        if _transport(self.rt, ch) is None or not self.rt.router.admit(ch, now):
             self.sent.append(None)
             return None
         key, tid = self.key, self.tid
-        if self.concurrent and self.sent:
+        if self.sent:
             # A racing attempt gets its own id, in case two providers share one upstream
             # WebSocket (answers are matched by id).
             key = new_transport_id()
@@ -301,10 +455,12 @@ class _Run:
         self.sent.append(sent)
         return sent
 
-    async def attempt(self, number: int, sent: _Sent, timeout: float) -> _Result:
+    async def attempt(
+        self, number: int, sent: _Sent, timeout: float
+    ) -> tuple[Fact, UpstreamResponse | None, float]:
         """One exchange: the fact for the planner, the answer, and the attempt's latency."""
         ch = sent.channel
-        transport = self.transport(ch)
+        transport = _transport(self.rt, ch)
         assert transport is not None
         tid = sent.tid
         body = self.body if tid is self.tid else self.body.replace(self.tid, tid, 1)
@@ -314,83 +470,39 @@ class _Run:
         except UpstreamError as exc:
             return _failure(number, exc), None, monotonic() - t0
         lat = monotonic() - t0
-        try:
-            doc = orjson.loads(resp.body) if resp.body else None
-        except orjson.JSONDecodeError:
-            doc = None
-        judgement = judge(
-            resp.status,
-            doc,
-            resp.body,
-            resp.headers,
-            tid=sent.key,
-            wall_now=time.time(),
-            rules=ch.provider.capabilities.error_rules,
-            known_method=self.mkey != "other",
-        )
-        if judgement is ACCEPTED and self.method == "eth_blockNumber":
-            height = parse_block_ref(doc.get("result"))  # type: ignore[union-attr]
-            if isinstance(height, int):  # a free height sample for the lag tracking
-                self.rt.router.observe_height(ch.provider_id, height, monotonic())
-        return Answered(attempt=number, judgement=judgement), resp, lat
+        return _judged(self.rt, ch, self.mkey, self.method, number, resp, sent.key), resp, lat
 
-    def report(self, number: int, sent: _Sent, result: _Result) -> None:
-        """Hand an attempt's fact to the planner and record its outcome."""
-        if sent.closed:
-            return
-        sent.closed = True
-        fact, resp, lat = result
-        sent.resp = resp
-        self.latency += lat
-        counted = self.planner.receive(fact)
-        rt = self.rt
-        router = rt.router
-        ch = sent.channel
-        now = monotonic()
-        if not counted:  # a loser's late outcome
-            router.record_neutral(ch, self.mkey, now, dispatched=True)
-            return
-        category: Category | None = None
-        if fact.kind == "answered":
-            judgement = fact.judgement
-            if judgement.ok:
-                tr = router.record_success(ch, self.mkey, lat, now)
-            else:
-                category = judgement.category or Category.UNKNOWN_ERROR
-                tr = router.record_failure(
-                    ch, self.mkey, category, lat, now, judgement.retry_after_s
-                )
-        elif fact.kind == "timed_out":
-            category = Category.TIMEOUT
-            tr = router.record_failure(ch, self.mkey, category, lat, now)
-        elif fact.kind == "failed" and fact.provider_fault:
-            category = fact.category
-            tr = router.record_failure(ch, self.mkey, category, lat, now)
-        else:  # a local condition: release any half-open probe slot, count nothing
-            router.record_neutral(ch, self.mkey, now)
-            return
-        if tr is not None:
-            rt.events.transition(rt, ch, tr)
-        shared = rt.shared
-        if shared is not None:
-            shared.publish(ch, category, now)
-
-    async def wait(self, until: float) -> None:
-        """Wait for an attempt in flight to finish, or until ``until``; report what did."""
+    async def wait(
+        self, until: float
+    ) -> list[tuple[int, _Sent, tuple[Fact, UpstreamResponse | None, float]]]:
+        """Wait for an attempt in flight to finish, or until ``until``: what finished."""
         tasks = {
             s.task: (n, s)
             for n, s in enumerate(self.sent)
             if s is not None and s.task is not None and not s.closed
         }
-        if not tasks:  # pragma: no cover - the planner waits only with attempts in flight
-            raise RuntimeError("wait with nothing in flight")
         timeout = until - monotonic()
         done, _ = await asyncio.wait(
             tasks, timeout=timeout if timeout > 0 else 0, return_when=asyncio.FIRST_COMPLETED
         )
-        for task in done:
-            number, sent = tasks[task]
-            self.report(number, sent, task.result())
+        return [(*tasks[task], task.result()) for task in done]
+
+    def report(
+        self,
+        number: int,
+        sent: _Sent,
+        result: tuple[Fact, UpstreamResponse | None, float],
+    ) -> None:
+        """Hand an attempt's fact to the planner and record its outcome."""
+        if sent.closed:
+            return
+        sent.closed = True
+        fact, sent.resp, lat = result
+        now = monotonic()
+        if self.planner.receive(fact):
+            _record(self.rt, sent.channel, self.mkey, fact, lat, now)
+        else:  # a loser's late outcome: neither success nor failure
+            self.rt.router.record_cancelled(sent.channel, self.mkey, now)
 
     def cancel(self, number: int, overdue: bool) -> None:
         """Stop a losing attempt: neutral, and its elapsed time a lower bound if overdue."""
@@ -405,62 +517,14 @@ class _Run:
         self.rt.router.record_cancelled(sent.channel, self.mkey, now, elapsed_s=elapsed)
 
     def abandon(self) -> None:
-        """Cancel and release every attempt still open (the request itself was cancelled,
-        or ended while losers were in flight)."""
+        """Cancel and release every attempt still open (the request itself was cancelled)."""
         for number, sent in enumerate(self.sent):
             if sent is not None and not sent.closed:
                 self.cancel(number, False)
 
-    def outcome(self, decision: Answer | Fail, out: Outcome) -> Outcome:
-        """Fill ``out`` from the terminal decision."""
-        planner = self.planner
-        out.retries = planner.retries
-        out.hedges = planner.hedges
-        out.hedge_winner = planner.hedge_winner
-        out.hedge_skipped = planner.hedge_skipped
-        out.upstream_latency = self.latency
-        if isinstance(decision, Fail):
-            out.status = "error"
-            out.error = dict(decision.error)
-            out.provider_id = decision.provider
-            return out
-        sent = self.sent[decision.attempt]
-        assert sent is not None and sent.resp is not None
-        judgement = decision.judgement
-        out.provider_id = sent.channel.provider_id
-        out.transport = sent.channel.transport
-        if judgement.ok:
-            out.body = sent.resp.body
-            out.tid = sent.tid
-            return out
-        # The caller's fault: the provider's answer goes back unchanged (its bytes when
-        # they carry our id, else its error object re-encoded).
-        out.status = "rpc_error"
-        if judgement.error is None:  # pragma: no cover - deterministic errors carry one
-            out.error = {"code": -32000, "message": judgement.message or "Upstream error"}
-            out.status = "error"
-        elif judgement.id_ok:
-            out.body = sent.resp.body
-            out.tid = sent.tid
-        else:
-            out.error = dict(judgement.error)
-        return out
-
-
-def _failure(number: int, exc: UpstreamError) -> Fact:
-    """The planner's fact for a transport error."""
-    if isinstance(exc, UpstreamTimeout) and not isinstance(exc, PoolTimeout):
-        return TimedOut(attempt=number, dispatched=exc.dispatched)
-    if isinstance(exc, PoolTimeout):
-        message = "Upstream connection pool exhausted"
-    elif isinstance(exc, UpstreamConnectError):
-        message = "Upstream connection failed"
-    else:
-        message = "Upstream connection lost"
-    return TransportFailed(
-        attempt=number,
-        category=Category(exc.category),
-        message=message,
-        dispatched=exc.dispatched,
-        provider_fault=exc.provider_fault,
-    )
+    def finish(self, decision: Answer | Fail, out: Outcome) -> Outcome:
+        if type(decision) is Answer:
+            sent = self.sent[decision.attempt]
+            assert sent is not None
+            return _finish(self.planner, decision, out, sent.channel, sent.resp, sent.tid)
+        return _finish(self.planner, decision, out, None, None, self.tid)
