@@ -57,11 +57,11 @@ class EventBus:
             except Exception:  # a viewer must never break routing
                 log.exception("event listener failed")
 
-    # -- routing decisions (hot path: sampled) ----------------------------------------
+    # -- routing decisions (hot path: sampled; errors, failovers and hedges always pass) --
     def decision(
         self, rt: ChainRuntime, method: str, strategy: str, out: Outcome, elapsed_s: float
     ) -> None:
-        if out.status == "success" and not out.retries:
+        if out.status == "success" and not out.retries and not out.hedges:
             if self._tokens < 1.0:
                 now = monotonic()
                 self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
@@ -84,7 +84,10 @@ class EventBus:
             "status": out.status,
             "latency_ms": round(elapsed_s * 1000, 3),
             "upstream_ms": round(out.upstream_latency * 1000, 3),
+            "hedged": out.hedges > 0,
         }
+        if out.hedges:
+            event["hedge_winner"] = out.hedge_winner
         if out.error is not None:
             event["error"] = {"code": out.error.get("code"), "message": out.error.get("message")}
         self.decisions.append(event)

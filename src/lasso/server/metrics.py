@@ -28,6 +28,7 @@ from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
 
 if TYPE_CHECKING:
     from lasso.server.app import LassoApp
+    from lasso.server.pipeline import Outcome
     from lasso.server.runtime import ChainRuntime
 
 __all__ = ["Metrics", "Histogram"]
@@ -94,6 +95,9 @@ class Metrics:
         # --workers N: the other workers' latest counter snapshots (lasso.server.workers),
         # merged into the exposition so that any worker serves node-wide counts.
         self.peer_snapshots: Callable[[], list[dict[str, Any]]] | None = None
+        # (profile, chain, outcome) -> hedges: won | lost | skipped_budget (CONTRACT §7)
+        self.hedges: dict[tuple[str, str, str], int] = {}
+        self.extra_collectors.append(self._hedge_families)
 
     def record_request(
         self,
@@ -117,6 +121,32 @@ class Metrics:
         if retries:
             fkey = (rt.profile, rt.key)
             self.failovers[fkey] = self.failovers.get(fkey, 0) + retries
+
+    def record_hedges(self, rt: ChainRuntime, out: Outcome) -> None:
+        """Count one request's hedging: each hedge sent ``won`` (it answered first) or
+        ``lost``; a hedge the chain's budget refused is ``skipped_budget``."""
+        won = 1 if out.hedge_winner == "hedge" else 0
+        skipped = 1 if out.hedge_skipped else 0
+        hedges = self.hedges
+        for outcome, n in (("won", won), ("lost", out.hedges - won), ("skipped_budget", skipped)):
+            if n:
+                key = (rt.profile, rt.key, outcome)
+                hedges[key] = hedges.get(key, 0) + n
+
+    def _hedge_families(self, node: str, now: float) -> Iterable[Metric]:
+        del now
+        counts = dict(self.hedges)
+        for snap in self.peer_snapshots() if self.peer_snapshots is not None else []:
+            for p, c, outcome, n in snap.get("hedges", ()):
+                counts[(p, c, outcome)] = counts.get((p, c, outcome), 0) + n
+        family = CounterMetricFamily(
+            "lasso_hedges",
+            "Hedged attempts by outcome: won (answered first), lost, skipped_budget",
+            labels=["node_id", "profile", "chain", "outcome"],
+        )
+        for (profile, chain, outcome), n in sorted(counts.items()):
+            family.add_metric([node, profile, chain, outcome], n)
+        yield family
 
     def chain_summary(self, profile: str, chain: str) -> dict[str, Any]:
         total = 0

@@ -281,6 +281,8 @@ class RpcHandler:
         body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
         self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
+        if out.hedges or out.hedge_skipped:
+            self.app.metrics.record_hedges(rt, out)
         rt.events.decision(rt, item.method, strategy, out, elapsed)
         if item.notification:
             return _NO_CONTENT
@@ -320,6 +322,8 @@ class RpcHandler:
                 self.app.metrics.record_request(
                     rt, it.method, strategy, out.status, elapsed, out.retries
                 )
+                if out.hedges or out.hedge_skipped:
+                    self.app.metrics.record_hedges(rt, out)
                 rt.events.decision(rt, it.method, strategy, out, elapsed)
                 outcomes[i] = out
                 results[i] = finish_item(out, it.id_json)
@@ -372,6 +376,9 @@ def _meta_object(
         up = out.upstream_latency * 1000
         info["candidate_providers"] = [f"{c.provider.id}:{c.transport}" for c in out.candidates]
         info["retries"] = out.retries
+        info["hedged"] = out.hedges > 0
+        if out.hedges:
+            info["hedge_winner"] = out.hedge_winner
         info["upstream_latency_ms"] = round(up, 3)
         info["lasso_overhead_ms"] = round(max(0.0, e2e - up), 3)
         if out.provider_id is not None:

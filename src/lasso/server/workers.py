@@ -71,6 +71,7 @@ class WorkerSnapshots:
             "requests": [[*k, n] for k, n in m.requests.items()],
             "durations": [[*k, list(h.counts), h.total] for k, h in m.durations.items()],
             "failovers": [[*k, n] for k, n in m.failovers.items()],
+            "hedges": [[*k, n] for k, n in m.hedges.items()],
             "upstream": upstream,
         }
 

@@ -384,6 +384,8 @@ class WsClient:
             self.app.metrics.record_request(
                 rt, item.method, strategy, out.status, elapsed, out.retries
             )
+            if out.hedges or out.hedge_skipped:
+                self.app.metrics.record_hedges(rt, out)
             rt.events.decision(rt, item.method, strategy, out, elapsed)
             if not item.notification:
                 self.conn.send_text(finish_item(out, item.id_json))

@@ -564,7 +564,7 @@
       <time>${clockTime(e.ts)}</time><span class="chain">${esc(e.chain)}</span>
       <span class="method">${esc(e.method)}</span><span class="strat">${esc(e.strategy)}</span>
       <span class="arrow">→</span><span class="prov">${esc(e.provider || (e.status === "error" ? "none" : "—"))}</span>
-      <span class="retries">${e.retries ? "↻" + e.retries : ""}</span>
+      <span class="retries">${e.retries ? "↻" + e.retries : ""}${e.hedged ? `<span class="hedged" title="hedged: the ${esc(e.hedge_winner || "no attempt")} answered first">⑂</span>` : ""}</span>
       <span class="lat">${e.status === "error" ? "error" : fmtMs(e.latency_ms)}</span></div>`;
   }
 
