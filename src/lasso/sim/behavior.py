@@ -43,6 +43,9 @@ class Behavior:
         latency_ms: median response delay.
         jitter: sigma of the lognormal spread around the median (0 = constant delay;
             0.5 gives a p99 near 3x the median).
+        tail_rate: fraction of answers (0..1) that are ``tail_ms`` late on top: a
+            heavy tail (a GC pause, a cold cache, a queue) that no median predicts.
+        tail_ms: how late a tail answer is.
         method_latency_ms: per-method median overrides (a batch takes its slowest);
             the key ``eth_subscription`` sets the delay of WebSocket notifications.
         error_rate: fraction of requests (0..1) that fail with an internal error.
@@ -71,6 +74,8 @@ class Behavior:
 
     latency_ms: float = 0.0
     jitter: float = 0.0
+    tail_rate: float = 0.0
+    tail_ms: float = 0.0
     method_latency_ms: Mapping[str, float] = field(default_factory=dict)
     error_rate: float = 0.0
     error_mode: ErrorMode = "jsonrpc"
@@ -92,6 +97,8 @@ class Behavior:
     def __post_init__(self) -> None:
         _non_negative(self, "latency_ms")
         _non_negative(self, "jitter")
+        _fraction(self, "tail_rate")
+        _non_negative(self, "tail_ms")
         _fraction(self, "error_rate")
         _choice(self, "error_mode", get_args(ErrorMode))
         _choice(self, "rate_limit_mode", get_args(RateLimitMode))
@@ -197,7 +204,8 @@ def sample_latency_s(behavior: Behavior, methods: Iterable[str], rng: _Rng) -> f
     """Draw one response delay in seconds for a request carrying ``methods``.
 
     The median is ``latency_ms`` (or the slowest per-method override present); the spread
-    is lognormal with sigma ``jitter``, which gives the long right tail real providers show.
+    is lognormal with sigma ``jitter``, which gives the long right tail real providers show;
+    a ``tail_rate`` share of answers is ``tail_ms`` later still.
     """
     median_ms = behavior.latency_ms
     overrides = behavior.method_latency_ms
@@ -205,11 +213,13 @@ def sample_latency_s(behavior: Behavior, methods: Iterable[str], rng: _Rng) -> f
         chosen = [overrides[m] for m in methods if m in overrides]
         if chosen:
             median_ms = max(chosen)
-    if median_ms <= 0:
-        return 0.0
-    if behavior.jitter > 0:
-        median_ms *= math.exp(rng.gauss(0.0, behavior.jitter))
-    return median_ms / 1000.0
+    delay_ms = median_ms if median_ms > 0 else 0.0
+    if delay_ms and behavior.jitter > 0:
+        delay_ms *= math.exp(rng.gauss(0.0, behavior.jitter))
+    # The tail draws from the rng only when set, so other behaviours' draws stay as they were.
+    if behavior.tail_rate > 0 and rng.random() < behavior.tail_rate:
+        delay_ms += behavior.tail_ms
+    return delay_ms / 1000.0
 
 
 class TokenBucket:
