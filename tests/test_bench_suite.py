@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import common, failover, routing_quality, run_all, soak  # noqa: E402
+from bench import common, failover, hedging, routing_quality, run_all, soak  # noqa: E402
 
 # -- statistics -------------------------------------------------------------------------
 
@@ -312,6 +312,51 @@ def test_failover_affected_and_summary() -> None:
 # -- the suite runner ---------------------------------------------------------------------
 
 
+def test_hedging_profile_and_metrics_helpers() -> None:
+    """The hedge lines land in the chain before its providers; metric samples are summed."""
+    profile = common.chain_profile([("a", "http://a", 10)])
+    routing = hedging.hedge_yaml(0.9, 5, 50, 15)
+    text = hedging.with_routing(profile, routing)
+    assert "hedge: {quantile: 0.9, min_delay_ms: 5, max_delay_ms: 50, budget_percent: 15}" in text
+    assert text.index("routing:") < text.index("providers:")
+    metrics = (
+        'lasso_hedges_total{chain="e",outcome="won",profile="p"} 3.0\n'
+        'lasso_hedges_total{chain="e",outcome="skipped_budget",profile="p"} 2.0\n'
+        'lasso_hedges_total{chain="f",outcome="skipped_budget",profile="p"} 1.0\n'
+    )
+    assert hedging.metric_value(metrics, "lasso_hedges_total", outcome="skipped_budget") == 3.0
+    assert hedging.metric_value(metrics, "lasso_hedges_total", chain="e") == 5.0
+    assert hedging.calls_per_request(110, 100) == 1.1
+    assert hedging.calls_per_request(5, 0) is None
+
+
+def test_worst_trailing_share() -> None:
+    """The largest hedged share over any trailing minute, once 20 requests are in it."""
+    steady = [(t * 0.1, t % 10 == 0) for t in range(600)]  # 10 % hedged
+    assert 0.1 <= hedging.worst_trailing_share(steady) < 0.15
+    burst = steady + [(60.0 + t * 0.1, True) for t in range(30)]  # then a hedged burst
+    assert hedging.worst_trailing_share(burst) > 0.1
+    assert hedging.worst_trailing_share([(0.0, True)] * 5) == 0.0  # too few to judge
+    old = [(0.0, True)] * 30 + [(100.0 + t, False) for t in range(30)]
+    assert hedging.worst_trailing_share(old) == 1.0  # the old burst counted in its own minute
+
+
+def test_hedging_verdicts() -> None:
+    """Targets read from the steady window: p99 ratio, extra calls, the budget."""
+    summary = {
+        "best-single": {"steady": {"latency_ms": {"p99": 500.0}}},
+        "hedged": {
+            "steady": {"latency_ms": {"p99": 50.0}, "calls_per_request": 1.1},
+            "worst_minute_hedge_share": 0.12,
+        },
+    }
+    v = hedging.verdicts(summary, 15)
+    assert v["hedged/best p99"] == pytest.approx(0.1)
+    assert v["extra upstream calls"] == pytest.approx(0.1)
+    assert v["budget held"] is True
+    assert hedging.verdicts({}, 15)["hedged/best p99"] is None
+
+
 def test_supports_flag() -> None:
     """An option is found in argparse help text, not as a substring of another."""
     text = "usage: x [--clients N] [--quick]\n  --clients N   how many\n  --out-dir DIR\n"
@@ -334,6 +379,7 @@ def test_plan_subscriptions_with_and_without_client_flag() -> None:
     quick = run_all.parse_args(["--quick", "--skip", "subscriptions"])
     steps, _ = run_all.plan(quick, "py", None)
     assert all("--quick" in s.argv for s in steps)
+    assert "hedging" in [s.name for s in steps]
     assert "subscriptions" not in [s.name for s in steps]
 
 
