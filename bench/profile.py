@@ -68,15 +68,25 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("ChainRouter.candidates", "selection.py", "tiering.py", ".admit (", "Breaker.state"),
     ),
     ("judge the upstream answer", ("judge (",)),
+    ("attempt planner (decisions, facts)", ("planner.py", "attempts.py", "hedge.py")),
     (
         "record (evidence, method row, breaker, height)",
-        ("record_success", "observe_height", "on_success", "breaker.py", "chainstate.py"),
+        (
+            "record_success",
+            "observe_height",
+            "on_success",
+            "breaker.py",
+            "chainstate.py",
+            "_record (",
+        ),
     ),
     ("metrics and decision feed", ("record_request", "Histogram.observe", "EventBus")),
     (
         "pipeline glue (execute loop, coroutine resumes, upstream body)",
         (
             "execute (",
+            "_judged (",
+            "_finish (",
             "_run_single",
             "finish_item",
             "encode_upstream_request",
