@@ -9,11 +9,14 @@ the same closed loop (``--concurrency`` workers cycling ``eth_blockNumber`` /
 * ``unhedged``: a fresh Lasso node, ``/rpc/fastest/ethereum``;
 * ``hedged``: the same with ``routing.hedge`` (``--quantile`` of the first provider's
   latency for the method, clamped to ``--min-delay-ms``..``--max-delay-ms``, one hedge,
-  ``--budget-percent`` of the chain's requests).
+  ``--budget-percent`` of the chain's requests);
+* ``hedged-priority``: the same hedged node on ``/rpc/priority/ethereum``, which keeps
+  ``alpha`` first whatever its latency.
 
 Each contender has a warm-up (excluded), a steady window, then a ``slow`` window in which
-``alpha`` turns slow for most calls (``--slow-rate`` of its answers late): the test that
-the budget holds when hedging would fire on nearly every request.
+``alpha`` turns slow for most calls (``--slow-rate`` of its answers late). Under
+``fastest`` routing moves away from it; under ``priority`` nearly every request then wants
+a hedge: the test that the budget holds.
 
 Reported per contender and window: p50/p95/p99 of successful calls, errors, upstream calls
 per request (the simulator's counters over the window / client requests), the share of
@@ -69,7 +72,11 @@ from bench.common import (  # noqa: E402
 )
 
 NAME = "hedging"
-CONTENDERS = ("best-single", "unhedged", "hedged")
+CONTENDERS = ("best-single", "unhedged", "hedged", "hedged-priority")
+HEDGED = ("hedged", "hedged-priority")
+BUDGET_SLACK = 0.01
+"""The client sees request send times, the node counts in one-second buckets (a window of
+59-60 s) and counts a hedge when it is sent: the shares may differ by this much."""
 WINDOWS = ("steady", "slow")
 BEST = "alpha"
 
@@ -195,7 +202,7 @@ async def run_contender(
         if contender != "best-single":
             providers = [(pid, sim.url(pid), PRIORITY[pid]) for pid in FLEET]
             profile = chain_profile(providers)
-            if contender == "hedged":
+            if contender in HEDGED:
                 routing = hedge_yaml(
                     args.quantile, args.min_delay_ms, args.max_delay_ms, args.budget_percent
                 )
@@ -228,8 +235,9 @@ async def _drive(
     start = loop.time() + args.warmup
     slow_at = start + args.steady
     end = slow_at + args.slow
+    strategy = "priority" if run.contender == "hedged-priority" else "fastest"
     url = (
-        f"{lasso.base_url}/rpc/fastest/ethereum?include_meta=headers"
+        f"{lasso.base_url}/rpc/{strategy}/ethereum?include_meta=headers"
         if lasso is not None
         else sim.url(BEST)
     )
@@ -312,17 +320,23 @@ def summarize(run: Run) -> dict[str, Any]:
 
 
 def verdicts(summary: Mapping[str, Mapping[str, Any]], budget: float) -> dict[str, Any]:
-    """The three targets, from the steady window (and the budget from the whole run)."""
+    """The three targets: p99 and cost from the steady window of ``hedged``, the budget
+    from the worst trailing minute of every hedged contender."""
     best = summary.get("best-single", {}).get("steady", {}).get("latency_ms", {}).get("p99")
     hedged = summary.get("hedged", {})
     p99 = hedged.get("steady", {}).get("latency_ms", {}).get("p99")
     cpr = hedged.get("steady", {}).get("calls_per_request")
-    worst = hedged.get("worst_minute_hedge_share")
+    shares = [
+        summary[name]["worst_minute_hedge_share"]
+        for name in HEDGED
+        if summary.get(name, {}).get("worst_minute_hedge_share") is not None
+    ]
+    worst = max(shares) if shares else None
     return {
         "hedged/best p99": None if not best or p99 is None else p99 / best,
         "extra upstream calls": None if cpr is None else cpr - 1.0,
         "worst minute hedge share": worst,
-        "budget held": None if worst is None else worst <= budget / 100 + 1e-9,
+        "budget held": None if worst is None else worst <= budget / 100 + BUDGET_SLACK,
     }
 
 
@@ -344,7 +358,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         f"{meta['slow_rate'] * 100:g}% late. Hedge: quantile {meta['quantile']:g} of the first "
         f"provider's latency, clamped to {meta['min_delay_ms']:g}..{meta['max_delay_ms']:g} ms, "
         f"one hedge, budget {meta['budget_percent']:g}% of requests per minute. Route "
-        f"`/rpc/fastest/ethereum`; git {meta['git']}; {meta['cpus']} CPUs; load average at start "
+        "`/rpc/fastest/ethereum` (`hedged-priority`: `/rpc/priority/ethereum`); "
+        f"git {meta['git']}; {meta['cpus']} CPUs; load average at start "
         f"{meta['loadavg_start']}.",
         "",
     ]
@@ -368,8 +383,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
                     fmt(lat["p99"]),
                     w["errors"],
                     fmt(w["calls_per_request"], 3),
-                    f"{w['hedged_share'] * 100:.1f}%" if name == "hedged" else "–",
-                    fmt(w["skipped_budget"], 0) if name == "hedged" else "–",
+                    f"{w['hedged_share'] * 100:.1f}%" if name in HEDGED else "–",
+                    fmt(w["skipped_budget"], 0) if name in HEDGED else "–",
                     fmt(s.get("proxy_cpu_us"), 0) if window == "steady" else "",
                 ]
             )
@@ -401,7 +416,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         f"(target ≤ 25%: {'meets' if extra is not None and extra <= 0.25 else 'misses'})",
         f"- **worst hedged share over a trailing minute = "
         f"{fmt(None if worst is None else worst * 100, 1)}%** (budget "
-        f"{meta['budget_percent']:g}%: {'holds' if v['budget held'] else 'broken'})",
+        f"{meta['budget_percent']:g}%, ±{BUDGET_SLACK * 100:g} point for the client's view: "
+        f"{'holds' if v['budget held'] else 'broken'})",
     ]
     unavailable = result.get("unavailable", {})
     if unavailable:

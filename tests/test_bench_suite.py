@@ -349,11 +349,13 @@ def test_hedging_verdicts() -> None:
             "steady": {"latency_ms": {"p99": 50.0}, "calls_per_request": 1.1},
             "worst_minute_hedge_share": 0.12,
         },
+        "hedged-priority": {"worst_minute_hedge_share": 0.155},
     }
     v = hedging.verdicts(summary, 15)
     assert v["hedged/best p99"] == pytest.approx(0.1)
     assert v["extra upstream calls"] == pytest.approx(0.1)
-    assert v["budget held"] is True
+    assert v["worst minute hedge share"] == 0.155 and v["budget held"] is True
+    assert hedging.verdicts(summary, 14)["budget held"] is False
     assert hedging.verdicts({}, 15)["hedged/best p99"] is None
 
 
