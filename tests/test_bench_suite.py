@@ -333,12 +333,15 @@ def test_hedging_profile_and_metrics_helpers() -> None:
 def test_worst_trailing_share() -> None:
     """The largest hedged share over any trailing minute, once 20 requests are in it."""
     steady = [(t * 0.1, t % 10 == 0) for t in range(600)]  # 10 % hedged
-    assert 0.1 <= hedging.worst_trailing_share(steady) < 0.15
+    assert 0.1 <= hedging.worst_trailing_share(steady, min_requests=20) < 0.15
+    assert hedging.worst_trailing_share(steady) == pytest.approx(0.1, abs=0.005)
     burst = steady + [(60.0 + t * 0.1, True) for t in range(30)]  # then a hedged burst
     assert hedging.worst_trailing_share(burst) > 0.1
-    assert hedging.worst_trailing_share([(0.0, True)] * 5) == 0.0  # too few to judge
+    assert hedging.worst_trailing_share([(0.0, True)] * 5, min_requests=20) == 0.0  # too few
     old = [(0.0, True)] * 30 + [(100.0 + t, False) for t in range(30)]
-    assert hedging.worst_trailing_share(old) == 1.0  # the old burst counted in its own minute
+    assert hedging.worst_trailing_share(old, min_requests=20) == 1.0  # its own minute
+    assert hedging.last_window_share(old) == 0.0
+    assert hedging.last_window_share([]) is None
 
 
 def test_hedging_verdicts() -> None:
