@@ -33,11 +33,9 @@ from lasso.kernel.hedge import HedgeBudget
 from lasso.kernel.judge import ACCEPTED, Judgement
 from lasso.kernel.planner import (
     MIN_ATTEMPT_S,
-    TRANSITIONS,
     AttemptPlanner,
     IllegalMove,
     Phase,
-    transition_table_markdown,
 )
 from lasso.kernel.stats import MethodStats
 
@@ -496,13 +494,6 @@ def test_illegal_moves() -> None:
     p.receive(answered(h))
     with pytest.raises(IllegalMove):
         p.receive(Refused(attempt=h.attempt))
-
-
-def test_transition_table_renders() -> None:
-    """Every row of the table appears in its Markdown rendering."""
-    text = transition_table_markdown()
-    assert text.count("\n") == len(TRANSITIONS) + 1
-    assert "| waiting | `answered` |" in text
 
 
 # -- properties --------------------------------------------------------------------------------

@@ -1,124 +1,34 @@
-"""The pipeline driver over in-memory transports: failover, writes, errors and hedging
-end to end, without sockets (tests/integration has the same stories over real ones)."""
+"""The pipeline driver over in-memory transports, one attempt at a time: failover, writes,
+errors and height samples, without sockets (tests/integration has them over real ones)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable
-from types import MappingProxyType
-from typing import Any
 
 import orjson
 import pytest
 
-from lasso.config import ChainConfig, HedgeConfig, MethodOverride, ProviderConfig
-from lasso.kernel.breaker import BreakerConfig, BreakerState
+from lasso.config import HedgeConfig
 from lasso.kernel.classify import MAX_RETRY_AFTER_S
-from lasso.kernel.router import BreakerRegistry, ChainRouter
-from lasso.net.errors import (
-    PoolTimeout,
-    UpstreamConnectError,
-    UpstreamDisconnected,
-    UpstreamError,
-)
+from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamDisconnected
 from lasso.net.http_conn import UpstreamResponse
-from lasso.net.transport import MemoryRequest, MemoryTransport, error_answer, result_answer
-from lasso.server.events import EventBus
-from lasso.server.pipeline import Outcome, execute
-from lasso.server.runtime import ChainRuntime
-
-BALANCE = ["0x00000000000000000000000000000000000000aa", "latest"]
-Handler = Callable[[MemoryRequest], UpstreamResponse | Awaitable[UpstreamResponse]]
-
-
-def ok(result: Any = "0x1") -> Handler:
-    return lambda req: result_answer(req, result)
-
-
-def status(code: int, body: bytes = b"oops", headers: dict[bytes, bytes] | None = None) -> Handler:
-    return lambda req: UpstreamResponse(code, body, headers or {})
-
-
-def raises(exc: UpstreamError) -> Handler:
-    def handler(req: MemoryRequest) -> UpstreamResponse:
-        raise exc
-
-    return handler
-
-
-def rpc_error(code: int, message: str, data: Any = None) -> Handler:
-    return lambda req: error_answer(req, code, message, data=data)
-
-
-def hang() -> Handler:
-    """Never answers (until cancelled or timed out)."""
-
-    async def handler(req: MemoryRequest) -> UpstreamResponse:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    return handler
-
-
-def runtime(
-    hedge: HedgeConfig | None = None,
-    overrides: dict[str, MethodOverride] | None = None,
-    **handlers: Handler,
-) -> ChainRuntime:
-    """A chain whose providers (in priority order) answer with ``handlers``."""
-    providers = tuple(
-        ProviderConfig(id=pid, name=pid, url=f"http://{pid}.example", priority=i)
-        for i, pid in enumerate(handlers)
-    )
-    chain = ChainConfig(
-        key="eth",
-        chain_id=1,
-        name="eth",
-        providers=providers,
-        hedge=hedge,
-        method_overrides=MappingProxyType(overrides or {}),
-    )
-    rng = random.Random(7)
-    router = ChainRouter(chain, BreakerRegistry(BreakerConfig(), rng), rng, profile="t")
-    transports = {pid: MemoryTransport(h) for pid, h in handlers.items()}
-    return ChainRuntime("t", chain, router, transports, EventBus("n"))
-
-
-def transport(rt: ChainRuntime, pid: str) -> MemoryTransport:
-    t = rt.pools[pid]
-    assert isinstance(t, MemoryTransport)
-    return t
-
-
-async def call(
-    rt: ChainRuntime, method: str = "eth_getBalance", params: Any = None, **kw: Any
-) -> Outcome:
-    return await execute(rt, method, BALANCE if params is None else params, "priority", None, **kw)
-
-
-def result_of(out: Outcome) -> Any:
-    assert out.body is not None, out.error
-    doc = orjson.loads(out.body.replace(out.tid, b"1", 1))
-    return doc["result"]
-
-
-async def settled(check: Callable[[], bool]) -> None:
-    """Let the loop run until ``check()`` holds (a cancelled task finishes on its next turn)."""
-    for _ in range(100):
-        if check():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
-
-
-def outcomes(rt: ChainRuntime, pid: str, method: str = "eth_getBalance") -> dict[str, int]:
-    ch = rt.router.channel(pid, "http")
-    assert ch is not None
-    row = ch.methods.get(method)
-    return {} if row is None else {k: n for k, n in row.outcomes.items() if n}
-
+from lasso.server.pipeline import execute
+from server_pipeline_support import (
+    BALANCE,
+    budgeted,
+    call,
+    hang,
+    ok,
+    outcomes,
+    raises,
+    result_of,
+    rpc_error,
+    runtime,
+    settled,
+    status,
+    transport,
+)
 
 # -- one attempt, failover, errors --------------------------------------------------------
 
@@ -292,107 +202,10 @@ async def test_write_is_never_hedged() -> None:
     assert transport(rt, "b").calls == 0
 
 
-# -- hedging ----------------------------------------------------------------------------------
-
-
-def budgeted(rt: ChainRuntime, requests: int = 100) -> ChainRuntime:
-    assert rt.hedging is not None
-    for _ in range(requests):
-        rt.hedging.budget.note_request(time.monotonic())
-    return rt
-
-
-async def test_hedge_wins_against_a_hanging_primary() -> None:
-    """The slow primary is raced after the delay; the hedge's answer wins, the primary's
-    exchange is cancelled, and nothing counts against it."""
-    rt = budgeted(runtime(HedgeConfig(delay_ms=20), a=hang(), b=ok("0xb")))
-    out = await call(rt)
-    assert result_of(out) == "0xb" and out.provider_id == "b"
-    assert out.hedged and out.hedge_winner == "hedge" and out.retries == 0
-    a, b = transport(rt, "a"), transport(rt, "b")
-    await settled(lambda: a.cancelled == 1 and a.in_flight == 0)
-    assert a.requests[0].tid != b.requests[0].tid  # each racer has its own id
-    assert out.tid == b.requests[0].tid
-    ch = rt.router.channel("a", "http")
-    assert ch is not None
-    assert ch.evidence.total_failures == 0 and ch.breaker.state(0.0) is BreakerState.CLOSED
-    assert outcomes(rt, "a") == {}
-    row = ch.methods["eth_getBalance"]
-    assert len(row.recent_latencies()) == 1 and row.recent_latencies()[0] >= 20.0  # lower bound
-
-
-async def test_fast_primary_is_not_hedged() -> None:
-    """A primary answering before the delay leaves nothing to race."""
-    rt = budgeted(runtime(HedgeConfig(delay_ms=5000), a=ok(), b=ok()))
-    out = await call(rt)
-    assert not out.hedged and transport(rt, "b").calls == 0
-
-
-async def test_primary_wins_when_it_answers_first() -> None:
-    """The hedge is cancelled when the primary answers while it is in flight."""
-    gate = asyncio.Event()
-
-    async def slow(req: MemoryRequest) -> UpstreamResponse:
-        await gate.wait()
-        return result_answer(req, "0xa")
-
-    async def slower(req: MemoryRequest) -> UpstreamResponse:
-        gate.set()  # the hedge is out: let the primary answer
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    rt = budgeted(runtime(HedgeConfig(delay_ms=10), a=slow, b=slower))
-    out = await call(rt)
-    assert result_of(out) == "0xa" and out.hedge_winner == "primary"
-    await settled(lambda: transport(rt, "b").cancelled == 1)
-
-
-async def test_spent_budget_skips_the_hedge() -> None:
-    """With no budget left the request waits for its primary and reports the skip."""
-    gate = asyncio.get_running_loop().call_later
-    done = asyncio.Event()
-    gate(0.05, done.set)
-
-    async def slowish(req: MemoryRequest) -> UpstreamResponse:
-        await done.wait()
-        return result_answer(req, "0xa")
-
-    rt = runtime(HedgeConfig(delay_ms=5), a=slowish, b=ok())
-    out = await call(rt)
-    assert result_of(out) == "0xa" and out.hedge_skipped and not out.hedged
-    assert transport(rt, "b").calls == 0
-
-
-def slow_ok(seconds: float, result: str) -> Handler:
-    async def handler(req: MemoryRequest) -> UpstreamResponse:
-        await asyncio.sleep(seconds)  # the simulated provider's latency
-        return result_answer(req, result)
-
-    return handler
-
-
-async def test_hedge_off_for_one_method() -> None:
-    """method_overrides.<m>.hedge: false keeps that method to one attempt at a time."""
-    off = {"eth_getBalance": MethodOverride(hedge=False)}
-    rt = budgeted(runtime(HedgeConfig(delay_ms=1), off, a=slow_ok(0.03, "0xa"), b=ok()))
-    out = await call(rt)
-    assert result_of(out) == "0xa" and not out.hedged and not out.hedge_skipped
-    assert transport(rt, "b").calls == 0
-    other = await call(rt, "eth_getCode", BALANCE)  # other methods still hedge
-    assert other.hedged
-
-
-async def test_failed_primary_then_hedge_failover() -> None:
-    """A primary failing fast is failed over as usual under a hedging chain."""
-    rt = budgeted(runtime(HedgeConfig(delay_ms=1000), a=status(500), b=ok("0xb")))
-    out = await call(rt)
-    assert result_of(out) == "0xb" and out.retries == 1 and not out.hedged
-
-
 # -- cancellation -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hedge", [None, HedgeConfig(delay_ms=5000)], ids=["inline", "tasks"])
+@pytest.mark.parametrize("hedge", [None, HedgeConfig(delay_ms=5000)], ids=["inline", "raced"])
 async def test_client_going_away_cancels_the_attempt(hedge: HedgeConfig | None) -> None:
     """Cancelling execute cancels the exchange in flight and records it neutral."""
     rt = budgeted(runtime(hedge, a=hang(), b=ok())) if hedge else runtime(a=hang(), b=ok())

@@ -27,19 +27,12 @@ The rules (reference §2.1, §2.5, §2.6; CONTRACT §7 "Hedging"):
   answer that ends the request wins and every other attempt in flight is cancelled;
 * when every provider that answered said the method does not exist, the error is ``-32601``.
 
-Phases and facts (:data:`TRANSITIONS`; any other pair is an :class:`IllegalMove`)::
-
-    READY --Dispatch--> WAITING --answer / error--> DONE
-      ^                   |  ^
-      | nothing in flight |  | a hedge Dispatch, or a failure with another attempt in flight
-      +--- a failure -----+--+
+Its phases and the facts each takes are the table of :mod:`.planner_table`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from enum import StrEnum
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from .attempts import (
@@ -60,6 +53,7 @@ from .attempts import (
 from .classify import Bucket, Category
 from .hedge import HedgeBudget, hedge_delay_s
 from .judge import Judgement
+from .planner_table import TRANSITIONS, IllegalMove, Phase, transition_table_markdown
 
 if TYPE_CHECKING:
     from lasso.config import HedgeConfig
@@ -90,37 +84,8 @@ class Candidate(Protocol):
     def methods(self) -> Mapping[str, MethodStats]: ...
 
 
-class Phase(StrEnum):
-    READY = "ready"  # nothing in flight: the next decision dispatches or ends the request
-    WAITING = "waiting"  # attempts in flight: wait, hedge, or give up at the deadline
-    DONE = "done"  # answered or failed: losers are cancelled, late facts are discarded
-
-
-class IllegalMove(RuntimeError):
-    """A fact the planner cannot take in its phase, or about an unknown attempt (adapter bug)."""
-
-
-_P = Phase
-TRANSITIONS: Mapping[tuple[Phase, str], str] = MappingProxyType(
-    {
-        (_P.WAITING, "refused"): "not sent: its dispatch is given back; READY if none in flight",
-        (_P.WAITING, "answered"): (
-            "a result or the caller's error: DONE (answer); quota or capability: fail over; "
-            "a provider failure: fail over when replay-safe, else DONE (indeterminate)"
-        ),
-        (_P.WAITING, "failed"): ("before dispatch: fail over; after: as a provider failure"),
-        (_P.WAITING, "timed_out"): "as a provider failure after dispatch",
-        (_P.WAITING, "cancelled"): "cancelled from outside: as a failure after dispatch",
-        (_P.DONE, "answered"): "a loser's late answer: discarded (neither success nor failure)",
-        (_P.DONE, "failed"): "a loser's late failure: discarded",
-        (_P.DONE, "timed_out"): "a loser's late timeout: discarded",
-        (_P.DONE, "cancelled"): "a loser's cancellation: discarded",
-    }
-)
-"""``(phase, fact kind) → rule``; a missing row is an illegal move. Decisions by phase:
-READY dispatches the next candidate or fails; WAITING waits, hedges when due, or cancels
-everything and fails at the deadline; DONE cancels the losers, then repeats the terminal
-:class:`Answer` or :class:`Fail`."""
+# Phase, TRANSITIONS, IllegalMove and the table's rendering live in .planner_table; they
+# are re-exported because the adapters meet them through the planner.
 
 _DEADLINE = Judgement(ok=False, category=Category.TIMEOUT, message="Request deadline exhausted")
 _TIMEOUT = Judgement(ok=False, category=Category.TIMEOUT, message="Request timeout")
@@ -137,14 +102,6 @@ _METHOD_NOT_FOUND = Category.METHOD_NOT_FOUND
 # position (the first share of its budget): built once, up to this many kept.
 _FIRST: dict[tuple[int, int, float], Dispatch] = {}
 _MAX_FIRST = 512
-
-
-def transition_table_markdown() -> str:
-    """Render :data:`TRANSITIONS` as a Markdown table for the docs."""
-    lines = ["| phase | fact | rule |", "|---|---|---|"]
-    for (phase, fact), rule in TRANSITIONS.items():
-        lines.append(f"| {phase} | `{fact}` | {rule} |")
-    return "\n".join(lines)
 
 
 class AttemptPlanner:
@@ -414,9 +371,9 @@ class AttemptPlanner:
         number = fact.attempt
         if not 0 <= number < len(self._attempts):
             raise IllegalMove(f"{fact.kind} for unknown attempt {number}")
+        if (self._phase, fact.kind) not in TRANSITIONS:
+            raise IllegalMove(f"{fact.kind} in phase {self._phase}")
         if self._phase is _DONE:
-            if fact.kind == "refused":
-                raise IllegalMove("refused after the request ended")
             return False
         bit = 1 << number
         if not self._open_mask & bit:
