@@ -119,10 +119,13 @@ first few dozen requests of a run its share reads high."""
 def worst_trailing_share(
     events: Sequence[tuple[float, bool]], window_s: float = 60.0, min_requests: int = MIN_JUDGED
 ) -> float:
-    """The largest share of hedged requests over any trailing ``window_s`` of requests,
-    evaluated at every request; ``events`` are ``(send time, hedged)`` in time order.
-    The hedge budget promises this stays at or below its percentage (windows with fewer
-    than ``min_requests`` are not judged)."""
+    """The largest share of hedged requests over the trailing ``window_s``, evaluated at
+    every hedged request (when a hedge is sent, the moment the budget rules on);
+    ``events`` are ``(send time, hedged)`` in time order. The hedge budget promises this
+    stays at or below its percentage. Between hedges the share can rise above it as old
+    requests leave the window (the budget then refuses hedges until it falls back), which
+    is why other moments are not judged; nor are windows with fewer than
+    ``min_requests``."""
     worst = 0.0
     start = 0
     hedged = 0
@@ -132,7 +135,7 @@ def worst_trailing_share(
             hedged -= events[start][1]
             start += 1
         n = end - start + 1
-        if n >= min_requests:
+        if h and n >= min_requests:
             worst = max(worst, hedged / n)
     return worst
 

@@ -331,16 +331,18 @@ def test_hedging_profile_and_metrics_helpers() -> None:
 
 
 def test_worst_trailing_share() -> None:
-    """The largest hedged share over any trailing minute, once 20 requests are in it."""
+    """The largest hedged share over the trailing minute, judged when a hedge is sent."""
     steady = [(t * 0.1, t % 10 == 0) for t in range(600)]  # 10 % hedged
     assert 0.1 <= hedging.worst_trailing_share(steady, min_requests=20) < 0.15
     assert hedging.worst_trailing_share(steady) == pytest.approx(0.1, abs=0.005)
     burst = steady + [(60.0 + t * 0.1, True) for t in range(30)]  # then a hedged burst
     assert hedging.worst_trailing_share(burst) > 0.1
     assert hedging.worst_trailing_share([(0.0, True)] * 5, min_requests=20) == 0.0  # too few
-    old = [(0.0, True)] * 30 + [(100.0 + t, False) for t in range(30)]
-    assert hedging.worst_trailing_share(old, min_requests=20) == 1.0  # its own minute
-    assert hedging.last_window_share(old) == 0.0
+    # Old traffic leaving the window raises the share between hedges: not judged there.
+    aging = [(t * 0.1, False) for t in range(300)] + [(30.0, True)] * 30  # 9 % at t=30
+    aging += [(70.0 + t * 0.1, False) for t in range(300)]  # t=30's burst still in window
+    assert hedging.worst_trailing_share(aging) == pytest.approx(30 / 330)
+    assert hedging.last_window_share(aging) == 0.0
     assert hedging.last_window_share([]) is None
 
 
