@@ -345,7 +345,7 @@ class ClusterNode:
     def start(self) -> None:
         """Start connecting and heartbeating in the background; returns at once."""
         loop = asyncio.get_running_loop()
-        self.app.metrics.extra_collectors.append(self.collect)
+        self.app.metrics.register(self.collect)
         self._connect = loop.create_task(self._connect_forever())
         self._task = loop.create_task(self._heartbeat())
 
@@ -371,8 +371,7 @@ class ClusterNode:
             await asyncio.wait_for(self.exchange.close(), 2.0)
         except Exception as exc:
             log.debug("exchange close failed", extra={"error": repr(exc)})
-        if self.collect in self.app.metrics.extra_collectors:
-            self.app.metrics.extra_collectors.remove(self.collect)
+        self.app.metrics.unregister(self.collect)
 
     async def _connect_forever(self) -> None:
         wait = max(0.1, min(2.0, self.interval_s))
@@ -477,7 +476,7 @@ class ClusterNode:
 
     # -- metrics -------------------------------------------------------------------------
     def collect(self, node: str, now: float) -> Iterable[Metric]:
-        """Prometheus families (an ``extra_collectors`` entry of the app's metrics)."""
+        """Prometheus families (registered with the node's metrics at start)."""
         del now
         view = self.view
         nodes = GaugeMetricFamily(

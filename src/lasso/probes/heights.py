@@ -161,7 +161,7 @@ class HeightProber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rate_limited: dict[tuple[str, str, str], bool] = {}
         self._lagging: dict[tuple[str, str], dict[str, int]] = {}
-        app.metrics.extra_collectors.append(self.collect)
+        app.metrics.register(self.collect)
 
     def __repr__(self) -> str:
         return (

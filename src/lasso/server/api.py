@@ -41,7 +41,7 @@ def route(app: LassoApp, req: HttpRequest) -> Response:
     if path == "/api/health":
         return _json(200, health(app))
     if path == "/metrics":
-        return Response(200, app.metrics.render(app), content_type=_PROM_TYPE)
+        return Response(200, app.metrics.render(), content_type=_PROM_TYPE)
     if path == "/api/chains":
         return chains(app, _query(req))
     if path.startswith("/api/metrics/"):

@@ -23,6 +23,7 @@ from lasso.net.http_server import HttpRequest, HttpServer, Response
 from lasso.server import api
 from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
+from lasso.server.node import NodeInfo
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
 from lasso.server.subscriptions import SubscriptionManager
@@ -114,10 +115,15 @@ class LassoApp:
         ws_upstream_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self.node_id = self.settings.node_id
+        self.node = NodeInfo(
+            node_id=self.settings.node_id,
+            version=__version__,
+            started_wall=time.time(),
+            worker_index=self.settings.worker_index,
+        )
+        self.node_id = self.node.node_id
         self.rng = rng or random.Random()
         self.loop = asyncio.get_event_loop()
-        self.started_wall = time.time()
         self.pools = PoolRegistry()
         self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
         self.events = EventBus(self.node_id)
@@ -129,7 +135,6 @@ class LassoApp:
             default_profile=self.settings.default_profile,
             events=self.events,
         )
-        self.metrics = Metrics(self.node_id)
         self.shared_table: SharedTable | None = None
         self.snapshots: WorkerSnapshots | None = None
         if self.settings.shared_state:
@@ -142,7 +147,11 @@ class LassoApp:
                 self.snapshots = WorkerSnapshots(
                     self.settings.worker_dir, self.settings.worker_index
                 )
-                self.metrics.peer_snapshots = self.snapshots.peers
+        self.metrics = Metrics(
+            self.node,
+            self.current_runtime,
+            peer_snapshots=self.snapshots.peers if self.snapshots is not None else None,
+        )
         self.rpc = RpcHandler(self)
         # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
         # (started by start_background; options such as reconnect_base reach UpstreamWs).
@@ -266,12 +275,16 @@ class LassoApp:
         )
 
     # -- info -------------------------------------------------------------------------
+    def current_runtime(self) -> Runtime:
+        """The runtime serving now (:meth:`reload` swaps it); components get this method."""
+        return self.runtime
+
     def uptime(self) -> float:
-        return time.time() - self.started_wall
+        return self.node.uptime()
 
     @property
     def version(self) -> str:
-        return __version__
+        return self.node.version
 
     def __repr__(self) -> str:
         return f"<LassoApp node={self.node_id} port={self.port} {self.runtime!r}>"

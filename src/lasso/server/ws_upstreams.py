@@ -83,7 +83,7 @@ class WsUpstreamRegistry:
         self._heads: dict[str, _HeadFeed] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._started = False
-        app.metrics.extra_collectors.append(self._collect)
+        app.metrics.register(self._collect)
 
     def __repr__(self) -> str:
         live = sum(1 for up in self._ups.values() if up.connected)

@@ -94,7 +94,7 @@ class SubscriptionManager:
         self._watched: weakref.WeakSet[UpstreamWs] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        app.metrics.extra_collectors.append(partial(collect, self))
+        app.metrics.register(partial(collect, self))
         app.events.subscribe(self._on_bus_event)
 
     def __repr__(self) -> str:
