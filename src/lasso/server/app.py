@@ -20,10 +20,10 @@ from lasso.config import ProfileConfig
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
-from lasso.server import api
+from lasso.server.api import OpsApi, not_found
 from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
-from lasso.server.node import NodeInfo
+from lasso.server.node import ClusterStatus, NodeInfo, Standalone
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
 from lasso.server.subscriptions import SubscriptionManager
@@ -31,8 +31,7 @@ from lasso.server.ws_rpc import WsRpcEndpoint
 from lasso.server.ws_upstreams import WsUpstreamRegistry
 
 if TYPE_CHECKING:
-    from lasso.cluster.transport import ClusterNode
-    from lasso.cluster.view import ClusterView
+    from lasso.cluster.transport import ClusterNode, Exchange
     from lasso.server.shared_state import SharedTable
     from lasso.server.workers import WorkerSnapshots
 
@@ -113,6 +112,7 @@ class LassoApp:
         rng: random.Random | None = None,
         breaker_config: BreakerConfig | None = None,
         ws_upstream_options: Mapping[str, Any] | None = None,
+        cluster_exchange: Exchange | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.node = NodeInfo(
@@ -167,10 +167,49 @@ class LassoApp:
         )
         self.port: int | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        # Set before start_background() to join a cluster over another exchange (the
-        # multi-node demo); otherwise settings.cluster_url starts one over NATS.
-        self.cluster: ClusterNode | None = None
-        self.cluster_view: ClusterView | None = None
+        # A cluster over cluster_exchange (the multi-node demo, tests) or, with
+        # settings.cluster_url, over NATS; otherwise this node stands alone.
+        self.cluster = self._cluster(cluster_exchange)
+        self.cluster_status: ClusterStatus = (
+            self.cluster.view if self.cluster is not None else Standalone(self.node_id)
+        )
+        from lasso.dashboard.hub import DashboardHub
+        from lasso.dashboard.routes import Dashboard
+
+        self.dashboard = Dashboard(
+            DashboardHub(
+                node=self.node,
+                runtime=self.current_runtime,
+                events=self.events,
+                metrics=self.metrics,
+                cluster=self.cluster_status,
+            )
+        )
+        self.api = OpsApi(
+            node=self.node,
+            runtime=self.current_runtime,
+            metrics=self.metrics,
+            cluster=self.cluster_status,
+            pages=self.dashboard.route,
+        )
+
+    def _cluster(self, exchange: Exchange | None) -> ClusterNode | None:
+        settings = self.settings
+        if exchange is None and not settings.cluster_url:
+            return None
+        from lasso.cluster.transport import ClusterNode
+
+        kw: dict[str, Any] = {
+            "node": self.node,
+            "metrics": self.metrics,
+            "runtime": self.current_runtime,
+            "interval_s": settings.cluster_interval_s,
+            "instance": settings.instance_id,
+        }
+        if exchange is not None:
+            return ClusterNode(exchange, **kw)
+        assert settings.cluster_url is not None
+        return ClusterNode.over_nats(settings.cluster_url, **kw)
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> int:
@@ -192,12 +231,7 @@ class LassoApp:
 
             self.prober = HeightProber(self)
             self._tasks.append(self.loop.create_task(self.prober.run()))
-        if self.cluster is None and self.settings.cluster_url:
-            from lasso.cluster.transport import ClusterNode
-
-            self.cluster = ClusterNode.over_nats(self, self.settings.cluster_url)
         if self.cluster is not None:  # observability only: never awaits the exchange
-            self.cluster_view = self.cluster.view
             self.cluster.start()
         if self.snapshots is not None:
             self._tasks.append(self.loop.create_task(self.snapshots.run(self)))
@@ -252,9 +286,9 @@ class LassoApp:
         if method == "POST":
             if req.path.startswith("/rpc/"):
                 return self.rpc.handle(req)
-            return api.not_found(req)
+            return not_found(req)
         if method == "GET" or method == "HEAD":
-            return api.route(self, req)
+            return self.api.route(req)
         if method == "OPTIONS":
             return _CORS_PREFLIGHT
         return Response(
