@@ -32,6 +32,7 @@ from lasso.server.ws_upstreams import WsUpstreamRegistry
 
 if TYPE_CHECKING:
     from lasso.cluster.transport import ClusterNode, Exchange
+    from lasso.probes.heights import HeightProber
     from lasso.server.shared_state import SharedTable
     from lasso.server.workers import WorkerSnapshots
 
@@ -156,9 +157,21 @@ class LassoApp:
         # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
         # (started by start_background; options such as reconnect_base reach UpstreamWs).
         self.ws = WsRpcEndpoint(self)
-        self.ws_upstreams = WsUpstreamRegistry(self, **(ws_upstream_options or {}))
+        self.ws_upstreams = WsUpstreamRegistry(
+            metrics=self.metrics, rng=self.rng, **(ws_upstream_options or {})
+        )
+        # Block heights and health of idle upstreams (started by start_background).
+        self.prober: HeightProber | None = None
+        if self.settings.probes:
+            from lasso.probes.heights import HeightProber
+
+            self.prober = HeightProber(
+                runtime=self.current_runtime, metrics=self.metrics, rng=self.rng
+            )
         # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
-        self.subscriptions = SubscriptionManager(self)
+        self.subscriptions = SubscriptionManager(
+            runtime=self.current_runtime, metrics=self.metrics, events=self.events
+        )
         self.server = HttpServer(
             self,
             max_body=self.settings.max_body,
@@ -226,15 +239,14 @@ class LassoApp:
         """Start the background work: upstream WebSockets, block-height probes (cheap,
         idle providers only)."""
         self.ws_upstreams.start(self.runtime)
-        if self.settings.probes:
-            from lasso.probes.heights import HeightProber
-
-            self.prober = HeightProber(self)
+        if self.prober is not None:
             self._tasks.append(self.loop.create_task(self.prober.run()))
         if self.cluster is not None:  # observability only: never awaits the exchange
             self.cluster.start()
         if self.snapshots is not None:
-            self._tasks.append(self.loop.create_task(self.snapshots.run(self)))
+            self._tasks.append(
+                self.loop.create_task(self.snapshots.run(self.metrics, self.current_runtime))
+            )
 
     async def reload(self, profiles: Mapping[str, ProfileConfig]) -> None:
         """Swap in a new profile set. In-flight requests finish on the old one."""
@@ -278,7 +290,7 @@ class LassoApp:
         await self.ws_upstreams.aclose()
         await self.pools.aclose()
         if self.snapshots is not None:
-            self.snapshots.write(self)
+            self.snapshots.write(self.metrics, self.runtime)
 
     # -- request dispatch -------------------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
