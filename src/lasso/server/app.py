@@ -24,6 +24,7 @@ from lasso.server.api import OpsApi, not_found
 from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
 from lasso.server.node import ClusterStatus, NodeInfo, Standalone
+from lasso.server.route import RouteResolver
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
 from lasso.server.subscriptions import SubscriptionManager
@@ -153,10 +154,21 @@ class LassoApp:
             self.current_runtime,
             peer_snapshots=self.snapshots.peers if self.snapshots is not None else None,
         )
-        self.rpc = RpcHandler(self)
+        # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
+        self.subscriptions = SubscriptionManager(
+            runtime=self.current_runtime, metrics=self.metrics, events=self.events
+        )
+        self.routes = RouteResolver(self.current_runtime)
+        self.rpc = RpcHandler(routes=self.routes, metrics=self.metrics)
         # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
         # (started by start_background; options such as reconnect_base reach UpstreamWs).
-        self.ws = WsRpcEndpoint(self)
+        self.ws = WsRpcEndpoint(
+            routes=self.routes,
+            rpc=self.rpc,
+            metrics=self.metrics,
+            subscriptions=self.subscriptions,
+            max_message=self.settings.max_body,
+        )
         self.ws_upstreams = WsUpstreamRegistry(
             metrics=self.metrics, rng=self.rng, **(ws_upstream_options or {})
         )
@@ -168,10 +180,6 @@ class LassoApp:
             self.prober = HeightProber(
                 runtime=self.current_runtime, metrics=self.metrics, rng=self.rng
             )
-        # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
-        self.subscriptions = SubscriptionManager(
-            runtime=self.current_runtime, metrics=self.metrics, events=self.events
-        )
         self.server = HttpServer(
             self,
             max_body=self.settings.max_body,
