@@ -261,8 +261,8 @@ def micro_cost(viewers: int, iterations: int = 300) -> dict[str, Any]:
     import asyncio
 
     async def run() -> dict[str, Any]:
+        from lasso.app import LassoApp, Settings
         from lasso.profiles import parse_profile
-        from lasso.server.app import LassoApp, Settings
 
         prof = parse_profile(profile_text("http://127.0.0.1:9"), "public.yml", {})
         app = LassoApp({prof.slug: prof}, Settings(node_id="bench", probes=False))

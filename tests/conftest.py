@@ -25,8 +25,8 @@ def anvil() -> Iterator[Anvil]:
 @pytest.fixture
 async def lasso_node() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Factory: start a Lasso node from profile YAML texts on a free port."""
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
 
     apps: list[Any] = []
 

@@ -345,9 +345,9 @@ async def test_page_shows_the_apis_status_for_every_state(
 @pytest.fixture
 async def two_regions(sim_fleet: Any) -> AsyncIterator[dict[str, Any]]:
     """Two nodes (regions ``us`` and ``eu``) in one in-process cluster, without probes."""
+    from lasso.app import LassoApp, Settings
     from lasso.cluster.transport import MemoryHub
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
 
     fleet = await sim_fleet(["alpha", "bravo", "charlie"])
     hub = MemoryHub()

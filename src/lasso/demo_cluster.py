@@ -29,8 +29,8 @@ from importlib import resources
 
 import orjson
 
+from lasso.app import LassoApp, Settings
 from lasso.cluster.transport import MemoryHub
-from lasso.server.app import LassoApp, Settings
 from lasso.sim.fleet import SimFleet, default_demo_chains, default_demo_specs, demo_profile_env
 
 __all__ = ["REGIONS", "TRAFFIC_RPS", "ClusterDemo", "region_latency_ms", "run_cluster_demo"]

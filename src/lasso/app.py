@@ -1,8 +1,23 @@
-"""The application object: one per node, holding every live dependency.
+"""The composition root: builds one node's components and wires them together.
 
-``LassoApp`` is what the HTTP server calls. It owns the current :class:`Runtime` (built
-from the profiles and swapped atomically on reload), the upstream pools and breakers that
-survive reloads, the metrics, and the background tasks (block-height probes). Nothing in
+:class:`LassoApp` is the only place that knows every component. It builds them in
+dependency order and hands each one what it uses through its constructor: the node's
+identity (:class:`~lasso.server.node.NodeInfo`), the metrics to register collectors with,
+the event bus, the *current runtime* as a callable (:meth:`LassoApp.current_runtime`, the
+runtime being swapped on reload), the cluster status (a
+:class:`~lasso.server.node.Standalone` null object when the node is alone). No component
+imports this module or holds the app; only the entry points (``lasso.cli``,
+``lasso.demo``, ``lasso.demo_cluster``) and tests create it. The import contracts in
+``pyproject.toml`` (``lint-imports``) keep it that way; ``docs/architecture.md`` draws the
+layers.
+
+It lives above ``lasso.server`` rather than in it because it wires the packages that sit
+on top of the server core (``lasso.probes``, ``lasso.cluster``, ``lasso.dashboard``):
+inside ``lasso.server`` it would make the server import them back.
+
+The app is also what the HTTP server calls (:class:`lasso.net.http_server.Application`):
+``POST /rpc/...`` goes to the JSON-RPC endpoint, ``GET``/``HEAD`` to the operations API
+(which mounts the dashboard), WebSocket upgrades to the WebSocket endpoint. Nothing in
 Lasso is a module-level singleton.
 """
 
@@ -13,13 +28,17 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lasso import __version__
+from lasso.cluster.transport import ClusterNode, Exchange
 from lasso.config import ProfileConfig
+from lasso.dashboard.hub import DashboardHub
+from lasso.dashboard.routes import Dashboard
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
+from lasso.probes.heights import HeightProber
 from lasso.server.api import OpsApi, not_found
 from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
@@ -27,17 +46,13 @@ from lasso.server.node import ClusterStatus, NodeInfo, Standalone
 from lasso.server.route import RouteResolver
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
+from lasso.server.shared_state import SharedTable
 from lasso.server.subscriptions import SubscriptionManager
+from lasso.server.workers import WorkerSnapshots
 from lasso.server.ws_rpc import WsRpcEndpoint
 from lasso.server.ws_upstreams import WsUpstreamRegistry
 
-if TYPE_CHECKING:
-    from lasso.cluster.transport import ClusterNode, Exchange
-    from lasso.probes.heights import HeightProber
-    from lasso.server.shared_state import SharedTable
-    from lasso.server.workers import WorkerSnapshots
-
-__all__ = ["LassoApp", "Settings"]
+__all__ = ["LassoApp", "Settings", "install_uvloop"]
 
 log = logging.getLogger("lasso")
 
@@ -82,6 +97,15 @@ class Settings:
         self.cluster_url = cluster_url
 
 
+def install_uvloop() -> None:
+    """Run the node on uvloop when it is installed (it is a dependency)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 _CORS_PREFLIGHT = Response(
     204,
     headers=[
@@ -98,12 +122,21 @@ _CORS_PREFLIGHT = Response(
 
 
 class LassoApp:
-    """A Lasso node.
+    """A Lasso node: every component, built and wired.
 
     Args:
         profiles: the validated profiles to serve.
         settings: node settings.
         rng: randomness for strategies and breaker jitter (seed it in tests).
+        breaker_config: the circuit breakers' configuration.
+        ws_upstream_options: keyword arguments for every upstream WebSocket (tests shorten
+            its timings).
+        cluster_exchange: join a cluster over this exchange (the multi-node demo, tests);
+            without it, ``settings.cluster_url`` joins one over NATS, else the node is
+            standalone.
+
+    Raises:
+        ValueError: for settings that cannot work (a bad ``LASSO_CLUSTER_INTERVAL_MS``).
     """
 
     def __init__(
@@ -116,87 +149,59 @@ class LassoApp:
         ws_upstream_options: Mapping[str, Any] | None = None,
         cluster_exchange: Exchange | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings = settings or Settings()
         self.node = NodeInfo(
-            node_id=self.settings.node_id,
+            node_id=settings.node_id,
             version=__version__,
             started_wall=time.time(),
-            worker_index=self.settings.worker_index,
+            worker_index=settings.worker_index,
         )
         self.node_id = self.node.node_id
         self.rng = rng or random.Random()
-        self.loop = asyncio.get_event_loop()
+        # Routing state: pools and breakers outlive reloads; the runtime is swapped.
         self.pools = PoolRegistry()
         self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
         self.events = EventBus(self.node_id)
-        self.runtime = Runtime(
-            profiles,
-            pools=self.pools,
-            breakers=self.breakers,
-            rng=self.rng,
-            default_profile=self.settings.default_profile,
-            events=self.events,
-        )
+        self.runtime = self._build_runtime(profiles, generation=1)
+        # --workers N: node-wide routing state and the other workers' metrics.
         self.shared_table: SharedTable | None = None
         self.snapshots: WorkerSnapshots | None = None
-        if self.settings.shared_state:
-            from lasso.server.shared_state import SharedTable
-            from lasso.server.workers import WorkerSnapshots
-
-            self.shared_table = SharedTable(self.settings.shared_state)
+        if settings.shared_state:
+            self.shared_table = SharedTable(settings.shared_state)
             self.shared_table.attach(self.runtime)
-            if self.settings.worker_dir and self.settings.worker_index is not None:
-                self.snapshots = WorkerSnapshots(
-                    self.settings.worker_dir, self.settings.worker_index
-                )
+            if settings.worker_dir and settings.worker_index is not None:
+                self.snapshots = WorkerSnapshots(settings.worker_dir, settings.worker_index)
         self.metrics = Metrics(
             self.node,
             self.current_runtime,
             peer_snapshots=self.snapshots.peers if self.snapshots is not None else None,
         )
-        # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
+        # Background work, started by start_background().
+        self.ws_upstreams = WsUpstreamRegistry(
+            metrics=self.metrics, rng=self.rng, **(ws_upstream_options or {})
+        )
+        self.prober: HeightProber | None = None
+        if settings.probes:
+            self.prober = HeightProber(
+                runtime=self.current_runtime, metrics=self.metrics, rng=self.rng
+            )
+        self.cluster = self._cluster(cluster_exchange)
+        self.cluster_status: ClusterStatus = (
+            self.cluster.view if self.cluster is not None else Standalone(self.node_id)
+        )
+        # Client-facing endpoints.
         self.subscriptions = SubscriptionManager(
             runtime=self.current_runtime, metrics=self.metrics, events=self.events
         )
         self.routes = RouteResolver(self.current_runtime)
         self.rpc = RpcHandler(routes=self.routes, metrics=self.metrics)
-        # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
-        # (started by start_background; options such as reconnect_base reach UpstreamWs).
         self.ws = WsRpcEndpoint(
             routes=self.routes,
             rpc=self.rpc,
             metrics=self.metrics,
             subscriptions=self.subscriptions,
-            max_message=self.settings.max_body,
+            max_message=settings.max_body,
         )
-        self.ws_upstreams = WsUpstreamRegistry(
-            metrics=self.metrics, rng=self.rng, **(ws_upstream_options or {})
-        )
-        # Block heights and health of idle upstreams (started by start_background).
-        self.prober: HeightProber | None = None
-        if self.settings.probes:
-            from lasso.probes.heights import HeightProber
-
-            self.prober = HeightProber(
-                runtime=self.current_runtime, metrics=self.metrics, rng=self.rng
-            )
-        self.server = HttpServer(
-            self,
-            max_body=self.settings.max_body,
-            on_error=self._on_error,
-            busy_poll_us=self.settings.busy_poll_us,
-        )
-        self.port: int | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        # A cluster over cluster_exchange (the multi-node demo, tests) or, with
-        # settings.cluster_url, over NATS; otherwise this node stands alone.
-        self.cluster = self._cluster(cluster_exchange)
-        self.cluster_status: ClusterStatus = (
-            self.cluster.view if self.cluster is not None else Standalone(self.node_id)
-        )
-        from lasso.dashboard.hub import DashboardHub
-        from lasso.dashboard.routes import Dashboard
-
         self.dashboard = Dashboard(
             DashboardHub(
                 node=self.node,
@@ -213,13 +218,28 @@ class LassoApp:
             cluster=self.cluster_status,
             pages=self.dashboard.route,
         )
+        self.server = HttpServer(
+            self,
+            max_body=settings.max_body,
+            on_error=self._on_error,
+            busy_poll_us=settings.busy_poll_us,
+        )
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _build_runtime(self, profiles: Mapping[str, ProfileConfig], generation: int) -> Runtime:
+        return Runtime(
+            profiles,
+            pools=self.pools,
+            breakers=self.breakers,
+            rng=self.rng,
+            generation=generation,
+            default_profile=self.settings.default_profile,
+            events=self.events,
+        )
 
     def _cluster(self, exchange: Exchange | None) -> ClusterNode | None:
         settings = self.settings
-        if exchange is None and not settings.cluster_url:
-            return None
-        from lasso.cluster.transport import ClusterNode
-
         kw: dict[str, Any] = {
             "node": self.node,
             "metrics": self.metrics,
@@ -229,13 +249,13 @@ class LassoApp:
         }
         if exchange is not None:
             return ClusterNode(exchange, **kw)
-        assert settings.cluster_url is not None
-        return ClusterNode.over_nats(settings.cluster_url, **kw)
+        if settings.cluster_url:
+            return ClusterNode.over_nats(settings.cluster_url, **kw)
+        return None
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Bind and serve; returns the port. Call from a running loop."""
-        self.loop = asyncio.get_running_loop()
         self.port = await self.server.start(
             host if host is not None else self.settings.host,
             port if port is not None else self.settings.port,
@@ -245,28 +265,20 @@ class LassoApp:
 
     async def start_background(self) -> None:
         """Start the background work: upstream WebSockets, block-height probes (cheap,
-        idle providers only)."""
+        idle providers only), the cluster heartbeat, the workers' metrics snapshots."""
+        loop = asyncio.get_running_loop()
         self.ws_upstreams.start(self.runtime)
         if self.prober is not None:
-            self._tasks.append(self.loop.create_task(self.prober.run()))
+            self._tasks.append(loop.create_task(self.prober.run()))
         if self.cluster is not None:  # observability only: never awaits the exchange
             self.cluster.start()
         if self.snapshots is not None:
-            self._tasks.append(
-                self.loop.create_task(self.snapshots.run(self.metrics, self.current_runtime))
-            )
+            run = self.snapshots.run(self.metrics, self.current_runtime)
+            self._tasks.append(loop.create_task(run))
 
     async def reload(self, profiles: Mapping[str, ProfileConfig]) -> None:
         """Swap in a new profile set. In-flight requests finish on the old one."""
-        new = Runtime(
-            profiles,
-            pools=self.pools,
-            breakers=self.breakers,
-            rng=self.rng,
-            generation=self.runtime.generation + 1,
-            default_profile=self.settings.default_profile,
-            events=self.events,
-        )
+        new = self._build_runtime(profiles, generation=self.runtime.generation + 1)
         if self.shared_table is not None:
             self.shared_table.attach(new)
         self.runtime = new
@@ -300,7 +312,7 @@ class LassoApp:
         if self.snapshots is not None:
             self.snapshots.write(self.metrics, self.runtime)
 
-    # -- request dispatch -------------------------------------------------------------
+    # -- what the HTTP server calls ---------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
         method = req.method
         if method == "POST":
@@ -332,13 +344,6 @@ class LassoApp:
     def current_runtime(self) -> Runtime:
         """The runtime serving now (:meth:`reload` swaps it); components get this method."""
         return self.runtime
-
-    def uptime(self) -> float:
-        return self.node.uptime()
-
-    @property
-    def version(self) -> str:
-        return self.node.version
 
     def __repr__(self) -> str:
         return f"<LassoApp node={self.node_id} port={self.port} {self.runtime!r}>"
