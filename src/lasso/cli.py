@@ -10,9 +10,14 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lasso import __version__
 from lasso.net.busypoll import MAX_BUSY_POLL_US
+
+if TYPE_CHECKING:  # imported when serving, not for `lasso --help`
+    from lasso.app import Settings
+    from lasso.config import ProfileConfig
 
 __all__ = ["main"]
 
@@ -215,13 +220,12 @@ def serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(profiles, settings, directory))
 
 
-async def _serve(profiles: Mapping[str, object], settings: object, directory: str) -> int:
-    from lasso.app import LassoApp, Settings
+async def _serve(profiles: Mapping[str, ProfileConfig], settings: Settings, directory: str) -> int:
+    from lasso.app import LassoApp
     from lasso.profiles import ConfigError, load_profiles
 
-    assert isinstance(settings, Settings)
     try:
-        app = LassoApp(profiles, settings)  # type: ignore[arg-type]
+        app = LassoApp(profiles, settings)
     except ValueError as exc:
         print(f"lasso: cannot start: {exc}", file=sys.stderr)
         return 1
