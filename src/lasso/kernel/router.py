@@ -113,6 +113,23 @@ class ChainRouter:
         profile: the profile slug, for snapshots and ``repr``.
     """
 
+    __slots__ = (
+        "_any_caps",
+        "_any_limits",
+        "_archival_threshold",
+        "_beta",
+        "_by_provider",
+        "_channels",
+        "_last_now",
+        "_max_lag",
+        "_overrides",
+        "_priority_pool",
+        "_rng",
+        "chain",
+        "profile",
+        "state",
+    )
+
     def __init__(
         self, chain: ChainConfig, breakers: BreakerRegistry, rng: Rng, *, profile: str
     ) -> None:
@@ -205,9 +222,39 @@ class ChainRouter:
         # preference classes of step 3. Absent means 1 (closed, not rate-limited), so a
         # healthy chain never fills it. Local to this call: channels are shared objects.
         ranks: dict[Channel, int] = {}
-        strategy, pool, presorted = self._pool(method, strategy, provider_id)
-        alive = self._usable(pool, now, exclude, ranks)  # 1. hard filters
-        if len(alive) > 1 and self._any_caps:
+        pool = self._channels
+        presorted = False  # True: the pool's order is final, the strategy is skipped
+        if provider_id is not None or self._overrides:
+            strategy, pool, presorted = self._pinned_pool(method, strategy, provider_id)
+        if strategy == "priority" and pool is self._channels:
+            pool = self._priority_pool  # filtering keeps the order: no sort per request
+            presorted = True
+        # 1. hard filters: connected, not excluded, circuit not open, not lagging. Inline:
+        # this loop runs for every request, and a method call here costs ~4 % of it.
+        max_lag = self._max_lag
+        lagging = self.state.lagging(now, max_lag) if max_lag is not None else None
+        alive: list[Channel] = []
+        skipped: list[Channel] | None = None
+        for ch in pool:
+            if not ch.connected:
+                continue
+            if exclude and ch.provider_id in exclude:
+                continue
+            s = ch.breaker.state(now)
+            if s is _OPEN:
+                continue
+            limited = ch.evidence.rate_limited_until > now
+            if limited or s is not _CLOSED:
+                ranks[ch] = tier(s, limited)
+            if lagging and ch.provider_id in lagging:
+                if skipped is None:
+                    skipped = []
+                skipped.append(ch)
+                continue
+            alive.append(ch)
+        if not alive and skipped and lagging is not None:
+            alive = _least_lagging(skipped, lagging, max_lag or 0)
+        if self._any_caps and len(alive) > 1:
             alive = self._capable(alive, method)  # 2. capability
         refs = block_params(method, params)
         if refs and alive:
@@ -233,11 +280,11 @@ class ChainRouter:
             del ordered[MAX_CANDIDATES:]
         return ordered
 
-    def _pool(
+    def _pinned_pool(
         self, method: str, strategy: str, provider_id: str | None
     ) -> tuple[str, list[Channel], bool]:
-        """The channels a request may use and the strategy ordering them; the flag says
-        their order is already final (the strategy is skipped)."""
+        """The pool of a provider override, else of a ``method_overrides`` entry: the
+        channels, the strategy ordering them, and whether their order is already final."""
         pool = self._channels
         presorted = False
         ov = self._overrides.get(method) if self._overrides else None
@@ -249,43 +296,7 @@ class ChainRouter:
                 presorted = ov[0] is None  # listed providers without a strategy: that order
         if provider_id is not None:
             pool = self._by_provider.get(provider_id, [])
-        elif strategy == "priority" and pool is self._channels:
-            pool = self._priority_pool  # filtering keeps the order: no sort per request
-            presorted = True
         return strategy, pool, presorted
-
-    def _usable(
-        self, pool: list[Channel], now: float, exclude: Collection[str], ranks: dict[Channel, int]
-    ) -> list[Channel]:
-        """Step 1, the hard filters: connected, not excluded, circuit not open, not lagging
-        (unless every provider lags). Records the tier of each channel below tier 1."""
-        max_lag = self._max_lag
-        lagging = self.state.lagging(now, max_lag) if max_lag is not None else None
-        alive: list[Channel] = []
-        skipped: list[Channel] | None = None
-        for ch in pool:
-            if not ch.connected:
-                continue
-            if exclude and ch.provider_id in exclude:
-                continue
-            s = ch.breaker.state(now)
-            if s is _OPEN:
-                continue
-            limited = ch.evidence.rate_limited_until > now
-            if limited or s is not _CLOSED:
-                ranks[ch] = tier(s, limited)
-            if lagging and ch.provider_id in lagging:
-                if skipped is None:
-                    skipped = []
-                skipped.append(ch)
-                continue
-            alive.append(ch)
-        if alive or not skipped or lagging is None:
-            return alive
-        # Every live provider lags: re-admit those within tolerance of the best one.
-        best = max(lagging[ch.provider_id] for ch in skipped)
-        floor = best - (max_lag or 0)
-        return [ch for ch in skipped if lagging[ch.provider_id] >= floor]
 
     @staticmethod
     def _capable(alive: list[Channel], method: str) -> list[Channel]:
@@ -509,6 +520,14 @@ class _NoRng:
 
 
 _NO_RNG = _NoRng()
+
+
+def _least_lagging(skipped: list[Channel], lagging: dict[str, int], max_lag: int) -> list[Channel]:
+    """Every live provider lags: re-admit those within ``max_lag`` of the best one
+    (the *decision* of filter 4 in the module docstring)."""
+    best = max(lagging[ch.provider_id] for ch in skipped)
+    floor = best - max_lag
+    return [ch for ch in skipped if lagging[ch.provider_id] >= floor]
 
 
 def _resolve(ref: int | str, cons: int | None) -> int | None:
