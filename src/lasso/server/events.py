@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lasso.kernel.router import Channel, Transition
-    from lasso.server.pipeline import Outcome
+    from lasso.server.exchange import Outcome
     from lasso.server.runtime import ChainRuntime
 
 __all__ = ["EventBus"]
