@@ -71,7 +71,7 @@ def test_snapshot_json_ready() -> None:
     assert pa["channels"]["ws"]["connected"] is False
     assert pa["methods"][0]["method"] == "eth_call"
     assert pa["methods"][0]["p50_ms"] == pytest.approx(20.0)
-    assert pb["lag"] == -4
+    assert pb["lag"] == 4  # blocks behind
     assert pb["archival"] is False
     assert pb["channels"]["http"]["tier"] == 3
     assert pb["channels"]["http"]["rate_limited_remaining_s"] == 5.0

@@ -243,9 +243,9 @@ class ChainRouter:
             if not skipped or lagging is None:
                 return alive
             # Every live provider lags: re-admit those within tolerance of the best one.
-            best = max(lagging[ch.provider_id] for ch in skipped)
-            floor = best - (max_lag or 0)
-            alive = [ch for ch in skipped if lagging[ch.provider_id] >= floor]
+            best = min(lagging[ch.provider_id] for ch in skipped)
+            ceiling = best + (max_lag or 0)
+            alive = [ch for ch in skipped if lagging[ch.provider_id] <= ceiling]
 
         # 2. capability: unsupporting channels only when nothing supports the method.
         if self._any_caps and len(alive) > 1:

@@ -74,7 +74,7 @@ def provider_status(
             rank = r
     if rank == 0:
         lag = state.optimistic_lag(provider_id, now)
-        if lag is not None and lag < -lag_alert_threshold_blocks:
+        if lag is not None and lag > lag_alert_threshold_blocks:
             rank = 1
     return PROVIDER_STATUSES[rank]
 

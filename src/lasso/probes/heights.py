@@ -459,7 +459,7 @@ class HeightProber:
                 if pid in previous:  # no consensus for now: keep the last verdict
                     current[pid] = previous[pid]
                 continue
-            if lag < -threshold:
+            if lag > threshold:
                 current[pid] = lag
                 if pid not in previous:
                     self._event(

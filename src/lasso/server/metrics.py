@@ -228,7 +228,7 @@ class _Collector:
         )
         lag = GaugeMetricFamily(
             "lasso_provider_lag_blocks",
-            "Blocks behind the consensus height (negative = behind)",
+            "Blocks behind the consensus height (0 at or above it)",
             labels=["node_id", "profile", "chain", "provider"],
         )
         pstatus = GaugeMetricFamily(

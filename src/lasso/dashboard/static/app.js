@@ -38,7 +38,8 @@
   const fmtPct = (v) => (isNum(v) ? (v * 100).toFixed(v >= 0.9995 ? 0 : 1) + "%" : "—");
   const fmtRate = (v) => (isNum(v) ? (v >= 100 ? v.toFixed(0) : v.toFixed(1)) : "—");
   const fmtInt = (v) => (isNum(v) ? v.toLocaleString("en-US") : "—");
-  const fmtLag = (v) => (isNum(v) ? (v > 0 ? "+" + v : String(v)) : "—");
+  // Lag is blocks behind the consensus head (0 at or above it), as the API reports it.
+  const fmtLag = (v) => (isNum(v) ? String(v) : "—");
   const statusLabel = (s) => STATUS_LABEL[s] || s;
   const clockTime = (ts) => {
     const d = new Date(ts * 1000);
@@ -380,7 +381,7 @@
   function renderProviderTable(s) {
     const rows = providerRows(s);
     const body = rows.map((r) => {
-      const lagCls = isNum(r.lag) && r.lag < 0 ? " neg" : "";
+      const lagCls = isNum(r.lag) && r.lag > 0 ? " neg" : "";
       const succCls = isNum(r.success) ? (r.success < 0.9 ? " bad" : r.success < 0.99 ? " warn" : "") : "";
       const share = isNum(r.share) ? r.share : 0;
       const wsConn = !r._ws || r._ws.connected === null ? ""
@@ -534,7 +535,7 @@
   const STATE_TEXT = {
     "provider.rate_limited": (e) => `rate-limited${isNum(e.remaining_s) ? ` for ${e.remaining_s.toFixed(0)} s` : ""}`,
     "provider.rate_limit_cleared": () => "rate limit cleared",
-    "provider.lagging": (e) => `lagging ${fmtLag(e.lag)} blocks`,
+    "provider.lagging": (e) => `lagging: ${fmtLag(e.lag)} blocks behind`,
     "provider.caught_up": () => "caught up",
   };
 
