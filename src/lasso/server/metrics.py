@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from lasso.kernel.methods import KNOWN_METHODS
 from lasso.kernel.router import PROVIDER_STATUSES
 from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
+from lasso.kernel.status import connection_state
 
 if TYPE_CHECKING:
     from lasso.server.app import LassoApp
@@ -231,6 +232,21 @@ class _Collector:
             "Blocks behind the consensus height (0 at or above it)",
             labels=["node_id", "profile", "chain", "provider"],
         )
+        connected = GaugeMetricFamily(
+            "lasso_provider_connected",
+            "1 while the provider channel's upstream can be reached (HTTP: it answered last; "
+            "WS: its socket is open), 0 after connect failures; absent before any attempt",
+            labels=["node_id", "profile", "chain", "provider", "transport"],
+        )
+        last_error = GaugeMetricFamily(
+            "lasso_provider_last_error_timestamp_seconds",
+            "Unix time of the provider channel's last error, labelled with its category, "
+            "cause and message; absent before the first error",
+            labels=[
+                "node_id", "profile", "chain", "provider", "transport", "category", "cause",
+                "message",
+            ],
+        )  # fmt: skip
         pstatus = GaugeMetricFamily(
             "lasso_provider_status",
             "1 for the provider's current status (healthy, lagging, degraded, recovering, "
@@ -246,6 +262,14 @@ class _Collector:
                 labels = [node, rt.profile, rt.key, pid, ch.transport]
                 breaker.add_metric(labels, float(int(ch.breaker.state(now))))
                 rate_limited.add_metric(labels, 1.0 if ch.evidence.rate_limited(now) else 0.0)
+                link = connection_state(ch)
+                if link != "unknown":
+                    connected.add_metric(labels, 1.0 if link == "up" else 0.0)
+                fault = ch.health.last
+                if fault is not None and fault.ts is not None:
+                    last_error.add_metric(
+                        [*labels, fault.category, fault.cause, fault.message], fault.ts
+                    )
                 for method, row in ch.methods.items():
                     ukey: tuple[str, str, str, str, str] = (
                         rt.profile, rt.key, pid, ch.transport, method
@@ -282,6 +306,8 @@ class _Collector:
         yield rate_limited
         yield height
         yield lag
+        yield connected
+        yield last_error
         yield pstatus
 
         ws = GaugeMetricFamily(
