@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import MappingProxyType
@@ -143,13 +143,18 @@ class ConfigError(Exception):
 
 
 def load_profiles(
-    directory: str | Path, env: Mapping[str, str] | None = None
+    directory: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    exclude: Collection[str] = (),
 ) -> dict[str, ProfileConfig]:
     """Load every ``*.yml``/``*.yaml`` profile in ``directory`` (not those starting ``.``/``_``).
 
     Args:
         directory: the profiles directory.
         env: variables for ``${VAR}`` substitution; defaults to ``os.environ``.
+        exclude: slugs (file stems) to leave out, unread (``lasso serve`` skips the demo
+            profile of the default directory this way).
 
     Returns:
         Profiles by slug, in file-name order.
@@ -161,13 +166,18 @@ def load_profiles(
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError([ConfigProblem(str(root), 0, "", "profiles directory not found")])
-    files = sorted(
+    found = sorted(
         p
         for p in root.iterdir()
         if p.suffix in (".yml", ".yaml") and not p.name.startswith((".", "_")) and p.is_file()
     )
+    files = [p for p in found if p.stem not in exclude]
     if not files:
-        raise ConfigError([ConfigProblem(str(root), 0, "", "no profiles (*.yml) found")])
+        skipped = [p.name for p in found if p.stem in exclude]
+        msg = "no profiles (*.yml) found"
+        if skipped:
+            msg = f"no profiles to serve (skipped: {', '.join(skipped)})"
+        raise ConfigError([ConfigProblem(str(root), 0, "", msg)])
     by_slug: defaultdict[str, list[Path]] = defaultdict(list)
     for path in files:
         by_slug[path.stem].append(path)

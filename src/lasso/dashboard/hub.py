@@ -259,7 +259,10 @@ class DashboardHub:
         Raises:
             UnknownProfile, UnknownNode.
         """
-        prof = self.app.runtime.profile(profile)
+        runtime = self.app.runtime
+        prof = runtime.profile(profile)
+        if prof is None and profile is None and runtime.profiles:
+            prof = runtime.profiles[min(runtime.profiles)]  # no default profile: the first
         if prof is None:
             raise UnknownProfile(profile)
         if node is not None and node != self.app.node_id and node not in self.node_ids():

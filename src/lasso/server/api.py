@@ -120,6 +120,7 @@ def _profile_or_error(app: LassoApp, q: dict[str, str]) -> Any:
             404,
             {
                 "error": "Profile not found",
+                "message": app.runtime.profile_not_found(q.get("profile")),
                 "profile": q.get("profile"),
                 "available_profiles": sorted(app.runtime.profiles),
             },

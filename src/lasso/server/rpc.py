@@ -147,7 +147,7 @@ class RpcHandler:
             return _error_response(
                 404,
                 -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
+                runtime.profile_not_found(route.profile),
                 {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
             )
         rt = profile.resolve(route.chain)

@@ -128,7 +128,7 @@ class WsRpcEndpoint:
                 transport,
                 404,
                 -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
+                runtime.profile_not_found(route.profile),
                 {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
             )
             return None
