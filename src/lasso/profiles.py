@@ -34,6 +34,7 @@ Decisions where the reference is loose or surprising:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections import defaultdict
@@ -56,10 +57,12 @@ from lasso.config import (
     ProviderConfig,
     canonical_strategy,
 )
+from lasso.kernel.methods import KNOWN_METHODS
 from lasso.profiles_schema import (
     IDENT_RULE,
     Reporter,
     Section,
+    YMap,
     YNode,
     YScalar,
     YSeq,
@@ -284,6 +287,8 @@ def _build_profile(
         top = Section(rep, body, "", ("chains",), line=body_line, hints=hints)
         if "chains" not in top.entries:
             rep.error(top.line, "chains", "missing required key")
+        elif _empty(top, "chains"):
+            rep.error(top.key_line("chains"), "chains", "no chains: list at least one chain")
         chains = _build_chains(rep, top)
     values = {
         "name": fm.get("name", as_str) or stem,
@@ -416,6 +421,7 @@ def _build_overrides(
 ) -> dict[str, MethodOverride]:
     overrides: dict[str, MethodOverride] = {}
     for method, line, node, path in routing.pairs("method_overrides"):
+        _check_method(rep, method, line, path)
         sec = Section(rep, node, path, ("strategy", "providers"), line=line)
         names: list[str] = []
         for item, ipath in sec.each("providers"):
@@ -436,7 +442,21 @@ _CAPABILITY_KEYS = ("unsupported_categories", "unsupported_methods", "limits", "
 _LIMIT_KEYS = ("max_block_range", "max_block_age", "block_age_methods")
 
 
+def _empty(sec: Section, key: str) -> bool:
+    """True when ``key`` is present but null, ``[]`` or ``{}`` (a wrong type is reported
+    elsewhere)."""
+    node = sec.node(key)
+    if node is None:
+        return key in sec.entries
+    return (isinstance(node, YSeq) and not node.items) or (
+        isinstance(node, YMap) and not node.entries
+    )
+
+
 def _build_providers(rep: Reporter, chain: Section) -> list[ProviderConfig]:
+    if chain.ok and _empty(chain, "providers"):
+        line = chain.key_line("providers")
+        rep.error(line, join(chain.path, "providers"), "no providers: list at least one")
     providers: list[ProviderConfig] = []
     first_line: dict[str, int] = {}
     for i, (item, path) in enumerate(chain.each("providers")):
@@ -508,6 +528,9 @@ def _capabilities(rep: Reporter, caps: Section) -> Capabilities:
         if category not in CATEGORIES:
             hint = suggest(category, CATEGORIES)
             rep.error(item.line, path, f"unknown method category {category!r}{hint}")
+    methods = caps.get("unsupported_methods", as_str_list) or []
+    for name, item, path in methods:
+        _check_method(rep, name, item.line, path)
     lim = caps.sub("limits", _LIMIT_KEYS)
     limits = {
         "max_block_range": lim.get("max_block_range", as_int, 0),
@@ -517,10 +540,26 @@ def _capabilities(rep: Reporter, caps: Section) -> Capabilities:
     rules = (_error_rule(rep, item, path) for item, path in caps.each("error_rules"))
     return Capabilities(
         unsupported_categories=frozenset(c for c, _, _ in categories if c in CATEGORIES),
-        unsupported_methods=frozenset(caps.get("unsupported_methods", as_strs) or ()),
+        unsupported_methods=frozenset(name for name, _, _ in methods),
         limits=Limits(**_given(limits)),
         error_rules=tuple(rule for rule in rules if rule is not None),
     )
+
+
+_KNOWN_SORTED = sorted(KNOWN_METHODS)
+
+
+def _check_method(rep: Reporter, method: str, line: int, path: str) -> None:
+    """A method name that is not a known one but close to one is a typo: report it.
+
+    Names far from every known method pass: providers have their own
+    (``alchemy_getTokenBalances``), and Lasso routes them like any other.
+    """
+    if method in KNOWN_METHODS:
+        return
+    close = difflib.get_close_matches(method, _KNOWN_SORTED, n=1, cutoff=0.85)
+    if close:
+        rep.error(line, path, f"unknown method {method!r}, did you mean {close[0]!r}?")
 
 
 def _error_rule(rep: Reporter, node: YNode, path: str) -> ErrorRule | None:
