@@ -73,8 +73,16 @@ async def test_demo_serves_and_stops_on_sigterm() -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
+
+    async def sample_calls() -> int:
+        async with aiohttp.ClientSession() as s, s.get(base + "/api/metrics/ethereum") as r:
+            doc = await r.json()
+        return sum(m["calls"] for p in doc["providers"] for m in p["methods"])
+
     try:
         await eventually(lambda: _healthy(base), timeout=20, message="demo did not become healthy")
+        # The background client makes the node busy before anyone sends anything.
+        await eventually(sample_calls, timeout=10, message="no background traffic")
         status, doc = await _post(base + "/rpc/ethereum")
         assert status == 200 and int(doc["result"], 16) > 0
         status, doc = await _post(base + "/rpc/fastest/base")
@@ -84,6 +92,7 @@ async def test_demo_serves_and_stops_on_sigterm() -> None:
         stdout, _ = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0
     assert b"/rpc/ethereum" in stdout
+    assert b"background client sends 5 reads/s" in stdout and b"--no-traffic" in stdout
 
 
 async def test_serve_reloads_on_sighup_and_keeps_last_good(tmp_path: Path, sim_fleet: Any) -> None:

@@ -122,6 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run N nodes as regions (us-east-1, eu-west-1, ...) with region-dependent "
         "provider latency, joined in a cluster (NATS if LASSO_CLUSTER_URL is set)",
     )
+    demo.add_argument(
+        "--no-traffic",
+        action="store_true",
+        help="do not run the light background client (a few reads per second, so the "
+        "dashboard shows live figures from the start)",
+    )
     add_log_level(demo, "warning")
 
     check = sub.add_parser(
