@@ -274,4 +274,26 @@ def test_fastest_provider_per_region() -> None:
     assert entry["fastest"] == {"us": "alpha", "eu": "bravo", "ap": None, "sa": None}
     alpha, charlie, _ = entry["providers"]
     assert alpha["by_node"] == {"us": 5.0, "eu": 50.0, "ap": None}
+    assert alpha["status"] == {"us": UNKNOWN, "eu": UNKNOWN, "ap": UNKNOWN}
     assert charlie["by_node"] == {}
+
+
+def test_a_region_that_opened_a_circuit_has_no_fastest_there() -> None:
+    """The region's router status decides: an open HTTP circuit beside a WebSocket that
+    never connected (its breaker still closed) is not that region's fastest, though its
+    figures are the lowest; it is again once the region reports it healthy."""
+    doc = cluster_doc()
+    alpha = doc["providers"][0]
+    alpha["by_node"]["eu"] = {
+        "status": "circuit_open",
+        "p50_ms": 1.0,
+        "avg_latency_ms": 1.0,
+        "circuit": {"http": "open", "ws": "closed"},
+    }
+    [entry] = views.fastest_by_region([doc], ["us", "eu"])
+    assert entry["fastest"]["eu"] == "bravo"
+    assert entry["providers"][0]["by_node"]["eu"] is None
+    assert entry["providers"][0]["status"]["eu"] == "circuit_open"
+    alpha["by_node"]["eu"]["status"] = "healthy"
+    [entry] = views.fastest_by_region([doc], ["us", "eu"])
+    assert entry["fastest"]["eu"] == "alpha"

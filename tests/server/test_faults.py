@@ -80,6 +80,9 @@ def test_probe_result_faults() -> None:
     assert f is not None and (f.category, f.status) == ("rate_limit", 429)
     f = probe_result_fault(judge_probe(200, b"<html>"), 200)
     assert f is not None and f.cause == "protocol"
+    in_500 = judge_probe(500, b'{"error":{"code":-32603,"message":"internal error"}}')
+    f = probe_result_fault(in_500, 500)
+    assert f is not None and f.message == "HTTP 500: -32603: internal error"
     err = judge_probe(200, b'{"error":{"code":-32603,"message":"db down"}}')
     f = probe_result_fault(err, 200)
     assert f is not None and (f.cause, f.message) == ("rpc_error", "-32603: db down")

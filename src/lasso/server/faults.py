@@ -98,6 +98,8 @@ def probe_result_fault(result: ProbeResult, status: int) -> Fault | None:
         cause = "wrong_chain"
     elif status != 200:
         cause = "http_status"
+        if not detail.startswith("HTTP "):
+            detail = f"HTTP {status}: {detail}"  # a JSON-RPC error in an error status
     elif detail == "invalid response":
         cause = "protocol"
     else:
