@@ -77,8 +77,8 @@ async def layout_node(
     Raises:
         ValueError: for a layout beyond those bounds.
     """
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
     from lasso.sim.chain import SyntheticChain
     from lasso.sim.fleet import ProviderSpec, SimFleet
 

@@ -48,6 +48,30 @@ def test_check_config_reports_file_line_and_key(tmp_path: Path) -> None:
     assert "did you mean 'priority'" in line
 
 
+def test_check_config_catches_empty_values_ports_and_method_typos(tmp_path: Path) -> None:
+    """check-config reports an empty ${VAR}, a port out of range, `providers: []` and a
+    method-name typo, each with file and line."""
+    (tmp_path / "public.yml").write_text(
+        "chains:\n  ethereum:\n    chain_id: 1\n    routing:\n      method_overrides:\n"
+        "        eth_getLog: {strategy: priority}\n    providers:\n"
+        "      - {id: a, url: 'http://${HOST}:8545'}\n      - {id: b, url: 'http://h:99999'}\n"
+        "  base:\n    chain_id: 8453\n    providers: []\n"
+    )
+    out = subprocess.run(
+        [*LASSO, "check-config", "--profiles", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOST": ""},
+    )
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert "public.yml:6: " in lines[0] and "did you mean 'eth_getLogs'" in lines[0]
+    assert "public.yml:8: " in lines[1] and "'HOST' is set but empty" in lines[1]
+    assert "public.yml:9: " in lines[2] and "port 99999 is out of range" in lines[2]
+    assert "public.yml:12: chains.base.providers: no providers" in lines[3]
+    assert lines[4] == "4 problem(s) found"
+
+
 async def _post(url: str) -> Any:
     async with aiohttp.ClientSession() as s, s.post(url, data=BN) as r:
         return r.status, await r.json(content_type=None)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lasso.config import ProfileConfig
 from lasso.kernel.classify import Category
-from lasso.kernel.methods import METHODS_BY_CATEGORY
+from lasso.kernel.methods import KNOWN_METHODS, METHODS_BY_CATEGORY
 from lasso.profiles import (
     CATEGORIES,
     RULE_CATEGORIES,
@@ -623,8 +623,9 @@ def test_empty_chains_and_providers(tmp_path: Path) -> None:
 
 
 def test_method_name_typos(tmp_path: Path) -> None:
-    """A method override or unsupported method close to a known name is a typo; a
-    provider's own method far from every known one is accepted."""
+    """Given the known method names, a method override or unsupported method close to one
+    is a typo; a provider's own method far from every known one is accepted; without
+    them there is no such check."""
     text = chain("""\
         routing:
           method_overrides:
@@ -636,12 +637,16 @@ def test_method_name_typos(tmp_path: Path) -> None:
             capabilities:
               unsupported_methods: [eth_getBlockByNumbr, custom_thing]
     """)
-    assert errors(tmp_path, text) == [
+    (tmp_path / "p.yml").write_text(dedent(text))
+    with pytest.raises(ConfigError) as info:
+        load_profiles(tmp_path, {}, known_methods=KNOWN_METHODS)
+    assert [(p.line, p.key_path, p.message) for p in info.value.problems] == [
         (6, "chains.ethereum.routing.method_overrides.eth_getLog",
          "unknown method 'eth_getLog', did you mean 'eth_getLogs'?"),
         (12, "chains.ethereum.providers[0].capabilities.unsupported_methods[0]",
          "unknown method 'eth_getBlockByNumbr', did you mean 'eth_getBlockByNumber'?"),
     ]  # fmt: skip
+    assert "p" in load_profiles(tmp_path, {})  # no names given: no check
 
 
 def test_strategies_are_canonicalised(tmp_path: Path) -> None:

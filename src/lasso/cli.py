@@ -11,17 +11,23 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lasso import __version__
 from lasso.config import DEMO_PROFILE, default_profile_slug
+from lasso.kernel.methods import KNOWN_METHODS
+from lasso.logs import LEVELS
 from lasso.net.busypoll import MAX_BUSY_POLL_US
+
+if TYPE_CHECKING:  # imported when serving, not for `lasso --help`
+    from lasso.app import Settings
+    from lasso.config import ProfileConfig
 
 __all__ = ["main"]
 
 log = logging.getLogger("lasso")
 
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LOG_LEVELS = tuple(level.lower() for level in _LEVELS)
+LOG_LEVELS = tuple(level.lower() for level in LEVELS)
 DEFAULT_PROFILES_DIR = "config/profiles"
 
 
@@ -197,7 +203,7 @@ def check_config(directory: str) -> int:
         print(f"{directory}: not a directory", file=sys.stderr)
         return 1
     try:
-        profiles = load_profiles(path)
+        profiles = load_profiles(path, known_methods=KNOWN_METHODS)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -211,24 +217,16 @@ def check_config(directory: str) -> int:
     return 0
 
 
-def install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def serve(args: argparse.Namespace) -> int:
+    from lasso.app import Settings, install_uvloop
     from lasso.logs import setup_logging
     from lasso.profiles import ConfigError, load_profiles
-    from lasso.server.app import Settings
 
     node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
-    if args.log_level.upper() not in _LEVELS:
+    if args.log_level.upper() not in LEVELS:
         print(
             f"lasso: unknown log level {args.log_level!r} "
-            f"(use one of: {', '.join(_LEVELS).lower()})",
+            f"(use one of: {', '.join(LEVELS).lower()})",
             file=sys.stderr,
         )
         return 2
@@ -258,7 +256,7 @@ def serve(args: argparse.Namespace) -> int:
         default_profile=args.default_profile or os.environ.get("LASSO_DEFAULT_PROFILE") or None,
     )
     try:
-        profiles = load_profiles(directory, exclude=exclude)
+        profiles = load_profiles(directory, exclude=exclude, known_methods=KNOWN_METHODS)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -317,17 +315,16 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(
-    profiles: Mapping[str, object],
-    settings: object,
+    profiles: Mapping[str, ProfileConfig],
+    settings: Settings,
     directory: str,
     exclude: tuple[str, ...] = (),
 ) -> int:
+    from lasso.app import LassoApp
     from lasso.profiles import ConfigError, load_profiles
-    from lasso.server.app import LassoApp, Settings
 
-    assert isinstance(settings, Settings)
     try:
-        app = LassoApp(profiles, settings)  # type: ignore[arg-type]
+        app = LassoApp(profiles, settings)
     except ValueError as exc:
         print(f"lasso: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -360,7 +357,10 @@ async def _serve(
     async def reload() -> None:
         try:
             new = await loop.run_in_executor(
-                None, functools.partial(load_profiles, directory, exclude=exclude)
+                None,
+                functools.partial(
+                    load_profiles, directory, exclude=exclude, known_methods=KNOWN_METHODS
+                ),
             )
         except ConfigError as exc:
             log.error(

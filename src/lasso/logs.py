@@ -18,7 +18,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["NODE_ID", "JsonFormatter", "node_context", "setup_logging"]
+__all__ = ["LEVELS", "NODE_ID", "JsonFormatter", "node_context", "setup_logging"]
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The log levels ``--log-level`` accepts (any case)."""
 
 NODE_ID: ContextVar[str | None] = ContextVar("lasso_node_id", default=None)
 """The node id of the code running now, when a process runs several nodes."""

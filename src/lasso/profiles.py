@@ -57,7 +57,6 @@ from lasso.config import (
     ProviderConfig,
     canonical_strategy,
 )
-from lasso.kernel.methods import KNOWN_METHODS
 from lasso.profiles_schema import (
     IDENT_RULE,
     Reporter,
@@ -150,6 +149,7 @@ def load_profiles(
     env: Mapping[str, str] | None = None,
     *,
     exclude: Collection[str] = (),
+    known_methods: Collection[str] = (),
 ) -> dict[str, ProfileConfig]:
     """Load every ``*.yml``/``*.yaml`` profile in ``directory`` (not those starting ``.``/``_``).
 
@@ -158,6 +158,8 @@ def load_profiles(
         env: variables for ``${VAR}`` substitution; defaults to ``os.environ``.
         exclude: slugs (file stems) to leave out, unread (``lasso serve`` skips the demo
             profile of the default directory this way).
+        known_methods: method names that method names in the profiles are checked
+            against for typos (``lasso.kernel.methods.KNOWN_METHODS``); empty: no check.
 
     Returns:
         Profiles by slug, in file-name order.
@@ -197,7 +199,7 @@ def load_profiles(
             problems.append(ConfigProblem(str(path), 0, "", f"cannot read file: {exc}"))
             continue
         try:
-            profiles[path.stem] = parse_profile(text, str(path), env)
+            profiles[path.stem] = parse_profile(text, str(path), env, known_methods=known_methods)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -205,19 +207,26 @@ def load_profiles(
     return profiles
 
 
-def parse_profile(text: str, filename: str, env: Mapping[str, str] | None = None) -> ProfileConfig:
+def parse_profile(
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    known_methods: Collection[str] = (),
+) -> ProfileConfig:
     """Parse one profile file's text; the slug is ``filename``'s stem.
 
     Args:
         text: the file's contents.
         filename: reported in problems and kept as ``ProfileConfig.source``.
         env: variables for ``${VAR}`` substitution; defaults to ``os.environ``.
+        known_methods: see :func:`load_profiles`.
 
     Raises:
         ConfigError: with every problem found in the file.
     """
     env = os.environ if env is None else env
-    rep = Reporter()
+    rep = Reporter(known_methods)
     front_text, front_line, body_text, body_line = split_front_matter(text)
     front = None
     if front_text is not None:
@@ -546,18 +555,18 @@ def _capabilities(rep: Reporter, caps: Section) -> Capabilities:
     )
 
 
-_KNOWN_SORTED = sorted(KNOWN_METHODS)
-
-
 def _check_method(rep: Reporter, method: str, line: int, path: str) -> None:
     """A method name that is not a known one but close to one is a typo: report it.
 
     Names far from every known method pass: providers have their own
-    (``alchemy_getTokenBalances``), and Lasso routes them like any other.
+    (``alchemy_getTokenBalances``), and Lasso routes them like any other. The known names
+    come from the caller (``known_methods``: the routing kernel's registry, which this
+    module may not import); without them there is no check.
     """
-    if method in KNOWN_METHODS:
+    known = rep.known_methods
+    if not known or method in known:
         return
-    close = difflib.get_close_matches(method, _KNOWN_SORTED, n=1, cutoff=0.85)
+    close = difflib.get_close_matches(method, known, n=1, cutoff=0.85)
     if close:
         rep.error(line, path, f"unknown method {method!r}, did you mean {close[0]!r}?")
 

@@ -71,10 +71,16 @@ YNode = YScalar | YSeq | YMap
 
 
 class Reporter:
-    """Collects ``(line, key_path, message)`` problems in the order they are found."""
+    """Collects ``(line, key_path, message)`` problems in the order they are found.
 
-    def __init__(self) -> None:
+    Args:
+        known_methods: JSON-RPC method names that a name in the profile close to one of
+            them is checked against (a typo); empty: no such check.
+    """
+
+    def __init__(self, known_methods: Collection[str] = ()) -> None:
         self.problems: list[tuple[int, str, str]] = []
+        self.known_methods = sorted(known_methods)
 
     def error(self, line: int, path: str, message: str) -> None:
         self.problems.append((line, path, message))

@@ -37,7 +37,9 @@ async def run_prober() -> AsyncIterator[Callable[..., HeightProber]]:
     tasks: list[asyncio.Task[None]] = []
 
     def start(app: Any) -> HeightProber:
-        prober = HeightProber(app, policy=FAST)
+        prober = HeightProber(
+            runtime=app.current_runtime, metrics=app.metrics, rng=app.rng, policy=FAST
+        )
         tasks.append(asyncio.get_running_loop().create_task(prober.run()))
         return prober
 

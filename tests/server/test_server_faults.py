@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lasso.net.errors import UpstreamConnectError, UpstreamDisconnected, UpstreamTimeout
-from lasso.probes.health import judge_probe
-from lasso.server.faults import MAX_MESSAGE, answer_fault, fault_of, probe_result_fault
+from lasso.server.faults import MAX_MESSAGE, answer_fault, fault_of
 
 
 def test_fault_of_an_exception_keeps_its_cause_and_message() -> None:
@@ -63,26 +62,3 @@ def test_long_messages_are_cut_and_whitespace_folded() -> None:
     """An upstream's error text is kept to MAX_MESSAGE characters on one line."""
     f = answer_fault(200, "server_error", "a\nb " * 200, {"code": -32000})
     assert f is not None and len(f.message) == MAX_MESSAGE and "\n" not in f.message
-
-
-def test_probe_result_faults() -> None:
-    """Probe verdicts: good is no fault; 401, wrong chain, 5xx, 429 and junk each say so."""
-    assert probe_result_fault(judge_probe(200, b'{"result":"0x10"}'), 200) is None
-    f = probe_result_fault(judge_probe(401, b""), 401)
-    assert f is not None and (f.cause, f.category, f.status) == ("http_status", "auth_error", 401)
-    wrong = judge_probe(200, b'{"result":"0x2105"}', expect_chain_id=1)
-    f = probe_result_fault(wrong, 200)
-    assert f is not None and (f.cause, f.category) == ("wrong_chain", "chain_error")
-    assert "wrong chain id 8453" in f.message
-    f = probe_result_fault(judge_probe(502, b"bad gateway"), 502)
-    assert f is not None and (f.cause, f.category, f.status) == ("http_status", "server_error", 502)
-    f = probe_result_fault(judge_probe(429, b""), 429)
-    assert f is not None and (f.category, f.status) == ("rate_limit", 429)
-    f = probe_result_fault(judge_probe(200, b"<html>"), 200)
-    assert f is not None and f.cause == "protocol"
-    in_500 = judge_probe(500, b'{"error":{"code":-32603,"message":"internal error"}}')
-    f = probe_result_fault(in_500, 500)
-    assert f is not None and f.message == "HTTP 500: -32603: internal error"
-    err = judge_probe(200, b'{"error":{"code":-32603,"message":"db down"}}')
-    f = probe_result_fault(err, 200)
-    assert f is not None and (f.cause, f.message) == ("rpc_error", "-32603: db down")

@@ -2,7 +2,8 @@
 
 The pipeline, the health prober and the upstream WebSocket registry record failures in
 the router (``record_failure(..., fault=...)``, ``observe_fault``); these helpers build the
-:class:`~lasso.kernel.faults.Fault` they pass: the cause an operator looks for (name
+:class:`~lasso.kernel.faults.Fault` they pass (a probe's verdict becomes one in
+:func:`lasso.probes.health.probe_result_fault`): the cause an operator looks for (name
 resolution, refused, TLS, timeout, an HTTP status, a JSON-RPC error...), the category the
 failure counted as, and a message that names the upstream by scheme, host and port only
 (``lasso.net`` builds its messages that way; paths and queries may hold API keys).
@@ -18,9 +19,8 @@ from typing import Any
 from lasso.kernel.classify import Bucket, Category, bucket_of
 from lasso.kernel.faults import Fault
 from lasso.net.errors import UpstreamError
-from lasso.probes.health import ProbeKind, ProbeResult
 
-__all__ = ["MAX_MESSAGE", "answer_fault", "fault_of", "probe_result_fault"]
+__all__ = ["MAX_MESSAGE", "answer_fault", "fault_of"]
 
 MAX_MESSAGE = 200
 """Longest message kept (an upstream's error text is cut there)."""
@@ -74,40 +74,4 @@ def answer_fault(
         return Fault(cause="rpc_error", category=category, message=_clip(detail), ts=time.time())
     return Fault(
         cause="protocol", category=category, message=_clip(message or category), ts=time.time()
-    )
-
-
-def probe_result_fault(result: ProbeResult, status: int) -> Fault | None:
-    """The fault of a health probe's HTTP answer (``None`` when it was good).
-
-    Args:
-        result: what :func:`lasso.probes.health.judge_probe` made of the answer.
-        status: the answer's HTTP status.
-    """
-    kind = result.kind
-    if kind is ProbeKind.OK:
-        return None
-    detail = result.detail or str(kind)
-    if kind is ProbeKind.RATE_LIMITED:
-        category = "rate_limit"
-    elif kind is ProbeKind.MISCONFIGURED:
-        category = "chain_error" if result.value is not None else "auth_error"
-    else:
-        category = str(result.category or "unknown_error")
-    if result.value is not None and kind is ProbeKind.MISCONFIGURED:
-        cause = "wrong_chain"
-    elif status != 200:
-        cause = "http_status"
-        if not detail.startswith("HTTP "):
-            detail = f"HTTP {status}: {detail}"  # a JSON-RPC error in an error status
-    elif detail == "invalid response":
-        cause = "protocol"
-    else:
-        cause = "rpc_error"
-    return Fault(
-        cause=cause,
-        category=category,
-        message=_clip(detail),
-        status=status if status != 200 else None,
-        ts=time.time(),
     )

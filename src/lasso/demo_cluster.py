@@ -26,9 +26,9 @@ import sys
 import time
 from importlib import resources
 
-from lasso.cluster.transport import ClusterNode, MemoryHub
+from lasso.app import LassoApp, Settings
+from lasso.cluster.transport import MemoryHub
 from lasso.logs import node_context
-from lasso.server.app import LassoApp, Settings
 from lasso.sim.fleet import SimFleet, default_demo_chains, default_demo_specs, demo_profile_env
 from lasso.sim.traffic import SampleTraffic
 
@@ -151,11 +151,10 @@ class ClusterDemo:
                     cluster_interval_s=self.interval_s,
                     instance_id=f"demo-{i + 1}",
                 )
+                exchange = None if self.cluster_url else self.hub.exchange()
                 # Every task and connection this node starts logs with its own node id.
                 with node_context(region):
-                    app = LassoApp({profile.slug: profile}, settings)
-                    if not self.cluster_url:
-                        app.cluster = ClusterNode(app, self.hub.exchange())
+                    app = LassoApp({profile.slug: profile}, settings, cluster_exchange=exchange)
                     port = await app.start()
                     self.apps[region] = app
                     await app.start_background()
