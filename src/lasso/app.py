@@ -69,7 +69,7 @@ class Settings:
         max_body: int = 8_000_000,
         probes: bool = True,
         cluster_url: str | None = None,
-        default_profile: str = "public",
+        default_profile: str | None = None,
         cluster_interval_s: float | None = None,
         instance_id: str | None = None,
         worker_index: int | None = None,
@@ -88,6 +88,8 @@ class Settings:
         # else 1 s) and this process's identity within its region (None: hostname-random).
         self.cluster_interval_s = cluster_interval_s
         self.instance_id = instance_id
+        # Routes without /profile/<slug>: this one, else public, else the only profile
+        # (lasso.config.default_profile_slug); LASSO_DEFAULT_PROFILE sets it in `serve`.
         self.default_profile = default_profile
         self.node_id = node_id
         self.host = host

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lasso import __version__
+from lasso.config import DEMO_PROFILE, default_profile_slug
+from lasso.kernel.methods import KNOWN_METHODS
+from lasso.logs import LEVELS
 from lasso.net.busypoll import MAX_BUSY_POLL_US
 
 if TYPE_CHECKING:  # imported when serving, not for `lasso --help`
@@ -22,6 +26,34 @@ if TYPE_CHECKING:  # imported when serving, not for `lasso --help`
 __all__ = ["main"]
 
 log = logging.getLogger("lasso")
+
+LOG_LEVELS = tuple(level.lower() for level in LEVELS)
+DEFAULT_PROFILES_DIR = "config/profiles"
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level`` with its choices listed (case-insensitive; env ``LASSO_LOG_LEVEL``)."""
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=os.environ.get("LASSO_LOG_LEVEL", default),
+        metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)} (env LASSO_LOG_LEVEL; default {default})",
+    )
+
+
+def _env_flag(name: str) -> bool | None:
+    """A yes/no environment variable: ``1/true/yes/on`` or ``0/false/no/off``; unset or
+    empty is ``None``."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"lasso: environment variable {name}={raw!r} is not a yes/no value")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -48,13 +80,28 @@ def _build_parser() -> argparse.ArgumentParser:
         help="profiles directory (env LASSO_PROFILES_DIR; default ./config/profiles)",
     )
     serve.add_argument(
+        "--default-profile",
+        default=None,
+        metavar="SLUG",
+        help="the profile for routes without /profile/<slug> (env LASSO_DEFAULT_PROFILE; "
+        "default: 'public', else the only profile there is)",
+    )
+    serve.add_argument(
+        "--demo-profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve (or skip) the demo profile (demo.yml: simulated providers, for use with "
+        "`lasso sim --demo`); default: skipped from the default ./config/profiles, served "
+        "from a directory you name (env LASSO_DEMO_PROFILE=1|0)",
+    )
+    serve.add_argument(
         "--host", default=None, help="bind address (env LASSO_HOST; default 127.0.0.1)"
     )
     serve.add_argument("--port", type=int, default=None, help="port (env PORT; default 4000)")
     serve.add_argument(
         "--node-id", default=None, help="node id, e.g. a region (env LASSO_NODE_ID; default local)"
     )
-    serve.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "info"))
+    add_log_level(serve, "info")
     serve.add_argument(
         "--workers",
         type=int,
@@ -81,11 +128,25 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run N nodes as regions (us-east-1, eu-west-1, ...) with region-dependent "
         "provider latency, joined in a cluster (NATS if LASSO_CLUSTER_URL is set)",
     )
-    demo.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "warning"))
+    demo.add_argument(
+        "--no-traffic",
+        action="store_true",
+        help="do not run the light background client (a few reads per second, so the "
+        "dashboard shows live figures from the start)",
+    )
+    add_log_level(demo, "warning")
 
-    check = sub.add_parser("check-config", help="validate every profile and exit")
+    check = sub.add_parser(
+        "check-config",
+        help="validate every profile and exit",
+        description="Validate every profile of a directory (demo.yml included) the way "
+        "`lasso serve` loads them, environment substitution included. Exit 0, or 1 with "
+        "one 'file:line: key.path: message' line per problem.",
+    )
     check.add_argument(
-        "--profiles", default=None, help="profiles directory (default ./config/profiles)"
+        "--profiles",
+        default=None,
+        help="profiles directory (env LASSO_PROFILES_DIR; default ./config/profiles)",
     )
 
     sim = sub.add_parser("sim", help="run the provider simulator standalone")
@@ -99,18 +160,22 @@ def _build_parser() -> argparse.ArgumentParser:
     from lasso import probe_cli
 
     probe_cli.add_arguments(probe)
+    parser.set_defaults(_commands=sub.choices)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # report them with the usage of the command they were given to
+        target = args._commands.get(args.command, parser) if args.command else parser
+        target.error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help()
         return 2
     if args.command == "check-config":
         return check_config(
-            args.profiles or os.environ.get("LASSO_PROFILES_DIR") or "config/profiles"
+            args.profiles or os.environ.get("LASSO_PROFILES_DIR") or DEFAULT_PROFILES_DIR
         )
     if args.command == "serve":
         return serve(args)
@@ -138,7 +203,7 @@ def check_config(directory: str) -> int:
         print(f"{directory}: not a directory", file=sys.stderr)
         return 1
     try:
-        profiles = load_profiles(path)
+        profiles = load_profiles(path, known_methods=KNOWN_METHODS)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -154,7 +219,7 @@ def check_config(directory: str) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from lasso.app import Settings, install_uvloop
-    from lasso.logs import LEVELS, setup_logging
+    from lasso.logs import setup_logging
     from lasso.profiles import ConfigError, load_profiles
 
     node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
@@ -166,7 +231,16 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 2
     setup_logging(node_id, args.log_level)
-    directory = args.profiles or os.environ.get("LASSO_PROFILES_DIR") or "config/profiles"
+    named = args.profiles or os.environ.get("LASSO_PROFILES_DIR")
+    directory = named or DEFAULT_PROFILES_DIR
+    # The demo profile points at simulated providers: from the default directory it is
+    # noise (its circuits open) unless asked for; from a directory you name, it is yours.
+    with_demo = args.demo_profile
+    if with_demo is None:
+        with_demo = _env_flag("LASSO_DEMO_PROFILE")
+    if with_demo is None:
+        with_demo = bool(named)
+    exclude = () if with_demo else (DEMO_PROFILE,)
     busy_poll = (
         args.busy_poll_us if args.busy_poll_us is not None else _env_int("LASSO_BUSY_POLL_US", 0)
     )
@@ -179,15 +253,32 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port if args.port is not None else _env_int("PORT", 4000),
         cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
         busy_poll_us=busy_poll,
+        default_profile=args.default_profile or os.environ.get("LASSO_DEFAULT_PROFILE") or None,
     )
     try:
-        profiles = load_profiles(directory)
+        profiles = load_profiles(directory, exclude=exclude, known_methods=KNOWN_METHODS)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        if exclude and any("skipped: " in p.message for p in exc.problems):
+            print(
+                "lasso: only the demo profile is there; serve it with --demo-profile (next "
+                "to `lasso sim --demo`), or try `lasso demo`",
+                file=sys.stderr,
+            )
         return 1
     except FileNotFoundError:
         print(f"lasso: profiles directory {directory!r} not found", file=sys.stderr)
+        return 1
+    if exclude and (Path(directory) / f"{DEMO_PROFILE}.yml").is_file():
+        log.info(
+            "demo profile skipped (pass --demo-profile to serve it)",
+            extra={"event": "config.demo_skipped", "file": str(Path(directory) / "demo.yml")},
+        )
+    try:
+        default_profile_slug(profiles.keys(), settings.default_profile)
+    except ValueError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
         return 1
     if settings.cluster_url:
         from lasso.cluster.transport import default_interval_s
@@ -209,6 +300,9 @@ def serve(args: argparse.Namespace) -> int:
 
         argv = ["serve", "--profiles", directory, "--host", settings.host]
         argv += ["--port", str(settings.port), "--node-id", node_id, "--log-level", args.log_level]
+        argv += ["--demo-profile" if with_demo else "--no-demo-profile"]
+        if settings.default_profile:
+            argv += ["--default-profile", settings.default_profile]
         channels = sum(2 * len(c.providers) for p in profiles.values() for c in p.chains.values())
         return supervise(argv, workers, channels)
     worker = os.environ.get("LASSO_WORKER_INDEX")
@@ -217,10 +311,15 @@ def serve(args: argparse.Namespace) -> int:
         settings.shared_state = os.environ["LASSO_SHARED_STATE"]
         settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
     install_uvloop()
-    return asyncio.run(_serve(profiles, settings, directory))
+    return asyncio.run(_serve(profiles, settings, directory, exclude))
 
 
-async def _serve(profiles: Mapping[str, ProfileConfig], settings: Settings, directory: str) -> int:
+async def _serve(
+    profiles: Mapping[str, ProfileConfig],
+    settings: Settings,
+    directory: str,
+    exclude: tuple[str, ...] = (),
+) -> int:
     from lasso.app import LassoApp
     from lasso.profiles import ConfigError, load_profiles
 
@@ -243,14 +342,26 @@ async def _serve(profiles: Mapping[str, ProfileConfig], settings: Settings, dire
             "host": settings.host,
             "port": port,
             "profiles": sorted(profiles),
+            "default_profile": app.runtime.default_profile,
         },
     )
+    if app.runtime.default_profile is None:
+        log.warning(
+            "no default profile: routes without /profile/<slug> answer 404 (several profiles, "
+            "none named 'public'; set LASSO_DEFAULT_PROFILE)",
+            extra={"event": "config.no_default_profile", "profiles": sorted(profiles)},
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     async def reload() -> None:
         try:
-            new = await loop.run_in_executor(None, load_profiles, directory)
+            new = await loop.run_in_executor(
+                None,
+                functools.partial(
+                    load_profiles, directory, exclude=exclude, known_methods=KNOWN_METHODS
+                ),
+            )
         except ConfigError as exc:
             log.error(
                 "reload rejected; keeping the last good profiles",

@@ -14,7 +14,8 @@ walk keeps going, so one run shows them all.
 Conventions:
 
 - A key set to ``null``, left empty, or substituted to nothing (``${KEY:-}``) means
-  "use the default", like an absent key.
+  "use the default", like an absent key. A plain ``${KEY}`` whose variable is set but
+  empty is an error: it is almost always a secret or URL that did not reach the process.
 - Booleans are not integers, and numbers are not strings: ``api_key: 12345`` is an error
   (quote it), unless the value came from a substitution: then its text is used, so
   ``api_key: ${KEY}`` works for a numeric key and ``priority: ${PRIO}`` still gets an int.
@@ -70,10 +71,16 @@ YNode = YScalar | YSeq | YMap
 
 
 class Reporter:
-    """Collects ``(line, key_path, message)`` problems in the order they are found."""
+    """Collects ``(line, key_path, message)`` problems in the order they are found.
 
-    def __init__(self) -> None:
+    Args:
+        known_methods: JSON-RPC method names that a name in the profile close to one of
+            them is checked against (a typo); empty: no such check.
+    """
+
+    def __init__(self, known_methods: Collection[str] = ()) -> None:
         self.problems: list[tuple[int, str, str]] = []
+        self.known_methods = sorted(known_methods)
 
     def error(self, line: int, path: str, message: str) -> None:
         self.problems.append((line, path, message))
@@ -229,20 +236,52 @@ def as_url(rep: Reporter, node: YNode, path: str, schemes: tuple[str, str]) -> s
     url = as_str(rep, node, path)
     if url is None:
         return None
+    want = " or ".join(f"{s}://" for s in schemes)
     try:
         parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port that is not a number
-        valid = parts.scheme.lower() in schemes and bool(parts.hostname)
-    except ValueError:  # also a bad IPv6 literal
-        valid = False
-    if not valid:
-        want = " or ".join(f"{s}://" for s in schemes)
+    except ValueError as exc:  # a bad IPv6 literal
+        rep.error(node.line, path, f"invalid URL {url!r}: {exc}")
+        return None
+    if parts.scheme.lower() not in schemes or not parts.netloc:
         rep.error(node.line, path, f"must be a URL starting with {want}, got {url!r}")
+        return None
+    problem = _port_problem(parts.netloc)
+    if problem is not None:
+        rep.error(node.line, path, f"{problem} in {url!r}")
+        return None
+    try:
+        host = parts.hostname
+    except ValueError as exc:
+        rep.error(node.line, path, f"invalid URL {url!r}: {exc}")
+        return None
+    if not host:
+        rep.error(node.line, path, f"URL has no host: {url!r}")
         return None
     if any(c.isspace() or ord(c) < 0x20 for c in url):
         rep.error(node.line, path, f"URL must not contain spaces or control characters: {url!r}")
         return None
     return url
+
+
+def _port_problem(netloc: str) -> str | None:
+    """What is wrong with the port of ``netloc`` (``user@host:port``), or ``None``."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):  # an IPv6 literal: the port follows "]:"
+        _, _, tail = hostport.partition("]")
+        if not tail.startswith(":"):
+            return None
+        port = tail[1:]
+    elif ":" in hostport:
+        port = hostport.rpartition(":")[2]
+    else:
+        return None
+    if port == "":
+        return "empty port"
+    if not port.isdigit():
+        return f"port {port!r} is not a number"
+    if not 1 <= int(port) <= 65535:
+        return f"port {int(port)} is out of range (1-65535)"
+    return None
 
 
 # --- mappings --------------------------------------------------------------------------
@@ -512,6 +551,14 @@ class _TreeBuilder:
             if value is None:
                 hint = f"set it, or give a default: ${{{name}:-default}}"
                 self.rep.error(line, path, f"environment variable {name!r} is not set ({hint})")
+                failed = True
+                return match.group(0)
+            if op is None and value == "":
+                # An empty ${NAME} is almost always a missing secret or URL; leaving a key
+                # unset on purpose is spelled ${NAME:-}.
+                hint = f"give it a value, or write ${{{name}:-}} to leave the key unset"
+                msg = f"environment variable {name!r} is set but empty ({hint})"
+                self.rep.error(line, path, msg)
                 failed = True
                 return match.group(0)
             return value

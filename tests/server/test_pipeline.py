@@ -218,3 +218,19 @@ async def test_client_going_away_cancels_the_attempt(hedge: HedgeConfig | None) 
     await settled(lambda: a.cancelled == 1 and a.in_flight == 0)
     ch = rt.router.channel("a", "http")
     assert ch is not None and ch.evidence.total_failures == 0
+
+
+async def test_failures_leave_the_channel_a_last_error() -> None:
+    """A provider's failure is described on its channel (cause, message); a revert is not."""
+    rt = runtime(
+        a=status(502, b"<html>bad gateway</html>"),
+        b=raises(UpstreamConnectError("cannot connect to http://b.example:80")),
+        c=rpc_error(3, "execution reverted"),
+    )
+    out = await call(rt, "eth_call", [{"to": "0x" + "00" * 20}, "latest"])
+    assert out.status == "rpc_error" and out.provider_id == "c"
+    faults = {pid: rt.router.channel(pid, "http").health.last for pid in ("a", "b", "c")}
+    assert faults["a"] is not None and faults["a"].cause == "http_status"
+    assert faults["a"].status == 502
+    assert faults["b"] is not None and "cannot connect" in faults["b"].message
+    assert faults["c"] is None

@@ -11,8 +11,8 @@ Shared by the two drivers, :func:`lasso.server.pipeline.execute` (one attempt at
   result also feeds the height tracking);
 * :func:`failure_fact`: the planner's fact for a transport error;
 * :func:`record`: what an attempt said about its provider, into the router (see
-  ``lasso.server.pipeline`` for the rules), the event bus and, with ``--workers``, the
-  node-wide table;
+  ``lasso.server.pipeline`` for the rules; a failure also becomes the channel's last
+  error), the event bus and, with ``--workers``, the node-wide table;
 * :func:`finish`: the :class:`Outcome` of the planner's terminal decision.
 """
 
@@ -44,6 +44,7 @@ from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from lasso.net.http_conn import UpstreamResponse
 from lasso.net.transport import UpstreamTransport
+from lasso.server.faults import answer_fault, fault_of
 from lasso.server.runtime import ChainRuntime
 
 __all__ = [
@@ -158,9 +159,18 @@ def judged(
 
 
 def record(
-    rt: ChainRuntime, ch: Channel, mkey: str, fact: Fact, latency: float, now: float
+    rt: ChainRuntime,
+    ch: Channel,
+    mkey: str,
+    fact: Fact,
+    latency: float,
+    now: float,
+    resp: UpstreamResponse | None = None,
+    exc: UpstreamError | None = None,
 ) -> None:
-    """Record what an attempt said about its provider (see the module docstring)."""
+    """Record what an attempt said about its provider (see ``lasso.server.pipeline``); a
+    failure also becomes the channel's last error, described from the answer ``resp`` or
+    the transport error ``exc`` (``lasso.server.faults``)."""
     router = rt.router
     category: Category | None = None
     if type(fact) is Answered:
@@ -169,13 +179,16 @@ def record(
             tr = router.record_success(ch, mkey, latency, now)
         else:
             category = judgement.category or Category.UNKNOWN_ERROR
-            tr = router.record_failure(ch, mkey, category, latency, now, judgement.retry_after_s)
-    elif type(fact) is TimedOut:
-        category = Category.TIMEOUT
-        tr = router.record_failure(ch, mkey, category, latency, now)
-    elif type(fact) is TransportFailed and fact.provider_fault:
-        category = fact.category
-        tr = router.record_failure(ch, mkey, category, latency, now)
+            error = None if judgement.error is None else dict(judgement.error)
+            status = 200 if resp is None else resp.status
+            fault = answer_fault(status, category, judgement.message, error)
+            tr = router.record_failure(
+                ch, mkey, category, latency, now, judgement.retry_after_s, fault=fault
+            )
+    elif type(fact) is TimedOut or (type(fact) is TransportFailed and fact.provider_fault):
+        category = fact.category if type(fact) is TransportFailed else Category.TIMEOUT
+        fault = None if exc is None else fault_of(exc)
+        tr = router.record_failure(ch, mkey, category, latency, now, fault=fault)
     else:  # a local condition: release any half-open probe slot, count nothing
         router.record_neutral(ch, mkey, now)
         return

@@ -140,10 +140,11 @@ async def execute(
             planner.receive(Refused(attempt=number))
         else:
             t0 = monotonic()
+            error: UpstreamError | None = None
             try:
                 resp = await transport.exchange(body, tid, step.timeout_s, replay_safe=replay_safe)
             except UpstreamError as exc:
-                resp = None
+                resp, error = None, exc
                 fact = failure_fact(number, exc)
             except asyncio.CancelledError:
                 router.record_cancelled(ch, mkey, monotonic())
@@ -153,6 +154,6 @@ async def execute(
             now = monotonic()
             out.upstream_latency += now - t0
             planner.receive(fact)
-            record(rt, ch, mkey, fact, now - t0, now)
+            record(rt, ch, mkey, fact, now - t0, now, resp, error)
         step = planner.next(now)
     return finish(planner, step, out, ch, resp, tid)

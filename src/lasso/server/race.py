@@ -30,6 +30,9 @@ from lasso.server.runtime import ChainRuntime
 
 __all__ = ["Race"]
 
+_Result = tuple[Fact, UpstreamResponse | None, float, UpstreamError | None]
+"""An attempt's end: the planner's fact, the answer, its latency, the transport error."""
+
 
 class _Sent:
     """One raced attempt: where it went, with which id, its task and how it ended."""
@@ -41,7 +44,7 @@ class _Sent:
         self.key = key  # our id as the answer must echo it
         self.tid = tid  # the same, as JSON text
         self.started = started
-        self.task: asyncio.Task[tuple[Fact, UpstreamResponse | None, float]] | None = None
+        self.task: asyncio.Task[_Result] | None = None
         self.resp: UpstreamResponse | None = None
         self.closed = False  # reported or cancelled: recorded once, never again
 
@@ -125,10 +128,9 @@ class Race:
         self.sent.append(sent)
         return sent
 
-    async def attempt(
-        self, number: int, sent: _Sent, timeout: float
-    ) -> tuple[Fact, UpstreamResponse | None, float]:
-        """One exchange: the fact for the planner, the answer, and the attempt's latency."""
+    async def attempt(self, number: int, sent: _Sent, timeout: float) -> _Result:
+        """One exchange: the fact for the planner, the answer or the transport error, and
+        the attempt's latency."""
         ch = sent.channel
         transport = transport_of(self.rt, ch)
         assert transport is not None
@@ -138,13 +140,12 @@ class Race:
         try:
             resp = await transport.exchange(body, tid, timeout, replay_safe=self.replay_safe)
         except UpstreamError as exc:
-            return failure_fact(number, exc), None, monotonic() - t0
+            return failure_fact(number, exc), None, monotonic() - t0, exc
         lat = monotonic() - t0
-        return judged(self.rt, ch, self.mkey, self.method, number, resp, sent.key), resp, lat
+        fact = judged(self.rt, ch, self.mkey, self.method, number, resp, sent.key)
+        return fact, resp, lat, None
 
-    async def wait(
-        self, until: float
-    ) -> list[tuple[int, _Sent, tuple[Fact, UpstreamResponse | None, float]]]:
+    async def wait(self, until: float) -> list[tuple[int, _Sent, _Result]]:
         """Wait for an attempt in flight to finish, or until ``until``: what finished."""
         tasks = {
             s.task: (n, s)
@@ -161,16 +162,16 @@ class Race:
         self,
         number: int,
         sent: _Sent,
-        result: tuple[Fact, UpstreamResponse | None, float],
+        result: _Result,
     ) -> None:
         """Hand an attempt's fact to the planner and record its outcome."""
         if sent.closed:
             return
         sent.closed = True
-        fact, sent.resp, lat = result
+        fact, sent.resp, lat, exc = result
         now = monotonic()
         if self.planner.receive(fact):
-            record(self.rt, sent.channel, self.mkey, fact, lat, now)
+            record(self.rt, sent.channel, self.mkey, fact, lat, now, sent.resp, exc)
         else:  # a loser's late outcome: neither success nor failure
             self.rt.router.record_cancelled(sent.channel, self.mkey, now)
 
