@@ -5,7 +5,7 @@ One :class:`AttemptPlanner` serves one JSON-RPC request, sans-IO in the manner o
 :meth:`~AttemptPlanner.next` for a decision, carries it out, and reports what happened with
 :meth:`~AttemptPlanner.receive`::
 
-    planner = AttemptPlanner(candidates, method=m, now=now, budget_s=b, policy=policy_for(m))
+    planner = AttemptPlanner(candidates, m, now, budget_s, policy_for(m))
     while True:
         decision = planner.next(now)          # Dispatch | Wait | Cancel | Answer | Fail
         ...carry it out; for a Dispatch, later: planner.receive(Answered(...)) etc.
@@ -97,11 +97,31 @@ _CANCELLED = Judgement(
 _READY, _WAITING, _DONE = Phase.READY, Phase.WAITING, Phase.DONE
 _DETERMINISTIC, _QUOTA, _CAPABILITY = Bucket.DETERMINISTIC, Bucket.QUOTA, Bucket.CAPABILITY
 _METHOD_NOT_FOUND = Category.METHOD_NOT_FOUND
+# The facts TRANSITIONS allows while waiting and once done, read from the table: the check
+# then costs a set lookup instead of hashing an enum member per fact.
+_WAITING_FACTS = frozenset(f for (p, f) in TRANSITIONS if p is Phase.WAITING)
+_LATE_FACTS = frozenset(f for (p, f) in TRANSITIONS if p is Phase.DONE)
 
 # First dispatches are the same value for every request of a method to a candidate
 # position (the first share of its budget): built once, up to this many kept.
 _FIRST: dict[tuple[int, int, float], Dispatch] = {}
 _MAX_FIRST = 512
+
+
+class _Hedging:
+    """The hedging state of one request (only requests that may hedge have one)."""
+
+    __slots__ = ("at", "budget", "config", "method_key", "primary", "sent", "skipped", "winner")
+
+    def __init__(self, config: HedgeConfig, budget: HedgeBudget, method_key: str) -> None:
+        self.config = config
+        self.budget = budget
+        self.method_key = method_key
+        self.at: float | None = None  # when the next hedge falls due
+        self.primary = 0  # the candidate of the latest attempt that was not a hedge
+        self.sent = 0  # hedges sent (not refused)
+        self.skipped = False  # a hedge fell due but the budget was spent
+        self.winner: Literal["primary", "hedge"] | None = None
 
 
 class AttemptPlanner:
@@ -125,7 +145,6 @@ class AttemptPlanner:
         "_acted",
         "_admitted",
         "_attempts",
-        "_budget",
         "_budget_s",
         "_cancels",
         "_candidates",
@@ -134,33 +153,27 @@ class AttemptPlanner:
         "_excluded",
         "_final",
         "_hedge",
-        "_hedge_at",
         "_last",
         "_last_provider",
         "_method",
-        "_method_key",
         "_missing",
         "_open",
         "_open_mask",
         "_phase",
         "_policy",
-        "_primary",
         "_refused_mask",
         "_spent",
         "_used",
-        "hedge_skipped",
-        "hedge_winner",
-        "hedges",
     )
 
     def __init__(
         self,
         candidates: Sequence[Candidate],
-        *,
         method: str,
         now: float,
         budget_s: float,
         policy: DispatchPolicy,
+        *,
         hedge: HedgeConfig | None = None,
         budget: HedgeBudget | None = None,
         method_key: str = "",
@@ -168,18 +181,17 @@ class AttemptPlanner:
     ) -> None:
         self._candidates = candidates
         self._method = method
-        self._method_key = method_key or method
         self._deadline = now + budget_s
         self._budget_s = budget_s
         self._policy = policy
-        if hedge is not None and (
-            not policy.hedge
-            or budget is None
-            or len({c.provider_id for c in candidates}) < 2  # nobody to race
+        self._hedge: _Hedging | None = None
+        if (
+            hedge is not None
+            and budget is not None
+            and policy.hedge
+            and len({c.provider_id for c in candidates}) >= 2  # somebody to race
         ):
-            hedge = None
-        self._hedge = hedge
-        self._budget = budget
+            self._hedge = _Hedging(hedge, budget, method_key or method)
         self._circuits = circuits
         self._phase = _READY
         # attempt number -> (candidate index, provider, started at, is a hedge)
@@ -195,13 +207,8 @@ class AttemptPlanner:
         self._last_provider: str | None = None
         self._missing = True  # every failure so far said "method not found" (and one did)
         self._acted = False  # a state-changing request failed after dispatch
-        self._hedge_at: float | None = None
-        self._primary = 0  # the candidate of the latest attempt that was not a hedge
         self._final: Answer | Fail | None = None
         self._cancels: list[Cancel] | None = None
-        self.hedges = 0  # hedge attempts sent (not refused)
-        self.hedge_skipped = False  # a hedge fell due but the budget was spent
-        self.hedge_winner: Literal["primary", "hedge"] | None = None
 
     # -- read-only state ----------------------------------------------------------------------
 
@@ -215,9 +222,30 @@ class AttemptPlanner:
         return self._admitted
 
     @property
+    def may_hedge(self) -> bool:
+        """Whether this request may hedge (its policy, settings and providers allow it)."""
+        return self._hedge is not None
+
+    @property
+    def hedges(self) -> int:
+        """Hedges sent (refused ones not counted)."""
+        return 0 if self._hedge is None else self._hedge.sent
+
+    @property
+    def hedge_skipped(self) -> bool:
+        """Whether a hedge fell due while the chain's budget was spent."""
+        return self._hedge is not None and self._hedge.skipped
+
+    @property
+    def hedge_winner(self) -> Literal["primary", "hedge"] | None:
+        """``primary`` or ``hedge`` when a hedged request was answered, else ``None``."""
+        return None if self._hedge is None else self._hedge.winner
+
+    @property
     def retries(self) -> int:
         """Failovers: attempts beyond the first that were not hedges."""
-        n = self._admitted - 1 - self.hedges
+        hedging = self._hedge
+        n = self._admitted - 1 - (0 if hedging is None else hedging.sent)
         return n if n > 0 else 0
 
     @property
@@ -269,12 +297,12 @@ class AttemptPlanner:
     def _waiting(self, now: float) -> Decision:
         if now >= self._deadline:
             return self._expire(now)
-        hedge_at = self._hedge_at
-        if hedge_at is not None and now >= hedge_at:
+        hedging = self._hedge
+        if hedging is not None and hedging.at is not None and now >= hedging.at:
             decision = self._try_hedge(now)
             if decision is not None:
                 return decision
-            hedge_at = self._hedge_at
+        hedge_at = None if hedging is None else hedging.at
         deadline = self._deadline
         return Wait(until=deadline if hedge_at is None or hedge_at > deadline else hedge_at)
 
@@ -322,13 +350,17 @@ class AttemptPlanner:
         self._spent += 1
         self._admitted += 1
         self._phase = _WAITING
-        config = self._hedge
-        if config is not None and (hedge or self._open == 1) and self.hedges < config.max_hedges:
+        hedging = self._hedge
+        if (
+            hedging is not None
+            and (hedge or self._open == 1)
+            and hedging.sent < hedging.config.max_hedges
+        ):
             if not hedge:
-                self._primary = i
+                hedging.primary = i
             # The delay behind the attempt being hedged (the next hedge follows it again).
-            row = self._candidates[self._primary].methods.get(self._method_key)
-            self._hedge_at = now + hedge_delay_s(config, row)
+            row = self._candidates[hedging.primary].methods.get(hedging.method_key)
+            hedging.at = now + hedge_delay_s(hedging.config, row)
         if shared:
             key = (number, i, timeout)
             decision = _FIRST.get(key)
@@ -340,19 +372,19 @@ class AttemptPlanner:
         return Dispatch(attempt=number, candidate=i, timeout_s=timeout, reason=reason)
 
     def _try_hedge(self, now: float) -> Dispatch | None:
-        config = self._hedge
-        assert config is not None and self._budget is not None
-        self._hedge_at = None
+        hedging = self._hedge
+        assert hedging is not None
+        hedging.at = None
         remaining = self._deadline - now
         if self._spent >= self._policy.max_dispatches or remaining < MIN_ATTEMPT_S:
             return None
         i = self._pick(True)
         if i < 0:
             return None
-        if not self._budget.try_spend(now, config.budget_percent):
-            self.hedge_skipped = True
+        if not hedging.budget.try_spend(now, hedging.config.budget_percent):
+            hedging.skipped = True
             return None
-        self.hedges += 1
+        hedging.sent += 1
         return self._dispatch(i, now, remaining, "hedge")
 
     # -- facts ---------------------------------------------------------------------------------
@@ -371,9 +403,10 @@ class AttemptPlanner:
         number = fact.attempt
         if not 0 <= number < len(self._attempts):
             raise IllegalMove(f"{fact.kind} for unknown attempt {number}")
-        if (self._phase, fact.kind) not in TRANSITIONS:
-            raise IllegalMove(f"{fact.kind} in phase {self._phase}")
-        if self._phase is _DONE:
+        phase = self._phase
+        if fact.kind not in (_WAITING_FACTS if phase is _WAITING else _LATE_FACTS):
+            raise IllegalMove(f"{fact.kind} in phase {phase}")  # READY: nothing in flight
+        if phase is _DONE:
             return False
         bit = 1 << number
         if not self._open_mask & bit:
@@ -383,7 +416,7 @@ class AttemptPlanner:
         match fact.kind:
             case "answered":
                 judgement = fact.judgement
-                if judgement.ok and not self.hedges:  # the common case, made short
+                if judgement.ok and self._hedge is None:  # the common case, made short
                     self._final = answer(number, judgement)
                     self._phase = _DONE
                     return True
@@ -399,7 +432,8 @@ class AttemptPlanner:
                 self._failed(number, _CANCELLED, True)
         if self._final is None and self._open == 0:
             self._phase = _READY
-            self._hedge_at = None
+            if self._hedge is not None:
+                self._hedge.at = None
         return True
 
     def _refused(self, number: int) -> None:
@@ -408,10 +442,11 @@ class AttemptPlanner:
         self._admitted -= 1
         self._refused_mask |= 1 << number
         if hedge:
-            self.hedges -= 1
-            assert self._budget is not None
-            self._budget.refund(started)
-            self._hedge_at = started  # still due: try the next provider at once
+            hedging = self._hedge
+            assert hedging is not None
+            hedging.sent -= 1
+            hedging.budget.refund(started)
+            hedging.at = started  # still due: try the next provider at once
 
     def _answered(self, number: int, judgement: Judgement) -> None:
         if judgement.ok:
@@ -457,8 +492,9 @@ class AttemptPlanner:
             self._end(Fail(error=indeterminate_error(provider, last.message), provider=provider))
 
     def _win(self, number: int, judgement: Judgement) -> None:
-        if self.hedges:
-            self.hedge_winner = "hedge" if self._attempts[number][3] else "primary"
+        hedging = self._hedge
+        if hedging is not None and hedging.sent:
+            hedging.winner = "hedge" if self._attempts[number][3] else "primary"
         self._end(answer(number, judgement))
 
     def _end(self, final: Answer | Fail, *, overdue: bool = False) -> None:
@@ -473,7 +509,8 @@ class AttemptPlanner:
             self._open = 0
         self._final = final
         self._phase = _DONE
-        self._hedge_at = None
+        if self._hedge is not None:
+            self._hedge.at = None
 
     def _expire(self, now: float) -> Decision:
         """The deadline passed with attempts in flight: each is a timeout after dispatch."""

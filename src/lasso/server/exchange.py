@@ -210,9 +210,8 @@ def finish(
     """Fill ``out`` from the terminal decision; ``ch``, ``resp`` and ``tid`` are the answering
     attempt's."""
     out.retries = planner.retries
-    hedges = planner.hedges
-    if hedges or planner.hedge_skipped:
-        out.hedges = hedges
+    if planner.may_hedge:
+        out.hedges = planner.hedges
         out.hedge_winner = planner.hedge_winner
         out.hedge_skipped = planner.hedge_skipped
     if type(decision) is not Answer:

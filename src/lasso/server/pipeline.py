@@ -99,17 +99,23 @@ async def execute(
         budget.note_request(now)
         if policy.hedge:
             hedge = hedging.config_for(method)
-    planner = AttemptPlanner(
-        candidates,
-        method=method,
-        now=now,
-        budget_s=method_timeout_s(method),
-        policy=policy,
-        hedge=hedge,
-        budget=budget,
-        method_key=mkey,
-        circuits=router.retry_after,
-    )
+    budget_s = method_timeout_s(method)
+    if hedge is None:
+        planner = AttemptPlanner(
+            candidates, method, now, budget_s, policy, circuits=router.retry_after
+        )
+    else:
+        planner = AttemptPlanner(
+            candidates,
+            method,
+            now,
+            budget_s,
+            policy,
+            hedge=hedge,
+            budget=budget,
+            method_key=mkey,
+            circuits=router.retry_after,
+        )
     key = new_transport_id()
     tid = b'"%s"' % key.encode()
     body = encode_upstream_request(
