@@ -109,6 +109,12 @@ def with_routing(profile: str, routing: str) -> str:
     return head + routing + sep + tail
 
 
+BUDGET_WINDOW_S = 59.0
+"""The trailing window the bench judges the budget over. The node counts in one-second
+buckets, so its "minute" holds between 59 and 60 s of requests, aligned on its own clock;
+after a burst of hedges the last second of an exact 60 s window can hold dozens of them
+that the node no longer counts. 59 s is the part of the minute the node always counts."""
+
 MIN_JUDGED = 200
 """Requests a trailing window must hold before its hedged share is judged. The node counts a
 hedge against the requests it has received when the hedge falls due (a delay after the
@@ -117,7 +123,9 @@ first few dozen requests of a run its share reads high."""
 
 
 def worst_trailing_share(
-    events: Sequence[tuple[float, bool]], window_s: float = 60.0, min_requests: int = MIN_JUDGED
+    events: Sequence[tuple[float, bool]],
+    window_s: float = BUDGET_WINDOW_S,
+    min_requests: int = MIN_JUDGED,
 ) -> float:
     """The largest share of hedged requests over the trailing ``window_s``, evaluated at
     every hedged request (when a hedge is sent, the moment the budget rules on);

@@ -341,7 +341,7 @@ def test_worst_trailing_share() -> None:
     # Old traffic leaving the window raises the share between hedges: not judged there.
     aging = [(t * 0.1, False) for t in range(300)] + [(30.0, True)] * 30  # 9 % at t=30
     aging += [(70.0 + t * 0.1, False) for t in range(300)]  # t=30's burst still in window
-    assert hedging.worst_trailing_share(aging) == pytest.approx(30 / 330)
+    assert hedging.worst_trailing_share(aging, 60.0) == pytest.approx(30 / 330)
     assert hedging.last_window_share(aging) == 0.0
     assert hedging.last_window_share([]) is None
 
