@@ -148,7 +148,7 @@ def worst_trailing_share(
     return worst
 
 
-def last_window_share(events: Sequence[tuple[float, bool]], window_s: float = 60.0) -> float | None:
+def last_window_share(events: Sequence[tuple[float, bool]], window_s: float = 30.0) -> float | None:
     """The hedged share of the requests in the last ``window_s`` of ``events``."""
     if not events:
         return None
@@ -332,7 +332,13 @@ def summarize(run: Run) -> dict[str, Any]:
     timeline = sorted((s.t, s.hedged) for s in run.samples)  # the node counts warm-up too
     out["worst_minute_hedge_share"] = worst_trailing_share(timeline) if timeline else None
     slow = sorted((s.t, s.hedged) for s in run.samples if s.window == "slow")
-    out["slow_last_minute_hedge_share"] = last_window_share(slow)
+    out["slow_last_30s_hedge_share"] = last_window_share(slow)
+    per_second: dict[int, list[int]] = {}
+    for t, hedged in timeline:
+        cell = per_second.setdefault(int(t // 1), [0, 0])
+        cell[0] += 1
+        cell[1] += hedged
+    out["per_second"] = [[t, n, h] for t, (n, h) in sorted(per_second.items())]
     for window in WINDOWS:
         sel = [s for s in run.samples if s.window == window]
         if not sel:
@@ -451,11 +457,12 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         f"{'holds' if v['budget held'] else 'broken'})",
     ]
     for name in HEDGED:
-        share = summary.get(name, {}).get("slow_last_minute_hedge_share")
+        share = summary.get(name, {}).get("slow_last_30s_hedge_share")
         if share is not None:
             lines.append(
-                f"- `{name}`: hedged share over the last minute of the slow window "
-                f"{share * 100:.1f}% (sustained, once the steady traffic has left the window)"
+                f"- `{name}`: hedged share over the last 30 s of the slow window "
+                f"{share * 100:.1f}% (sustained: the budget's minute no longer holds the "
+                "steady traffic)"
             )
     unavailable = result.get("unavailable", {})
     if unavailable:
