@@ -1,9 +1,11 @@
-"""Hedged requests raced as tasks (server/race.py) over in-memory transports: who wins,
-what gets cancelled and recorded, the budget, per-method switches."""
+"""Hedged requests (server/race.py) over in-memory transports: the first attempt inline,
+hedges as tasks; who wins, what gets cancelled and recorded, the budget, per-method
+switches."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from lasso.config import HedgeConfig, MethodOverride
 from lasso.kernel.breaker import BreakerState
@@ -17,6 +19,7 @@ from server_pipeline_support import (
     ok,
     outcomes,
     result_of,
+    rpc_error,
     runtime,
     settled,
     slow_ok,
@@ -104,3 +107,77 @@ async def test_failed_primary_then_hedge_failover() -> None:
     rt = budgeted(runtime(HedgeConfig(delay_ms=1000), a=status(500), b=ok("0xb")))
     out = await call(rt)
     assert result_of(out) == "0xb" and out.retries == 1 and not out.hedged
+
+
+async def test_primary_failing_while_the_hedge_runs() -> None:
+    """The inline first attempt fails after the hedge went out: the hedge's answer wins."""
+    hedge_out = asyncio.Event()
+    hedge_go = asyncio.Event()
+
+    async def primary(req: MemoryRequest) -> UpstreamResponse:
+        await hedge_out.wait()
+        return UpstreamResponse(500, b"oops", {})
+
+    async def second(req: MemoryRequest) -> UpstreamResponse:
+        hedge_out.set()
+        await hedge_go.wait()
+        return result_answer(req, "0xb")
+
+    rt = budgeted(runtime(HedgeConfig(delay_ms=5), a=primary, b=second))
+    task = asyncio.ensure_future(call(rt))
+    await asyncio.wait_for(hedge_out.wait(), 5.0)
+    await settled(lambda: outcomes(rt, "a") == {"failure": 1})
+    assert not task.done()  # the hedge is still out: the request waits for it
+    hedge_go.set()
+    out = await task
+    assert result_of(out) == "0xb" and out.hedge_winner == "hedge" and out.retries == 0
+
+
+async def test_hedge_failing_while_the_primary_runs() -> None:
+    """A hedge that fails is recorded against its provider; the first attempt still wins."""
+    primary_go = asyncio.Event()
+    hedge_failed = asyncio.Event()
+
+    async def primary(req: MemoryRequest) -> UpstreamResponse:
+        await primary_go.wait()
+        return result_answer(req, "0xa")
+
+    def broken(req: MemoryRequest) -> UpstreamResponse:
+        hedge_failed.set()
+        return UpstreamResponse(502, b"bad gateway", {})
+
+    rt = budgeted(runtime(HedgeConfig(delay_ms=5), a=primary, b=broken))
+    task = asyncio.ensure_future(call(rt))
+    await asyncio.wait_for(hedge_failed.wait(), 5.0)
+    await settled(lambda: outcomes(rt, "b") == {"failure": 1})
+    primary_go.set()
+    out = await task
+    assert result_of(out) == "0xa" and out.hedged and out.hedge_winner == "primary"
+
+
+async def test_two_hedges_staggered_behind_an_inline_primary() -> None:
+    """max_hedges 2: two racing attempts after the delay, the second answers, both
+    losers are cancelled."""
+    rt = budgeted(runtime(HedgeConfig(delay_ms=5, max_hedges=2), a=hang(), b=hang(), c=ok("0xc")))
+    out = await call(rt)
+    assert result_of(out) == "0xc" and out.hedges == 2 and out.hedge_winner == "hedge"
+    await settled(lambda: transport(rt, "a").cancelled == 1 and transport(rt, "b").cancelled == 1)
+
+
+async def test_a_hedge_answering_the_callers_error_ends_the_request() -> None:
+    """An error that is the caller's fault, from a hedge, is the answer (no waiting on)."""
+    rt = budgeted(runtime(HedgeConfig(delay_ms=5), a=hang(), b=rpc_error(3, "execution reverted")))
+    out = await call(rt)
+    assert out.status == "rpc_error" and out.provider_id == "b"
+    await settled(lambda: transport(rt, "a").cancelled == 1)
+
+
+async def test_refused_hedge_goes_to_the_next_provider() -> None:
+    """A hedge whose breaker is open is skipped for the next provider, from the timer."""
+    rt = budgeted(runtime(HedgeConfig(delay_ms=5), a=hang(), b=ok("0xb"), c=ok("0xc")))
+    ch = rt.router.channel("b", "http")
+    assert ch is not None
+    ch.breaker.force_open(time.monotonic())
+    out = await call(rt)
+    assert result_of(out) == "0xc" and out.hedges == 1
+    assert transport(rt, "b").calls == 0

@@ -25,8 +25,9 @@ What gets recorded (the router maps categories to buckets, reference §2.5):
   to the node-wide table.
 
 Without a hedge setting only one attempt is ever in flight: :func:`execute` awaits it inline
-(no task, no per-attempt object: the common path costs a few calls). With one, the attempts
-of the request run as tasks raced under ``asyncio.wait`` (:class:`~lasso.server.race.Race`).
+(no task, no per-attempt object: the common path costs a few calls). With one,
+:class:`~lasso.server.race.Race` awaits the first attempt inline too and runs hedges as
+tasks from a timer.
 The helpers both share (judging, recording, the outcome) are in :mod:`lasso.server.exchange`.
 """
 
