@@ -5,17 +5,44 @@ This is the hot path, so it stays small: parse a request, hand it to the applica
 it can answer synchronously (validation errors, local methods, the API) or an awaitable
 when it has to call an upstream; only the latter costs a task.
 
-Requests pipelined on one connection are answered strictly in order. Bodies over the
-configured limit are refused with 413 before they are buffered. Idle keep-alive
-connections and stalled requests are closed by a periodic sweep rather than a timer per
-request. A WebSocket upgrade (``Upgrade: websocket``) is handed to ``app.upgrade``
-together with the transport and any bytes already read.
+Requests pipelined on one connection are answered strictly in order. A WebSocket upgrade
+(``Upgrade: websocket``) is handed to ``app.upgrade`` together with the transport and any
+bytes already read. A :class:`StreamingResponse` (server-sent events for the dashboard) is
+written with chunked encoding from an async iterator, waiting for the transport to drain
+when the client reads slowly; later pipelined requests wait for its end.
 
-A :class:`StreamingResponse` (server-sent events for the dashboard) is written with
-chunked transfer encoding from an async iterator of bytes, one chunk per item, waiting
-for the transport to drain when the client reads slowly; the connection stays in order
-(later pipelined requests wait) and the stream ends when the iterator does, when the
-client goes away, or when the server drains.
+Hostile clients are bounded (:class:`~lasso.net.limits.Limits`, docs/operations.md#limits):
+
+* **Request head**: the request line over ``max_header_line`` bytes is refused with 414;
+  a header line over it, a head over ``max_head`` bytes, or more than ``max_headers``
+  header lines (repeats counted) with 431. The head is counted while it arrives: input is
+  fed to httptools in pieces no larger than what the head may still grow by, so no head
+  is ever buffered beyond the limit (httptools joins a header's pieces with ``+=``; the
+  bound keeps that linear in practice).
+* **Deadlines from the first byte**: the headers must be complete ``head_timeout`` after
+  the request's first byte (after the connection opened, for its first request), the
+  body ``request_timeout`` after it; 408 beyond. An idle keep-alive connection closes
+  after ``keepalive_timeout``. A sweep checks every connection about once a second
+  (no timer per request).
+* **Pipelining**: at most ``max_pipeline`` requests are queued or in flight per
+  connection; beyond, the connection's input is held unparsed and reading pauses until
+  answers go out. Reading also pauses while the client does not read its answers (the
+  transport's write buffer is above its high-water mark).
+* **Bodies** over ``max_body`` are refused with 413 as soon as ``Content-Length`` (or the
+  bytes received) says so. ``Expect: 100-continue`` is answered ``100 Continue`` when the
+  body is acceptable, so clients do not wait to send it.
+* **Lingering close**: every early refusal (400, 408, 413, 414, 431) writes its JSON-RPC
+  error with ``Connection: close``, shuts the write side, and keeps reading and
+  discarding for up to ``lingering_time`` (``lingering_timeout`` without data ends it
+  sooner), so a client that writes its whole body before reading (Python's urllib,
+  requests) reads the refusal rather than a connection reset.
+* **Connections**: :class:`~lasso.net.listener.Acceptor` caps the open connections (HTTP
+  and upgraded WebSockets); at the cap it evicts the connection idle the longest (idle
+  keep-alive, stalled request or lingering close, idle at least ``EVICT_MIN_IDLE_S``) or
+  stops accepting.
+
+On close every per-connection buffer (queued requests, held input, body pieces) is
+dropped explicitly, so nothing waits for the garbage collector.
 """
 
 from __future__ import annotations
@@ -24,64 +51,49 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from itertools import islice
 from typing import Any, Protocol, cast
 
 import httptools
 
 from lasso.net.busypoll import BusyPoller
+from lasso.net.http_messages import (
+    LARGE_BODY,
+    HttpRequest,
+    Response,
+    StreamingResponse,
+    encode_head,
+    encode_response,
+    encode_stream_head,
+    rpc_error,
+)
+from lasso.net.limits import Limits, connection_cap, raise_open_file_limit
+from lasso.net.listener import Acceptor, Slot, bind_sockets
 
-__all__ = ["HttpRequest", "Response", "StreamingResponse", "HttpServer", "Application"]
+__all__ = [
+    "HttpRequest",
+    "Response",
+    "StreamingResponse",
+    "HttpServer",
+    "Application",
+    "encode_response",
+    "EVICT_MIN_IDLE_S",
+]
 
-
-class HttpRequest:
-    """One parsed HTTP request. Header names are lower-cased ``str``; values ``str``."""
-
-    __slots__ = ("method", "path", "query", "headers", "body", "client", "keep_alive")
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        headers: dict[str, str],
-        body: bytes,
-        client: str,
-        keep_alive: bool,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.client = client
-        self.keep_alive = keep_alive
-
-    def __repr__(self) -> str:
-        return f"<HttpRequest {self.method} {self.path} body={len(self.body)}B>"
-
-
-@dataclass(slots=True)
-class Response:
-    """An HTTP response. ``headers`` are extra header lines beyond the defaults."""
-
-    status: int
-    body: bytes = b""
-    content_type: bytes = b"application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class StreamingResponse(Response):
-    """A response whose body is produced over time by ``stream`` (chunked encoding).
-
-    The server closes ``stream`` (``aclose``) when the client goes away or the server
-    drains; an exception raised by it cuts the connection without a final chunk.
-    """
-
-    stream: AsyncIterator[bytes] | None = None
-
+EVICT_MIN_IDLE_S = 1.0
+"""At the connection cap, only connections with no progress for this long are evicted."""
+_QUANTUM = 8192  # bytes fed to the parser at once when a read is large
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TOO_LARGE = rpc_error(-32600, "Invalid Request: request body too large")
+_INTERNAL = rpc_error(-32603, "Internal error")
+_UNAVAILABLE = rpc_error(-32000, "Server shutting down")
+_MALFORMED = rpc_error(-32700, "Parse error: malformed HTTP request")
+_URI_TOO_LONG = rpc_error(-32600, "Invalid Request: request line too long")
+_HEADER_TOO_LARGE = rpc_error(-32600, "Invalid Request: header line too long")
+_HEAD_TOO_LARGE = rpc_error(-32600, "Invalid Request: request headers too large")
+_TOO_MANY_HEADERS = rpc_error(-32600, "Invalid Request: too many request headers")
+_TIMEOUT = rpc_error(-32600, "Invalid Request: request not received in time")
+_BAD_LENGTH = rpc_error(-32600, "Invalid Request: bad Content-Length")
 
 HandleResult = Response | Awaitable[Response]
 
@@ -91,41 +103,19 @@ class Application(Protocol):
 
     def upgrade(
         self, request: HttpRequest, transport: asyncio.Transport, rest: bytes
-    ) -> asyncio.Protocol | None: ...
+    ) -> asyncio.Protocol | None:
+        """Take the connection over, returning its new protocol (or None after answering).
+
+        The connection keeps its place under the connection cap until it closes: a
+        returned protocol with an ``on_lost`` attribute gets it set to a callable it must
+        call once when the connection is gone; for any other protocol the place is
+        given back at once.
+        """
+        ...
 
 
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-_STATUS_LINES: dict[int, bytes] = {
-    code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()
-}
-_COMMON = b"Access-Control-Allow-Origin: *\r\nServer: lasso\r\n"
-
-
-def encode_response(resp: Response, keep_alive: bool, head: bool = False) -> bytes:
-    """Serialize ``resp`` into one buffer (status line, headers, body; no body for HEAD)."""
-    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
-    parts = [status_line, _COMMON]
-    if resp.status != 204 and resp.status != 304:
-        parts.append(
-            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (resp.content_type, len(resp.body))
-        )
-    for name, value in resp.headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-    parts.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    if resp.status != 204 and resp.status != 304 and not head:
-        parts.append(resp.body)
-    return b"".join(parts)
-
-
-def encode_stream_head(resp: Response, keep_alive: bool) -> bytes:
-    """Status line and headers of a chunked response (the body follows in chunks)."""
-    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
-    parts = [status_line, _COMMON, b"Content-Type: %s\r\n" % resp.content_type]
-    parts.append(b"Transfer-Encoding: chunked\r\n")
-    for name, value in resp.headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-    parts.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    return b"".join(parts)
+class _Refused(Exception):
+    """Raised inside a parser callback after the request was refused: stop parsing."""
 
 
 class _Conn(asyncio.Protocol):
@@ -138,39 +128,64 @@ class _Conn(asyncio.Protocol):
         "transport",
         "parser",
         "client",
+        "slot",
         "_url",
         "_headers",
+        "_nheaders",
         "_body",
         "_body_size",
         "_queue",
         "_busy",
         "_closing",
         "_rejected",
+        "_pending_reject",
+        "_eof",
+        "_in_body",
+        "_head_left",
+        "_head_reset",
+        "_held",
+        "_read_paused",
+        "_linger_until",
         "last_activity",
+        "started",
         "in_request",
+        "served",
         "_paused",
         "_current",
         "_drain_waiter",
         "_stream_task",
     )
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: HttpServer, slot: Slot | None) -> None:
         self.server = server
         self.app = server.app
         self.loop = server.loop
+        self.slot = slot
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = ""
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._nheaders = 0
         self._body: list[bytes] = []
         self._body_size = 0
         self._queue: deque[HttpRequest] = deque()
         self._busy = False
         self._closing = False
         self._rejected = False
-        self.last_activity = self.loop.time()
+        self._pending_reject: bytes | None = None
+        self._eof = False
+        self._in_body = False
+        self._head_left = server.max_head
+        self._head_reset = False
+        self._held: list[bytes] | None = None
+        self._read_paused = False
+        self._linger_until = 0.0
+        now = self.loop.time()
+        self.last_activity = now
+        self.started = now  # the head deadline of the first request runs from the opening
         self.in_request = False
+        self.served = 0
         self._paused = False
         self._current: HttpRequest | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -187,97 +202,205 @@ class _Conn(asyncio.Protocol):
                 pass
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if isinstance(peer, tuple) else ""
-        self.server.connections.add(self)
+        self.server.connections[self] = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
+        if self.slot is not None:
+            self.slot.release()
         self.transport = None
         self._closing = True
+        # Drop every buffer now: a flood's leftovers must not wait for a full collection.
+        self._queue.clear()
+        self._held = None
+        self._body = []
+        self._headers = {}
+        self._url = b""
         self._wake_writer()
         if self._stream_task is not None:
             self._stream_task.cancel()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.loop.time()
-        if self._rejected:
+        if self._rejected:  # lingering close: read and discard
+            self.last_activity = self.loop.time()
             return
         poller = self.server.poller
         if poller is not None:
             poller.activity()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            self._upgrade(data[offset:])
-        except httptools.HttpParserError:
-            self._reject(
-                400,
-                _rpc_error(-32700, "Parse error: malformed HTTP request"),
-            )
+        if self._held is not None:  # input waits for answers to go out
+            self._held.append(data)
+            return
+        n = len(data)
+        if n <= _QUANTUM and (self._in_body or n <= self._head_left):
+            in_head = not self._in_body
+            self._head_reset = False
+            if self._feed(data, data, 0) and in_head and not self._head_reset:
+                self._head_left -= n  # every byte belonged to one unfinished head
+        else:
+            self._feed_pieces(data)
+
+    def eof_received(self) -> bool:
+        # A client may shut its side after its last request: answer it, then close. A
+        # stream (server-sent events) has no end to wait for: its viewer is gone.
+        self._eof = True
+        if self._stream_task is not None:
+            return False
+        return self._busy or bool(self._queue) or self._held is not None
 
     def pause_writing(self) -> None:
         self._paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._sync_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self.transport is not None and not self._closing:
-            self.transport.resume_reading()
         self._wake_writer()
+        self._release_held()
 
     def _wake_writer(self) -> None:
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    # -- feeding the parser -----------------------------------------------------------
+    def _feed(self, piece: bytes | memoryview, data: bytes, end: int) -> bool:
+        """Parse ``piece`` (``data[.. end]`` follows it); False once the connection is
+        refused or upgraded (the rest of ``data`` is not ours to parse)."""
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(piece)
+            self._upgrade(bytes(piece[offset:]) + data[end + len(piece) :])
+            return False
+        except httptools.HttpParserCallbackError:
+            if not self._rejected:  # a bug in a callback: never a hung connection
+                self._reject(500, _INTERNAL)
+            return False
+        except httptools.HttpParserError:
+            self._reject(400, _MALFORMED)
+            return False
+        return not self._rejected
+
+    def _feed_pieces(self, data: bytes) -> None:
+        """A large read: feed it in pieces, so that the head budget and the pipelining
+        bound are checked between them."""
+        mv = memoryview(data)
+        n = len(data)
+        pos = 0
+        while pos < n:
+            if self._must_hold():
+                self._hold(bytes(mv[pos:]))
+                return
+            in_head = not self._in_body
+            step = _QUANTUM if not in_head else min(_QUANTUM, self._head_left)
+            if step <= 0:
+                self._reject(431, _HEAD_TOO_LARGE)
+                return
+            piece = mv[pos : pos + step]
+            self._head_reset = False
+            if not self._feed(piece, data, pos):
+                return
+            if in_head and not self._head_reset:
+                self._head_left -= len(piece)
+            pos += len(piece)
+
+    def _must_hold(self) -> bool:
+        return self._paused or len(self._queue) + self._busy >= self.server.max_pipeline
+
+    def _hold(self, rest: bytes) -> None:
+        self._held = [rest] if rest else []
+        self._sync_reading()
+
+    def _release_held(self) -> None:
+        """Parse held input once answers went out; read again when all of it is parsed."""
+        held = self._held
+        if held is None or self._must_hold() or self.transport is None:
+            self._sync_reading()
+            return
+        self._held = None
+        if self.in_request:  # the client sent this long ago; its deadline restarts now
+            self.started = self.loop.time()
+        data = b"".join(held)
+        if data:
+            self._feed_pieces(data)
+        self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        pause = not self._rejected and (self._paused or self._held is not None)
+        if pause != self._read_paused:
+            self._read_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
     # -- httptools callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
         self.in_request = True
+        self.started = self.loop.time()
         self._url = b""
         self._headers = {}
+        self._nheaders = 0
         self._body = []
         self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
+        if len(self._url) + len(url) > self.server.max_header_line:
+            self._reject(414, _URI_TOO_LONG)
+            raise _Refused
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        if len(self._headers) >= 100:
-            self._reject(431, b'{"error":"too many headers"}')
-            return
-        self._headers[key] = value.decode("latin-1")
+        server = self.server
+        self._nheaders += 1
+        if self._nheaders > server.max_headers:
+            self._reject(431, _TOO_MANY_HEADERS)
+            raise _Refused
+        if len(name) + len(value) + 4 > server.max_header_line:
+            self._reject(431, _HEADER_TOO_LARGE)
+            raise _Refused
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        cl = self._headers.get("content-length")
+        self._in_body = True
+        self._head_reset = True
+        self._head_left = self.server.max_head
+        headers = self._headers
+        cl = headers.get("content-length")
         if cl is not None:
             try:
                 n = int(cl)
             except ValueError:
-                self._reject(
-                    400,
-                    _rpc_error(-32600, "Invalid Request: bad Content-Length"),
-                )
-                return
+                self._reject(400, _BAD_LENGTH)
+                raise _Refused from None
             if n > self.server.max_body:
                 self._reject(413, _TOO_LARGE)
+                raise _Refused
+        expect = headers.get("expect")
+        if expect is not None and expect.lower() == "100-continue":
+            # Only when nothing is ahead of it: an interim answer must not overtake one.
+            transport = self.transport
+            if transport is not None and not self._busy and not self._queue:
+                if self.parser.get_http_version() == "1.1":
+                    transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size > self.server.max_body:
             self._reject(413, _TOO_LARGE)
-            return
+            raise _Refused
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        if self._rejected:
-            return
         self.in_request = False
+        self._in_body = False
         url = httptools.parse_url(self._url)
         path = url.path.decode("utf-8", "replace") if url.path else "/"
         query = url.query.decode("utf-8", "replace") if url.query else ""
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._body = []
         req = HttpRequest(
             self.parser.get_method().decode("latin-1"),
             path,
@@ -287,14 +410,22 @@ class _Conn(asyncio.Protocol):
             self.client,
             bool(self.parser.should_keep_alive()),
         )
+        self._headers = {}
         if self.parser.should_upgrade():
             # Upgrade requests are finished in _upgrade (HttpParserUpgrade follows).
             self._queue.append(req)
             return
         if self._busy:
             self._queue.append(req)
+            if len(self._queue) + 1 >= self.server.max_pipeline:
+                self._sync_reading_for_queue()
             return
         self._dispatch(req)
+
+    def _sync_reading_for_queue(self) -> None:
+        # The pipelining bound is reached at a request boundary: hold (pause) from here.
+        if self._held is None:
+            self._hold(b"")
 
     # -- request handling -------------------------------------------------------------
     def _dispatch(self, req: HttpRequest) -> None:
@@ -334,8 +465,24 @@ class _Conn(asyncio.Protocol):
             self._start_stream(resp, req)
             return
         self._write(resp, req.keep_alive, req.method == "HEAD")
-        while self._queue and not self._busy and self.transport is not None:
-            self._dispatch(self._queue.popleft())
+        self._next()
+
+    def _next(self) -> None:
+        """Answer queued requests in order, then a pending refusal, then read on."""
+        queue = self._queue
+        while queue and not self._busy and self.transport is not None:
+            self._dispatch(queue.popleft())
+        if self._busy or self.transport is None:
+            return
+        if self._pending_reject is not None:
+            self._send_refusal(self._pending_reject)
+            return
+        if self._eof and not self._closing:
+            self._closing = True
+            self.transport.close()
+            return
+        if self._held is not None:
+            self._release_held()
 
     # -- streaming responses (server-sent events; never on the JSON-RPC path) ---------
     def _start_stream(self, resp: StreamingResponse, req: HttpRequest) -> None:
@@ -407,8 +554,7 @@ class _Conn(asyncio.Protocol):
             self._closing = True
             transport.close()
             return
-        while self._queue and not self._busy and self.transport is not None:
-            self._dispatch(self._queue.popleft())
+        self._next()
 
     def _write(self, resp: Response, keep_alive: bool, head: bool = False) -> None:
         transport = self.transport
@@ -416,30 +562,59 @@ class _Conn(asyncio.Protocol):
             return
         server = self.server
         keep = keep_alive and not server.draining
-        transport.write(encode_response(resp, keep, head))
+        if len(resp.body) < LARGE_BODY or head:
+            transport.write(encode_response(resp, keep, head))
+        else:  # a large upstream answer: no copy of it into one buffer with the head
+            transport.writelines((encode_head(resp, keep), resp.body))
         self.last_activity = self.loop.time()
+        self.served += 1
         if server.poller is not None:
             server.poller.activity()
         if not keep:
             self._closing = True
             transport.close()
 
+    # -- refusals and lingering close -------------------------------------------------
     def _reject(self, status: int, body: bytes) -> None:
-        """Answer an unreadable request and close: the stream cannot be resynchronised."""
+        """Refuse the request being read: the stream cannot be resynchronised, so the
+        answer closes the connection (after any answers still owed, in order)."""
         if self._rejected:
             return
         self._rejected = True
-        if self.transport is not None:
-            self.transport.write(encode_response(Response(status, body), False))
-            self.transport.close()
+        self.in_request = False
+        self._held = None
+        self._body = []
+        wire = encode_response(Response(status, body), False)
+        if self._busy or self._queue:
+            self._pending_reject = wire
+        else:
+            self._send_refusal(wire)
+
+    def _send_refusal(self, wire: bytes) -> None:
+        self._pending_reject = None
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(wire)
+        self._closing = True
+        if self._eof or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # the answer, then FIN; keep reading what the client sends
+        now = self.loop.time()
+        self.last_activity = now
+        self._linger_until = now + self.server.lingering_time
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
 
     def _upgrade(self, rest: bytes) -> None:
         transport = self.transport
         if transport is None:
             return
         req = self._queue.pop() if self._queue else None
-        if req is None:
-            self._reject(400, b'{"error":"bad upgrade"}')
+        if req is None or self._busy or self._queue:
+            self._reject(400, rpc_error(-32600, "Invalid Request: bad upgrade"))
             return
         proto = None
         try:
@@ -448,30 +623,68 @@ class _Conn(asyncio.Protocol):
             self.server.on_error(req)
         if proto is None:
             if not transport.is_closing():
-                self._reject(400, b'{"error":"upgrade not supported on this path"}')
+                self._reject(400, rpc_error(-32601, "Upgrade not supported on this path"))
             return
-        self.server.connections.discard(self)
+        self.server.connections.pop(self, None)
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            if hasattr(proto, "on_lost"):
+                proto.on_lost = slot.release
+            else:
+                slot.release()
         transport.set_protocol(proto)
         self._rejected = True  # this protocol object is finished
+        self._closing = True
 
-    def close_if_idle(self, now: float, idle_timeout: float, request_timeout: float) -> None:
-        if self.transport is None or self._busy:
+    # -- deadlines (from the server's sweep) ------------------------------------------
+    def check(self, now: float) -> None:
+        """Close or refuse the connection if one of its deadlines has passed."""
+        transport = self.transport
+        if transport is None:
             return
-        limit = request_timeout if self.in_request else idle_timeout
-        if now - self.last_activity > limit:
-            self.transport.close()
+        server = self.server
+        if self._linger_until:
+            if now >= self._linger_until or now - self.last_activity >= server.lingering_timeout:
+                self._linger_until = 0.0
+                transport.abort()
+            return
+        if self._rejected or self._held is not None:  # held input: the wait is ours
+            return
+        if self.in_request:
+            limit = server.request_timeout if self._in_body else server.head_timeout
+            if now - self.started >= limit:
+                self._reject(408, _TIMEOUT)
+            return
+        if self._busy or self._queue or self._held is not None:
+            return
+        if self.served == 0:  # opened, and not one byte of a request after head_timeout
+            if now - self.started >= server.head_timeout:
+                self._closing = True
+                transport.close()
+        elif now - self.last_activity >= server.keepalive_timeout:
+            self._closing = True
+            transport.close()
 
+    def evictable(self, now: float) -> bool:
+        """Whether closing this connection to make room harms no request being served:
+        idle, stalled mid-request or lingering, with no progress for a while."""
+        if self.transport is None:
+            return False
+        if self._linger_until:
+            return True
+        if self._busy or self._queue or self._held is not None:
+            return False
+        since = self.started if self.in_request or self.served == 0 else self.last_activity
+        return now - since >= self.server.evict_min_idle
 
-def _rpc_error(code: int, message: str) -> bytes:
-    return b'{"jsonrpc":"2.0","error":{"code":%d,"message":"%s"},"id":null}' % (
-        code,
-        message.encode(),
-    )
-
-
-_TOO_LARGE = _rpc_error(-32600, "Invalid Request: request body too large")
-_INTERNAL = _rpc_error(-32603, "Internal error")
-_UNAVAILABLE = _rpc_error(-32000, "Server shutting down")
+    def evict(self) -> None:
+        """Close now and give the place under the cap back at once."""
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
 
 async def _await(aw: Awaitable[Response]) -> Response:
@@ -479,14 +692,15 @@ async def _await(aw: Awaitable[Response]) -> Response:
 
 
 class HttpServer:
-    """Owns the listening sockets and the set of live connections.
+    """Owns the listening sockets, the accept loop and the set of live connections.
 
     Args:
         app: the application (``handle`` and ``upgrade``).
         max_body: request bodies above this many bytes are answered 413.
-        idle_timeout: keep-alive connections idle this long are closed.
-        request_timeout: a request whose headers/body have not completed after this long
-            is dropped (slow clients).
+        limits: the hostile-client bounds (:class:`~lasso.net.limits.Limits`).
+        idle_timeout, request_timeout: override ``limits.keepalive_timeout`` and
+            ``limits.request_timeout`` (tests).
+        on_error: called with the request (and the exception) when the application fails.
         busy_poll_us: keep the loop polling this long after each request and response
             (:mod:`lasso.net.busypoll`); 0 lets it sleep as usual.
     """
@@ -496,23 +710,45 @@ class HttpServer:
         app: Application,
         *,
         max_body: int = 8_000_000,
-        idle_timeout: float = 75.0,
-        request_timeout: float = 30.0,
+        limits: Limits | None = None,
+        idle_timeout: float | None = None,
+        request_timeout: float | None = None,
         on_error: Callable[..., Any] | None = None,
         busy_poll_us: int = 0,
     ) -> None:
+        limits = limits or Limits()
+        if idle_timeout is not None or request_timeout is not None:
+            changes: dict[str, float] = {}
+            if idle_timeout is not None:
+                changes["keepalive_timeout"] = idle_timeout
+            if request_timeout is not None:
+                changes["request_timeout"] = request_timeout
+                changes["head_timeout"] = min(limits.head_timeout, request_timeout)
+            limits = limits.with_changes(changes)
         self.app = app
+        self.limits = limits
         self.busy_poll_us = busy_poll_us
         self.poller: BusyPoller | None = None
         self.max_body = max_body
-        self.idle_timeout = idle_timeout
-        self.request_timeout = request_timeout
+        # Copied out of ``limits``: read per request, one attribute lookup each.
+        self.max_header_line = limits.max_header_line
+        self.max_head = limits.max_head
+        self.max_headers = limits.max_headers
+        self.max_pipeline = limits.max_pipeline
+        self.head_timeout = limits.head_timeout
+        self.request_timeout = limits.request_timeout
+        self.keepalive_timeout = limits.keepalive_timeout
+        self.idle_timeout = limits.keepalive_timeout
+        self.lingering_time = limits.lingering_time
+        self.lingering_timeout = limits.lingering_timeout
+        self.evict_min_idle = EVICT_MIN_IDLE_S
         self.loop = asyncio.get_event_loop()
-        self.connections: set[_Conn] = set()
+        self.connections: dict[_Conn, None] = {}  # in opening order (eviction scans it)
         self.inflight = 0
         self.draining = False
         self.streams: set[asyncio.Task[None]] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self.acceptor: Acceptor | None = None
+        self.open_files = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._on_error = on_error
 
@@ -520,33 +756,63 @@ class HttpServer:
         if self._on_error is not None:
             self._on_error(req, exc)
 
+    @property
+    def cap(self) -> int:
+        """Connections accepted at most (0 before :meth:`start`)."""
+        return self.acceptor.cap if self.acceptor is not None else 0
+
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
-        """Listen on ``host:port``; returns the bound port (useful with port 0)."""
+        """Listen on ``host:port``; returns the bound port (useful with port 0).
+
+        The first call raises the open-file soft limit to the hard limit and derives the
+        connection cap from it (:func:`~lasso.net.limits.connection_cap`).
+        """
         self.loop = asyncio.get_running_loop()
         if self.busy_poll_us and self.poller is None:
             self.poller = BusyPoller(self.loop, self.busy_poll_us / 1e6)
-        srv = await self.loop.create_server(
-            lambda: _Conn(self), host, port, reuse_address=True, reuse_port=reuse_port, backlog=1024
-        )
-        self._servers.append(srv)
+        if self.acceptor is None:
+            self.open_files = raise_open_file_limit()
+            cap = connection_cap(self.limits.max_connections, self.open_files)
+            self.acceptor = Acceptor(
+                self.loop,
+                lambda slot: _Conn(self, slot),
+                cap,
+                evict=self._evict_one,
+                retry_s=min(0.25, self.evict_min_idle),
+            )
+        socks = bind_sockets(host, port, reuse_port=reuse_port, backlog=1024)
+        for sock in socks:
+            self.acceptor.listen(sock)
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
-        sock = srv.sockets[0]
-        return int(sock.getsockname()[1])
+        return int(socks[0].getsockname()[1])
+
+    def _evict_one(self) -> bool:
+        """Close the connection idle the longest that :meth:`_Conn.evictable` allows."""
+        now = self.loop.time()
+        conns = self.connections
+        for conn in list(islice(conns, 256)):
+            if conn.evictable(now):
+                conns.pop(conn, None)
+                conn.evict()
+                return True
+            conns.pop(conn, None)  # busy: to the back, so the next scan starts elsewhere
+            conns[conn] = None
+        return False
 
     async def _sweep(self) -> None:
-        interval = min(5.0, self.idle_timeout / 2, self.request_timeout / 2)
+        interval = min(1.0, self.head_timeout / 4, self.keepalive_timeout / 4)
         while True:
             await asyncio.sleep(interval)
             now = self.loop.time()
             for conn in list(self.connections):
-                conn.close_if_idle(now, self.idle_timeout, self.request_timeout)
+                conn.check(now)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
         self.draining = True
-        for srv in self._servers:
-            srv.close()
+        if self.acceptor is not None:
+            self.acceptor.close()
         streams = list(self.streams)
         for stream in streams:  # streams never finish on their own: end them (final chunk)
             stream.cancel()
@@ -558,23 +824,17 @@ class HttpServer:
         await self.close()
 
     async def close(self) -> None:
-        for srv in self._servers:
-            srv.close()
+        if self.acceptor is not None:
+            self.acceptor.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for srv in self._servers:
-            try:
-                await asyncio.wait_for(srv.wait_closed(), 1.0)
-            except (TimeoutError, asyncio.CancelledError):  # pragma: no cover
-                pass
-        self._servers.clear()
 
     def __repr__(self) -> str:
         return (
             f"<HttpServer connections={len(self.connections)} inflight={self.inflight}"
-            f" draining={self.draining}>"
+            f" draining={self.draining} {self.acceptor!r}>"
         )
