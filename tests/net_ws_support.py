@@ -59,6 +59,7 @@ class EchoApp:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.handlers: list[Echo] = []
+        self.server: HttpServer | None = None
 
     def handle(self, req: HttpRequest) -> Response:
         return Response(404)
@@ -89,6 +90,7 @@ async def echo_servers() -> AsyncIterator[Callable[..., Awaitable[tuple[EchoApp,
     async def start(**options: Any) -> tuple[EchoApp, str]:
         app = EchoApp(**options)
         server = HttpServer(app)
+        app.server = server
         port = await server.start("127.0.0.1", 0)
         servers.append(server)
         return app, f"ws://127.0.0.1:{port}/echo"
@@ -137,6 +139,8 @@ class FakeTransport:
     def __init__(self) -> None:
         self.out = bytearray()
         self.closed = False
+        self.reading = True
+        self.pauses = 0
 
     def write(self, data: bytes) -> None:
         self.out += data
@@ -161,10 +165,14 @@ class FakeTransport:
         pass
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
+        self.pauses += 1
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
 
 
 def chunked(stream: bytes, chunking: str, seed: int) -> list[bytes]:
