@@ -37,6 +37,13 @@ Errors
     larger than ``max_response_size``, or a protocol switch) and ``PoolClosed`` (the pool
     closed under it). Non-2xx responses are responses, not errors.
 
+Memory
+    A response over ``max_response_size`` fails as soon as its ``Content-Length`` says so
+    (before any body byte is kept), else when the bytes pass it. The body's pieces are
+    kept in a list and joined once, when the response is complete (the only copy); a
+    response that fails or is abandoned (timeout, reset, cut off, oversize, cancelled)
+    drops its pieces at once rather than leaving them to the garbage collector.
+
 ``_Connection``, ``_StaleConnection`` and ``_FRAMING_HEADERS`` are shared with
 :mod:`lasso.net.http_client` only: the pool drives a connection through ``send``,
 ``abandon``, ``shutdown`` and ``_close``, and the connection reports back through the pool's
@@ -86,6 +93,10 @@ class _StaleConnection(Exception):
 
 class _TrailingData(Exception):
     """Bytes after a complete response: the connection cannot be trusted any more."""
+
+
+class _Refused(Exception):
+    """Raised in a parser callback that failed the request: stop parsing."""
 
 
 class _Connection(asyncio.Protocol):
@@ -179,6 +190,8 @@ class _Connection(asyncio.Protocol):
                 self._fail(UpstreamProtocolError("provider switched protocols"))
             return
         except httptools.HttpParserError as exc:
+            if self._waiter is None:  # a callback already failed the request
+                return
             if self._complete:  # the response itself was fine; what followed was not
                 self._finish(reuse=False)
             else:
@@ -213,6 +226,11 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        length = self._headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_size:
+            # Announced too large: refuse before one byte of it is buffered.
+            self._fail(UpstreamProtocolError(f"response larger than {self._max_size} bytes"))
+            raise _Refused
 
     def on_message_complete(self) -> None:
         parser = self._parser
@@ -252,6 +270,7 @@ class _Connection(asyncio.Protocol):
     def abandon(self) -> None:
         """The caller gave up (cancelled): the response is unwanted, so is the connection."""
         self._waiter = None
+        self._release_buffers()
         self._close(abort=True)
 
     def shutdown(self, on_lost: asyncio.Future[None]) -> None:
@@ -288,6 +307,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
         self._waiter = None
+        self._release_buffers()
         self._close(abort=True)
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
@@ -318,10 +338,17 @@ class _Connection(asyncio.Protocol):
             self._chunks.clear()
             waiter.set_result(UpstreamResponse(status, body, self._headers))
         else:
+            self._release_buffers()
             reason = f": {exc}" if exc is not None else ""
             waiter.set_exception(
                 UpstreamDisconnected(f"connection closed before a complete response{reason}")
             )
+
+    def _release_buffers(self) -> None:
+        """Drop a failed response's bytes now: the connection and its parser reference
+        each other, so without this they would wait for a full garbage collection."""
+        self._chunks.clear()
+        self._headers = {}
 
     def _close(self, abort: bool = False) -> None:
         if self.closed:
