@@ -67,6 +67,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "sleeping: lower latency at low concurrency for CPU (env LASSO_BUSY_POLL_US; "
         "default 0 = off; see docs/performance.md)",
     )
+    serve.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one hostile-client/upstream limit, e.g. max_connections=20000 "
+        "(repeatable; env LASSO_<NAME>; see docs/configuration.md#limits)",
+    )
 
     demo = sub.add_parser("demo", help="run the proxy in front of a simulated provider fleet")
     demo.add_argument("--port", type=int, default=None, help="proxy port (default 4000)")
@@ -159,6 +167,7 @@ def install_uvloop() -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from lasso.logs import setup_logging
+    from lasso.net.limits import Limits
     from lasso.profiles import ConfigError, load_profiles
     from lasso.server.app import Settings
 
@@ -178,12 +187,18 @@ def serve(args: argparse.Namespace) -> int:
     if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
         print(f"lasso: --busy-poll-us must be between 0 and {MAX_BUSY_POLL_US}", file=sys.stderr)
         return 2
+    try:
+        limits = Limits.from_sources(os.environ, args.limit)
+    except ValueError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
         node_id=node_id,
         host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
         port=args.port if args.port is not None else _env_int("PORT", 4000),
         cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
         busy_poll_us=busy_poll,
+        limits=limits,
     )
     try:
         profiles = load_profiles(directory)
@@ -214,6 +229,7 @@ def serve(args: argparse.Namespace) -> int:
 
         argv = ["serve", "--profiles", directory, "--host", settings.host]
         argv += ["--port", str(settings.port), "--node-id", node_id, "--log-level", args.log_level]
+        argv += [f"--limit={flag}" for flag in args.limit]
         channels = sum(2 * len(c.providers) for p in profiles.values() for c in p.chains.values())
         return supervise(argv, workers, channels)
     worker = os.environ.get("LASSO_WORKER_INDEX")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,3 +76,46 @@ def test_the_cap_stays_under_the_open_file_limit(wanted: int, files: int) -> Non
     cap = connection_cap(wanted, files)
     assert 1 <= cap <= wanted
     assert cap == 1 or cap <= files - max(MIN_RESERVED_FILES, files // 4)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--limit", "max_heads=3"], {}, "unknown limit 'max_heads'"),
+        (["--limit", "max_head=0"], {}, "max_head must be an integer >= 1"),
+        ([], {"LASSO_HEAD_TIMEOUT": "soon"}, "LASSO_HEAD_TIMEOUT: head_timeout='soon'"),
+    ],
+)
+def test_serve_refuses_a_bad_limit_with_its_name(
+    args: list[str], env: dict[str, str], message: str, tmp_path: Any
+) -> None:
+    """`lasso serve` exits 2 and names the bad flag or variable, before doing anything."""
+    out = subprocess.run(
+        [sys.executable, "-m", "lasso", "serve", "--profiles", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+async def test_the_node_serves_with_its_settings_limits() -> None:
+    """Settings(limits=...) reaches the client-facing server and the upstream pools."""
+    from lasso.server.app import LassoApp, Settings
+
+    limits = Limits(max_headers=3, max_upstream_response=1_000_000)
+    app = LassoApp({}, Settings(probes=False, limits=limits))
+    port = await app.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/health HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 431")
+        writer.close()
+        assert app.server.limits is limits
+        assert app.pools.max_response_size == 1_000_000
+    finally:
+        await app.stop(drain_timeout=1.0)

@@ -20,6 +20,7 @@ from lasso.config import ProfileConfig
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
+from lasso.net.limits import Limits
 from lasso.server import api
 from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
@@ -59,7 +60,10 @@ class Settings:
         shared_state: str | None = None,
         worker_dir: str | None = None,
         busy_poll_us: int = 0,
+        limits: Limits | None = None,
     ) -> None:
+        # Transport limits against hostile clients and upstreams (lasso.net.limits).
+        self.limits = limits or Limits()
         # Opt-in busy polling after I/O (lasso.net.busypoll); 0 = off.
         self.busy_poll_us = busy_poll_us
         # --workers N (lasso.server.workers): this worker's index, the shared-memory table's
@@ -118,7 +122,7 @@ class LassoApp:
         self.rng = rng or random.Random()
         self.loop = asyncio.get_event_loop()
         self.started_wall = time.time()
-        self.pools = PoolRegistry()
+        self.pools = PoolRegistry(max_response_size=self.settings.limits.max_upstream_response)
         self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
         self.events = EventBus(self.node_id)
         self.runtime = Runtime(
@@ -147,12 +151,19 @@ class LassoApp:
         # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
         # (started by start_background; options such as reconnect_base reach UpstreamWs).
         self.ws = WsRpcEndpoint(self)
-        self.ws_upstreams = WsUpstreamRegistry(self, **(ws_upstream_options or {}))
+        self.ws_upstreams = WsUpstreamRegistry(
+            self,
+            **{
+                "max_message": self.settings.limits.max_upstream_response,
+                **(ws_upstream_options or {}),
+            },
+        )
         # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
         self.subscriptions = SubscriptionManager(self)
         self.server = HttpServer(
             self,
             max_body=self.settings.max_body,
+            limits=self.settings.limits,
             on_error=self._on_error,
             busy_poll_us=self.settings.busy_poll_us,
         )

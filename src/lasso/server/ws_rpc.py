@@ -177,6 +177,8 @@ class WsRpcEndpoint:
             max_missed_pongs=self.max_missed_pongs,
             max_send_buffer=self.max_send_buffer,
             close_timeout=self.close_timeout,
+            control_frames_per_s=self.app.settings.limits.ws_control_frames_per_s,
+            frames_per_read=self.app.settings.limits.ws_frames_per_read,
         )
         client = WsClient(self, conn, rt, strategy, provider_id, req.path)
         self.clients.add(client)
