@@ -23,6 +23,7 @@ need_apt=()
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # tests/net/test_http_server.py (100 Continue)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""
