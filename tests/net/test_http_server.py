@@ -175,13 +175,14 @@ async def test_a_huge_header_line_is_refused_early_without_stalling_others() -> 
             w2.close()
 
         task = asyncio.create_task(others())
+        answer = asyncio.create_task(read_response(reader))
         try:
-            for _ in range(1024):  # up to 64 MB; the server refuses long before
+            for _ in range(1024):  # up to 64 MB; refused after 32 KiB, reset after ~8 MB
                 writer.write(chunk)
                 await writer.drain()
         except ConnectionError:
             pass
-        status, _, body = await read_response(reader)
+        status, _, body = await answer
         assert status == 431 and error_of(body)["code"] == -32600
         await task
         assert worst < 0.25 * UNIT
@@ -283,6 +284,24 @@ async def test_a_chunked_body_over_the_limit_is_refused_and_read_to_the_end() ->
         status, headers, body = await read_response(reader)
         assert status == 413 and headers["connection"] == "close"
         assert error_of(body)["code"] == -32600
+        writer.close()
+
+
+async def test_lingering_discards_no_more_than_a_request_could_hold() -> None:
+    """After a refusal, a client that keeps sending past max_body + max_head is reset
+    instead of being read for the whole lingering time."""
+    async with serve(max_body=100_000) as (_, _, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nX-Huge: " + b"h" * 40_000)
+        status, _, _ = await read_response(reader)
+        assert status == 431
+        sent = 0
+        with pytest.raises(ConnectionError):
+            while sent < 50_000_000:
+                writer.write(b"z" * 65536)
+                await asyncio.wait_for(writer.drain(), 5 * UNIT)
+                sent += 65536
+        assert sent < 10_000_000
         writer.close()
 
 

@@ -35,7 +35,10 @@ Hostile clients are bounded (:class:`~lasso.net.limits.Limits`, docs/operations.
   error with ``Connection: close``, shuts the write side, and keeps reading and
   discarding for up to ``lingering_time`` (``lingering_timeout`` without data ends it
   sooner), so a client that writes its whole body before reading (Python's urllib,
-  requests) reads the refusal rather than a connection reset.
+  requests) reads the refusal rather than a connection reset. At most ``max_body +
+  max_head`` bytes are discarded (as much as an accepted request could have been), or
+  the announced ``Content-Length`` up to four times ``max_body``; beyond, the connection
+  is reset.
 * **Connections**: :class:`~lasso.net.listener.Acceptor` caps the open connections (HTTP
   and upgraded WebSockets); at the cap it evicts the connection idle the longest (idle
   keep-alive, stalled request or lingering close, idle at least ``EVICT_MIN_IDLE_S``) or
@@ -146,6 +149,7 @@ class _Conn(asyncio.Protocol):
         "_held",
         "_read_paused",
         "_linger_until",
+        "_linger_left",
         "last_activity",
         "started",
         "in_request",
@@ -181,6 +185,7 @@ class _Conn(asyncio.Protocol):
         self._held: list[bytes] | None = None
         self._read_paused = False
         self._linger_until = 0.0
+        self._linger_left = server.max_body + server.max_head
         now = self.loop.time()
         self.last_activity = now
         self.started = now  # the head deadline of the first request runs from the opening
@@ -223,6 +228,10 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected:  # lingering close: read and discard
             self.last_activity = self.loop.time()
+            self._linger_left -= len(data)
+            if self._linger_left < 0 and self.transport is not None and self._linger_until:
+                self._linger_until = 0.0
+                self.transport.abort()  # more than any request could have been: stop
             return
         poller = self.server.poller
         if poller is not None:
@@ -601,12 +610,23 @@ class _Conn(asyncio.Protocol):
             transport.close()
             return
         transport.write_eof()  # the answer, then FIN; keep reading what the client sends
+        self._linger_left = self._linger_budget()
         now = self.loop.time()
         self.last_activity = now
         self._linger_until = now + self.server.lingering_time
         if self._read_paused:
             self._read_paused = False
             transport.resume_reading()
+
+    def _linger_budget(self) -> int:
+        """Bytes to discard at most after a refusal: as much as an accepted request could
+        hold, or the body the client announced (up to four times that)."""
+        server = self.server
+        budget = server.max_body + server.max_head
+        announced = self._headers.get("content-length", "")
+        if announced.isdigit():
+            budget = max(budget, min(int(announced) + server.max_head, 4 * server.max_body))
+        return budget
 
     def _upgrade(self, rest: bytes) -> None:
         transport = self.transport
