@@ -453,3 +453,49 @@ def test_profile_groups_raw_lines_and_scales_shares_to_cpu() -> None:
     assert rows[0]["share"] == 0.6 and rows[0]["us_per_request"] == 30.0
     assert sum(r["us_per_request"] for r in rows) == 50.0
     assert stage_table(stages, total, None)[0]["us_per_request"] is None
+
+
+# -- abuse ------------------------------------------------------------------------------
+
+
+def test_abuse_verdict_applies_every_target() -> None:
+    """p99 <= 100 ms, RSS rise <= 150 MB, no failed call, attack answered with its ids."""
+    from bench import abuse
+
+    assert abuse.verdict(99.0, 149.0, 0, True)
+    assert not abuse.verdict(101.0, 0.0, 0, True)
+    assert not abuse.verdict(10.0, 151.0, 0, True)
+    assert not abuse.verdict(10.0, 0.0, 1, True)
+    assert not abuse.verdict(10.0, 0.0, 0, False)
+    assert not abuse.verdict(None, 0.0, 0, True)
+
+
+def test_abuse_window_summary_and_report() -> None:
+    """A window summarises latency, failures, RSS rise and the attacker's outcome."""
+    from bench import abuse
+
+    window = abuse.Window("huge_body", seconds=2.0, latencies_ms=[1.0] * 90 + [500.0] * 10)
+    window.rss_start_kb, window.rss_peak_kb = 100 * 1024, 180 * 1024
+    window.attacker = {"inputs": 12, "unit": "9 MB bodies", "outcome": "12/12 read", "bad": 0}
+    row = window.summary()
+    assert row["calls"] == 100 and row["failed"] == 0 and row["max_ms"] == 500.0
+    assert row["rss_rise_mb"] == 80.0 and row["p99_ms"] > 100 and not row["meets_targets"]
+    meta = {"timestamp": "t", "cpus": 2, "python": "3.11", "git": "g", "nofile": "1024 (soft)"}
+    text = abuse.report([row], {**meta, "log_problems": 0})
+    assert "| huge_body | 12 9 MB bodies |" in text and "**missed**" in text
+
+
+def test_abuse_parse_args_picks_attacks() -> None:
+    """--attacks selects known attacks in table order; unknown ones are refused."""
+    from bench import abuse
+
+    args = abuse.parse_args(["--attacks", "huge_body,slowloris", "--quick"])
+    assert [a.name for a in args.chosen] == ["slowloris", "huge_body"]
+    assert args.slowloris_conns == 300
+    with pytest.raises(SystemExit):
+        abuse.parse_args(["--attacks", "nope"])
+    names = {a.attacker for a in abuse.ATTACKS}
+    from bench import abuse_attacks
+
+    assert names <= set(abuse_attacks.ATTACKERS)
+    assert json.loads(abuse_attacks.rpc_body(3))["id"] == 3

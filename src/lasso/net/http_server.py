@@ -40,9 +40,10 @@ Hostile clients are bounded (:class:`~lasso.net.limits.Limits`, docs/operations.
   the announced ``Content-Length`` up to four times ``max_body``; beyond, the connection
   is reset.
 * **Connections**: :class:`~lasso.net.listener.Acceptor` caps the open connections (HTTP
-  and upgraded WebSockets); at the cap it evicts the connection idle the longest (idle
-  keep-alive, stalled request or lingering close, idle at least ``EVICT_MIN_IDLE_S``) or
-  stops accepting.
+  and upgraded WebSockets); at the cap, when another client waits, it evicts the oldest
+  connection that serves nothing (:meth:`_Conn.evictable`: a head still incomplete
+  ``EVICT_MIN_IDLE_S`` after its first byte, a body trickling in, an idle keep-alive
+  connection, a lingering close), or else stops accepting for a moment.
 
 On close every per-connection buffer (queued requests, held input, body pieces) is
 dropped explicitly, so nothing waits for the garbage collector.
@@ -83,8 +84,11 @@ __all__ = [
     "EVICT_MIN_IDLE_S",
 ]
 
-EVICT_MIN_IDLE_S = 1.0
-"""At the connection cap, only connections with no progress for this long are evicted."""
+EVICT_MIN_IDLE_S = 0.1
+"""At the connection cap, a connection may be evicted once its request head has been
+incomplete (or it has been idle) this long: a client's head arrives with its connection."""
+EVICT_MIN_RATE = 16 * 1024
+"""Bytes per second under which a body still arriving counts as stalled, at the cap."""
 _QUANTUM = 8192  # bytes fed to the parser at once when a read is large
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOO_LARGE = rpc_error(-32600, "Invalid Request: request body too large")
@@ -687,15 +691,22 @@ class _Conn(asyncio.Protocol):
 
     def evictable(self, now: float) -> bool:
         """Whether closing this connection to make room harms no request being served:
-        idle, stalled mid-request or lingering, with no progress for a while."""
+        a head not complete ``evict_min_idle`` after its first byte (or after the
+        connection opened), a body arriving slower than ``EVICT_MIN_RATE``, an idle
+        keep-alive connection, or a lingering close."""
         if self.transport is None:
             return False
         if self._linger_until:
             return True
         if self._busy or self._queue or self._held is not None:
             return False
-        since = self.started if self.in_request or self.served == 0 else self.last_activity
-        return now - since >= self.server.evict_min_idle
+        min_idle = self.server.evict_min_idle
+        if self._in_body:  # an upload still flowing at a decent rate is kept
+            elapsed = now - self.started
+            return elapsed >= min_idle and self._body_size < EVICT_MIN_RATE * elapsed
+        if self.in_request or self.served == 0:  # a trickle never completes its head
+            return now - self.started >= min_idle
+        return now - self.last_activity >= min_idle
 
     def evict(self) -> None:
         """Close now and give the place under the cap back at once."""
