@@ -4,6 +4,7 @@ survive EMFILE, resume below the low watermark."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import socket
@@ -20,9 +21,12 @@ from support import UNIT, eventually
 pytestmark = pytest.mark.integration
 
 
-async def test_at_the_cap_new_clients_wait_in_the_backlog_until_a_place_frees() -> None:
-    """With every place busy, a new connection is not accepted (no EMFILE, no refusal);
-    once requests finish and clients leave, it is accepted and answered."""
+async def test_at_the_cap_new_clients_wait_in_the_backlog_until_a_place_frees(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With every place busy, a new connection is not accepted (no EMFILE, no refusal;
+    logged once); once requests finish and clients leave, it is accepted and answered."""
+    caplog.set_level(logging.WARNING, "lasso.net.listener")
     async with serve(max_connections=10) as (server, app, port):
         busy = []
         for _ in range(10):
@@ -36,6 +40,8 @@ async def test_at_the_cap_new_clients_wait_in_the_backlog_until_a_place_frees() 
         assert server.acceptor.open == 10
         with pytest.raises(TimeoutError):
             await read_response(reader, timeout=0.3)
+        paused = [r for r in caplog.records if getattr(r, "event", "") == "server.accept_paused"]
+        assert len(paused) == 1 and paused[0].reason == "cap" and paused[0].cap == 10
         app.gate.set()
         for r, w in busy:
             status, _, _ = await read_response(r)

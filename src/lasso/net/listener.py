@@ -15,6 +15,8 @@ sockets made by :func:`bind_sockets` (the addresses ``create_server`` would bind
 * ``EMFILE``/``ENFILE``/``ENOBUFS``/``ENOMEM`` on ``accept`` pause accepting for
   :data:`ACCEPT_RETRY_S` instead of spinning; other accept errors (a peer that reset
   while queued) are skipped.
+* a pause is logged once (``server.accept_paused``, with the reason: ``cap`` or the
+  errno), again only after the count went back down to ``low``.
 
 At most :data:`ACCEPT_BATCH` connections are accepted per loop turn, so a connection
 storm cannot starve established clients.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import select
 import socket
 from collections.abc import Callable
@@ -31,6 +34,7 @@ from typing import Any
 
 __all__ = ["Acceptor", "Slot", "bind_sockets", "ACCEPT_BATCH", "ACCEPT_RETRY_S"]
 
+_log = logging.getLogger("lasso.net.listener")
 ACCEPT_BATCH = 64
 ACCEPT_RETRY_S = 0.1
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -139,6 +143,7 @@ class Acceptor:
         self._socks: list[socket.socket] = []
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False
+        self._warned = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -175,16 +180,29 @@ class Acceptor:
     # -- internals ----------------------------------------------------------------------
     def _released(self) -> None:
         self.open -= 1
+        if self.open <= self.low:
+            self._warned = False
         if self.paused and self.open <= self.low and not self._closed:
             if self._retry is not None:
                 self._retry.cancel()
             self._resume()
 
-    def _pause(self, retry_after: float | None = None) -> None:
+    def _pause(self, retry_after: float | None = None, reason: str = "cap") -> None:
         if not self.paused:
             self.paused = True
             for sock in self._socks:
                 self.loop.remove_reader(sock.fileno())
+            if not self._warned:  # once per episode: resuming below ``low`` re-arms it
+                self._warned = True
+                _log.warning(
+                    "not accepting new connections",
+                    extra={
+                        "event": "server.accept_paused",
+                        "reason": reason,
+                        "open": self.open,
+                        "cap": self.cap,
+                    },
+                )
         if retry_after is not None and self._retry is None:
             self._retry = self.loop.call_later(retry_after, self._resume)
 
@@ -211,7 +229,7 @@ class Acceptor:
                 return
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRNOS:  # out of files: wait, do not spin
-                    self._pause(ACCEPT_RETRY_S)
+                    self._pause(ACCEPT_RETRY_S, errno.errorcode.get(exc.errno or 0, "EMFILE"))
                     return
                 continue  # ECONNABORTED and the like: that one is gone, take the next
             self.open += 1
