@@ -89,6 +89,7 @@ EVICT_MIN_IDLE_S = 0.1
 incomplete (or it has been idle) this long: a client's head arrives with its connection."""
 EVICT_MIN_RATE = 16 * 1024
 """Bytes per second under which a body still arriving counts as stalled, at the cap."""
+_PARSER_STOPS = (httptools.HttpParserError, httptools.HttpParserUpgrade)  # unrelated classes
 _QUANTUM = 8192  # bytes fed to the parser at once when a read is large
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOO_LARGE = rpc_error(-32600, "Invalid Request: request body too large")
@@ -247,7 +248,12 @@ class _Conn(asyncio.Protocol):
         if n <= _QUANTUM and (self._in_body or n <= self._head_left):
             in_head = not self._in_body
             self._head_reset = False
-            if self._feed(data, data, 0) and in_head and not self._head_reset:
+            try:
+                self.parser.feed_data(data)
+            except _PARSER_STOPS as exc:
+                self._parse_failed(exc, data, data, 0)
+                return
+            if in_head and not self._head_reset and not self._rejected:
                 self._head_left -= n  # every byte belonged to one unfinished head
         else:
             self._feed_pieces(data)
@@ -276,22 +282,28 @@ class _Conn(asyncio.Protocol):
 
     # -- feeding the parser -----------------------------------------------------------
     def _feed(self, piece: bytes | memoryview, data: bytes, end: int) -> bool:
-        """Parse ``piece`` (``data[.. end]`` follows it); False once the connection is
-        refused or upgraded (the rest of ``data`` is not ours to parse)."""
+        """Parse ``piece`` (``data[end + len(piece):]`` follows it); False once the
+        connection is refused or upgraded (the rest of ``data`` is not ours to parse)."""
         try:
             self.parser.feed_data(piece)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(piece)
-            self._upgrade(bytes(piece[offset:]) + data[end + len(piece) :])
-            return False
-        except httptools.HttpParserCallbackError:
-            if not self._rejected:  # a bug in a callback: never a hung connection
-                self._reject(500, _INTERNAL)
-            return False
-        except httptools.HttpParserError:
-            self._reject(400, _MALFORMED)
+        except _PARSER_STOPS as exc:
+            self._parse_failed(exc, piece, data, end)
             return False
         return not self._rejected
+
+    def _parse_failed(
+        self, exc: Exception, piece: bytes | memoryview, data: bytes, end: int
+    ) -> None:
+        """The parser stopped in ``piece``: an upgrade, a refusal raised by one of our
+        callbacks, or malformed input."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
+            offset = exc.args[0] if exc.args else len(piece)
+            self._upgrade(bytes(piece[offset:]) + data[end + len(piece) :])
+        elif isinstance(exc, httptools.HttpParserCallbackError):
+            if not self._rejected:  # a bug in a callback: never a hung connection
+                self._reject(500, _INTERNAL)
+        else:
+            self._reject(400, _MALFORMED)
 
     def _feed_pieces(self, data: bytes) -> None:
         """A large read: feed it in pieces, so that the head budget and the pipelining
@@ -351,13 +363,9 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
+        # The per-request state was reset when the previous request completed.
         self.in_request = True
         self.started = self.loop.time()
-        self._url = b""
-        self._headers = {}
-        self._nheaders = 0
-        self._body = []
-        self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
         if len(self._url) + len(url) > self.server.max_header_line:
@@ -413,7 +421,6 @@ class _Conn(asyncio.Protocol):
         path = url.path.decode("utf-8", "replace") if url.path else "/"
         query = url.query.decode("utf-8", "replace") if url.query else ""
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
-        self._body = []
         req = HttpRequest(
             self.parser.get_method().decode("latin-1"),
             path,
@@ -423,7 +430,12 @@ class _Conn(asyncio.Protocol):
             self.client,
             bool(self.parser.should_keep_alive()),
         )
+        # Reset for the next request now: an idle connection keeps no old body.
+        self._url = b""
         self._headers = {}
+        self._nheaders = 0
+        self._body = []
+        self._body_size = 0
         if self.parser.should_upgrade():
             # Upgrade requests are finished in _upgrade (HttpParserUpgrade follows).
             self._queue.append(req)
