@@ -80,7 +80,7 @@ class ThreadedNode:
 
     async def _main(self) -> None:
         from lasso.profiles import parse_profile
-        from lasso.server.app import LassoApp, Settings
+        from lasso.app import LassoApp, Settings
         from lasso.sim.chain import SyntheticChain
         from lasso.sim.fleet import ProviderSpec, SimFleet
 

@@ -31,7 +31,7 @@ HOSTILE = {
 async def node() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Factory: a Lasso node for a fleet, upstream answers bounded to BOUND bytes."""
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
+    from lasso.app import LassoApp, Settings
 
     apps: list[Any] = []
 

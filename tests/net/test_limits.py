@@ -104,7 +104,7 @@ def test_serve_refuses_a_bad_limit_with_its_name(
 @pytest.mark.integration
 async def test_the_node_serves_with_its_settings_limits() -> None:
     """Settings(limits=...) reaches the client-facing server and the upstream pools."""
-    from lasso.server.app import LassoApp, Settings
+    from lasso.app import LassoApp, Settings
 
     limits = Limits(max_headers=3, max_upstream_response=1_000_000)
     app = LassoApp({}, Settings(probes=False, limits=limits))
