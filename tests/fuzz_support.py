@@ -79,8 +79,8 @@ class ThreadedNode:
         self.problems.append(f"loop: {context.get('message')} {exc!r}")
 
     async def _main(self) -> None:
-        from lasso.profiles import parse_profile
         from lasso.app import LassoApp, Settings
+        from lasso.profiles import parse_profile
         from lasso.sim.chain import SyntheticChain
         from lasso.sim.fleet import ProviderSpec, SimFleet
 

@@ -30,8 +30,8 @@ HOSTILE = {
 @pytest.fixture
 async def node() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Factory: a Lasso node for a fleet, upstream answers bounded to BOUND bytes."""
-    from lasso.profiles import parse_profile
     from lasso.app import LassoApp, Settings
+    from lasso.profiles import parse_profile
 
     apps: list[Any] = []
 

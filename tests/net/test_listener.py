@@ -56,14 +56,14 @@ async def test_at_the_cap_new_clients_wait_in_the_backlog_until_a_place_frees(
 async def test_at_the_cap_the_longest_idle_connection_makes_room() -> None:
     """Idle keep-alive connections are evicted, oldest first, so a new client is served."""
     async with serve(max_connections=5) as (server, _, port):
-        server.evict_min_idle = 0.05 * UNIT
+        server.evict_idle = 0.05 * UNIT
         idle = []
         for _ in range(5):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request_bytes("/sync"))
             await read_response(reader)
             idle.append((reader, writer))
-        await asyncio.sleep(0.1 * UNIT)  # let them age past evict_min_idle
+        await asyncio.sleep(0.1 * UNIT)  # let them age past evict_idle
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         t0 = time.monotonic()
         writer.write(request_bytes("/sync"))
@@ -80,7 +80,7 @@ async def test_a_slowloris_at_the_cap_does_not_lock_out_new_clients() -> None:
     """Twice the cap of connections trickling header bytes: a well-behaved client still
     gets each answer quickly, because stalled heads are evicted to make room."""
     async with serve(max_connections=20, head_timeout=30) as (server, _, port):
-        server.evict_min_idle = 0.2 * UNIT
+        server.evict_stalled = 0.2 * UNIT
         attackers: list[asyncio.StreamWriter] = []
         stop = asyncio.Event()
 

@@ -40,10 +40,11 @@ Hostile clients are bounded (:class:`~lasso.net.limits.Limits`, docs/operations.
   the announced ``Content-Length`` up to four times ``max_body``; beyond, the connection
   is reset.
 * **Connections**: :class:`~lasso.net.listener.Acceptor` caps the open connections (HTTP
-  and upgraded WebSockets); at the cap, when another client waits, it evicts the oldest
-  connection that serves nothing (:meth:`_Conn.evictable`: a head still incomplete
-  ``EVICT_MIN_IDLE_S`` after its first byte, a body trickling in, an idle keep-alive
-  connection, a lingering close), or else stops accepting for a moment.
+  and upgraded WebSockets); at the cap, when another client waits, it evicts a
+  connection that serves nothing (:meth:`_Conn.evict_rank`): a lingering close or a
+  trickle (a head still incomplete ``EVICT_STALLED_S`` after its first byte, a body under
+  ``EVICT_MIN_RATE``) first, else the oldest connection silent for ``EVICT_IDLE_S``; with
+  none, it stops accepting for a moment.
 
 On close every per-connection buffer (queued requests, held input, body pieces) is
 dropped explicitly, so nothing waits for the garbage collector.
@@ -81,12 +82,16 @@ __all__ = [
     "HttpServer",
     "Application",
     "encode_response",
-    "EVICT_MIN_IDLE_S",
+    "EVICT_STALLED_S",
+    "EVICT_IDLE_S",
 ]
 
-EVICT_MIN_IDLE_S = 0.1
-"""At the connection cap, a connection may be evicted once its request head has been
-incomplete (or it has been idle) this long: a client's head arrives with its connection."""
+EVICT_STALLED_S = 0.1
+"""At the connection cap, a request head still incomplete this long after its first byte
+is a trickle, and may be evicted: a client's head arrives in one go."""
+EVICT_IDLE_S = 1.0
+"""At the connection cap, a connection silent this long since it opened, or since its
+last answer, may be evicted when no trickle can be."""
 EVICT_MIN_RATE = 16 * 1024
 """Bytes per second under which a body still arriving counts as stalled, at the cap."""
 _PARSER_STOPS = (httptools.HttpParserError, httptools.HttpParserUpgrade)  # unrelated classes
@@ -701,24 +706,27 @@ class _Conn(asyncio.Protocol):
             self._closing = True
             transport.close()
 
-    def evictable(self, now: float) -> bool:
-        """Whether closing this connection to make room harms no request being served:
-        a head not complete ``evict_min_idle`` after its first byte (or after the
-        connection opened), a body arriving slower than ``EVICT_MIN_RATE``, an idle
-        keep-alive connection, or a lingering close."""
+    def evict_rank(self, now: float) -> int | None:
+        """How good a victim this connection is when room must be made at the cap: 0 a
+        lingering close, 1 a head still incomplete ``evict_stalled`` after its first byte
+        or a body arriving slower than ``EVICT_MIN_RATE`` (a trickle), 2 a connection
+        silent ``evict_idle`` since it opened or since its last answer; None: it is
+        serving a request, or too young to judge."""
         if self.transport is None:
-            return False
+            return None
         if self._linger_until:
-            return True
+            return 0
         if self._busy or self._queue or self._held is not None:
-            return False
-        min_idle = self.server.evict_min_idle
+            return None
+        server = self.server
         if self._in_body:  # an upload still flowing at a decent rate is kept
             elapsed = now - self.started
-            return elapsed >= min_idle and self._body_size < EVICT_MIN_RATE * elapsed
-        if self.in_request or self.served == 0:  # a trickle never completes its head
-            return now - self.started >= min_idle
-        return now - self.last_activity >= min_idle
+            stalled = elapsed >= server.evict_stalled
+            return 1 if stalled and self._body_size < EVICT_MIN_RATE * elapsed else None
+        if self.in_request:  # a client's head arrives at once; a trickle never completes
+            return 1 if now - self.started >= server.evict_stalled else None
+        since = self.started if self.served == 0 else self.last_activity
+        return 2 if now - since >= server.evict_idle else None
 
     def evict(self) -> None:
         """Close now and give the place under the cap back at once."""
@@ -784,7 +792,8 @@ class HttpServer:
         self.idle_timeout = limits.keepalive_timeout
         self.lingering_time = limits.lingering_time
         self.lingering_timeout = limits.lingering_timeout
-        self.evict_min_idle = EVICT_MIN_IDLE_S
+        self.evict_stalled = EVICT_STALLED_S
+        self.evict_idle = EVICT_IDLE_S
         self.loop = asyncio.get_event_loop()
         self.connections: dict[_Conn, None] = {}  # in opening order (eviction scans it)
         self.inflight = 0
@@ -821,7 +830,7 @@ class HttpServer:
                 lambda slot: _Conn(self, slot),
                 cap,
                 evict=self._evict_one,
-                retry_s=min(0.25, self.evict_min_idle),
+                retry_s=min(0.25, self.evict_stalled),
             )
         socks = bind_sockets(host, port, reuse_port=reuse_port, backlog=1024)
         for sock in socks:
@@ -831,17 +840,26 @@ class HttpServer:
         return int(socks[0].getsockname()[1])
 
     def _evict_one(self) -> bool:
-        """Close the connection idle the longest that :meth:`_Conn.evictable` allows."""
+        """Close the best victim (:meth:`_Conn.evict_rank`) among the oldest connections:
+        the first lingering or trickling one, else the oldest silent one."""
         now = self.loop.time()
         conns = self.connections
+        best: _Conn | None = None
+        best_rank = 3
         for conn in list(islice(conns, 256)):
-            if conn.evictable(now):
+            rank = conn.evict_rank(now)
+            if rank is None:  # serving: to the back, so the next scan starts elsewhere
                 conns.pop(conn, None)
-                conn.evict()
-                return True
-            conns.pop(conn, None)  # busy: to the back, so the next scan starts elsewhere
-            conns[conn] = None
-        return False
+                conns[conn] = None
+            elif rank < best_rank:
+                best, best_rank = conn, rank
+                if rank <= 1:
+                    break
+        if best is None:
+            return False
+        conns.pop(best, None)
+        best.evict()
+        return True
 
     async def _sweep(self) -> None:
         interval = min(1.0, self.head_timeout / 4, self.keepalive_timeout / 4)
