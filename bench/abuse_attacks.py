@@ -126,7 +126,7 @@ async def slowloris(port: int, seconds: float, args: argparse.Namespace) -> Resu
 
 async def huge_header(port: int, seconds: float, args: argparse.Namespace) -> Result:
     end = time.monotonic() + seconds
-    attempts = refused = 0
+    attempts = refused = reset = 0
     sent_max = 0
     chunk = b"h" * 65536
     while time.monotonic() < end:
@@ -135,26 +135,30 @@ async def huge_header(port: int, seconds: float, args: argparse.Namespace) -> Re
         answer = asyncio.ensure_future(read_status(reader, 30))  # read while writing
         writer.write(b"GET / HTTP/1.1\r\nHost: abuse\r\nX-Huge: ")
         sent = 0
+        was_reset = False
         try:
             while sent < 100_000_000:  # the window may end one attempt late
                 writer.write(chunk)
                 await writer.drain()
                 sent += len(chunk)
         except ConnectionError:
-            pass
+            was_reset = True
         status = await answer
         refused += status == 431
+        # A 431 still unread when the proxy resets (after discarding what a request could
+        # hold) is lost with the reset: the refusal was sent, the sender kept sending.
+        reset += status != 431 and was_reset
         sent_max = max(sent_max, sent)
         writer.close()
     return {
         "inputs": attempts,
         "unit": "100 MB header lines",
         "outcome": (
-            f"{refused}/{attempts} refused 431; the proxy read at most"
-            f" {sent_max / 1e6:.1f} MB of each (then reset)"
+            f"{refused} read the 431, {reset} reset (still sending) before reading it;"
+            f" the proxy took at most {sent_max / 1e6:.1f} MB of each"
         ),
-        "answered": refused,
-        "bad": attempts - refused,
+        "answered": refused + reset,
+        "bad": attempts - refused - reset,
     }
 
 

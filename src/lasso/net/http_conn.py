@@ -42,7 +42,9 @@ Memory
     (before any body byte is kept), else when the bytes pass it. The body's pieces are
     kept in a list and joined once, when the response is complete (the only copy); a
     response that fails or is abandoned (timeout, reset, cut off, oversize, cancelled)
-    drops its pieces at once rather than leaving them to the garbage collector.
+    drops its pieces at once rather than leaving them to the garbage collector. Past its
+    first MiB, an answer is read one piece per loop turn (reading paused until the next
+    turn), so a large or hostile one shares the loop with everyone else.
 
 ``_Connection``, ``_StaleConnection`` and ``_FRAMING_HEADERS`` are shared with
 :mod:`lasso.net.http_client` only: the pool drives a connection through ``send``,
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamResponse"]
 
+_YIELD_AFTER = 1 << 20  # bytes of one answer after which each read yields the loop
 # Always kept: they tell a close-delimited body from a truncated one.
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 
@@ -180,6 +183,11 @@ class _Connection(asyncio.Protocol):
         if received > self._max_size:
             self._fail(UpstreamProtocolError(f"response larger than {self._max_size} bytes"))
             return
+        if received > _YIELD_AFTER and self._transport is not None:
+            # A large answer: one read per loop turn, so that it cannot hold the loop
+            # for a burst of reads (libuv reads up to 32 times per wake-up).
+            self._transport.pause_reading()
+            self._loop.call_soon(self._resume_reading)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -199,6 +207,10 @@ class _Connection(asyncio.Protocol):
             return
         if self._complete:
             self._finish(reuse=self._keep_alive)
+
+    def _resume_reading(self) -> None:
+        if not self.closed and self._transport is not None:
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool:
         self._lost(None)

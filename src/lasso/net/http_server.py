@@ -242,6 +242,8 @@ class _Conn(asyncio.Protocol):
             if self._linger_left < 0 and self.transport is not None and self._linger_until:
                 self._linger_until = 0.0
                 self.transport.abort()  # more than any request could have been: stop
+            elif self._linger_until:
+                self._yield_read()
             return
         poller = self.server.poller
         if poller is not None:
@@ -312,7 +314,8 @@ class _Conn(asyncio.Protocol):
 
     def _feed_pieces(self, data: bytes) -> None:
         """A large read: feed it in pieces, so that the head budget and the pipelining
-        bound are checked between them."""
+        bound are checked between them; then let others have the loop."""
+        self._yield_read()
         mv = memoryview(data)
         n = len(data)
         pos = 0
@@ -332,6 +335,15 @@ class _Conn(asyncio.Protocol):
             if in_head and not self._head_reset:
                 self._head_left -= len(piece)
             pos += len(piece)
+
+    def _yield_read(self) -> None:
+        """Read no more this loop turn (libuv reads up to 32 times per wake-up): a large
+        body or a discarded one shares the loop with everyone else."""
+        transport = self.transport
+        if transport is not None and not self._read_paused:
+            self._read_paused = True
+            transport.pause_reading()
+            self.loop.call_soon(self._sync_reading)
 
     def _must_hold(self) -> bool:
         return self._paused or len(self._queue) + self._busy >= self.server.max_pipeline
@@ -356,7 +368,7 @@ class _Conn(asyncio.Protocol):
 
     def _sync_reading(self) -> None:
         transport = self.transport
-        if transport is None or self._closing:
+        if transport is None or (self._closing and not self._linger_until):
             return
         pause = not self._rejected and (self._paused or self._held is not None)
         if pause != self._read_paused:
