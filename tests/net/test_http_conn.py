@@ -505,3 +505,50 @@ def test_protocol_survives_arbitrary_bytes(data: bytes, cuts: list[int]) -> None
         assert h.pool.total == 0 or h.pool.idle == 1
     finally:
         h.close()
+
+
+def test_a_large_answer_is_read_one_piece_per_loop_turn() -> None:
+    """On uvloop, past its first MiB an answer is read one piece per loop turn, never in
+    libuv's bursts of up to 32 reads: other callbacks run between the pieces."""
+    import socket
+    import threading
+
+    import uvloop
+
+    size = 48 * 1024 * 1024
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def provider() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            conn.sendall(b"z" * size)
+            conn.recv(1)
+
+    thread = threading.Thread(target=provider, daemon=True)
+    thread.start()
+
+    async def scenario() -> int:
+        worst = 0
+        async with open_pool(f"http://127.0.0.1:{port}/") as pool:
+            call = asyncio.ensure_future(pool.request(b"{}", 30))
+            last = 0
+            while not call.done():
+                await asyncio.sleep(0)  # one loop turn
+                conns = list(pool._conns)
+                if conns:
+                    got = conns[0]._received
+                    worst = max(worst, got - last)
+                    last = got
+            assert len((await call).body) == size
+        return worst
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            worst = runner.run(scenario())
+    finally:
+        listener.close()
+        thread.join(5)
+    assert worst <= 2 * 1024 * 1024, worst  # the first MiB, then 256 KiB reads
