@@ -424,6 +424,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="{lasso} serve --profiles {profiles} --port {port} --log-level warning",
         help="command template ({root} {python} {lasso} {profiles} {port})",
     )
+    p.add_argument(
+        "--fresh-node",
+        action="store_true",
+        help="a new proxy for every attack (default: one node takes them all, in turn)",
+    )
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.slowloris_conns is None:
@@ -454,7 +459,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         for attack in [None, *args.chosen]:
             log(f"-- {attack.name if attack else 'baseline'}")
             target = node
-            if attack is not None and attack.node_args:  # a node of its own
+            if attack is not None and (attack.node_args or args.fresh_node):  # its own node
                 target = Node(
                     args.lasso_cmd,
                     profile,
