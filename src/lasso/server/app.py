@@ -22,6 +22,7 @@ from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
 from lasso.server import api
 from lasso.server.events import EventBus
+from lasso.server.limits import BATCH_CONCURRENCY, DEFAULT_MAX_BATCH, NODE_BATCH_CONCURRENCY
 from lasso.server.metrics import Metrics
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
@@ -59,7 +60,17 @@ class Settings:
         shared_state: str | None = None,
         worker_dir: str | None = None,
         busy_poll_us: int = 0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_concurrency: int = BATCH_CONCURRENCY,
+        batch_node_concurrency: int = NODE_BATCH_CONCURRENCY,
     ) -> None:
+        # JSON-RPC batches (lasso.server.limits): items per batch, items of one batch in
+        # flight, batch items in flight on the node.
+        if min(max_batch, batch_concurrency, batch_node_concurrency) < 1:
+            raise ValueError("max_batch and the batch concurrency bounds must be at least 1")
+        self.max_batch = max_batch
+        self.batch_concurrency = batch_concurrency
+        self.batch_node_concurrency = batch_node_concurrency
         # Opt-in busy polling after I/O (lasso.net.busypoll); 0 = off.
         self.busy_poll_us = busy_poll_us
         # --workers N (lasso.server.workers): this worker's index, the shared-memory table's
