@@ -217,7 +217,7 @@ async def test_batches_and_notifications(node: Any) -> None:
     async with websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws:
         doc = await call(ws, batch)
         assert [item["id"] for item in doc] == list(range(5))
-        too_big = [{**BN, "id": i} for i in range(51)]
+        too_big = [{**BN, "id": i} for i in range(1001)]
         assert (await call(ws, too_big))["error"]["code"] == -32600
         await ws.send(orjson.dumps({"jsonrpc": "2.0", "method": "eth_blockNumber"}).decode())
         assert (await call(ws, {**BN, "id": "after"}))["id"] == "after"

@@ -46,7 +46,8 @@ from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.server.pipeline import execute
-from lasso.server.rpc import MAX_BATCH, error_body, finish_item, parse_rpc_path
+from lasso.server.rpc import batch_too_large, error_body, finish_item, parse_rpc_path
+from lasso.server.rpc_envelope import RequestIds
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
@@ -65,7 +66,6 @@ MAX_HELD = 1024
 _PARSE_ERROR = error_body(-32700, "Parse error: Invalid JSON")
 _NOT_REQUEST = error_body(-32600, "Invalid Request: expected a JSON-RPC object or array")
 _EMPTY_BATCH = error_body(-32600, "Invalid Request: empty batch")
-_BATCH_TOO_LARGE = error_body(-32600, f"Invalid Request: batch too large (max {MAX_BATCH})")
 _BATCHED_SUBSCRIPTION = error_body(
     -32600, "Invalid Request: eth_subscribe and eth_unsubscribe cannot be batched"
 )
@@ -323,9 +323,9 @@ class WsClient:
             self.conn.send_text(_PARSE_ERROR)
             return
         if type(doc) is dict:
-            self._request(doc, len(data))
+            self._request(doc, data)
         elif type(doc) is list:
-            self._batch(doc, len(data))
+            self._batch(doc, data)
         else:
             self.conn.send_text(_NOT_REQUEST)
 
@@ -344,8 +344,11 @@ class WsClient:
                 log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
 
     # -- requests -----------------------------------------------------------------------
-    def _request(self, doc: dict[str, Any], size: int) -> None:
-        item = self.app.rpc.validate_item(doc, self.rt, self.provider_id, self.path)
+    def _request(self, doc: dict[str, Any], data: bytes) -> None:
+        size = len(data)
+        item = self.app.rpc.validate_item(
+            doc, self.rt, self.provider_id, self.path, RequestIds(data)
+        )
         method = item.method
         if method in WS_ONLY_METHODS:
             if method == "eth_subscribe":
@@ -397,22 +400,31 @@ class WsClient:
             self.inflight -= 1
             self.inflight_bytes -= size
 
-    def _batch(self, docs: list[Any], size: int) -> None:
+    def _batch(self, docs: list[Any], data: bytes) -> None:
+        size = len(data)
+        max_batch = self.app.rpc.max_batch
         if not docs:
             self.conn.send_text(_EMPTY_BATCH)
-        elif len(docs) > MAX_BATCH:
-            self.conn.send_text(_BATCH_TOO_LARGE)
+        elif len(docs) > max_batch:
+            self.conn.send_text(batch_too_large(max_batch))
         elif any(type(d) is dict and d.get("method") in WS_ONLY_METHODS for d in docs):
             self.conn.send_text(_BATCHED_SUBSCRIPTION)
         elif not self._admit(size):
             self.conn.send_text(error_body(-32008, _CAPACITY))
         else:
-            self.endpoint.spawn(self._run_batch(docs, size))
+            self.endpoint.spawn(self._run_batch(docs, data))
 
-    async def _run_batch(self, docs: list[Any], size: int) -> None:
+    async def _run_batch(self, docs: list[Any], data: bytes) -> None:
+        size = len(data)
         try:
             resp = await self.app.rpc.run_batch(
-                self.rt, docs, self.strategy, self.provider_id, None, self.path
+                self.rt,
+                docs,
+                self.strategy,
+                self.provider_id,
+                None,
+                self.path,
+                RequestIds(data, docs),
             )
             if resp.body:  # empty when every item was a notification
                 self.conn.send_text(resp.body)
