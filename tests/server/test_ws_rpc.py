@@ -16,10 +16,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from lasso.sim.behavior import Behavior
 
+from server_rpc_support import ScriptedUpstream, chain_yaml
 from support import eventually, fleet_chain_yaml, profile_yaml
 
 pytestmark = pytest.mark.integration
 
+BALANCE = {"jsonrpc": "2.0", "method": "eth_getBalance", "params": ["0x" + "00" * 20, "latest"]}
 BN = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
 
 
@@ -223,27 +225,36 @@ async def test_batches_and_notifications(node: Any) -> None:
         assert (await call(ws, {**BN, "id": "after"}))["id"] == "after"
 
 
-async def test_request_capacity_is_bounded_per_connection(sim_fleet: Any, lasso_node: Any) -> None:
-    """The 33rd concurrent request on one socket gets -32008 at once; others are unaffected."""
-    fleet = await sim_fleet({"stuck": Behavior(hang=True)})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
-    url = app.base_url.replace("http://", "ws://") + "/ws/rpc/ethereum"
-    async with websockets.connect(url) as ws, websockets.connect(url) as other:
-        for i in range(32):
-            await ws.send(orjson.dumps({**BN, "id": i}).decode())
-        doc = await call(ws, {**BN, "id": "over"})
-        assert doc == {
-            "jsonrpc": "2.0",
-            "error": {"code": -32008, "message": "Local request capacity unavailable"},
-            "id": "over",
-        }
-        assert (await call(ws, {"jsonrpc": "2.0", "id": "local", "method": "eth_chainId"}))[
-            "result"
-        ] == "0x1"
-        client = next(c for c in app.ws.clients if c.inflight)
-        assert client.inflight == 32
-        await other.send(orjson.dumps(BN).decode())
-        await eventually(lambda: sum(c.inflight for c in app.ws.clients) == 33)
+async def test_requests_beyond_the_inflight_bound_wait_instead_of_failing(
+    lasso_node: Any,
+) -> None:
+    """100 requests at once on one socket: 32 run, the socket stops being read (no -32008),
+    the rest follow in order as answers go out; other sockets are unaffected."""
+    up = await ScriptedUpstream().start()
+    up.held.add("eth_getBalance")
+    try:
+        app = await lasso_node(profile_yaml(chain_yaml(up)))
+        url = app.base_url.replace("http://", "ws://") + "/ws/rpc/ethereum"
+        async with websockets.connect(url) as ws, websockets.connect(url) as other:
+            for i in range(100):
+                await ws.send(orjson.dumps({**BALANCE, "id": i}).decode())
+            await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": "local", "method": "eth_chainId"}))
+            await eventually(lambda: up.inflight == 32, message="32 in flight")
+            client = next(c for c in app.ws.clients if c.inflight)
+            assert client.inflight == 32 and client.conn.reading_paused
+            assert up.calls["eth_getBalance"] == 32
+            assert (await call(other, {"jsonrpc": "2.0", "id": 7, "method": "eth_chainId"}))[
+                "result"
+            ] == "0x1"
+            up.release()
+            answers = [orjson.loads(await ws.recv()) for _ in range(101)]
+        assert sorted(a["id"] for a in answers if a["id"] != "local") == list(range(100))
+        assert all(a["result"] for a in answers)
+        # Read in order behind the 100: only once at most 31 of them were in flight.
+        assert [a["id"] for a in answers].index("local") >= 100 - 32
+        assert up.peak == 32
+    finally:
+        await up.stop()
 
 
 async def test_subscription_capacity_and_unsubscribe(node: Any) -> None:
