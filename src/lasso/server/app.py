@@ -230,7 +230,9 @@ class LassoApp:
         )
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Drain in-flight requests (bounded), then close everything."""
+        """Leave the cluster, drain in-flight requests (bounded), then close everything."""
+        if self.cluster is not None:  # first: a long drain must not delay or lose it
+            await self.cluster.leave()
         await self.server.drain(drain_timeout)
         await self.ws.aclose()
         await self.subscriptions.aclose()
