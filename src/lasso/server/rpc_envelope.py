@@ -12,8 +12,8 @@ become floats, ``1.10`` becomes ``1.1``, ``"\\u0041"`` becomes ``"A"``, ``-0`` b
   (escaped, or repeated inside one batch item).
 * :func:`splice_id` replaces Lasso's transport id in an upstream answer with the client's
   id: the ``id`` member of the top-level object, never an equal string elsewhere (an
-  upstream may put ``result`` before ``id``, and a result may contain anything). Two
-  checks on a few bytes settle the usual layouts (``{"jsonrpc":"2.0","id":…`` first, or
+  upstream may put ``result`` before ``id``, and a result may contain anything). Checks
+  on a few bytes settle the usual layouts (``{"jsonrpc":"2.0","id":…`` first, or
   ``…,"id":…}`` last) without a scan; anything else takes :func:`member_spans`.
 
 :func:`member_spans` finds the values of ``"id"`` members at one nesting depth with
@@ -43,6 +43,7 @@ _ID_KEY = re.compile(rb'"id"[ \t\n\r]*:[ \t\n\r]*')
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _SCALAR = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9][0-9.eE+-]*|null|true|false')
 _WS = b" \t\r\n"
+_HEADS = {22: b'{"jsonrpc":"2.0","id":', 6: b'{"id":'}  # where the usual answers put the id
 _ORJSON_MAX_DEPTH = 254  # orjson.dumps refuses deeper documents
 
 
@@ -92,13 +93,20 @@ def splice_id(body: bytes, tid: bytes, id_json: bytes) -> bytes:
     as they are, except in the last resort of an answer whose ``id`` cannot be found in
     its bytes at all, which is re-encoded around the parsed answer.
     """
-    n = len(tid)
     i = body.find(tid)
-    if i > 0 and _after_id_key(body, i):
-        prefix = body[:i] if i < 256 else b"["
+    head = _HEADS.get(i)
+    if head is not None and body.startswith(head):  # geth, anvil, reth, erigon, the sim
+        return body.replace(tid, id_json, 1)
+    n = len(tid)
+    if (
+        5 < i < 256
+        and (body[i - 5 : i] == b'"id":' and body[i - 6] != 0x5C or _after_id_key(body, i))
         # One '{' (the document's own), no array and no escape before it: depth 1.
-        if prefix.count(b"{") == 1 and b"[" not in prefix and b"\\" not in prefix:
-            return body[:i] + id_json + body[i + n :]
+        and body.count(b"{", 0, i) == 1
+        and body.find(b"[", 0, i) < 0
+        and body.find(b"\\", 0, i) < 0
+    ):
+        return body.replace(tid, id_json, 1)  # the first occurrence is the one
     k = body.rfind(tid)
     if k > 0 and body[k + n :].strip(_WS) == b"}" and _after_id_key(body, k):
         return body[:k] + id_json + body[k + n :]  # the top-level object's last member
