@@ -213,6 +213,18 @@ async def test_bad_frames_get_json_rpc_errors(node: Any, frame: str, code: int) 
         assert "result" in await call(ws, BN)
 
 
+async def test_batch_items_with_a_non_string_method_are_invalid_not_fatal(node: Any) -> None:
+    """A batch item whose method is a list or an object gets -32600; the socket stays."""
+    async with websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws:
+        doc = await call(
+            ws,
+            '[{"jsonrpc":"2.0","id":1,"method":["eth_subscribe"]},'
+            '{"jsonrpc":"2.0","id":2,"method":{"a":1}}]',
+        )
+        assert [(d["id"], d["error"]["code"]) for d in doc] == [(1, -32600), (2, -32600)]
+        assert "result" in await call(ws, BN)
+
+
 async def test_batches_and_notifications(node: Any) -> None:
     """A batch is answered in one array frame, in order; notifications get no answer."""
     batch = [{**BN, "id": i} for i in range(5)] + [{"jsonrpc": "2.0", "method": "eth_chainId"}]

@@ -80,6 +80,10 @@ _NOTIFICATION = (
 _UNSET = object()
 
 
+def _is_subscription(method: Any) -> bool:
+    return type(method) is str and method in WS_ONLY_METHODS
+
+
 class WsRpcEndpoint:
     """Accepts ``/ws/rpc/...`` upgrades and owns the live client connections.
 
@@ -417,7 +421,7 @@ class WsClient:
             self.conn.send_text(_EMPTY_BATCH)
         elif len(docs) > max_batch:
             self.conn.send_text(batch_too_large(max_batch))
-        elif any(type(d) is dict and d.get("method") in WS_ONLY_METHODS for d in docs):
+        elif any(type(d) is dict and _is_subscription(d.get("method")) for d in docs):
             self.conn.send_text(_BATCHED_SUBSCRIPTION)
         else:
             self._admit(size)
