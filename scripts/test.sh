@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every test dependency (Python packages, a real Ethereum node, a NATS server,
-# Chromium) and runs the whole test suite. Safe to run repeatedly: each step is skipped
+# a Redis server, Chromium) and runs the whole test suite. Safe to run repeatedly: each step is skipped
 # when already satisfied. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +18,10 @@ fi
 log "installing lasso and test dependencies"
 .venv/bin/uv pip install -q --python .venv/bin/python -e '.[test]'
 
-# 2. System packages: nats-server and chromium from Debian (root or sudo needed once).
+# 2. System packages: nats-server, redis-server and chromium from Debian (root or sudo needed once).
 need_apt=()
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then

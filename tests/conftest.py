@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from redis_support import REDIS_SERVER, RedisServer
 from support import ANVIL, Anvil
 
 
@@ -20,6 +21,24 @@ def anvil() -> Iterator[Anvil]:
     node = Anvil()
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for this module; flushed by ``redis`` before each test."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.fail("redis-server is not installed: run scripts/test.sh first")
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The module's redis-server, running and empty."""
+    redis_server.start()
+    redis_server.flush()
+    return redis_server
 
 
 @pytest.fixture
