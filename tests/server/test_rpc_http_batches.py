@@ -52,8 +52,8 @@ async def test_a_1000_item_batch_is_answered_in_order(
 
 async def test_max_batch_is_a_setting(upstream: ScriptedUpstream, lasso_node: Any) -> None:
     """Settings.max_batch moves the cap, over HTTP and WebSocket."""
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
 
     prof = parse_profile(profile_yaml(chain_yaml(upstream)), "public.yml", {})
     app = LassoApp({"public": prof}, Settings(probes=False, max_batch=10))
@@ -90,8 +90,8 @@ async def test_batches_share_a_node_wide_bound_and_never_block_single_calls(
 ) -> None:
     """Two big batches together stay under the node-wide bound; a single call still
     gets through at once while they wait."""
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
 
     upstream.held.add("eth_getBalance")
     prof = parse_profile(profile_yaml(chain_yaml(upstream)), "public.yml", {})

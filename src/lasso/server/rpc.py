@@ -1,14 +1,8 @@
-"""JSON-RPC over HTTP: routes, validation, batches, local answers and responses.
+"""JSON-RPC over HTTP: validation, batches, local answers and responses.
 
-Route grammar (CONTRACT §3)::
-
-    /rpc[/profile/<profile>]/<chain>
-    /rpc[/profile/<profile>]/<strategy>/<chain>
-    /rpc[/profile/<profile>]/provider/<provider_id>/<chain>
-    /rpc[/profile/<profile>]/<chain>/<provider_id>
-
-Literal strategy names and ``provider`` win over chain names, so ``/rpc/fastest/1`` is
-always the fastest strategy on chain 1.
+The route (profile, chain, strategy, provider override, meta mode) comes from
+:class:`lasso.server.route.RouteResolver`, the rule the WebSocket endpoint shares; this
+module answers its rejections and runs the calls.
 
 Validation (JSON-RPC 2.0 §4, §5, §6): an object that is not a valid request (not an
 object, a bad ``id``, ``jsonrpc`` or ``method``, ``params`` not an array or object, or
@@ -30,22 +24,26 @@ import os
 from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
-from lasso.config import canonical_strategy
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response
-from lasso.server.limits import MAX_PARAMS_DEPTH
+from lasso.server.limits import (
+    BATCH_CONCURRENCY,
+    DEFAULT_MAX_BATCH,
+    MAX_PARAMS_DEPTH,
+    NODE_BATCH_CONCURRENCY,
+)
 from lasso.server.pipeline import Outcome, execute
+from lasso.server.route import Rejection, RouteResolver
 from lasso.server.rpc_envelope import RequestIds, splice_id
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
 
-__all__ = ["RpcRoute", "parse_rpc_path", "RpcHandler", "error_body", "finish_item"]
+__all__ = ["RpcHandler", "batch_too_large", "error_body", "finish_item"]
 
 log = logging.getLogger("lasso.rpc")
 
@@ -53,42 +51,6 @@ MAX_META_HEADER = 4096
 
 _REQ_PREFIX = os.urandom(4).hex()
 _req_counter = itertools.count(1)
-
-
-class RpcRoute:
-    __slots__ = ("profile", "strategy", "chain", "provider_id")
-
-    def __init__(
-        self, profile: str | None, strategy: str | None, chain: str, provider_id: str | None
-    ):
-        self.profile = profile
-        self.strategy = strategy
-        self.chain = chain
-        self.provider_id = provider_id
-
-    def __repr__(self) -> str:
-        return f"<RpcRoute {self.profile}/{self.strategy}/{self.chain}/{self.provider_id}>"
-
-
-def parse_rpc_path(path: str, prefix: str = "/rpc/") -> RpcRoute | None:
-    """Split an RPC path into its parts, or ``None`` when it matches no route."""
-    if not path.startswith(prefix):
-        return None
-    segs = [s for s in path[len(prefix) :].split("/") if s]
-    profile = None
-    if len(segs) >= 2 and segs[0] == "profile":
-        profile = segs[1]
-        segs = segs[2:]
-    if len(segs) == 1:
-        return RpcRoute(profile, None, segs[0], None)
-    if len(segs) == 2:
-        strategy = canonical_strategy(segs[0])
-        if strategy is not None:
-            return RpcRoute(profile, strategy, segs[1], None)
-        return RpcRoute(profile, None, segs[0], segs[1])
-    if len(segs) == 3 and segs[0] == "provider":
-        return RpcRoute(profile, None, segs[2], segs[1])
-    return None
 
 
 def error_body(code: int, message: str, id_json: bytes = b"null", data: Any = None) -> bytes:
@@ -140,78 +102,45 @@ class _Meta:
 
 
 class RpcHandler:
-    """Serves ``POST /rpc/...``."""
+    """Serves ``POST /rpc/...``.
 
-    def __init__(self, app: LassoApp) -> None:
-        self.app = app
-        self._routes: dict[str, RpcRoute | None] = {}
-        settings = app.settings
-        self.max_batch = settings.max_batch
-        self.batch_concurrency = settings.batch_concurrency
-        # Batch items in flight on the node, every batch (HTTP and WebSocket) together.
-        self.batch_slots = asyncio.Semaphore(settings.batch_node_concurrency)
-        self._too_large = Response(400, batch_too_large(self.max_batch))
+    Args:
+        routes: the route resolver (shared with the WebSocket endpoint).
+        metrics: the node's request counters.
+        max_batch: most items in one batch (``Settings.max_batch``).
+        batch_concurrency: items of one batch in flight at once.
+        batch_node_concurrency: batch items in flight on the node, every batch (HTTP and
+            WebSocket) together.
+    """
+
+    def __init__(
+        self,
+        *,
+        routes: RouteResolver,
+        metrics: Metrics,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_concurrency: int = BATCH_CONCURRENCY,
+        batch_node_concurrency: int = NODE_BATCH_CONCURRENCY,
+    ) -> None:
+        self.routes = routes
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.batch_concurrency = batch_concurrency
+        self.batch_slots = asyncio.Semaphore(batch_node_concurrency)
+        self._too_large = Response(400, batch_too_large(max_batch))
+
+    def __repr__(self) -> str:
+        return f"<RpcHandler {self.routes!r} max_batch={self.max_batch}>"
 
     # -- entry point ------------------------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
-        route: Any = self._routes.get(req.path, _MISSING)
-        if route is _MISSING:
-            route = parse_rpc_path(req.path)
-            if len(self._routes) < 4096:
-                self._routes[req.path] = route
-        if route is None:
-            return _refuse(req, 404, -32601, f"No JSON-RPC route at {req.path}")
-        assert isinstance(route, RpcRoute)
-        runtime = self.app.runtime
-        profile = runtime.profile(route.profile)
-        if profile is None:
-            return _refuse(
-                req,
-                404,
-                -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
-                {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
-            )
-        rt = profile.resolve(route.chain)
-        if rt is None:
-            return _refuse(
-                req,
-                400,
-                -32602,
-                f"Unsupported chain: Unknown chain '{route.chain}' "
-                f"in profile '{profile.config.slug}'",
-                {"available_chains": sorted(profile.chains)},
-            )
-        strategy = route.strategy or rt.config.default_strategy
+        route = self.routes.resolve(req)
+        if isinstance(route, Rejection):
+            return _refuse(req, route.status, route.code, route.message, route.data)
+        rt = route.rt
+        strategy = route.strategy
         provider_id = route.provider_id
-        meta_mode = ""
-        if req.query:
-            qs = parse_qs(req.query)
-            meta_mode = (qs.get("include_meta") or [""])[0]
-            override = (
-                qs.get("provider_override") or qs.get("provider_id") or qs.get("provider") or [""]
-            )[0]
-            if provider_id is None and override:
-                provider_id = override
-            if route.strategy is None:
-                qstrat = (qs.get("strategy") or [""])[0]
-                if qstrat and canonical_strategy(qstrat):
-                    strategy = canonical_strategy(qstrat) or strategy
-        if not meta_mode:
-            meta_mode = req.headers.get("x-lasso-include-meta", "")
-        if provider_id is None:
-            provider_id = req.headers.get("x-lasso-provider") or None
-        if provider_id is not None and rt.config.provider(provider_id) is None:
-            return _refuse(
-                req,
-                400,
-                -32602,
-                f"Provider '{provider_id}' not found for chain '{rt.key}'",
-                {"available_providers": [p.id for p in rt.config.providers]},
-            )
-        if meta_mode not in ("headers", "body"):
-            meta_mode = ""
-
+        meta_mode = route.meta
         try:
             doc = orjson.loads(req.body)
         except orjson.JSONDecodeError:
@@ -301,7 +230,8 @@ class RpcHandler:
         """Run one item; its answer bytes (our error on a Lasso failure) and outcome."""
         t0 = monotonic()
         try:
-            out = await execute(rt, item.method, item.params, strategy, provider_id, self.app.loop)
+            loop = asyncio.get_running_loop()
+            out = await execute(rt, item.method, item.params, strategy, provider_id, loop)
             body = finish_item(out, item.id_json)
         except Exception:  # a bug must cost one item an error, never the batch or a 500
             log.exception(
@@ -310,7 +240,7 @@ class RpcHandler:
             )
             return error_body(-32603, "Internal error", item.id_json), None
         elapsed = monotonic() - t0
-        self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
+        self.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
         rt.events.decision(rt, item.method, strategy, out, elapsed)
         return body, out
 

@@ -1,15 +1,11 @@
 """JSON-RPC over WebSocket for clients: ``/ws/rpc/...`` (CONTRACT §4, reference §1.3, §7.5).
 
-Route grammar (the HTTP one under ``/ws/rpc/``, :func:`lasso.server.rpc.parse_rpc_path`)::
-
-    /ws/rpc[/profile/<profile>]/<chain>
-    /ws/rpc[/profile/<profile>]/<strategy>/<chain>
-    /ws/rpc[/profile/<profile>]/provider/<provider_id>/<chain>
-    /ws/rpc[/profile/<profile>]/<chain>/<provider_id>
-
-plus the query parameters ``strategy`` and ``provider_id``. An unknown route, profile,
-chain or provider rejects the upgrade with the HTTP status and JSON-RPC error body the
-HTTP endpoint would answer (404/400), a malformed handshake with 400/405/426.
+Routes are the HTTP ones under ``/ws/rpc/``, resolved by the same rule
+(:class:`lasso.server.route.RouteResolver`): strategy and provider override from the path,
+the query (``strategy``; ``provider_override``, ``provider_id``, ``provider``) and the
+``X-Lasso-Provider`` header. An unknown route, profile, chain or provider rejects the
+upgrade with the HTTP status and JSON-RPC error body the HTTP endpoint would answer
+(404/400), a malformed handshake with 400/405/426.
 
 Each text (or binary) message is one JSON-RPC request or a batch:
 
@@ -20,8 +16,8 @@ Each text (or binary) message is one JSON-RPC request or a batch:
   out as they finish, possibly out of order, as the upstream bytes with the client's id
   restored. Batches (up to ``max_batch`` items, run as over HTTP) are answered in one
   array frame;
-* ``eth_subscribe``/``eth_unsubscribe`` go to ``app.subscriptions`` (the subscription
-  manager); they cannot be batched.
+* ``eth_subscribe``/``eth_unsubscribe`` go to the subscription manager
+  (:class:`lasso.server.subscriptions.SubscriptionManager`); they cannot be batched.
 
 A client may keep any number of requests in flight (CONTRACT §4): once 32 requests (a
 batch counts once) or 32 MiB of request bytes are in flight on a connection, Lasso stops
@@ -41,21 +37,21 @@ import logging
 from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
-from lasso.config import canonical_strategy
 from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.server.pipeline import execute
-from lasso.server.rpc import batch_too_large, error_body, finish_item, parse_rpc_path
+from lasso.server.route import Rejection, RouteResolver
+from lasso.server.rpc import RpcHandler, batch_too_large, error_body, finish_item
 from lasso.server.rpc_envelope import RequestIds
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
+    from lasso.server.subscriptions import SubscriptionManager
 
 __all__ = ["WsClient", "WsRpcEndpoint", "MAX_INFLIGHT", "MAX_SUBSCRIPTIONS"]
 
@@ -89,13 +85,31 @@ class WsRpcEndpoint:
 
     The limits are attributes so that an operator (or a test) can tune them before
     connections arrive.
+
+    Args:
+        routes: the route resolver (shared with the HTTP endpoint).
+        rpc: the HTTP endpoint, whose validation and batch runner messages share.
+        metrics: the node's request counters.
+        subscriptions: the node's subscription manager.
+        max_message: the largest message accepted (the node's body limit).
     """
 
-    def __init__(self, app: LassoApp) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        routes: RouteResolver,
+        rpc: RpcHandler,
+        metrics: Metrics,
+        subscriptions: SubscriptionManager,
+        max_message: int,
+    ) -> None:
+        self.routes = routes
+        self.rpc = rpc
+        self.metrics = metrics
+        self.subscriptions = subscriptions
         self.clients: set[WsClient] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.max_message = app.settings.max_body
+        self.max_message = max_message
         self.max_inflight = MAX_INFLIGHT
         self.max_inflight_bytes = MAX_INFLIGHT_BYTES
         self.max_subscriptions = MAX_SUBSCRIPTIONS
@@ -124,49 +138,9 @@ class WsRpcEndpoint:
 
         Returns the connection protocol, or None after writing a rejection.
         """
-        route = parse_rpc_path(req.path, "/ws/rpc/")
-        if route is None:
-            self._reject(transport, 404, -32601, f"No WebSocket JSON-RPC route at {req.path}")
-            return None
-        runtime = self.app.runtime
-        profile = runtime.profile(route.profile)
-        if profile is None:
-            self._reject(
-                transport,
-                404,
-                -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
-                {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
-            )
-            return None
-        rt = profile.resolve(route.chain)
-        if rt is None:
-            self._reject(
-                transport,
-                400,
-                -32602,
-                f"Unsupported chain: Unknown chain '{route.chain}' "
-                f"in profile '{profile.config.slug}'",
-                {"available_chains": sorted(profile.chains)},
-            )
-            return None
-        strategy = route.strategy or rt.config.default_strategy
-        provider_id = route.provider_id
-        if req.query:
-            qs = parse_qs(req.query)
-            if provider_id is None:
-                provider_id = (qs.get("provider_id") or qs.get("provider_override") or [""])[0]
-                provider_id = provider_id or None
-            if route.strategy is None:
-                strategy = canonical_strategy((qs.get("strategy") or [""])[0]) or strategy
-        if provider_id is not None and rt.config.provider(provider_id) is None:
-            self._reject(
-                transport,
-                400,
-                -32602,
-                f"Provider '{provider_id}' not found for chain '{rt.key}'",
-                {"available_providers": [p.id for p in rt.config.providers]},
-            )
+        route = self.routes.resolve(req, websocket=True)
+        if isinstance(route, Rejection):
+            self._reject(transport, route)
             return None
         ok, answer = accept_handshake(req)
         transport.write(answer)
@@ -177,7 +151,7 @@ class WsRpcEndpoint:
         self.accepted += 1
         conn = WsServerConnection(
             transport,
-            self.app.loop,
+            asyncio.get_running_loop(),
             max_message=self.max_message,
             ping_interval=self.ping_interval,
             pong_timeout=self.pong_timeout,
@@ -185,19 +159,17 @@ class WsRpcEndpoint:
             max_send_buffer=self.max_send_buffer,
             close_timeout=self.close_timeout,
         )
-        client = WsClient(self, conn, rt, strategy, provider_id, req.path)
+        client = WsClient(self, conn, route.rt, route.strategy, route.provider_id, req.path)
         self.clients.add(client)
-        self.app.metrics.ws_connections += 1
+        self.metrics.ws_connections += 1
         conn.start(client, rest)
         return conn
 
-    def _reject(
-        self, transport: asyncio.Transport, status: int, code: int, message: str, data: Any = None
-    ) -> None:
+    def _reject(self, transport: asyncio.Transport, why: Rejection) -> None:
         """Answer an upgrade we will not accept, as the HTTP endpoint would, and close."""
         self.rejected += 1
-        body = error_body(code, message, b"null", data)
-        transport.write(encode_response(Response(status, body), False))
+        body = error_body(why.code, why.message, b"null", why.data)
+        transport.write(encode_response(Response(why.status, body), False))
         transport.close()
 
     # -- shared helpers -----------------------------------------------------------------
@@ -210,7 +182,7 @@ class WsRpcEndpoint:
             return self._enc_bytes
         data = orjson.dumps(result)
         if self._enc_obj is _UNSET:
-            self.app.loop.call_soon(self._forget_encoding)
+            asyncio.get_running_loop().call_soon(self._forget_encoding)
         self._enc_obj = result
         self._enc_bytes = data
         return data
@@ -220,7 +192,7 @@ class WsRpcEndpoint:
         self._enc_bytes = b""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = self.app.loop.create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -257,7 +229,6 @@ class WsClient:
         "strategy",
         "path",
         "endpoint",
-        "app",
         "conn",
         "inflight",
         "inflight_bytes",
@@ -278,7 +249,6 @@ class WsClient:
     ) -> None:
         self.id = next(endpoint._ids)
         self.endpoint = endpoint
-        self.app = endpoint.app
         self.conn = conn
         self.rt = rt
         self.strategy = strategy
@@ -342,18 +312,16 @@ class WsClient:
         endpoint = self.endpoint
         if self in endpoint.clients:
             endpoint.clients.discard(self)
-            self.app.metrics.ws_connections -= 1
-        manager = getattr(self.app, "subscriptions", None)
-        if manager is not None:
-            try:
-                manager.drop_client(self)
-            except Exception:
-                log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
+            endpoint.metrics.ws_connections -= 1
+        try:
+            endpoint.subscriptions.drop_client(self)
+        except Exception:
+            log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
 
     # -- requests -----------------------------------------------------------------------
     def _request(self, doc: dict[str, Any], data: bytes) -> None:
         size = len(data)
-        item = self.app.rpc.validate_item(
+        item = self.endpoint.rpc.validate_item(
             doc, self.rt, self.provider_id, self.path, RequestIds(data)
         )
         method = item.method
@@ -398,10 +366,10 @@ class WsClient:
         try:
             t0 = monotonic()
             out = await execute(
-                rt, item.method, item.params, strategy, self.provider_id, self.app.loop
+                rt, item.method, item.params, strategy, self.provider_id, asyncio.get_running_loop()
             )
             elapsed = monotonic() - t0
-            self.app.metrics.record_request(
+            self.endpoint.metrics.record_request(
                 rt, item.method, strategy, out.status, elapsed, out.retries
             )
             rt.events.decision(rt, item.method, strategy, out, elapsed)
@@ -416,7 +384,7 @@ class WsClient:
 
     def _batch(self, docs: list[Any], data: bytes) -> None:
         size = len(data)
-        max_batch = self.app.rpc.max_batch
+        max_batch = self.endpoint.rpc.max_batch
         if not docs:
             self.conn.send_text(_EMPTY_BATCH)
         elif len(docs) > max_batch:
@@ -430,7 +398,7 @@ class WsClient:
     async def _run_batch(self, docs: list[Any], data: bytes) -> None:
         size = len(data)
         try:
-            resp = await self.app.rpc.run_batch(
+            resp = await self.endpoint.rpc.run_batch(
                 self.rt,
                 docs,
                 self.strategy,
@@ -449,10 +417,8 @@ class WsClient:
 
     # -- subscriptions ------------------------------------------------------------------
     def _subscribe(self, item: Any) -> None:
-        manager = getattr(self.app, "subscriptions", None)
-        if manager is None:
-            self._reply(item, error_body(-32601, "Subscriptions are not available", item.id_json))
-        elif len(self.sub_ids) + self.pending_subs >= self.endpoint.max_subscriptions:
+        manager = self.endpoint.subscriptions
+        if len(self.sub_ids) + self.pending_subs >= self.endpoint.max_subscriptions:
             self._reply(item, error_body(-32008, _SUB_CAPACITY, item.id_json))
         elif not isinstance(item.params, list):
             self._reply(
@@ -463,7 +429,7 @@ class WsClient:
             self.pending_subs += 1
             self.endpoint.spawn(self._run_subscribe(manager, item))
 
-    async def _run_subscribe(self, manager: Any, item: Any) -> None:
+    async def _run_subscribe(self, manager: SubscriptionManager, item: Any) -> None:
         sub_id: str | None = None
         t0 = monotonic()
         try:
@@ -481,7 +447,7 @@ class WsClient:
                 status = "error"
         finally:
             self.pending_subs -= 1
-        self.app.metrics.record_request(
+        self.endpoint.metrics.record_request(
             self.rt, "eth_subscribe", self.strategy, status, monotonic() - t0, 0
         )
         if self.closed:  # gone while subscribing: drop_client() ran before this existed
@@ -502,10 +468,9 @@ class WsClient:
             )
             return
         sub_id = params[0]
-        manager = getattr(self.app, "subscriptions", None)
         ok = False
-        if sub_id in self.sub_ids and manager is not None:
-            ok = bool(manager.unsubscribe(self, sub_id))
+        if sub_id in self.sub_ids:
+            ok = self.endpoint.subscriptions.unsubscribe(self, sub_id)
             self.sub_ids.discard(sub_id)
         self._reply(
             item,

@@ -1,8 +1,23 @@
-"""The application object: one per node, holding every live dependency.
+"""The composition root: builds one node's components and wires them together.
 
-``LassoApp`` is what the HTTP server calls. It owns the current :class:`Runtime` (built
-from the profiles and swapped atomically on reload), the upstream pools and breakers that
-survive reloads, the metrics, and the background tasks (block-height probes). Nothing in
+:class:`LassoApp` is the only place that knows every component. It builds them in
+dependency order and hands each one what it uses through its constructor: the node's
+identity (:class:`~lasso.server.node.NodeInfo`), the metrics to register collectors with,
+the event bus, the *current runtime* as a callable (:meth:`LassoApp.current_runtime`, the
+runtime being swapped on reload), the cluster status (a
+:class:`~lasso.server.node.Standalone` null object when the node is alone). No component
+imports this module or holds the app; only the entry points (``lasso.cli``,
+``lasso.demo``, ``lasso.demo_cluster``) and tests create it. The import contracts in
+``pyproject.toml`` (``lint-imports``) keep it that way; ``docs/architecture.md`` draws the
+layers.
+
+It lives above ``lasso.server`` rather than in it because it wires the packages that sit
+on top of the server core (``lasso.probes``, ``lasso.cluster``, ``lasso.dashboard``):
+inside ``lasso.server`` it would make the server import them back.
+
+The app is also what the HTTP server calls (:class:`lasso.net.http_server.Application`):
+``POST /rpc/...`` goes to the JSON-RPC endpoint, ``GET``/``HEAD`` to the operations API
+(which mounts the dashboard), WebSocket upgrades to the WebSocket endpoint. Nothing in
 Lasso is a module-level singleton.
 """
 
@@ -13,30 +28,32 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lasso import __version__
+from lasso.cluster.transport import ClusterNode, Exchange
 from lasso.config import ProfileConfig
+from lasso.dashboard.hub import DashboardHub
+from lasso.dashboard.routes import Dashboard
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
-from lasso.server import api
+from lasso.probes.heights import HeightProber
+from lasso.server.api import OpsApi, not_found
 from lasso.server.events import EventBus
 from lasso.server.limits import BATCH_CONCURRENCY, DEFAULT_MAX_BATCH, NODE_BATCH_CONCURRENCY
 from lasso.server.metrics import Metrics
+from lasso.server.node import ClusterStatus, NodeInfo, Standalone
+from lasso.server.route import RouteResolver
 from lasso.server.rpc import RpcHandler
 from lasso.server.runtime import PoolRegistry, Runtime
+from lasso.server.shared_state import SharedTable
 from lasso.server.subscriptions import SubscriptionManager
+from lasso.server.workers import WorkerSnapshots
 from lasso.server.ws_rpc import WsRpcEndpoint
 from lasso.server.ws_upstreams import WsUpstreamRegistry
 
-if TYPE_CHECKING:
-    from lasso.cluster.transport import ClusterNode
-    from lasso.cluster.view import ClusterView
-    from lasso.server.shared_state import SharedTable
-    from lasso.server.workers import WorkerSnapshots
-
-__all__ = ["LassoApp", "Settings"]
+__all__ = ["LassoApp", "Settings", "install_uvloop"]
 
 log = logging.getLogger("lasso")
 
@@ -91,6 +108,15 @@ class Settings:
         self.cluster_url = cluster_url
 
 
+def install_uvloop() -> None:
+    """Run the node on uvloop when it is installed (it is a dependency)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 _CORS_PREFLIGHT = Response(
     204,
     headers=[
@@ -107,12 +133,21 @@ _CORS_PREFLIGHT = Response(
 
 
 class LassoApp:
-    """A Lasso node.
+    """A Lasso node: every component, built and wired.
 
     Args:
         profiles: the validated profiles to serve.
         settings: node settings.
         rng: randomness for strategies and breaker jitter (seed it in tests).
+        breaker_config: the circuit breakers' configuration.
+        ws_upstream_options: keyword arguments for every upstream WebSocket (tests shorten
+            its timings).
+        cluster_exchange: join a cluster over this exchange (the multi-node demo, tests);
+            without it, ``settings.cluster_url`` joins one over NATS, else the node is
+            standalone.
+
+    Raises:
+        ValueError: for settings that cannot work (a bad ``LASSO_CLUSTER_INTERVAL_MS``).
     """
 
     def __init__(
@@ -123,61 +158,121 @@ class LassoApp:
         rng: random.Random | None = None,
         breaker_config: BreakerConfig | None = None,
         ws_upstream_options: Mapping[str, Any] | None = None,
+        cluster_exchange: Exchange | None = None,
     ) -> None:
-        self.settings = settings or Settings()
-        self.node_id = self.settings.node_id
+        self.settings = settings = settings or Settings()
+        self.node = NodeInfo(
+            node_id=settings.node_id,
+            version=__version__,
+            started_wall=time.time(),
+            worker_index=settings.worker_index,
+        )
+        self.node_id = self.node.node_id
         self.rng = rng or random.Random()
-        self.loop = asyncio.get_event_loop()
-        self.started_wall = time.time()
+        # Routing state: pools and breakers outlive reloads; the runtime is swapped.
         self.pools = PoolRegistry()
         self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
         self.events = EventBus(self.node_id)
-        self.runtime = Runtime(
+        self.runtime = self._build_runtime(profiles, generation=1)
+        # --workers N: node-wide routing state and the other workers' metrics.
+        self.shared_table: SharedTable | None = None
+        self.snapshots: WorkerSnapshots | None = None
+        if settings.shared_state:
+            self.shared_table = SharedTable(settings.shared_state)
+            self.shared_table.attach(self.runtime)
+            if settings.worker_dir and settings.worker_index is not None:
+                self.snapshots = WorkerSnapshots(settings.worker_dir, settings.worker_index)
+        self.metrics = Metrics(
+            self.node,
+            self.current_runtime,
+            peer_snapshots=self.snapshots.peers if self.snapshots is not None else None,
+        )
+        # Background work, started by start_background().
+        self.ws_upstreams = WsUpstreamRegistry(
+            metrics=self.metrics, rng=self.rng, **(ws_upstream_options or {})
+        )
+        self.prober: HeightProber | None = None
+        if settings.probes:
+            self.prober = HeightProber(
+                runtime=self.current_runtime, metrics=self.metrics, rng=self.rng
+            )
+        self.cluster = self._cluster(cluster_exchange)
+        self.cluster_status: ClusterStatus = (
+            self.cluster.view if self.cluster is not None else Standalone(self.node_id)
+        )
+        # Client-facing endpoints.
+        self.subscriptions = SubscriptionManager(
+            runtime=self.current_runtime, metrics=self.metrics, events=self.events
+        )
+        self.routes = RouteResolver(self.current_runtime)
+        self.rpc = RpcHandler(
+            routes=self.routes,
+            metrics=self.metrics,
+            max_batch=settings.max_batch,
+            batch_concurrency=settings.batch_concurrency,
+            batch_node_concurrency=settings.batch_node_concurrency,
+        )
+        self.ws = WsRpcEndpoint(
+            routes=self.routes,
+            rpc=self.rpc,
+            metrics=self.metrics,
+            subscriptions=self.subscriptions,
+            max_message=settings.max_body,
+        )
+        self.dashboard = Dashboard(
+            DashboardHub(
+                node=self.node,
+                runtime=self.current_runtime,
+                events=self.events,
+                metrics=self.metrics,
+                cluster=self.cluster_status,
+            )
+        )
+        self.api = OpsApi(
+            node=self.node,
+            runtime=self.current_runtime,
+            metrics=self.metrics,
+            cluster=self.cluster_status,
+            pages=self.dashboard.route,
+        )
+        self.server = HttpServer(
+            self,
+            max_body=settings.max_body,
+            on_error=self._on_error,
+            busy_poll_us=settings.busy_poll_us,
+        )
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _build_runtime(self, profiles: Mapping[str, ProfileConfig], generation: int) -> Runtime:
+        return Runtime(
             profiles,
             pools=self.pools,
             breakers=self.breakers,
             rng=self.rng,
+            generation=generation,
             default_profile=self.settings.default_profile,
             events=self.events,
         )
-        self.metrics = Metrics(self.node_id)
-        self.shared_table: SharedTable | None = None
-        self.snapshots: WorkerSnapshots | None = None
-        if self.settings.shared_state:
-            from lasso.server.shared_state import SharedTable
-            from lasso.server.workers import WorkerSnapshots
 
-            self.shared_table = SharedTable(self.settings.shared_state)
-            self.shared_table.attach(self.runtime)
-            if self.settings.worker_dir and self.settings.worker_index is not None:
-                self.snapshots = WorkerSnapshots(
-                    self.settings.worker_dir, self.settings.worker_index
-                )
-                self.metrics.peer_snapshots = self.snapshots.peers
-        self.rpc = RpcHandler(self)
-        # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
-        # (started by start_background; options such as reconnect_base reach UpstreamWs).
-        self.ws = WsRpcEndpoint(self)
-        self.ws_upstreams = WsUpstreamRegistry(self, **(ws_upstream_options or {}))
-        # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
-        self.subscriptions = SubscriptionManager(self)
-        self.server = HttpServer(
-            self,
-            max_body=self.settings.max_body,
-            on_error=self._on_error,
-            busy_poll_us=self.settings.busy_poll_us,
-        )
-        self.port: int | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        # Set before start_background() to join a cluster over another exchange (the
-        # multi-node demo); otherwise settings.cluster_url starts one over NATS.
-        self.cluster: ClusterNode | None = None
-        self.cluster_view: ClusterView | None = None
+    def _cluster(self, exchange: Exchange | None) -> ClusterNode | None:
+        settings = self.settings
+        kw: dict[str, Any] = {
+            "node": self.node,
+            "metrics": self.metrics,
+            "runtime": self.current_runtime,
+            "interval_s": settings.cluster_interval_s,
+            "instance": settings.instance_id,
+        }
+        if exchange is not None:
+            return ClusterNode(exchange, **kw)
+        if settings.cluster_url:
+            return ClusterNode.over_nats(settings.cluster_url, **kw)
+        return None
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Bind and serve; returns the port. Call from a running loop."""
-        self.loop = asyncio.get_running_loop()
         self.port = await self.server.start(
             host if host is not None else self.settings.host,
             port if port is not None else self.settings.port,
@@ -187,34 +282,20 @@ class LassoApp:
 
     async def start_background(self) -> None:
         """Start the background work: upstream WebSockets, block-height probes (cheap,
-        idle providers only)."""
+        idle providers only), the cluster heartbeat, the workers' metrics snapshots."""
+        loop = asyncio.get_running_loop()
         self.ws_upstreams.start(self.runtime)
-        if self.settings.probes:
-            from lasso.probes.heights import HeightProber
-
-            self.prober = HeightProber(self)
-            self._tasks.append(self.loop.create_task(self.prober.run()))
-        if self.cluster is None and self.settings.cluster_url:
-            from lasso.cluster.transport import ClusterNode
-
-            self.cluster = ClusterNode.over_nats(self, self.settings.cluster_url)
+        if self.prober is not None:
+            self._tasks.append(loop.create_task(self.prober.run()))
         if self.cluster is not None:  # observability only: never awaits the exchange
-            self.cluster_view = self.cluster.view
             self.cluster.start()
         if self.snapshots is not None:
-            self._tasks.append(self.loop.create_task(self.snapshots.run(self)))
+            run = self.snapshots.run(self.metrics, self.current_runtime)
+            self._tasks.append(loop.create_task(run))
 
     async def reload(self, profiles: Mapping[str, ProfileConfig]) -> None:
         """Swap in a new profile set. In-flight requests finish on the old one."""
-        new = Runtime(
-            profiles,
-            pools=self.pools,
-            breakers=self.breakers,
-            rng=self.rng,
-            generation=self.runtime.generation + 1,
-            default_profile=self.settings.default_profile,
-            events=self.events,
-        )
+        new = self._build_runtime(profiles, generation=self.runtime.generation + 1)
         if self.shared_table is not None:
             self.shared_table.attach(new)
         self.runtime = new
@@ -248,17 +329,17 @@ class LassoApp:
         await self.ws_upstreams.aclose()
         await self.pools.aclose()
         if self.snapshots is not None:
-            self.snapshots.write(self)
+            self.snapshots.write(self.metrics, self.runtime)
 
-    # -- request dispatch -------------------------------------------------------------
+    # -- what the HTTP server calls ---------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
         method = req.method
         if method == "POST":
             if req.path.startswith("/rpc/"):
                 return self.rpc.handle(req)
-            return api.not_found(req)
+            return not_found(req)
         if method == "GET" or method == "HEAD":
-            return api.route(self, req)
+            return self.api.route(req)
         if method == "OPTIONS":
             return _CORS_PREFLIGHT
         return Response(
@@ -279,12 +360,9 @@ class LassoApp:
         )
 
     # -- info -------------------------------------------------------------------------
-    def uptime(self) -> float:
-        return time.time() - self.started_wall
-
-    @property
-    def version(self) -> str:
-        return __version__
+    def current_runtime(self) -> Runtime:
+        """The runtime serving now (:meth:`reload` swaps it); components get this method."""
+        return self.runtime
 
     def __repr__(self) -> str:
         return f"<LassoApp node={self.node_id} port={self.port} {self.runtime!r}>"
