@@ -1085,3 +1085,19 @@ def test_route_segments_cannot_be_chain_keys_or_aliases() -> None:
     with pytest.raises(ConfigError) as info:
         parse_profile(text, "t.yml", {})
     assert "reserved" in str(info.value)
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    """A 50,000-deep document is refused with its line, never a RecursionError."""
+    deep = "[" * 50_000 + "]" * 50_000
+    text = MINIMAL.replace("chain_id: 1", f"chain_id: 1\n    name: {deep}")
+    got = errors(tmp_path, text)
+    assert got == [(line_of(text, "name: [["), "", "nested deeper than 64 levels")]
+
+
+def test_alias_chains_cannot_nest_past_the_depth_limit(tmp_path: Path) -> None:
+    """Aliases that nest collections 70 deep are reported, not recursed into."""
+    lines = ["x0: &a0 [1]"] + [f"x{i}: &a{i} [*a{i - 1}]" for i in range(1, 70)]
+    text = MINIMAL.replace("chains:", "\n".join(lines) + "\nchains:")
+    got = errors(tmp_path, text)
+    assert any(msg == "nested deeper than 64 levels" for _, _, msg in got)
