@@ -34,12 +34,16 @@ Server connections add:
   notifications, which a slow reader could let grow without bound) refuses once more than
   ``max_send_buffer`` bytes are queued and drops the client: close 1008 ("client too
   slow"), the transport aborted if the close does not complete in ``close_timeout``.
-* **Back-pressure**: :meth:`WsServerConnection.pause_reading` and
-  :meth:`~WsServerConnection.resume_reading` let the application stop message delivery
-  (frames already read wait), independently of the connection's own pauses.
+* **Back-pressure from the handler**: :meth:`WsServerConnection.pause_reading` stops
+  handing messages to the handler and reading the socket (frames already read wait, at
+  most one read's worth plus one message); :meth:`~WsServerConnection.resume_reading`
+  delivers them (on the next loop turn) and reads again, unless another reason to pause
+  remains (the write buffer, the per-read budget). Keepalive misses are not counted while
+  paused (the pong is unread), and closing lifts the pause so the closing handshake can
+  be read.
 * **Abuse** (:mod:`lasso.net.ws_frames`): more than ``control_frames_per_s`` pings/pongs
-  close with 1008 ("too many control frames"); at most ``frames_per_read`` frames are
-  handled per loop turn.
+  close with 1008 ("too many control frames") and stop reading; at most
+  ``frames_per_read`` frames are handled per loop turn.
 * **Close**: :meth:`WsServerConnection.close` starts the closing handshake; a close from
   the client is echoed; the server closes TCP once both close frames have passed (RFC 6455
   §7.1.1). However the connection ends, ``on_close(code, reason)`` is called exactly once,
@@ -231,6 +235,7 @@ class WsServerConnection(_FrameStream):
         proto = self.proto
         if self._closed:
             return
+        self._unpause(_PAUSE_APP)  # the client's close frame must be read
         if proto.state is _OPEN:
             proto.send_close(code, reason)
             self._flush()
@@ -250,8 +255,14 @@ class WsServerConnection(_FrameStream):
         self._pause(_PAUSE_APP)
 
     def resume_reading(self) -> None:
-        """Undo :meth:`pause_reading` (messages read ahead are delivered first)."""
+        """Undo :meth:`pause_reading`: messages read ahead are delivered first (on the
+        next loop turn), then the socket is read again."""
         self._unpause(_PAUSE_APP)
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while :meth:`pause_reading` is in effect."""
+        return bool(self._pauses & _PAUSE_APP)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -264,6 +275,9 @@ class WsServerConnection(_FrameStream):
         if self._pauses:  # read although paused (one read may race the pause)
             self._buf = buf
             return
+        self._handle(buf)
+
+    def _handle(self, buf: bytes) -> None:
         try:
             self._receive(buf, 0)
         except Exception:  # a handler bug must not leave a half-served socket
@@ -340,8 +354,8 @@ class WsServerConnection(_FrameStream):
 
     def _pong_due(self) -> None:
         self._pong_handle = None
-        if not self._awaiting_pong or not self.open:
-            return
+        if not self._awaiting_pong or not self.open or self._pauses & _PAUSE_APP:
+            return  # answered, closing, or unreadable while the handler holds reading
         self._awaiting_pong = False
         self._missed += 1
         if self._missed >= self.max_missed_pongs:

@@ -199,6 +199,10 @@ class _FrameStream(asyncio.Protocol):
         """The peer broke a limit: close the connection with 1008 (subclass)."""
         raise NotImplementedError
 
+    def _handle(self, buf: bytes) -> None:
+        """Split ``buf`` into frames (a subclass may guard its handler's errors)."""
+        self._receive(buf, 0)
+
     # -- reading, paused and resumed for several reasons ---------------------------------
     def _pause(self, reason: int) -> None:
         self._pauses |= reason
@@ -231,7 +235,7 @@ class _FrameStream(asyncio.Protocol):
         if self._slow:
             self._feed(buf)
         else:
-            self._receive(buf, 0)
+            self._handle(buf)
         if not self._pauses:
             self._resume_transport()
 
