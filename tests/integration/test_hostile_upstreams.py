@@ -107,3 +107,28 @@ async def test_an_upstream_answer_under_the_bound_passes_through_whole(
     status, doc = await call(f"{app.base_url}/rpc/ethereum", "eth_blockNumber", [], 42)
     assert status == 200 and doc["id"] == 42
     assert doc["result"] == "a" * 1_000_000
+
+
+async def test_an_id_in_the_result_is_left_alone(sim_fleet: Any, node: Any) -> None:
+    """An upstream that writes its result (equal to Lasso's transport id) before the id:
+    the client gets its own id in ``id`` and the upstream's result untouched."""
+    fleet = await sim_fleet({"echo": Behavior(hostile="id_in_result")})
+    app = await node(fleet)
+    for rid in (5, "five"):
+        status, doc = await call(f"{app.base_url}/rpc/ethereum", "eth_blockNumber", [], rid)
+        assert status == 200 and doc["id"] == rid
+        assert isinstance(doc["result"], str) and doc["result"].startswith("lasso-"), doc
+
+
+async def test_an_absurd_retry_after_from_every_provider_is_a_clean_error(
+    sim_fleet: Any, node: Any
+) -> None:
+    """When the only provider asks to come back in 1e308 s, the client gets a JSON-RPC
+    rate-limit error with its id (never an HTTP 500 with id null)."""
+    fleet = await sim_fleet({"only": Behavior(hostile="absurd_retry_after")})
+    app = await node(fleet)
+    status, doc = await call(f"{app.base_url}/rpc/ethereum", "eth_blockNumber", [], "r")
+    assert status == 200 and doc["id"] == "r", doc
+    assert doc["error"]["code"] in (-32000, -32005)
+    ms = doc["error"].get("data", {}).get("retry_after_ms")
+    assert ms is None or 0 < ms < 86_400_000
