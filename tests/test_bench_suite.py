@@ -425,8 +425,8 @@ def test_profile_attributes_a_sample_to_its_innermost_lasso_stage() -> None:
     from bench.profile import LOOP_STAGE, OTHER_STAGE, stage_of
 
     outer = ["<module> (lasso:10)", "Runner.run (asyncio/runners.py:118)"]
-    write = "_Conn._write (lasso/net/http_server.py:419)"
-    on_done = "_Conn._on_done (lasso/net/http_server.py:336)"
+    write = "ServerConn._write (lasso/net/server_conn.py:300)"
+    on_done = "ServerConn._on_done (lasso/net/server_conn.py:180)"
     assert stage_of([*outer, on_done, write]).startswith("client write")
     assert stage_of([*outer, on_done]).startswith("request task")
     sel = "ChainRouter.candidates (lasso/kernel/router.py:325)"
@@ -441,7 +441,7 @@ def test_profile_groups_raw_lines_and_scales_shares_to_cpu() -> None:
 
     lines = [
         "<module> (lasso:10);Runner.run (asyncio/runners.py:118) 6",
-        "<module> (lasso:10);_Conn._write (lasso/net/http_server.py:419) 3",
+        "<module> (lasso:10);ServerConn._write (lasso/net/server_conn.py:300) 3",
         "<module> (lasso:10);judge (lasso/server/pipeline.py:150) 1",
         "garbage without a count",
     ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +20,15 @@ from net_server_support import closed_within, read_response, request_bytes, serv
 from support import UNIT, eventually
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["http_server", "server_conn", "request_reader", "listener", "limits", "http_messages"],
+)
+def test_module_imports_alone(module: str) -> None:
+    """Each server module imports first in a fresh interpreter (no order-dependent cycle)."""
+    subprocess.run([sys.executable, "-c", f"import lasso.net.{module}"], check=True)
 
 
 def error_of(body: bytes) -> dict[str, object]:
