@@ -175,3 +175,16 @@ async def test_sigterm_drains_in_flight_requests(tmp_path: Path, sim_fleet: Any)
     doc = await asyncio.wait_for(task, 10)
     assert "result" in doc
     assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+def test_serve_refuses_an_unusable_redis_url() -> None:
+    """LASSO_REDIS_URL that is not a Redis URL: exit 2 naming the variable, before serving."""
+    env = {**os.environ, "LASSO_REDIS_URL": "http://127.0.0.1:6379"}
+    out = subprocess.run(
+        [*LASSO, "serve", "--profiles", str(ROOT / "config/profiles"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "LASSO_REDIS_URL" in out.stderr

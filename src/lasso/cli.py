@@ -1,4 +1,4 @@
-"""The ``lasso`` command: serve, demo, check-config, sim, probe."""
+"""The ``lasso`` command: serve, demo, check-config, sim, probe, keys."""
 
 from __future__ import annotations
 
@@ -90,6 +90,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(sim)
 
+    keys = sub.add_parser("keys", help="client API keys for a profile's auth.keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    new_key = keys_sub.add_parser("new", help="print a fresh random key and its key_sha256 entry")
+    new_key.add_argument("--id", default=None, help="the key's id in the entry (default: client)")
+
     probe = sub.add_parser(
         "probe", help="probe a provider: methods, limits, batches, archive, subscriptions"
     )
@@ -119,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lasso.sim import cli as sim_cli
 
         return int(sim_cli.run(args))
+    if args.command == "keys":
+        from lasso.auth.keys_cli import run_keys
+
+        return run_keys(args)
     if args.command == "probe":
         from lasso import probe_cli
 
@@ -159,6 +168,7 @@ def install_uvloop() -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from lasso.logs import setup_logging
+    from lasso.net.redis_link import redis_url_from_env
     from lasso.profiles import ConfigError, load_profiles
     from lasso.server.app import Settings
 
@@ -178,7 +188,13 @@ def serve(args: argparse.Namespace) -> int:
     if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
         print(f"lasso: --busy-poll-us must be between 0 and {MAX_BUSY_POLL_US}", file=sys.stderr)
         return 2
+    try:
+        redis_url = redis_url_from_env(os.environ)
+    except ValueError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
+        redis_url=redis_url,
         node_id=node_id,
         host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
         port=args.port if args.port is not None else _env_int("PORT", 4000),
@@ -218,6 +234,7 @@ def serve(args: argparse.Namespace) -> int:
         return supervise(argv, workers, channels)
     worker = os.environ.get("LASSO_WORKER_INDEX")
     if worker is not None and os.environ.get("LASSO_SHARED_STATE"):
+        settings.workers = max(1, _env_int("LASSO_WORKER_COUNT", 1))
         settings.worker_index = int(worker)
         settings.shared_state = os.environ["LASSO_SHARED_STATE"]
         settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None

@@ -50,6 +50,8 @@ def route(app: LassoApp, req: HttpRequest) -> Response:
         return _json(200, cluster(app))
     if path == "/api/profiles":
         return _json(200, profiles(app))
+    if path == "/api/clients":
+        return clients(app, _query(req))
     if path == "/":
         return Response(302, b"", headers=[("Location", "/dashboard")])
     if path == "/api/stream" or path == "/dashboard" or path.startswith("/dashboard/"):
@@ -57,6 +59,14 @@ def route(app: LassoApp, req: HttpRequest) -> Response:
 
         return dashboard.route(app, req, path)
     return not_found(req)
+
+
+def clients(app: LassoApp, q: dict[str, str]) -> Response:
+    """Per-client counts of a profile (``?profile=``): key ids only, never a secret."""
+    profile = app.runtime.profile(q.get("profile") or None)
+    if profile is None:
+        return _json(404, {"error": "Profile not found", "profile": q.get("profile")})
+    return _json(200, app.clients.view(profile.config.slug))
 
 
 def cluster_summary(app: LassoApp) -> dict[str, Any]:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lasso import __version__
+from lasso.auth import ClientAccess
 from lasso.config import ProfileConfig
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
+from lasso.net.redis_link import RedisLink
 from lasso.server import api
 from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
@@ -59,7 +62,15 @@ class Settings:
         shared_state: str | None = None,
         worker_dir: str | None = None,
         busy_poll_us: int = 0,
+        redis_url: str | None = None,
+        workers: int = 1,
     ) -> None:
+        # LASSO_REDIS_URL: one Redis link for the node, shared by the features that keep
+        # node-wide state there (client limits); None: each process keeps its own.
+        self.redis_url = redis_url
+        # Worker processes of this node (--workers N): without Redis each enforces 1/N of
+        # a client limit.
+        self.workers = workers
         # Opt-in busy polling after I/O (lasso.net.busypoll); 0 = off.
         self.busy_poll_us = busy_poll_us
         # --workers N (lasso.server.workers): this worker's index, the shared-memory table's
@@ -87,9 +98,9 @@ _CORS_PREFLIGHT = Response(
         (
             "Access-Control-Allow-Headers",
             "Content-Type, Authorization, X-Requested-With, X-Lasso-Provider, "
-            "X-Lasso-Transport, X-Lasso-Include-Meta",
+            "X-Lasso-Transport, X-Lasso-Include-Meta, X-Lasso-Api-Key",
         ),
-        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta"),
+        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta, Retry-After"),
         ("Access-Control-Max-Age", "86400"),
     ],
 )
@@ -130,6 +141,15 @@ class LassoApp:
             events=self.events,
         )
         self.metrics = Metrics(self.node_id)
+        self.redis = RedisLink(self.settings.redis_url) if self.settings.redis_url else None
+        # Client keys, scopes and limits (lasso.auth); gates only for profiles that ask.
+        self.clients = ClientAccess(
+            profiles,
+            redis=self.redis,
+            instance=f"{self.node_id}/{os.getpid()}/{os.urandom(3).hex()}",
+            share=1.0 / max(1, self.settings.workers),
+        )
+        self.metrics.extra_collectors.append(self.clients.collector())
         self.shared_table: SharedTable | None = None
         self.snapshots: WorkerSnapshots | None = None
         if self.settings.shared_state:
@@ -143,6 +163,7 @@ class LassoApp:
                     self.settings.worker_dir, self.settings.worker_index
                 )
                 self.metrics.peer_snapshots = self.snapshots.peers
+                self.clients.peer_snapshots = self.snapshots.peers
         self.rpc = RpcHandler(self)
         # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
         # (started by start_background; options such as reconnect_base reach UpstreamWs).
@@ -178,6 +199,7 @@ class LassoApp:
         """Start the background work: upstream WebSockets, block-height probes (cheap,
         idle providers only)."""
         self.ws_upstreams.start(self.runtime)
+        self.clients.start()
         if self.settings.probes:
             from lasso.probes.heights import HeightProber
 
@@ -207,6 +229,8 @@ class LassoApp:
         if self.shared_table is not None:
             self.shared_table.attach(new)
         self.runtime = new
+        self.clients.reload(profiles)  # new keys and limits at once, with the runtime
+        self.ws.recheck_clients()  # open sockets: the new rules, or closed (1008)
         self.ws_upstreams.sync(new)
         await self.pools.retain_only(new.instance_keys)
         log.info(
@@ -234,6 +258,9 @@ class LassoApp:
                 pass
         await self.ws_upstreams.aclose()
         await self.pools.aclose()
+        await self.clients.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.snapshots is not None:
             self.snapshots.write(self)
 

@@ -24,6 +24,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from lasso.auth.client import Client, Refusal
+from lasso.auth.gate import ProfileGate, refusal_response
 from lasso.config import canonical_strategy
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response
@@ -193,8 +195,11 @@ class RpcHandler:
         except orjson.JSONDecodeError:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
+        gate = self.app.clients.gate(profile.config.slug)  # None: no auth, no limits
         if isinstance(doc, dict):
             item = self.validate_item(doc, rt, provider_id, req.path)
+            if gate is not None:
+                return self._gated(gate, req, rt, [item], strategy, provider_id, meta, True)
             if item.early is not None:
                 if item.notification and item.early_status == 200:
                     return _NO_CONTENT
@@ -205,8 +210,43 @@ class RpcHandler:
                 return _EMPTY_BATCH
             if len(doc) > MAX_BATCH:
                 return _BATCH_TOO_LARGE
+            if gate is not None:
+                items = [self.validate_item(d, rt, provider_id, req.path) for d in doc]
+                return self._gated(gate, req, rt, items, strategy, provider_id, meta, False)
             return self.run_batch(rt, doc, strategy, provider_id, meta, req.path)
         return _NOT_REQUEST
+
+    # -- client checks (lasso.auth) ---------------------------------------------------
+    async def _gated(
+        self,
+        gate: ProfileGate,
+        req: HttpRequest,
+        rt: ChainRuntime,
+        items: list[_Item],
+        strategy: str,
+        provider_id: str | None,
+        meta: _Meta | None,
+        single: bool,
+    ) -> Response:
+        """The profile's client checks (key, scopes, rate), then the usual answer."""
+        now = monotonic()
+        client = gate.identify(req.headers, req.query, req.client, now)
+        if isinstance(client, Refusal):
+            gate.count_refused(client, len(items))
+            return refusal_response(client, items, single)
+        verdict = gate.screen(client, rt.key, items, now)
+        if verdict is not None and not isinstance(verdict, Refusal):
+            verdict = await verdict
+        if verdict is not None:
+            return refusal_response(verdict, items, single)
+        if not single:
+            return await self.run_items(rt, items, strategy, provider_id, meta, client)
+        item = items[0]
+        if item.early is not None:
+            if item.notification and item.early_status == 200:
+                return _NO_CONTENT
+            return Response(item.early_status, item.early)
+        return await self._run_single(rt, item, strategy, provider_id, meta, client)
 
     # -- validation -------------------------------------------------------------------
     def validate_item(
@@ -275,6 +315,7 @@ class RpcHandler:
         strategy: str,
         provider_id: str | None,
         meta: _Meta | None,
+        client: Client | None = None,
     ) -> Response:
         loop = self.app.loop
         t0 = monotonic()
@@ -282,6 +323,8 @@ class RpcHandler:
         body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
         self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
+        if client is not None:
+            client.count(out.status)
         rt.events.decision(rt, item.method, strategy, out, elapsed)
         if item.notification:
             return _NO_CONTENT
@@ -303,8 +346,20 @@ class RpcHandler:
         meta: _Meta | None,
         path: str,
     ) -> Response:
-        loop = self.app.loop
         items = [self.validate_item(d, rt, provider_id, path) for d in docs]
+        return await self.run_items(rt, items, strategy, provider_id, meta)
+
+    async def run_items(
+        self,
+        rt: ChainRuntime,
+        items: list[_Item],
+        strategy: str,
+        provider_id: str | None,
+        meta: _Meta | None,
+        client: Client | None = None,
+    ) -> Response:
+        """Answer validated batch items: early answers as they are, the rest executed."""
+        loop = self.app.loop
         results: list[bytes | None] = [None] * len(items)
         outcomes: list[Outcome | None] = [None] * len(items)
         pending = [i for i, it in enumerate(items) if it.early is None]
@@ -322,6 +377,8 @@ class RpcHandler:
                 self.app.metrics.record_request(
                     rt, it.method, strategy, out.status, elapsed, out.retries
                 )
+                if client is not None:
+                    client.count(out.status)
                 rt.events.decision(rt, it.method, strategy, out, elapsed)
                 outcomes[i] = out
                 results[i] = finish_item(out, it.id_json)

@@ -72,6 +72,7 @@ class WorkerSnapshots:
             "durations": [[*k, list(h.counts), h.total] for k, h in m.durations.items()],
             "failovers": [[*k, n] for k, n in m.failovers.items()],
             "upstream": upstream,
+            "clients": app.clients.snapshot(),
         }
 
     def write(self, app: LassoApp) -> None:
@@ -135,6 +136,7 @@ async def _supervise(argv: list[str], n: int, shm_name: str, directory: str) -> 
         env = dict(os.environ)
         env.update(
             LASSO_WORKERS="1",
+            LASSO_WORKER_COUNT=str(n),
             LASSO_WORKER_INDEX=str(index),
             LASSO_SHARED_STATE=shm_name,
             LASSO_WORKER_DIR=directory,

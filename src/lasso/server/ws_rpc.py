@@ -34,13 +34,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
+from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
 
+from lasso.auth.client import Refusal, unauthorized
+from lasso.auth.session import Session
 from lasso.config import canonical_strategy
 from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
@@ -161,6 +165,14 @@ class WsRpcEndpoint:
                 {"available_providers": [p.id for p in rt.config.providers]},
             )
             return None
+        session = Session(profile.config.slug, rt.key, req.headers, req.query, req.client)
+        refusal = session.check(self.app.clients, monotonic())
+        if refusal is not None:  # the profile's client checks (lasso.auth)
+            self._reject(
+                transport, refusal.status, refusal.code, refusal.message, refusal.data(),
+                refusal.headers(),
+            )  # fmt: skip
+            return None
         ok, answer = accept_handshake(req)
         transport.write(answer)
         if not ok:
@@ -178,20 +190,35 @@ class WsRpcEndpoint:
             max_send_buffer=self.max_send_buffer,
             close_timeout=self.close_timeout,
         )
-        client = WsClient(self, conn, rt, strategy, provider_id, req.path)
+        client = WsClient(self, conn, rt, strategy, provider_id, req.path, session)
         self.clients.add(client)
         self.app.metrics.ws_connections += 1
         conn.start(client, rest)
         return conn
 
     def _reject(
-        self, transport: asyncio.Transport, status: int, code: int, message: str, data: Any = None
+        self,
+        transport: asyncio.Transport,
+        status: int,
+        code: int,
+        message: str,
+        data: Any = None,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
         """Answer an upgrade we will not accept, as the HTTP endpoint would, and close."""
         self.rejected += 1
         body = error_body(code, message, b"null", data)
-        transport.write(encode_response(Response(status, body), False))
+        transport.write(encode_response(Response(status, body, headers=headers or []), False))
         transport.close()
+
+    def recheck_clients(self) -> None:
+        """After a reload: every socket is checked under its profile's new client rules;
+        one they refuse is closed (1008), the others carry on under the new limits."""
+        now = monotonic()
+        for client in list(self.clients):
+            refusal = client.session.check(self.app.clients, now)
+            if refusal is not None:
+                client.end(refusal)
 
     # -- shared helpers -----------------------------------------------------------------
     def encode_result(self, result: Any) -> bytes:
@@ -258,6 +285,8 @@ class WsClient:
         "pending_subs",
         "closed",
         "_held",
+        "session",
+        "_expiry",
     )
 
     def __init__(
@@ -268,6 +297,7 @@ class WsClient:
         strategy: str,
         provider_id: str | None,
         path: str,
+        session: Session,
     ) -> None:
         self.id = next(endpoint._ids)
         self.endpoint = endpoint
@@ -283,6 +313,13 @@ class WsClient:
         self.pending_subs = 0
         self.closed = False
         self._held: deque[tuple[str, bytes]] = deque()
+        self.session = session  # the client's standing (lasso.auth); client None: ungated
+        self._expiry: asyncio.TimerHandle | None = None
+        expires = session.expires_at()
+        if expires is not None:  # a JWT: the socket ends with it
+            self._expiry = self.app.loop.call_later(
+                max(0.0, expires - time.time()), self.end, unauthorized("token_expired")
+            )
 
     def __repr__(self) -> str:
         return (
@@ -332,6 +369,11 @@ class WsClient:
     def on_close(self, code: int, reason: str) -> None:
         self.closed = True
         self._held.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        client = self.session.client
+        if client is not None and self.sub_ids:
+            self.app.clients.release_subscription(client, len(self.sub_ids))
         endpoint = self.endpoint
         if self in endpoint.clients:
             endpoint.clients.discard(self)
@@ -344,8 +386,38 @@ class WsClient:
                 log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
 
     # -- requests -----------------------------------------------------------------------
+    def end(self, refusal: Refusal) -> None:
+        """Close the socket because its credentials no longer pass (1008)."""
+        if not self.closed:
+            self.conn.close(1008, refusal.message[:120])
+
     def _request(self, doc: dict[str, Any], size: int) -> None:
         item = self.app.rpc.validate_item(doc, self.rt, self.provider_id, self.path)
+        if self.session.client is not None:  # the profile's client checks (lasso.auth)
+            if item.method in WS_ONLY_METHODS:
+                item.early, item.early_status = None, 200  # served below, over WebSocket
+            verdict = self.session.screen(self.app.clients, (item,), monotonic(), time.time())
+            if verdict is not None and not isinstance(verdict, Refusal):
+                self.endpoint.spawn(self._screened(verdict, item, size))
+                return
+            if verdict is not None:
+                self._refused(verdict, item)
+                return
+        self._dispatch(item, size)
+
+    async def _screened(self, verdict: Awaitable[Refusal | None], item: Any, size: int) -> None:
+        refusal = await verdict
+        if refusal is not None:
+            self._refused(refusal, item)
+        elif not self.closed:
+            self._dispatch(item, size)
+
+    def _refused(self, refusal: Refusal, item: Any) -> None:
+        self._reply(item, item.early or refusal.body(item.id_json))
+        if refusal.reason == "token_expired":
+            self.end(refusal)
+
+    def _dispatch(self, item: Any, size: int) -> None:
         method = item.method
         if method in WS_ONLY_METHODS:
             if method == "eth_subscribe":
@@ -386,6 +458,9 @@ class WsClient:
             self.app.metrics.record_request(
                 rt, item.method, strategy, out.status, elapsed, out.retries
             )
+            client = self.session.client
+            if client is not None:
+                client.count(out.status)
             rt.events.decision(rt, item.method, strategy, out, elapsed)
             if not item.notification:
                 self.conn.send_text(finish_item(out, item.id_json))
@@ -411,9 +486,12 @@ class WsClient:
 
     async def _run_batch(self, docs: list[Any], size: int) -> None:
         try:
-            resp = await self.app.rpc.run_batch(
-                self.rt, docs, self.strategy, self.provider_id, None, self.path
-            )
+            if self.session.client is not None:
+                resp = await self._run_screened_batch(docs)
+            else:
+                resp = await self.app.rpc.run_batch(
+                    self.rt, docs, self.strategy, self.provider_id, None, self.path
+                )
             if resp.body:  # empty when every item was a notification
                 self.conn.send_text(resp.body)
         except Exception:
@@ -423,9 +501,28 @@ class WsClient:
             self.inflight -= 1
             self.inflight_bytes -= size
 
+    async def _run_screened_batch(self, docs: list[Any]) -> Response:
+        """A batch under the client checks: refused items answered in place."""
+        rpc = self.app.rpc
+        items = [rpc.validate_item(d, self.rt, self.provider_id, self.path) for d in docs]
+        verdict = self.session.screen(self.app.clients, items, monotonic(), time.time())
+        if verdict is not None and not isinstance(verdict, Refusal):
+            verdict = await verdict
+        if verdict is not None and verdict.reason == "token_expired":
+            self.end(verdict)
+        client = self.session.client
+        return await rpc.run_items(self.rt, items, self.strategy, self.provider_id, None, client)
+
     # -- subscriptions ------------------------------------------------------------------
     def _subscribe(self, item: Any) -> None:
         manager = getattr(self.app, "subscriptions", None)
+        client = self.session.client
+        refusal = None
+        if client is not None and manager is not None:
+            refusal = self.app.clients.acquire_subscription(client)
+        if refusal is not None:
+            self._reply(item, refusal.body(item.id_json))
+            return
         if manager is None:
             self._reply(item, error_body(-32601, "Subscriptions are not available", item.id_json))
         elif len(self.sub_ids) + self.pending_subs >= self.endpoint.max_subscriptions:
@@ -438,6 +535,11 @@ class WsClient:
         else:
             self.pending_subs += 1
             self.endpoint.spawn(self._run_subscribe(manager, item))
+            return
+        if client is not None:
+            client.count("rpc_error")
+            if manager is not None:
+                self.app.clients.release_subscription(client)  # refused above: not held
 
     async def _run_subscribe(self, manager: Any, item: Any) -> None:
         sub_id: str | None = None
@@ -460,6 +562,11 @@ class WsClient:
         self.app.metrics.record_request(
             self.rt, "eth_subscribe", self.strategy, status, monotonic() - t0, 0
         )
+        client = self.session.client
+        if client is not None:
+            client.count(status)
+            if sub_id is None or self.closed:
+                self.app.clients.release_subscription(client)
         if self.closed:  # gone while subscribing: drop_client() ran before this existed
             if sub_id is not None:
                 manager.unsubscribe(self, sub_id)
@@ -483,6 +590,10 @@ class WsClient:
         if sub_id in self.sub_ids and manager is not None:
             ok = bool(manager.unsubscribe(self, sub_id))
             self.sub_ids.discard(sub_id)
+            if self.session.client is not None:
+                self.app.clients.release_subscription(self.session.client)
+        if self.session.client is not None:
+            self.session.client.count("success")
         self._reply(
             item,
             b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (item.id_json, b"true" if ok else b"false"),
