@@ -123,6 +123,7 @@ class LassoApp:
         rng: random.Random | None = None,
         breaker_config: BreakerConfig | None = None,
         ws_upstream_options: Mapping[str, Any] | None = None,
+        redis: RedisLink | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.node_id = self.settings.node_id
@@ -141,7 +142,9 @@ class LassoApp:
             events=self.events,
         )
         self.metrics = Metrics(self.node_id)
-        self.redis = RedisLink(self.settings.redis_url) if self.settings.redis_url else None
+        if redis is None and self.settings.redis_url:
+            redis = RedisLink(self.settings.redis_url)
+        self.redis = redis  # one link for the node, or None (given, or from LASSO_REDIS_URL)
         # Client keys, scopes and limits (lasso.auth); gates only for profiles that ask.
         self.clients = ClientAccess(
             profiles,
