@@ -175,17 +175,16 @@ class ProfileGate:
                 return self._failed(unauthorized("missing_credentials"), address, now)
             return self.anonymous(address)
         if self.jwt is not None and looks_like_jwt(credential):
-            found: Client | Refusal | None = self.jwt.verify(credential, self._wall())
-        else:
-            found = self.keys.lookup(credential)
-        if found is None:
+            token = self.jwt.verify(credential, self._wall())
+            return self._failed(token, address, now) if isinstance(token, Refusal) else token
+        client = self.keys.lookup(credential)
+        if client is None:
             return self._failed(unauthorized("invalid_key"), address, now)
-        if isinstance(found, Refusal):
-            return self._failed(found, address, now)
-        allow = self._key_allow.get(found.id) if found.kind == "key" else None
-        if allow and not in_networks(address, allow):
-            return forbidden_address()
-        return found
+        if self._key_allow:
+            allow = self._key_allow.get(client.id)
+            if allow and not in_networks(address, allow):
+                return forbidden_address()
+        return client
 
     def anonymous(self, address: str) -> Client:
         return Client(
@@ -225,23 +224,25 @@ class ProfileGate:
             client.count(refusal.metric, len(items))
             return refusal
         first: Refusal | None = None
-        candidates: list[Item] = []
-        for item in items:
-            if item.early is None and client.methods and not client.allows_method(item.method):
-                first = first or forbidden_method(item.method)
-                mark(item, forbidden_method(item.method))
-                client.count("forbidden")
-            else:
-                candidates.append(item)
-        if not candidates:
-            return first
+        candidates: Sequence[Item] = items
+        if client.methods:
+            candidates = []
+            for item in items:
+                if item.early is None and not client.allows_method(item.method):
+                    first = first or forbidden_method(item.method)
+                    mark(item, forbidden_method(item.method))
+                    client.count("forbidden")
+                else:
+                    candidates.append(item)
+            if not candidates:
+                return first
         if client.limit is None:
             _count_local(client, candidates)
             return None
         grant = self.limiter.take(client.bucket, client.limit, len(candidates), now)
         if type(grant) is tuple:
-            return _apply(client, candidates, grant, first)
-        return _apply_later(client, candidates, grant, first)  # type: ignore[arg-type]
+            return _apply(client, candidates, grant)
+        return _apply_later(client, candidates, grant)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         jwt = " jwt" if self.jwt is not None else ""
@@ -276,31 +277,34 @@ def mark_all(items: Sequence[Item], refusal: Refusal) -> None:
 
 
 def _count_local(client: Client, items: Sequence[Item]) -> None:
+    """Count the items validation already answered (the others are counted once run)."""
     for item in items:
         early = item.early
         if early is not None:
             client.count("rpc_error" if early.startswith(_ERROR_PREFIX) else "success")
 
 
-def _apply(
-    client: Client, candidates: list[Item], grant: Grant, first: Refusal | None
-) -> Refusal | None:
+def _apply(client: Client, candidates: Sequence[Item], grant: Grant) -> Refusal | None:
+    """Mark the candidates past the ``granted`` first ones as over the rate; the refusal
+    when none was granted (429 with Retry-After, over a 403 for other items)."""
     granted, wait = grant
-    if granted < len(candidates):
+    n = len(candidates)
+    if granted < n:
         refusal = rate_limited(wait)
         for item in candidates[granted:]:
             mark(item, refusal)
-        client.count("rate_limited", len(candidates) - granted)
+        client.count("rate_limited", n - granted)
         if not granted:
-            return refusal  # 429 (with Retry-After) over a 403 for the others
-    _count_local(client, candidates[:granted])
+            return refusal
+        candidates = candidates[:granted]
+    _count_local(client, candidates)
     return None
 
 
 async def _apply_later(
-    client: Client, candidates: list[Item], grant: Awaitable[Grant], first: Refusal | None
+    client: Client, candidates: Sequence[Item], grant: Awaitable[Grant]
 ) -> Refusal | None:
-    return _apply(client, candidates, await grant, first)
+    return _apply(client, candidates, await grant)
 
 
 def _chain_resolver(profile: ProfileConfig) -> Callable[[str], str | None]:
