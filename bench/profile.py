@@ -62,7 +62,10 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("client request parse (httptools callbacks)", ("_Conn.data_received", "_Conn.on_")),
     ("request task (create, done callback)", ("_Conn._dispatch", "_Conn._on_done", "WeakSet")),
-    ("route and validate", ("RpcHandler.handle", "validate_item", "parse_rpc_path", "App.handle")),
+    (
+        "route and validate",
+        ("RpcHandler.handle", "validate_item", "RouteResolver", "parse_rpc_path", "App.handle"),
+    ),
     (
         "selection (candidates, tiers, strategy, admission)",
         ("ChainRouter.candidates", "selection.py", "tiering.py", ".admit (", "Breaker.state"),

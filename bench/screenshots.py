@@ -97,8 +97,8 @@ async def shoot(page: Any, path: Path, tab: str | None = None) -> None:
 
 
 async def single_node(browser: Any, out: Path, warm: float) -> None:
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
     from lasso.sim.fleet import demo_fleet, demo_profile_env
 
     fleet = demo_fleet(ephemeral=True)
@@ -132,7 +132,7 @@ async def single_node(browser: Any, out: Path, warm: float) -> None:
 
 
 async def cluster(browser: Any, out: Path, warm: float) -> None:
-    from lasso.cluster.demo_cluster import ClusterDemo
+    from lasso.demo_cluster import ClusterDemo
 
     demo = ClusterDemo(3, port=0, traffic_rps=0, interval_s=1.0)
     await demo.start()

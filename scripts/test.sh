@@ -43,4 +43,5 @@ node_modules/.bin/anvil --version >/dev/null
 log "running the test suite"
 export PATH="$PWD/node_modules/.bin:$PATH"
 .venv/bin/ruff check src tests bench
+.venv/bin/lint-imports   # the import contracts of pyproject.toml (docs/architecture.md)
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

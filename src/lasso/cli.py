@@ -10,15 +10,18 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lasso import __version__
 from lasso.net.busypoll import MAX_BUSY_POLL_US
 
+if TYPE_CHECKING:  # imported when serving, not for `lasso --help`
+    from lasso.app import Settings
+    from lasso.config import ProfileConfig
+
 __all__ = ["main"]
 
 log = logging.getLogger("lasso")
-
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -158,25 +161,17 @@ def check_config(directory: str) -> int:
     return 0
 
 
-def install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def serve(args: argparse.Namespace) -> int:
-    from lasso.logs import setup_logging
+    from lasso.app import Settings, install_uvloop
+    from lasso.logs import LEVELS, setup_logging
     from lasso.net.redis_link import redis_url_from_env
     from lasso.profiles import ConfigError, load_profiles
-    from lasso.server.app import Settings
 
     node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
-    if args.log_level.upper() not in _LEVELS:
+    if args.log_level.upper() not in LEVELS:
         print(
             f"lasso: unknown log level {args.log_level!r} "
-            f"(use one of: {', '.join(_LEVELS).lower()})",
+            f"(use one of: {', '.join(LEVELS).lower()})",
             file=sys.stderr,
         )
         return 2
@@ -242,13 +237,12 @@ def serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(profiles, settings, directory))
 
 
-async def _serve(profiles: Mapping[str, object], settings: object, directory: str) -> int:
+async def _serve(profiles: Mapping[str, ProfileConfig], settings: Settings, directory: str) -> int:
+    from lasso.app import LassoApp
     from lasso.profiles import ConfigError, load_profiles
-    from lasso.server.app import LassoApp, Settings
 
-    assert isinstance(settings, Settings)
     try:
-        app = LassoApp(profiles, settings)  # type: ignore[arg-type]
+        app = LassoApp(profiles, settings)
     except ValueError as exc:
         print(f"lasso: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -13,10 +13,10 @@ __all__ = ["run_demo"]
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from lasso.cli import _LEVELS, install_uvloop
-    from lasso.logs import setup_logging
+    from lasso.app import install_uvloop
+    from lasso.logs import LEVELS, setup_logging
 
-    if args.log_level.upper() not in _LEVELS:
+    if args.log_level.upper() not in LEVELS:
         print(f"lasso: unknown log level {args.log_level!r}", file=sys.stderr)
         return 2
     setup_logging("local", args.log_level)
@@ -28,12 +28,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    if getattr(args, "nodes", 1) != 1:  # several regions: lasso.cluster.demo_cluster
-        from lasso.cluster.demo_cluster import run_cluster_demo
+    if getattr(args, "nodes", 1) != 1:  # several regions: lasso.demo_cluster
+        from lasso.demo_cluster import run_cluster_demo
 
         return await run_cluster_demo(args)
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import ConfigError, parse_profile
-    from lasso.server.app import LassoApp, Settings
     from lasso.sim.fleet import demo_fleet, demo_profile_env
 
     fleet = demo_fleet(ephemeral=True, admin_port=0)

@@ -9,7 +9,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["LEVELS", "JsonFormatter", "setup_logging"]
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The log levels ``--log-level`` accepts (any case)."""
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

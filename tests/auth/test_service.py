@@ -96,11 +96,10 @@ def test_view_lists_configured_keys_and_counts_without_secrets() -> None:
 
 def test_worker_snapshots_are_merged() -> None:
     """Counts of other workers (their snapshot rows) add to this one's."""
-    access = ClientAccess(keyed())
-    client(access).count("success", 2)
     other = ClientAccess(keyed())
     client(other).count("success", 3)
-    access.peer_snapshots = lambda: [{"clients": other.snapshot()}]
+    access = ClientAccess(keyed(), peer_snapshots=lambda: [{"clients": other.snapshot()}])
+    client(access).count("success", 2)
     assert access.counts()[("p", "app", "success")] == 5
 
 
@@ -110,11 +109,10 @@ def test_prometheus_series() -> None:
     c = client(access)
     c.count("success")
     access.acquire_subscription(c)
-    collect = access.collector()
 
     class Adapter:
         def collect(self) -> Any:
-            return collect("node-1", 0.0)
+            return access.collect("node-1", 0.0)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Adapter())  # type: ignore[arg-type]

@@ -17,8 +17,8 @@ import aiohttp
 import orjson
 import pytest
 
+from lasso.app import LassoApp, Settings
 from lasso.profiles import parse_profile
-from lasso.server.app import LassoApp, Settings
 
 from support import ROOT, UNIT, eventually, fleet_chain_yaml, free_port, profile_yaml
 

@@ -225,7 +225,7 @@ async def test_profile_selector_sorting_and_endpoints(
 
 async def test_region_selector_drills_into_one_region(browser: Any, console: Any) -> None:
     """In a three-region demo the selector switches the data between regions."""
-    from lasso.cluster.demo_cluster import ClusterDemo
+    from lasso.demo_cluster import ClusterDemo
 
     demo = ClusterDemo(3, port=0, traffic_rps=0, interval_s=0.5)
     await demo.start()

@@ -44,7 +44,9 @@ async def run_prober() -> AsyncIterator[Callable[..., HeightProber]]:
     tasks: list[asyncio.Task[None]] = []
 
     def start(app: Any, policy: ProbePolicy = FAST) -> HeightProber:
-        prober = HeightProber(app, policy=policy)
+        prober = HeightProber(
+            runtime=app.current_runtime, metrics=app.metrics, rng=app.rng, policy=policy
+        )
         tasks.append(asyncio.get_running_loop().create_task(prober.run()))
         return prober
 

@@ -71,6 +71,26 @@ async def test_provider_override_pins_the_provider(node: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "headers", "provider"),
+    [
+        ("/rpc/ethereum?provider=bravo", {}, "bravo"),
+        ("/rpc/ethereum?provider_id=alpha", {"X-Lasso-Provider": "bravo"}, "alpha"),
+        ("/rpc/ethereum?provider_override=bravo&provider_id=alpha", {}, "bravo"),
+        ("/rpc/ethereum", {"X-Lasso-Provider": "bravo"}, "bravo"),
+        ("/rpc/provider/alpha/ethereum?provider=bravo", {"X-Lasso-Provider": "bravo"}, "alpha"),
+    ],
+)
+async def test_provider_override_from_query_and_header(
+    node: Any, path: str, headers: dict[str, str], provider: str
+) -> None:
+    """Query parameters and X-Lasso-Provider pin the provider; the path wins over both."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "web3_clientVersion"}
+    for _ in range(3):
+        status, doc, _ = await post(node.base_url + path, body, headers=headers)
+        assert status == 200 and doc["result"].endswith("/" + provider)
+
+
+@pytest.mark.parametrize(
     ("raw", "status", "code"),
     [
         (b"{not json", 400, -32700),

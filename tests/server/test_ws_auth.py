@@ -88,7 +88,7 @@ async def node(sim_fleet: Any, lasso_node: Any) -> Any:
     app = await lasso_node(profile_text(fleet))
     app.fleet = fleet
     app.ws_url = app.base_url.replace("http://", "ws://") + "/ws/rpc/profile/gated"
-    app.subscriptions = Subscriptions()
+    app.ws.subscriptions = Subscriptions()
     return app
 
 

@@ -85,6 +85,14 @@ async def http_post(url: str, body: Any) -> Any:
         return orjson.loads(await r.read())
 
 
+async def http_post_with(url: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, data=orjson.dumps(body), headers=headers) as r,
+    ):
+        return r.status, orjson.loads(await r.read())
+
+
 async def call(ws: Any, body: Any) -> Any:
     await ws.send(body if isinstance(body, str | bytes) else orjson.dumps(body).decode())
     return orjson.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -101,6 +109,9 @@ async def call(ws: Any, body: Any) -> Any:
         ("/ws/rpc/provider/bravo/ethereum", "bravo"),
         ("/ws/rpc/ethereum/alpha", "alpha"),
         ("/ws/rpc/ethereum?provider_id=bravo", "bravo"),
+        ("/ws/rpc/ethereum?provider=bravo", "bravo"),
+        ("/ws/rpc/ethereum?provider_override=alpha&provider_id=bravo", "alpha"),
+        ("/ws/rpc/ethereum/alpha?provider=bravo", "alpha"),
         ("/ws/rpc/profile/public/ethereum", None),
         ("/ws/rpc/profile/team/fastest/other", None),
         ("/ws/rpc/profile/team/provider/alpha/other", "alpha"),
@@ -118,9 +129,48 @@ async def test_every_path_serves_unary_calls(node: Any, path: str, provider: str
 
 
 @pytest.mark.parametrize(
+    ("query", "provider"),
+    [("", "bravo"), ("?provider=alpha", "alpha")],
+)
+async def test_provider_header_pins_the_socket_like_http(
+    node: Any, query: str, provider: str
+) -> None:
+    """X-Lasso-Provider pins a socket's calls as it pins an HTTP request; the query wins."""
+    async with websockets.connect(
+        node.ws_url + "/ws/rpc/ethereum" + query, additional_headers={"X-Lasso-Provider": "bravo"}
+    ) as ws:
+        for i in range(3):
+            doc = await call(ws, {"jsonrpc": "2.0", "id": i, "method": "web3_clientVersion"})
+            assert doc["result"].endswith("/" + provider)
+    status, doc = await http_post_with(
+        node.base_url + "/rpc/ethereum" + query,
+        {"jsonrpc": "2.0", "id": 1, "method": "web3_clientVersion"},
+        {"X-Lasso-Provider": "bravo"},
+    )
+    assert status == 200 and doc["result"].endswith("/" + provider)
+
+
+async def test_unknown_provider_header_rejects_the_upgrade(node: Any) -> None:
+    """An X-Lasso-Provider the chain lacks: 400 / -32602, the same answer as over HTTP."""
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(
+            node.ws_url + "/ws/rpc/ethereum", additional_headers={"X-Lasso-Provider": "zulu"}
+        ):
+            pass  # pragma: no cover
+    ws_doc = orjson.loads(info.value.response.body)
+    status, http_doc = await http_post_with(
+        node.base_url + "/rpc/ethereum", BN, {"X-Lasso-Provider": "zulu"}
+    )
+    assert info.value.response.status_code == status == 400
+    assert ws_doc == http_doc
+    assert ws_doc["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize(
     ("path", "status", "code"),
     [
         ("/ws/rpc/nochain", 400, -32602),
+        ("/ws/rpc/ethereum?provider=zulu", 400, -32602),
         ("/ws/rpc/profile/nobody/ethereum", 404, -32000),
         ("/ws/rpc/provider/zulu/ethereum", 400, -32602),
         ("/ws/rpc/a/b/c/d", 404, -32601),
@@ -248,7 +298,7 @@ async def test_request_capacity_is_bounded_per_connection(sim_fleet: Any, lasso_
 
 async def test_subscription_capacity_and_unsubscribe(node: Any) -> None:
     """128 subscriptions per socket, then -32008; unsubscribe frees a slot; ids are per socket."""
-    subs = node.subscriptions = FakeSubscriptions()
+    subs = node.ws.subscriptions = FakeSubscriptions()
     async with (
         websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws,
         websockets.connect(node.ws_url + "/ws/rpc/ethereum") as other,
@@ -280,7 +330,7 @@ async def test_subscription_capacity_and_unsubscribe(node: Any) -> None:
 
 async def test_notification_racing_the_answer_follows_it(node: Any) -> None:
     """An event sent while eth_subscribe is still answering arrives after the answer."""
-    node.subscriptions = FakeSubscriptions(client_notifies=True)
+    node.ws.subscriptions = FakeSubscriptions(client_notifies=True)
     async with websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws:
         doc = await call(
             ws, {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
@@ -295,7 +345,7 @@ async def test_notification_racing_the_answer_follows_it(node: Any) -> None:
 
 async def test_vanishing_client_is_cleaned_up(node: Any) -> None:
     """An aborted TCP connection frees its slot, its gauge and its subscriptions."""
-    subs = node.subscriptions = FakeSubscriptions()
+    subs = node.ws.subscriptions = FakeSubscriptions()
     ws = await websockets.connect(node.ws_url + "/ws/rpc/ethereum")
     sub = {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
     doc = await call(ws, sub)

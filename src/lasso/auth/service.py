@@ -57,6 +57,9 @@ class ClientAccess:
         instance: this process's id among the processes sharing limits.
         share: the fraction of each limit this process enforces when it enforces alone
             (``1 / workers`` of ``lasso serve --workers N``).
+        peer_snapshots: with ``--workers N``, the other workers' latest snapshots
+            (:meth:`lasso.server.workers.WorkerSnapshots.peers`; their ``clients`` rows are
+            :meth:`snapshot`), merged into the view and the metrics.
         wall: wall-clock seconds (JWT expiry).
     """
 
@@ -67,6 +70,7 @@ class ClientAccess:
         redis: RedisLink | None = None,
         instance: str = "local",
         share: float = 1.0,
+        peer_snapshots: Callable[[], list[dict[str, Any]]] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.stats: Stats = {}
@@ -80,9 +84,7 @@ class ClientAccess:
         self.generation = 0
         self.gates: dict[str, ProfileGate] = self._build(profiles)
         self._task: asyncio.Task[None] | None = None
-        # --workers N: the other workers' latest snapshots (lasso.server.workers), merged
-        # into the views and the metrics so that any worker shows node-wide counts.
-        self.peer_snapshots: Callable[[], list[dict[str, Any]]] | None = None
+        self.peer_snapshots = peer_snapshots
 
     def _build(self, profiles: Mapping[str, ProfileConfig]) -> dict[str, ProfileGate]:
         limiter = self.shared if self.shared is not None else self.local
@@ -192,42 +194,38 @@ class ClientAccess:
             return self.shared.describe()
         return {"mode": "local", "share": round(self.local.share, 4)}
 
-    def collector(self) -> Callable[[str, float], Iterable[Metric]]:
-        """A ``Metrics.extra_collectors`` entry: the ``lasso_client_*`` series."""
-
-        def collect(node: str, now: float) -> Iterable[Metric]:
-            del now
-            req = CounterMetricFamily(
-                "lasso_client_requests",
-                "Client JSON-RPC requests by client (key id, JWT entry id or anonymous) and"
-                " outcome",
-                labels=["node_id", "profile", "key", "status"],
+    def collect(self, node: str, now: float) -> Iterable[Metric]:
+        """The ``lasso_client_*`` series (a :meth:`lasso.server.metrics.Metrics.register`
+        collector)."""
+        del now
+        req = CounterMetricFamily(
+            "lasso_client_requests",
+            "Client JSON-RPC requests by client (key id, JWT entry id or anonymous) and outcome",
+            labels=["node_id", "profile", "key", "status"],
+        )
+        for (profile, cid, status), n in sorted(self.counts().items()):
+            req.add_metric([node, profile, cid, status], n)
+        yield req
+        subs = GaugeMetricFamily(
+            "lasso_client_subscriptions",
+            "Open subscriptions per client on this process",
+            labels=["node_id", "profile", "key"],
+        )
+        per: dict[tuple[str, str], int] = {}
+        for (profile, cid, _bucket), n in self.subscriptions.items():
+            per[(profile, cid)] = per.get((profile, cid), 0) + n
+        for (profile, cid), n in sorted(per.items()):
+            subs.add_metric([node, profile, cid], float(n))
+        yield subs
+        if self.shared is not None:
+            mode = GaugeMetricFamily(
+                "lasso_client_limits_shared",
+                "1 while client limits are shared through Redis, 0 while this process"
+                " enforces its share alone",
+                labels=["node_id"],
             )
-            for (profile, cid, status), n in sorted(self.counts().items()):
-                req.add_metric([node, profile, cid, status], n)
-            yield req
-            subs = GaugeMetricFamily(
-                "lasso_client_subscriptions",
-                "Open subscriptions per client on this process",
-                labels=["node_id", "profile", "key"],
-            )
-            per: dict[tuple[str, str], int] = {}
-            for (profile, cid, _bucket), n in self.subscriptions.items():
-                per[(profile, cid)] = per.get((profile, cid), 0) + n
-            for (profile, cid), n in sorted(per.items()):
-                subs.add_metric([node, profile, cid], float(n))
-            yield subs
-            if self.shared is not None:
-                mode = GaugeMetricFamily(
-                    "lasso_client_limits_shared",
-                    "1 while client limits are shared through Redis, 0 while this process"
-                    " enforces its share alone",
-                    labels=["node_id"],
-                )
-                mode.add_metric([node], 1.0 if self.shared.mode == "redis" else 0.0)
-                yield mode
-
-        return collect
+            mode.add_metric([node], 1.0 if self.shared.mode == "redis" else 0.0)
+            yield mode
 
     def __repr__(self) -> str:
         limiter = self.shared if self.shared is not None else self.local

@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 
 from lasso.auth.client import Client, Refusal, forbidden_chain, unauthorized
-from lasso.auth.gate import Item, credential_of, mark
-from lasso.auth.service import ClientAccess
+from lasso.auth.gate import Item, ProfileGate, credential_of, mark
 
 __all__ = ["Session"]
 
@@ -27,7 +26,16 @@ class Session:
     ``client`` is ``None`` while the profile has no gate (no auth and no limits).
     """
 
-    __slots__ = ("profile", "chain", "credential", "peer", "forwarded_for", "client", "leeway_s")
+    __slots__ = (
+        "profile",
+        "chain",
+        "credential",
+        "peer",
+        "forwarded_for",
+        "gate",
+        "client",
+        "leeway_s",
+    )
 
     def __init__(
         self, profile: str, chain: str, headers: dict[str, str], query: str, peer: str
@@ -37,14 +45,15 @@ class Session:
         self.credential = credential_of(headers, query)
         self.peer = peer
         self.forwarded_for = headers.get("x-forwarded-for")
+        self.gate: ProfileGate | None = None
         self.client: Client | None = None
         self.leeway_s = 0.0
 
-    def check(self, access: ClientAccess, now: float) -> Refusal | None:
-        """Find the client under the current gate of the profile (at the upgrade, and
+    def check(self, gate: ProfileGate | None, now: float) -> Refusal | None:
+        """Find the client under ``gate``, the profile's current one (at the upgrade, and
         again after a reload); a refusal means the connection must not (or no longer)
         be served. Counts a refusal once."""
-        gate = access.gate(self.profile)
+        self.gate = gate
         if gate is None:
             self.client = None
             return None
@@ -72,11 +81,11 @@ class Session:
         return client.expires_at + self.leeway_s
 
     def screen(
-        self, access: ClientAccess, items: Sequence[Item], now: float, wall: float
+        self, items: Sequence[Item], now: float, wall: float
     ) -> Refusal | None | Awaitable[Refusal | None]:
         """Screen the items of one message (see :meth:`ProfileGate.screen`)."""
-        client = self.client
-        assert client is not None
+        client, gate = self.client, self.gate
+        assert client is not None and gate is not None
         expires = self.expires_at()
         if expires is not None and wall >= expires:
             refusal = unauthorized("token_expired")
@@ -84,9 +93,6 @@ class Session:
                 mark(item, refusal)
             client.count(refusal.metric, len(items))
             return refusal
-        gate = access.gate(self.profile)
-        if gate is None:  # a reload removed the gate and recheck has not run yet
-            return None
         return gate.screen(client, self.chain, items, now)
 
     def __repr__(self) -> str:

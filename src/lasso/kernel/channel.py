@@ -131,8 +131,8 @@ class Channel:
 
     ``connected`` is always true for HTTP; the WebSocket module flips it for WS channels.
     The underscored slots belong to :class:`~lasso.kernel.router.ChainRouter`: capability
-    fields precomputed here so its per-request filters read plain attributes, and
-    ``_rank``, scratch for one ``candidates()`` call.
+    fields precomputed here so its per-request filters read plain attributes. Nothing
+    here is written per request (channels are shared by concurrent requests).
     """
 
     __slots__ = (
@@ -141,7 +141,6 @@ class Channel:
         "_has_limits",
         "_max_block_age",
         "_max_block_range",
-        "_rank",
         "_unsupported_categories",
         "_unsupported_methods",
         "archival",
@@ -184,8 +183,6 @@ class Channel:
             frozenset(lim.block_age_methods) if lim.block_age_methods else DEFAULT_BLOCK_AGE_METHODS
         )
         self._has_limits = lim.max_block_range is not None or lim.max_block_age is not None
-        # Scratch for candidates(): tier plus preference classes, valid during one call.
-        self._rank = 1
 
     def supports(self, method: str, category: str | None) -> bool:
         """False when the provider's capabilities list ``method`` or its category."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,8 @@ from lasso.probes.health import (
 from lasso.server.runtime import ChainRuntime, Runtime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.kernel.clock import Rng
+    from lasso.server.metrics import Metrics
 
 __all__ = ["HeightProber", "parse_block_number"]
 
@@ -141,15 +142,24 @@ class HeightProber:
     """Polls idle upstream instances for their head and health; watches lag and limits.
 
     Args:
-        app: the node; its current runtime is re-read every tick, so reloads are picked
-            up without restarting the prober, and probe state survives them.
+        runtime: the runtime serving now; re-read every tick, so reloads are picked up
+            without restarting the prober, and probe state survives them.
+        metrics: the node's metrics; the probe counters are registered there.
+        rng: randomness for the recovery-probe jitter and back-offs.
         policy: back-offs, timeouts and thresholds (:class:`~lasso.probes.health.ProbePolicy`).
     """
 
-    def __init__(self, app: LassoApp, *, policy: ProbePolicy = DEFAULT_POLICY) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        runtime: Callable[[], Runtime],
+        metrics: Metrics,
+        rng: Rng,
+        policy: ProbePolicy = DEFAULT_POLICY,
+    ) -> None:
+        self.runtime = runtime
         self.policy = policy
-        self.rng = app.rng
+        self.rng = rng
         self.states: dict[GroupKey, ProbeState] = {}
         self.polls = 0
         self.failures = 0
@@ -161,7 +171,7 @@ class HeightProber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rate_limited: dict[tuple[str, str, str], bool] = {}
         self._lagging: dict[tuple[str, str], dict[str, int]] = {}
-        app.metrics.extra_collectors.append(self.collect)
+        metrics.register(self.collect)
 
     def __repr__(self) -> str:
         return (
@@ -197,7 +207,7 @@ class HeightProber:
     # -- polling ----------------------------------------------------------------------
 
     def _refresh(self) -> list[_Group]:
-        runtime = self.app.runtime
+        runtime = self.runtime()
         if runtime is self._runtime:
             return self._groups
         groups: dict[GroupKey, _Group] = {}
@@ -285,7 +295,9 @@ class HeightProber:
         opened_at: float | None,
     ) -> None:
         self._inflight.add(g.key)
-        task = self.app.loop.create_task(self._probe(g, state, holds_slot, report, opened_at))
+        task = asyncio.get_running_loop().create_task(
+            self._probe(g, state, holds_slot, report, opened_at)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -412,7 +424,7 @@ class HeightProber:
     def watch(self, now: float) -> None:
         """Publish due breaker recoveries, rate-limit starts/ends and lag crossings."""
         breakers: dict[int, tuple[CircuitBreaker, list[tuple[ChainRuntime, Channel]]]] = {}
-        for rt in self.app.runtime.chains():
+        for rt in self.runtime().chains():
             router = rt.router
             for ch in router.channels:
                 entry = breakers.get(id(ch.breaker))

@@ -1,14 +1,8 @@
-"""JSON-RPC over HTTP: routes, validation, batches, local answers and responses.
+"""JSON-RPC over HTTP: validation, batches, local answers and responses.
 
-Route grammar (CONTRACT §3)::
-
-    /rpc[/profile/<profile>]/<chain>
-    /rpc[/profile/<profile>]/<strategy>/<chain>
-    /rpc[/profile/<profile>]/provider/<provider_id>/<chain>
-    /rpc[/profile/<profile>]/<chain>/<provider_id>
-
-Literal strategy names and ``provider`` win over chain names, so ``/rpc/fastest/1`` is
-always the fastest strategy on chain 1.
+The route (profile, chain, strategy, provider override, meta mode) comes from
+:class:`lasso.server.route.RouteResolver`, the rule the WebSocket endpoint shares; this
+module answers its rejections and runs the calls.
 """
 
 from __future__ import annotations
@@ -20,22 +14,21 @@ import os
 from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
 from lasso.auth.client import Client, Refusal
 from lasso.auth.gate import ProfileGate, refusal_response
-from lasso.config import canonical_strategy
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response
 from lasso.server.pipeline import Outcome, execute
+from lasso.server.route import Rejection, RouteResolver
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
 
-__all__ = ["RpcRoute", "parse_rpc_path", "RpcHandler", "error_body", "finish_item", "MAX_BATCH"]
+__all__ = ["RpcHandler", "error_body", "finish_item", "MAX_BATCH"]
 
 MAX_BATCH = 50
 BATCH_CONCURRENCY = 4
@@ -43,42 +36,6 @@ MAX_META_HEADER = 4096
 
 _REQ_PREFIX = os.urandom(4).hex()
 _req_counter = itertools.count(1)
-
-
-class RpcRoute:
-    __slots__ = ("profile", "strategy", "chain", "provider_id")
-
-    def __init__(
-        self, profile: str | None, strategy: str | None, chain: str, provider_id: str | None
-    ):
-        self.profile = profile
-        self.strategy = strategy
-        self.chain = chain
-        self.provider_id = provider_id
-
-    def __repr__(self) -> str:
-        return f"<RpcRoute {self.profile}/{self.strategy}/{self.chain}/{self.provider_id}>"
-
-
-def parse_rpc_path(path: str, prefix: str = "/rpc/") -> RpcRoute | None:
-    """Split an RPC path into its parts, or ``None`` when it matches no route."""
-    if not path.startswith(prefix):
-        return None
-    segs = [s for s in path[len(prefix) :].split("/") if s]
-    profile = None
-    if len(segs) >= 2 and segs[0] == "profile":
-        profile = segs[1]
-        segs = segs[2:]
-    if len(segs) == 1:
-        return RpcRoute(profile, None, segs[0], None)
-    if len(segs) == 2:
-        strategy = canonical_strategy(segs[0])
-        if strategy is not None:
-            return RpcRoute(profile, strategy, segs[1], None)
-        return RpcRoute(profile, None, segs[0], segs[1])
-    if len(segs) == 3 and segs[0] == "provider":
-        return RpcRoute(profile, None, segs[2], segs[1])
-    return None
 
 
 def error_body(code: int, message: str, id_json: bytes = b"null", data: Any = None) -> bytes:
@@ -127,75 +84,35 @@ class _Meta:
 
 
 class RpcHandler:
-    """Serves ``POST /rpc/...``."""
+    """Serves ``POST /rpc/...``.
 
-    def __init__(self, app: LassoApp) -> None:
-        self.app = app
-        self._routes: dict[str, RpcRoute | None] = {}
+    Args:
+        routes: the route resolver (shared with the WebSocket endpoint).
+        metrics: the node's request counters.
+    """
+
+    def __init__(self, *, routes: RouteResolver, metrics: Metrics) -> None:
+        self.routes = routes
+        self.metrics = metrics
+
+    def __repr__(self) -> str:
+        return f"<RpcHandler {self.routes!r}>"
 
     # -- entry point ------------------------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
-        route: Any = self._routes.get(req.path, _MISSING)
-        if route is _MISSING:
-            route = parse_rpc_path(req.path)
-            if len(self._routes) < 4096:
-                self._routes[req.path] = route
-        if route is None:
-            return _error_response(404, -32601, f"No JSON-RPC route at {req.path}")
-        assert isinstance(route, RpcRoute)
-        runtime = self.app.runtime
-        profile = runtime.profile(route.profile)
-        if profile is None:
-            return _error_response(
-                404,
-                -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
-                {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
-            )
-        rt = profile.resolve(route.chain)
-        if rt is None:
-            return _error_response(
-                400,
-                -32602,
-                f"Unsupported chain: Unknown chain '{route.chain}' "
-                f"in profile '{profile.config.slug}'",
-                {"available_chains": sorted(profile.chains)},
-            )
-        strategy = route.strategy or rt.config.default_strategy
+        route = self.routes.resolve(req)
+        if isinstance(route, Rejection):
+            return _error_response(route.status, route.code, route.message, route.data)
+        rt = route.rt
+        strategy = route.strategy
         provider_id = route.provider_id
-        meta_mode = ""
-        if req.query:
-            qs = parse_qs(req.query)
-            meta_mode = (qs.get("include_meta") or [""])[0]
-            override = (
-                qs.get("provider_override") or qs.get("provider_id") or qs.get("provider") or [""]
-            )[0]
-            if provider_id is None and override:
-                provider_id = override
-            if route.strategy is None:
-                qstrat = (qs.get("strategy") or [""])[0]
-                if qstrat and canonical_strategy(qstrat):
-                    strategy = canonical_strategy(qstrat) or strategy
-        if not meta_mode:
-            meta_mode = req.headers.get("x-lasso-include-meta", "")
-        if provider_id is None:
-            provider_id = req.headers.get("x-lasso-provider") or None
-        if provider_id is not None and rt.config.provider(provider_id) is None:
-            return _error_response(
-                400,
-                -32602,
-                f"Provider '{provider_id}' not found for chain '{rt.key}'",
-                {"available_providers": [p.id for p in rt.config.providers]},
-            )
-        if meta_mode not in ("headers", "body"):
-            meta_mode = ""
-
+        meta_mode = route.meta
         try:
             doc = orjson.loads(req.body)
         except orjson.JSONDecodeError:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
-        gate = self.app.clients.gate(profile.config.slug)  # None: no auth, no limits
+        gate = route.gate  # None: the profile has no auth and no limits
         if isinstance(doc, dict):
             item = self.validate_item(doc, rt, provider_id, req.path)
             if gate is not None:
@@ -317,12 +234,12 @@ class RpcHandler:
         meta: _Meta | None,
         client: Client | None = None,
     ) -> Response:
-        loop = self.app.loop
+        loop = asyncio.get_running_loop()
         t0 = monotonic()
         out = await execute(rt, item.method, item.params, strategy, provider_id, loop)
         body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
-        self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
+        self.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
         if client is not None:
             client.count(out.status)
         rt.events.decision(rt, item.method, strategy, out, elapsed)
@@ -359,7 +276,7 @@ class RpcHandler:
         client: Client | None = None,
     ) -> Response:
         """Answer validated batch items: early answers as they are, the rest executed."""
-        loop = self.app.loop
+        loop = asyncio.get_running_loop()
         results: list[bytes | None] = [None] * len(items)
         outcomes: list[Outcome | None] = [None] * len(items)
         pending = [i for i, it in enumerate(items) if it.early is None]
@@ -374,7 +291,7 @@ class RpcHandler:
                 t0 = monotonic()
                 out = await execute(rt, it.method, it.params, strategy, provider_id, loop)
                 elapsed = monotonic() - t0
-                self.app.metrics.record_request(
+                self.metrics.record_request(
                     rt, it.method, strategy, out.status, elapsed, out.retries
                 )
                 if client is not None:

@@ -1,15 +1,11 @@
 """JSON-RPC over WebSocket for clients: ``/ws/rpc/...`` (CONTRACT §4, reference §1.3, §7.5).
 
-Route grammar (the HTTP one under ``/ws/rpc/``, :func:`lasso.server.rpc.parse_rpc_path`)::
-
-    /ws/rpc[/profile/<profile>]/<chain>
-    /ws/rpc[/profile/<profile>]/<strategy>/<chain>
-    /ws/rpc[/profile/<profile>]/provider/<provider_id>/<chain>
-    /ws/rpc[/profile/<profile>]/<chain>/<provider_id>
-
-plus the query parameters ``strategy`` and ``provider_id``. An unknown route, profile,
-chain or provider rejects the upgrade with the HTTP status and JSON-RPC error body the
-HTTP endpoint would answer (404/400), a malformed handshake with 400/405/426.
+Routes are the HTTP ones under ``/ws/rpc/``, resolved by the same rule
+(:class:`lasso.server.route.RouteResolver`): strategy and provider override from the path,
+the query (``strategy``; ``provider_override``, ``provider_id``, ``provider``) and the
+``X-Lasso-Provider`` header. An unknown route, profile, chain or provider rejects the
+upgrade with the HTTP status and JSON-RPC error body the HTTP endpoint would answer
+(404/400), a malformed handshake with 400/405/426.
 
 Each text (or binary) message is one JSON-RPC request or a batch:
 
@@ -19,8 +15,8 @@ Each text (or binary) message is one JSON-RPC request or a batch:
   HTTP one (same strategies, failover, per-method deadlines), concurrently: answers go
   out as they finish, possibly out of order, as the upstream bytes with the client's id
   restored. Batches (up to 50 items, 4 in flight) are answered in one array frame;
-* ``eth_subscribe``/``eth_unsubscribe`` go to ``app.subscriptions`` (the subscription
-  manager); they cannot be batched.
+* ``eth_subscribe``/``eth_unsubscribe`` go to the subscription manager
+  (:class:`lasso.server.subscriptions.SubscriptionManager`); they cannot be batched.
 
 Per connection at most 32 requests (a batch counts once) and 32 MiB of request bytes are
 in flight, and 128 subscriptions exist or are being set up; beyond, ``-32008`` "Local
@@ -39,22 +35,23 @@ from collections import deque
 from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
 from lasso.auth.client import Refusal, unauthorized
 from lasso.auth.session import Session
-from lasso.config import canonical_strategy
 from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.server.pipeline import execute
-from lasso.server.rpc import MAX_BATCH, error_body, finish_item, parse_rpc_path
+from lasso.server.route import Rejection, RouteResolver
+from lasso.server.rpc import MAX_BATCH, RpcHandler, error_body, finish_item
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.auth.service import ClientAccess
+    from lasso.server.metrics import Metrics
+    from lasso.server.subscriptions import SubscriptionManager
 
 __all__ = ["WsClient", "WsRpcEndpoint", "MAX_INFLIGHT", "MAX_SUBSCRIPTIONS"]
 
@@ -86,13 +83,35 @@ class WsRpcEndpoint:
 
     The limits are attributes so that an operator (or a test) can tune them before
     connections arrive.
+
+    Args:
+        routes: the route resolver (shared with the HTTP endpoint).
+        rpc: the HTTP endpoint, whose validation and batch runner messages share.
+        metrics: the node's request counters.
+        subscriptions: the node's subscription manager.
+        max_message: the largest message accepted (the node's body limit).
+        access: the node's client access (:mod:`lasso.auth`): subscription caps, and the
+            gates sockets are checked against again after a reload.
     """
 
-    def __init__(self, app: LassoApp) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        routes: RouteResolver,
+        rpc: RpcHandler,
+        metrics: Metrics,
+        subscriptions: SubscriptionManager,
+        max_message: int,
+        access: ClientAccess | None = None,
+    ) -> None:
+        self.routes = routes
+        self.rpc = rpc
+        self.metrics = metrics
+        self.subscriptions = subscriptions
+        self.access = access
         self.clients: set[WsClient] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.max_message = app.settings.max_body
+        self.max_message = max_message
         self.max_inflight = MAX_INFLIGHT
         self.max_inflight_bytes = MAX_INFLIGHT_BYTES
         self.max_subscriptions = MAX_SUBSCRIPTIONS
@@ -121,57 +140,14 @@ class WsRpcEndpoint:
 
         Returns the connection protocol, or None after writing a rejection.
         """
-        route = parse_rpc_path(req.path, "/ws/rpc/")
-        if route is None:
-            self._reject(transport, 404, -32601, f"No WebSocket JSON-RPC route at {req.path}")
+        route = self.routes.resolve(req, websocket=True)
+        if isinstance(route, Rejection):
+            self._reject(transport, route)
             return None
-        runtime = self.app.runtime
-        profile = runtime.profile(route.profile)
-        if profile is None:
-            self._reject(
-                transport,
-                404,
-                -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
-                {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
-            )
-            return None
-        rt = profile.resolve(route.chain)
-        if rt is None:
-            self._reject(
-                transport,
-                400,
-                -32602,
-                f"Unsupported chain: Unknown chain '{route.chain}' "
-                f"in profile '{profile.config.slug}'",
-                {"available_chains": sorted(profile.chains)},
-            )
-            return None
-        strategy = route.strategy or rt.config.default_strategy
-        provider_id = route.provider_id
-        if req.query:
-            qs = parse_qs(req.query)
-            if provider_id is None:
-                provider_id = (qs.get("provider_id") or qs.get("provider_override") or [""])[0]
-                provider_id = provider_id or None
-            if route.strategy is None:
-                strategy = canonical_strategy((qs.get("strategy") or [""])[0]) or strategy
-        if provider_id is not None and rt.config.provider(provider_id) is None:
-            self._reject(
-                transport,
-                400,
-                -32602,
-                f"Provider '{provider_id}' not found for chain '{rt.key}'",
-                {"available_providers": [p.id for p in rt.config.providers]},
-            )
-            return None
-        session = Session(profile.config.slug, rt.key, req.headers, req.query, req.client)
-        refusal = session.check(self.app.clients, monotonic())
+        session = Session(route.rt.profile, route.rt.key, req.headers, req.query, req.client)
+        refusal = session.check(route.gate, monotonic())
         if refusal is not None:  # the profile's client checks (lasso.auth)
-            self._reject(
-                transport, refusal.status, refusal.code, refusal.message, refusal.data(),
-                refusal.headers(),
-            )  # fmt: skip
+            self._reject(transport, refusal)
             return None
         ok, answer = accept_handshake(req)
         transport.write(answer)
@@ -182,7 +158,7 @@ class WsRpcEndpoint:
         self.accepted += 1
         conn = WsServerConnection(
             transport,
-            self.app.loop,
+            asyncio.get_running_loop(),
             max_message=self.max_message,
             ping_interval=self.ping_interval,
             pong_timeout=self.pong_timeout,
@@ -190,33 +166,34 @@ class WsRpcEndpoint:
             max_send_buffer=self.max_send_buffer,
             close_timeout=self.close_timeout,
         )
-        client = WsClient(self, conn, rt, strategy, provider_id, req.path, session)
+        client = WsClient(
+            self, conn, route.rt, route.strategy, route.provider_id, req.path, session
+        )
         self.clients.add(client)
-        self.app.metrics.ws_connections += 1
+        self.metrics.ws_connections += 1
         conn.start(client, rest)
         return conn
 
-    def _reject(
-        self,
-        transport: asyncio.Transport,
-        status: int,
-        code: int,
-        message: str,
-        data: Any = None,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
+    def _reject(self, transport: asyncio.Transport, why: Rejection | Refusal) -> None:
         """Answer an upgrade we will not accept, as the HTTP endpoint would, and close."""
         self.rejected += 1
-        body = error_body(code, message, b"null", data)
-        transport.write(encode_response(Response(status, body, headers=headers or []), False))
+        if isinstance(why, Refusal):
+            answer = Response(why.status, why.body(), headers=why.headers())
+        else:
+            answer = Response(why.status, error_body(why.code, why.message, b"null", why.data))
+        transport.write(encode_response(answer, False))
         transport.close()
 
     def recheck_clients(self) -> None:
         """After a reload: every socket is checked under its profile's new client rules;
         one they refuse is closed (1008), the others carry on under the new limits."""
+        access = self.access
+        if access is None:
+            return
         now = monotonic()
         for client in list(self.clients):
-            refusal = client.session.check(self.app.clients, now)
+            session = client.session
+            refusal = session.check(access.gate(session.profile), now)
             if refusal is not None:
                 client.end(refusal)
 
@@ -230,7 +207,7 @@ class WsRpcEndpoint:
             return self._enc_bytes
         data = orjson.dumps(result)
         if self._enc_obj is _UNSET:
-            self.app.loop.call_soon(self._forget_encoding)
+            asyncio.get_running_loop().call_soon(self._forget_encoding)
         self._enc_obj = result
         self._enc_bytes = data
         return data
@@ -240,7 +217,7 @@ class WsRpcEndpoint:
         self._enc_bytes = b""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = self.app.loop.create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -277,7 +254,6 @@ class WsClient:
         "strategy",
         "path",
         "endpoint",
-        "app",
         "conn",
         "inflight",
         "inflight_bytes",
@@ -301,7 +277,6 @@ class WsClient:
     ) -> None:
         self.id = next(endpoint._ids)
         self.endpoint = endpoint
-        self.app = endpoint.app
         self.conn = conn
         self.rt = rt
         self.strategy = strategy
@@ -317,7 +292,7 @@ class WsClient:
         self._expiry: asyncio.TimerHandle | None = None
         expires = session.expires_at()
         if expires is not None:  # a JWT: the socket ends with it
-            self._expiry = self.app.loop.call_later(
+            self._expiry = asyncio.get_running_loop().call_later(
                 max(0.0, expires - time.time()), self.end, unauthorized("token_expired")
             )
 
@@ -371,19 +346,15 @@ class WsClient:
         self._held.clear()
         if self._expiry is not None:
             self._expiry.cancel()
-        client = self.session.client
-        if client is not None and self.sub_ids:
-            self.app.clients.release_subscription(client, len(self.sub_ids))
+        self._release_subscriptions(len(self.sub_ids))
         endpoint = self.endpoint
         if self in endpoint.clients:
             endpoint.clients.discard(self)
-            self.app.metrics.ws_connections -= 1
-        manager = getattr(self.app, "subscriptions", None)
-        if manager is not None:
-            try:
-                manager.drop_client(self)
-            except Exception:
-                log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
+            endpoint.metrics.ws_connections -= 1
+        try:
+            endpoint.subscriptions.drop_client(self)
+        except Exception:
+            log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
 
     # -- requests -----------------------------------------------------------------------
     def end(self, refusal: Refusal) -> None:
@@ -392,11 +363,11 @@ class WsClient:
             self.conn.close(1008, refusal.message[:120])
 
     def _request(self, doc: dict[str, Any], size: int) -> None:
-        item = self.app.rpc.validate_item(doc, self.rt, self.provider_id, self.path)
+        item = self.endpoint.rpc.validate_item(doc, self.rt, self.provider_id, self.path)
         if self.session.client is not None:  # the profile's client checks (lasso.auth)
             if item.method in WS_ONLY_METHODS:
                 item.early, item.early_status = None, 200  # served below, over WebSocket
-            verdict = self.session.screen(self.app.clients, (item,), monotonic(), time.time())
+            verdict = self.session.screen((item,), monotonic(), time.time())
             if verdict is not None and not isinstance(verdict, Refusal):
                 self.endpoint.spawn(self._screened(verdict, item, size))
                 return
@@ -452,15 +423,14 @@ class WsClient:
         try:
             t0 = monotonic()
             out = await execute(
-                rt, item.method, item.params, strategy, self.provider_id, self.app.loop
+                rt, item.method, item.params, strategy, self.provider_id, asyncio.get_running_loop()
             )
             elapsed = monotonic() - t0
-            self.app.metrics.record_request(
+            self.endpoint.metrics.record_request(
                 rt, item.method, strategy, out.status, elapsed, out.retries
             )
-            client = self.session.client
-            if client is not None:
-                client.count(out.status)
+            if self.session.client is not None:
+                self.session.client.count(out.status)
             rt.events.decision(rt, item.method, strategy, out, elapsed)
             if not item.notification:
                 self.conn.send_text(finish_item(out, item.id_json))
@@ -489,7 +459,7 @@ class WsClient:
             if self.session.client is not None:
                 resp = await self._run_screened_batch(docs)
             else:
-                resp = await self.app.rpc.run_batch(
+                resp = await self.endpoint.rpc.run_batch(
                     self.rt, docs, self.strategy, self.provider_id, None, self.path
                 )
             if resp.body:  # empty when every item was a notification
@@ -503,9 +473,9 @@ class WsClient:
 
     async def _run_screened_batch(self, docs: list[Any]) -> Response:
         """A batch under the client checks: refused items answered in place."""
-        rpc = self.app.rpc
+        rpc = self.endpoint.rpc
         items = [rpc.validate_item(d, self.rt, self.provider_id, self.path) for d in docs]
-        verdict = self.session.screen(self.app.clients, items, monotonic(), time.time())
+        verdict = self.session.screen(items, monotonic(), time.time())
         if verdict is not None and not isinstance(verdict, Refusal):
             verdict = await verdict
         if verdict is not None and verdict.reason == "token_expired":
@@ -515,17 +485,14 @@ class WsClient:
 
     # -- subscriptions ------------------------------------------------------------------
     def _subscribe(self, item: Any) -> None:
-        manager = getattr(self.app, "subscriptions", None)
-        client = self.session.client
-        refusal = None
-        if client is not None and manager is not None:
-            refusal = self.app.clients.acquire_subscription(client)
-        if refusal is not None:
-            self._reply(item, refusal.body(item.id_json))
-            return
-        if manager is None:
-            self._reply(item, error_body(-32601, "Subscriptions are not available", item.id_json))
-        elif len(self.sub_ids) + self.pending_subs >= self.endpoint.max_subscriptions:
+        manager = self.endpoint.subscriptions
+        client, access = self.session.client, self.endpoint.access
+        if client is not None and access is not None:
+            refusal = access.acquire_subscription(client)  # the client's cap (lasso.auth)
+            if refusal is not None:
+                self._reply(item, refusal.body(item.id_json))
+                return
+        if len(self.sub_ids) + self.pending_subs >= self.endpoint.max_subscriptions:
             self._reply(item, error_body(-32008, _SUB_CAPACITY, item.id_json))
         elif not isinstance(item.params, list):
             self._reply(
@@ -538,10 +505,9 @@ class WsClient:
             return
         if client is not None:
             client.count("rpc_error")
-            if manager is not None:
-                self.app.clients.release_subscription(client)  # refused above: not held
+            self._release_subscriptions(1)  # refused above: not held
 
-    async def _run_subscribe(self, manager: Any, item: Any) -> None:
+    async def _run_subscribe(self, manager: SubscriptionManager, item: Any) -> None:
         sub_id: str | None = None
         t0 = monotonic()
         try:
@@ -559,14 +525,13 @@ class WsClient:
                 status = "error"
         finally:
             self.pending_subs -= 1
-        self.app.metrics.record_request(
+        self.endpoint.metrics.record_request(
             self.rt, "eth_subscribe", self.strategy, status, monotonic() - t0, 0
         )
-        client = self.session.client
-        if client is not None:
-            client.count(status)
+        if self.session.client is not None:
+            self.session.client.count(status)
             if sub_id is None or self.closed:
-                self.app.clients.release_subscription(client)
+                self._release_subscriptions(1)
         if self.closed:  # gone while subscribing: drop_client() ran before this existed
             if sub_id is not None:
                 manager.unsubscribe(self, sub_id)
@@ -585,19 +550,23 @@ class WsClient:
             )
             return
         sub_id = params[0]
-        manager = getattr(self.app, "subscriptions", None)
         ok = False
-        if sub_id in self.sub_ids and manager is not None:
-            ok = bool(manager.unsubscribe(self, sub_id))
+        if sub_id in self.sub_ids:
+            ok = self.endpoint.subscriptions.unsubscribe(self, sub_id)
             self.sub_ids.discard(sub_id)
-            if self.session.client is not None:
-                self.app.clients.release_subscription(self.session.client)
+            self._release_subscriptions(1)
         if self.session.client is not None:
             self.session.client.count("success")
         self._reply(
             item,
             b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (item.id_json, b"true" if ok else b"false"),
         )
+
+    def _release_subscriptions(self, n: int) -> None:
+        """``n`` fewer subscriptions held under the client's cap (lasso.auth)."""
+        client, access = self.session.client, self.endpoint.access
+        if n and client is not None and access is not None:
+            access.release_subscription(client, n)
 
     def _reply(self, item: Any, body: bytes) -> None:
         if not item.notification:

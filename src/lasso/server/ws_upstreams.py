@@ -34,7 +34,9 @@ from lasso.net.ws_upstream import UpstreamWs
 from lasso.server.runtime import ChainRuntime, Runtime, instance_key
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    import random
+
+    from lasso.server.metrics import Metrics
 
 __all__ = ["WsUpstreamRegistry", "follows_new_heads"]
 
@@ -68,13 +70,14 @@ class WsUpstreamRegistry:
     """Upstream WebSocket connections keyed by instance.
 
     Args:
-        app: the node (its loop, rng, events and metrics).
+        metrics: the node's metrics; the connection gauges are registered there.
+        rng: randomness for the reconnect jitter.
         options: keyword arguments for every :class:`UpstreamWs` (``reconnect_base``,
             ``heartbeat``, ``startup_jitter``...); tests shorten the timings with them.
     """
 
-    def __init__(self, app: LassoApp, **options: Any) -> None:
-        self.app = app
+    def __init__(self, *, metrics: Metrics, rng: random.Random, **options: Any) -> None:
+        self.rng = rng
         self.options: dict[str, Any] = {"startup_jitter": 1.0, **options}
         self.head_retry = HEAD_RETRY_S
         self.heads_seen = 0
@@ -83,7 +86,7 @@ class WsUpstreamRegistry:
         self._heads: dict[str, _HeadFeed] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._started = False
-        app.metrics.extra_collectors.append(self._collect)
+        metrics.register(self._collect)
 
     def __repr__(self) -> str:
         live = sum(1 for up in self._ups.values() if up.connected)
@@ -128,7 +131,7 @@ class WsUpstreamRegistry:
         for key in [k for k in self._ups if k not in refs]:
             self._stop_heads(key)
             up = self._ups.pop(key)
-            task = self.app.loop.create_task(up.aclose())
+            task = asyncio.get_running_loop().create_task(up.aclose())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         for key, up in self._ups.items():
@@ -147,7 +150,7 @@ class WsUpstreamRegistry:
     def _create(self, key: str, provider: ProviderConfig) -> UpstreamWs:
         assert provider.ws_url is not None
         up = UpstreamWs(
-            provider.id, provider.ws_url, headers=provider.headers, rng=self.app.rng, **self.options
+            provider.id, provider.ws_url, headers=provider.headers, rng=self.rng, **self.options
         )
         up.add_state_listener(lambda connected: self._on_state(key, up, connected))
         self._ups[key] = up
@@ -191,7 +194,7 @@ class WsUpstreamRegistry:
             return
         feed = _HeadFeed(up.connection_id)
         self._heads[key] = feed
-        feed.task = self.app.loop.create_task(self._follow_heads(key, up, feed))
+        feed.task = asyncio.get_running_loop().create_task(self._follow_heads(key, up, feed))
 
     def _wants_heads(self, key: str) -> bool:
         for rt, pid in self._refs.get(key, ()):
@@ -213,7 +216,7 @@ class WsUpstreamRegistry:
             and up.connected
             and up.connection_id == feed.connection_id
         ):
-            task = self.app.loop.create_task(up.unsubscribe(feed.sub_id))
+            task = asyncio.get_running_loop().create_task(up.unsubscribe(feed.sub_id))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 

@@ -29,8 +29,8 @@ from importlib import resources
 
 import orjson
 
-from lasso.cluster.transport import ClusterNode, MemoryHub
-from lasso.server.app import LassoApp, Settings
+from lasso.app import LassoApp, Settings
+from lasso.cluster.transport import MemoryHub
 from lasso.sim.fleet import SimFleet, default_demo_chains, default_demo_specs, demo_profile_env
 
 __all__ = ["REGIONS", "TRAFFIC_RPS", "ClusterDemo", "region_latency_ms", "run_cluster_demo"]
@@ -158,9 +158,8 @@ class ClusterDemo:
                     cluster_interval_s=self.interval_s,
                     instance_id=f"demo-{i + 1}",
                 )
-                app = LassoApp({profile.slug: profile}, settings)
-                if not self.cluster_url:
-                    app.cluster = ClusterNode(app, self.hub.exchange())
+                exchange = None if self.cluster_url else self.hub.exchange()
+                app = LassoApp({profile.slug: profile}, settings, cluster_exchange=exchange)
                 port = await app.start()
                 self.apps[region] = app
                 await app.start_background()

@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from lasso.cluster.demo_cluster import ClusterDemo, region_latency_ms
+from lasso.demo_cluster import ClusterDemo, region_latency_ms
 
 from support import ROOT, eventually, free_port
 
