@@ -1,11 +1,18 @@
 """Micro-benchmark of the client checks' per-request work (not a test).
 
-What a gated profile adds to each HTTP request before it is routed: ``identify`` (the
-credential, its SHA-256 lookup or the cached JWT, the address rules) + ``screen`` (scopes,
-one token from the in-memory bucket) + the outcome count, in µs of this process's CPU
-(``time.process_time``), the median of ``--rounds`` rounds of ``-n`` requests each. It
-complements ``bench.overhead``'s ``lasso`` vs ``lasso-key`` comparison, whose difference
-drowns in run-to-run noise on a shared machine. Run:
+Two tables, in µs of this process's CPU (``time.process_time``), the median of
+``--rounds`` rounds of ``-n`` requests each:
+
+1. ``RpcHandler.handle`` of one request answered locally (``eth_chainId``), on an open
+   profile and on one requiring a key with a per-key limit, alternated round by round:
+   the difference is everything a key adds to an HTTP request before routing (the gate's
+   checks, the coroutine they run in, the outcome count).
+2. ``identify`` (the credential, its SHA-256 lookup or the cached JWT, the address rules) +
+   ``screen`` (scopes, one token from the in-memory bucket) + the outcome count, per kind
+   of client.
+
+It complements ``bench.overhead``'s ``lasso`` vs ``lasso-key`` comparison, whose difference
+of a few µs drowns in run-to-run noise on a shared machine. Run:
 
     .venv/bin/python -m bench.auth_micro [-n 200000] [--rounds 5]
 """
@@ -70,6 +77,46 @@ def cases() -> dict[str, tuple[dict[str, str], str]]:
     }
 
 
+def handle_rows(n: int, rounds: int) -> dict[str, list[float]]:
+    """``RpcHandler.handle`` per request on an open and on a keyed profile (eth_chainId)."""
+    from lasso.app import LassoApp, Settings
+    from lasso.net.http_server import HttpRequest, Response
+
+    chains = PROFILE[PROFILE.rindex("\nchains:") + 1 :]
+    open_profile = parse_profile(f"---\nname: Open\n---\n{chains}", "public.yml", {})
+    keyed = parse_profile(PROFILE.replace("required: false", "required: true"), "keyed.yml", {})
+    app = LassoApp({"public": open_profile, "keyed": keyed}, Settings(probes=False))
+    body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
+    base = {"host": "127.0.0.1", "content-type": "application/json", "content-length": "59"}
+    requests = {
+        "open profile": HttpRequest("POST", "/rpc/anvil", "", base, body, "127.0.0.1", True),
+        "key required": HttpRequest(
+            "POST",
+            "/rpc/profile/keyed/anvil",
+            "",
+            {**base, "x-lasso-api-key": KEY},
+            body,
+            "127.0.0.1",
+            True,
+        ),
+    }
+
+    def one(req: HttpRequest) -> None:
+        answer = app.rpc.handle(req)
+        if not isinstance(answer, Response):  # the gated path is a coroutine: run it
+            try:
+                answer.send(None)  # type: ignore[attr-defined]
+            except StopIteration as done:
+                answer = done.value
+        assert answer.status == 200
+
+    out: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, req in requests.items():
+            out.setdefault(name, []).append(measure(lambda req=req: one(req), n))
+    return out
+
+
 def measure(fn: Callable[[], None], n: int) -> float:
     start = time.process_time()
     for _ in range(n):
@@ -82,6 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=200_000)
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args(argv)
+    handle = handle_rows(args.n, args.rounds)
+    print("| RpcHandler.handle, eth_chainId | µs per request (median) | rounds |")
+    print("|---|---:|---|")
+    for name, values in handle.items():
+        rounds = ", ".join(f"{v:.2f}" for v in values)
+        print(f"| {name} | {statistics.median(values):.2f} | {rounds} |")
+    added = [k - o for o, k in zip(handle["open profile"], handle["key required"], strict=True)]
+    print(f"| added by the key (median of differences) | {statistics.median(added):.2f} | |")
+    print()
     access = ClientAccess({"public": parse_profile(PROFILE, "public.yml", {})})
     gate = access.gate("public")
     assert gate is not None
