@@ -35,7 +35,8 @@ __all__ = [
 
 
 class Echo:
-    """A handler that echoes every message and records how the connection ended."""
+    """A handler that echoes every message and records how the connection ended
+    (``close-me`` closes with 4000, ``pause-me`` pauses reading)."""
 
     def __init__(self, conn: WsServerConnection) -> None:
         self.conn = conn
@@ -46,6 +47,8 @@ class Echo:
         self.messages.append(bytes(data))
         if data == b"close-me":
             self.conn.close(4000, "asked to")
+        elif data == b"pause-me":  # back-pressure from the handler
+            self.conn.pause_reading()
         else:
             self.conn.send_text(bytes(data))
 

@@ -44,6 +44,7 @@ from lasso.net.redis_link import RedisLink
 from lasso.probes.heights import HeightProber
 from lasso.server.api import OpsApi, not_found
 from lasso.server.events import EventBus
+from lasso.server.limits import BATCH_CONCURRENCY, DEFAULT_MAX_BATCH, NODE_BATCH_CONCURRENCY
 from lasso.server.metrics import Metrics
 from lasso.server.node import ClusterStatus, NodeInfo, Standalone
 from lasso.server.route import RouteResolver
@@ -72,16 +73,26 @@ class Settings:
         max_body: int = 8_000_000,
         probes: bool = True,
         cluster_url: str | None = None,
-        default_profile: str = "public",
+        default_profile: str | None = None,
         cluster_interval_s: float | None = None,
         instance_id: str | None = None,
         worker_index: int | None = None,
         shared_state: str | None = None,
         worker_dir: str | None = None,
         busy_poll_us: int = 0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_concurrency: int = BATCH_CONCURRENCY,
+        batch_node_concurrency: int = NODE_BATCH_CONCURRENCY,
         redis_url: str | None = None,
         workers: int = 1,
     ) -> None:
+        # JSON-RPC batches (lasso.server.limits): items per batch, items of one batch in
+        # flight, batch items in flight on the node.
+        if min(max_batch, batch_concurrency, batch_node_concurrency) < 1:
+            raise ValueError("max_batch and the batch concurrency bounds must be at least 1")
+        self.max_batch = max_batch
+        self.batch_concurrency = batch_concurrency
+        self.batch_node_concurrency = batch_node_concurrency
         # LASSO_REDIS_URL: one Redis link for the node, shared by the features that keep
         # node-wide state there (client limits); None: each process keeps its own.
         self.redis_url = redis_url
@@ -99,6 +110,8 @@ class Settings:
         # else 1 s) and this process's identity within its region (None: hostname-random).
         self.cluster_interval_s = cluster_interval_s
         self.instance_id = instance_id
+        # Routes without /profile/<slug>: this one, else public, else the only profile
+        # (lasso.config.default_profile_slug); LASSO_DEFAULT_PROFILE sets it in `serve`.
         self.default_profile = default_profile
         self.node_id = node_id
         self.host = host
@@ -223,7 +236,13 @@ class LassoApp:
             runtime=self.current_runtime, metrics=self.metrics, events=self.events
         )
         self.routes = RouteResolver(self.current_runtime, gates=self.clients.gate)
-        self.rpc = RpcHandler(routes=self.routes, metrics=self.metrics)
+        self.rpc = RpcHandler(
+            routes=self.routes,
+            metrics=self.metrics,
+            max_batch=settings.max_batch,
+            batch_concurrency=settings.batch_concurrency,
+            batch_node_concurrency=settings.batch_node_concurrency,
+        )
         self.ws = WsRpcEndpoint(
             routes=self.routes,
             rpc=self.rpc,
@@ -328,7 +347,9 @@ class LassoApp:
         )
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Drain in-flight requests (bounded), then close everything."""
+        """Leave the cluster, drain in-flight requests (bounded), then close everything."""
+        if self.cluster is not None:  # first: a long drain must not delay or lose it
+            await self.cluster.leave()
         await self.server.drain(drain_timeout)
         await self.ws.aclose()
         await self.subscriptions.aclose()

@@ -6,7 +6,7 @@ validates every key (file, line and key path for each problem).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -21,8 +21,35 @@ STRATEGY_ALIASES = {
 
 DEFAULT_PROFILE = "public"
 PROFILE_ALIASES = {"default": "public"}
+DEMO_PROFILE = "demo"
+"""The shipped simulator profile: ``lasso serve`` skips it unless asked (see the CLI)."""
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def default_profile_slug(slugs: Collection[str], requested: str | None = None) -> str | None:
+    """The profile that routes without ``/profile/<slug>`` use (CONTRACT §3).
+
+    ``requested`` (``LASSO_DEFAULT_PROFILE``, ``--default-profile`` or the code's choice)
+    when given, else ``public``, else the only profile there is; ``None`` when there are
+    several and none of them is ``public`` (plain routes then say so).
+
+    Raises:
+        ValueError: when ``requested`` names no loaded profile.
+    """
+    if requested:
+        slug = PROFILE_ALIASES.get(requested, requested)
+        if slug not in slugs:
+            available = ", ".join(sorted(slugs)) or "none"
+            raise ValueError(
+                f"the default profile {requested!r} is not loaded (profiles: {available})"
+            )
+        return slug
+    if DEFAULT_PROFILE in slugs:
+        return DEFAULT_PROFILE
+    if len(slugs) == 1:
+        return next(iter(slugs))
+    return None
 
 
 def canonical_strategy(name: str) -> str | None:

@@ -32,7 +32,7 @@ def test_printed_entry_pastes_into_a_profile_and_accepts_the_key() -> None:
     text = (
         "---\nname: P\nauth:\n  keys:\n"
         + textwrap.indent(textwrap.dedent(entry), "    ")
-        + "\n---\nchains: {}\n"
+        + "\n---\nchains:\n  ethereum: {chain_id: 1, providers: [{id: a, url: 'http://a'}]}\n"
     )
     profile = parse_profile(text, "p.yml", {})
     assert profile.auth is not None and profile.auth.keys[0].id == "frontend"

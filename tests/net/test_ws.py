@@ -189,6 +189,45 @@ async def test_slow_reader_is_paused_then_dropped(echo_server: Any) -> None:
     assert (code, reason) == (1008, "client too slow")
 
 
+async def test_handler_back_pressure_holds_read_frames_and_the_keepalive(
+    echo_server: Any,
+) -> None:
+    """pause_reading() holds frames already read (in order) and stops reading; missed
+    pongs do not count meanwhile; resume_reading() delivers them and reads on."""
+    app, url = await echo_server(ping_interval=0.02, pong_timeout=0.01)
+    client = ClientProtocol(parse_uri(url), state=State.OPEN)
+    for text in (b"pause-me", b"a", b"b"):
+        client.send_text(text)
+    frames = b"".join(client.data_to_send())
+    sock = handshake(port_of(url), "Sec-WebSocket-Version: 13\r\n")
+    try:
+        assert (await read_head(sock)).startswith(b"HTTP/1.1 101")
+        sock.sendall(frames)  # one write: the three frames arrive together
+        handler = app.handlers[0]
+        conn = handler.conn
+        await eventually(lambda: handler.messages == [b"pause-me"], message="pause-me")
+        assert conn.reading_paused and not conn.transport.is_reading()
+        await eventually(lambda: conn.pings_sent >= 5, message="pings while paused")
+        assert conn.open and "missed=0" in repr(conn)  # unread pongs are not misses
+        assert handler.messages == [b"pause-me"]
+        conn.resume_reading()
+        await eventually(lambda: handler.messages == [b"pause-me", b"a", b"b"], message="held")
+        assert not conn.reading_paused and conn.transport.is_reading()
+    finally:
+        sock.close()
+
+
+async def test_closing_lifts_the_pause(echo_server: Any) -> None:
+    """A paused connection still completes the closing handshake."""
+    app, url = await echo_server()
+    async with websockets.connect(url) as ws:
+        await ws.send("pause-me")
+        await eventually(lambda: app.handlers and app.handlers[0].conn.reading_paused)
+        app.handlers[0].conn.close(1001, "going away")
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    assert await asyncio.wait_for(app.handlers[0].closed, 5) == (1001, "going away")
+
+
 async def test_bytes_sent_with_the_handshake_are_processed(echo_server: Any) -> None:
     """A frame pipelined right behind the upgrade request is not lost."""
     _, url = await echo_server()

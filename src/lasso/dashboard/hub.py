@@ -275,7 +275,10 @@ class DashboardHub:
         Raises:
             UnknownProfile, UnknownNode.
         """
-        prof = self.runtime().profile(profile)
+        runtime = self.runtime()
+        prof = runtime.profile(profile)
+        if prof is None and profile is None and runtime.profiles:
+            prof = runtime.profiles[min(runtime.profiles)]  # no default profile: the first
         if prof is None:
             raise UnknownProfile(profile)
         if node is not None and node != self.node.node_id and node not in self.node_ids():

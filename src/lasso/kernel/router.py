@@ -64,6 +64,7 @@ from .channel import (
 )
 from .classify import Bucket, Category, bucket_of
 from .clock import Rng
+from .faults import Fault
 from .methods import (
     KNOWN_METHODS,
     BlockRef,
@@ -100,6 +101,7 @@ OTHER_METHOD = "other"
 
 _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
+_LINK_UP = "up"
 _BUCKET: dict[str, Bucket] = {c.value: bucket_of(c) for c in Category}
 
 
@@ -143,11 +145,13 @@ class ChainRouter:
             # Shared by profiles per URL and auth headers, or isolated: see breaker_key.
             mine = by_provider.setdefault(p.id, [])
             if p.url:
-                breaker = breakers.get(breaker_key(p, p.url, profile), "http")
-                mine.append(Channel(p, "http", breaker))
+                key = breaker_key(p, p.url, profile)
+                mine.append(
+                    Channel(p, "http", breakers.get(key, "http"), breakers.health(key, "http"))
+                )
             if p.ws_url:
-                breaker = breakers.get(breaker_key(p, p.ws_url, profile), "ws")
-                mine.append(Channel(p, "ws", breaker))
+                key = breaker_key(p, p.ws_url, profile)
+                mine.append(Channel(p, "ws", breakers.get(key, "ws"), breakers.health(key, "ws")))
             channels.extend(mine)
         self._channels = channels
         self._priority_pool = order("priority", channels, None, 0.0, _NO_RNG)
@@ -419,6 +423,9 @@ class ChainRouter:
         ms = latency_s * 1000.0
         channel.evidence.record_success(ms, now)
         self._row(channel, method).record_success(ms, now)
+        health = channel.health
+        if health.link != _LINK_UP:
+            health.reached(now)
         return channel.breaker.on_success(now)
 
     def record_failure(
@@ -429,6 +436,7 @@ class ChainRouter:
         latency_s: float | None,
         now: float,
         retry_after_s: float | None = None,
+        fault: Fault | None = None,
     ) -> Transition | None:
         """A dispatched attempt that failed with ``category`` (a :class:`Category` value).
 
@@ -437,12 +445,18 @@ class ChainRouter:
         to the breaker; capability and deterministic errors are neutral but counted in the
         method row. Unknown category strings count as provider failures.
 
+        Quota and provider failures also become the channel's last error
+        (:attr:`Channel.health`): ``fault`` as the adapter describes it (cause, message),
+        else one named after the category. The caller's own errors never do.
+
         Returns:
             The breaker transition, if any (closed → open, half-open → open).
         """
         bucket = _BUCKET.get(category, Bucket.PROVIDER_FAILURE)
         ms = None if latency_s is None else latency_s * 1000.0
         row = self._row(channel, method)
+        if bucket is Bucket.QUOTA or bucket is Bucket.PROVIDER_FAILURE:
+            channel.health.fault(fault if fault is not None else _fault_of(category), now)
         if bucket is Bucket.QUOTA:
             channel.evidence.record_rate_limit(now, retry_after_s)
             row.record_outcome("rate_limited", now, ms)
@@ -465,6 +479,20 @@ class ChainRouter:
         if dispatched:
             channel.evidence.record_neutral(now)
         return channel.breaker.on_neutral(now)
+
+    def observe_fault(self, channel: Channel, fault: Fault, now: float) -> None:
+        """A failure seen outside client traffic (a health probe, a WebSocket connect):
+        the channel's last error and connection state only; breakers and evidence are
+        fed by their own paths."""
+        channel.health.fault(fault, now)
+
+    def observe_lost(self, channel: Channel, fault: Fault, now: float) -> None:
+        """A standing connection (an upstream WebSocket) dropped: ``down``, with ``fault``."""
+        channel.health.lost(fault, now)
+
+    def observe_reached(self, channel: Channel, now: float) -> None:
+        """The upstream answered outside client traffic (a probe, a WebSocket connect)."""
+        channel.health.reached(now)
 
     def observe_height(self, provider_id: str, height: int, now: float) -> None:
         """A provider's block height from polling, newHeads or a probe."""
@@ -522,12 +550,18 @@ class _NoRng:
 _NO_RNG = _NoRng()
 
 
+def _fault_of(category: str) -> Fault:
+    """A fault for a failure the caller did not describe: named after its category."""
+    return Fault(cause=category, category=category, message=category.replace("_", " "))
+
+
 def _least_lagging(skipped: list[Channel], lagging: dict[str, int], max_lag: int) -> list[Channel]:
-    """Every live provider lags: re-admit those within ``max_lag`` of the best one
-    (the *decision* of filter 4 in the module docstring)."""
-    best = max(lagging[ch.provider_id] for ch in skipped)
-    floor = best - max_lag
-    return [ch for ch in skipped if lagging[ch.provider_id] >= floor]
+    """Every live provider lags: re-admit those within ``max_lag`` blocks of the least
+    lagging one (lags count blocks behind; the *decision* of filter 4 in the module
+    docstring)."""
+    best = min(lagging[ch.provider_id] for ch in skipped)
+    ceiling = best + max_lag
+    return [ch for ch in skipped if lagging[ch.provider_id] <= ceiling]
 
 
 def _resolve(ref: int | str, cons: int | None) -> int | None:

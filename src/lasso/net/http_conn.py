@@ -268,7 +268,9 @@ class _Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(deadline, self._on_timer)
             self._timer_at = deadline
             return
-        self._fail(UpstreamTimeout("no complete response before the deadline"))
+        self._fail(
+            UpstreamTimeout(f"{self._pool._origin}: no complete response before the deadline")
+        )
 
     def _finish(self, reuse: bool) -> None:
         waiter = self._waiter

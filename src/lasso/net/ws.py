@@ -34,6 +34,11 @@ Server connections add:
   notifications, which a slow reader could let grow without bound) refuses once more than
   ``max_send_buffer`` bytes are queued and drops the client: close 1008 ("client too
   slow"), the transport aborted if the close does not complete in ``close_timeout``.
+* **Back-pressure from the handler**: :meth:`WsServerConnection.pause_reading` stops
+  handing messages to the handler and reading the socket (frames already read wait, at
+  most one read's worth plus one message); :meth:`~WsServerConnection.resume_reading`
+  delivers them and reads again. Keepalive misses are not counted while paused (the pong
+  is unread), and closing lifts the pause so the closing handshake can be read.
 * **Close**: :meth:`WsServerConnection.close` starts the closing handshake; a close from
   the client is echoed; the server closes TCP once both close frames have passed (RFC 6455
   §7.1.1). However the connection ends, ``on_close(code, reason)`` is called exactly once,
@@ -204,11 +209,44 @@ class WsServerConnection(_FrameStream):
             return False
         return self.send_text(payload)
 
+    def pause_reading(self) -> None:
+        """Stop handing messages to the handler, and reading the socket, until
+        :meth:`resume_reading` (idempotent). Frames already read are kept in order."""
+        if self._hold or self._closed:
+            return
+        self._hold = True
+        transport = self.transport
+        if transport is not None and not self._paused and not transport.is_closing():
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Deliver the frames kept while paused, then read the socket again (unless the
+        handler pauses again on the way, or the write buffer is over its mark)."""
+        if not self._hold:
+            return
+        self._hold = False
+        transport = self.transport
+        if transport is not None and not self._paused and not transport.is_closing():
+            transport.resume_reading()
+        if self._buf and not self._slow and not self._closed:
+            buf, self._buf = self._buf, b""
+            self._receive_safely(buf)
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while :meth:`pause_reading` is in effect."""
+        return self._hold
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake (idempotent); abort if it takes too long."""
         proto = self.proto
         if self._closed:
             return
+        if self._hold:  # the client's close frame must be read
+            self._hold = False
+            transport = self.transport
+            if transport is not None and not self._paused and not transport.is_closing():
+                transport.resume_reading()
         if proto.state is _OPEN:
             proto.send_close(code, reason)
             self._flush()
@@ -225,8 +263,11 @@ class WsServerConnection(_FrameStream):
         if self._slow:
             self._feed(data)
             return
+        self._receive_safely(self._buf + data if self._buf else data)
+
+    def _receive_safely(self, buf: bytes) -> None:
         try:
-            self._receive(self._buf + data if self._buf else data, 0)
+            self._receive(buf, 0)
         except Exception:  # a handler bug must not leave a half-served socket
             _log.exception("websocket handler failed", extra={"event": "ws.handler_error"})
             self._give_up(b"")
@@ -259,12 +300,12 @@ class WsServerConnection(_FrameStream):
 
     def pause_writing(self) -> None:
         self._paused = True
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self._hold:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self._hold:
             self.transport.resume_reading()
 
     # -- internals ----------------------------------------------------------------------
@@ -290,8 +331,8 @@ class WsServerConnection(_FrameStream):
 
     def _pong_due(self) -> None:
         self._pong_handle = None
-        if not self._awaiting_pong or not self.open:
-            return
+        if not self._awaiting_pong or not self.open or self._hold:
+            return  # answered, closing, or unreadable while the handler holds reading
         self._awaiting_pong = False
         self._missed += 1
         if self._missed >= self.max_missed_pongs:

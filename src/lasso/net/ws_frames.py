@@ -141,6 +141,7 @@ class _FrameStream(asyncio.Protocol):
         self._buf = b""  # the start of a frame not yet complete
         self._slow = False  # True once the protocol has bytes we did not frame ourselves
         self._frags: list[Any] | None = None
+        self._hold = False  # the consumer paused delivery: complete frames wait in _buf
 
     # -- for subclasses -----------------------------------------------------------------
     def _deliver(self, payload: bytes) -> None:
@@ -154,11 +155,12 @@ class _FrameStream(asyncio.Protocol):
 
     # -- incoming -----------------------------------------------------------------------
     def _receive(self, buf: bytes, pos: int) -> None:
-        """Split ``buf[pos:]`` into frames; keep an incomplete tail for the next call."""
+        """Split ``buf[pos:]`` into frames; keep an incomplete tail for the next call, and
+        everything from the first frame not delivered once the consumer holds delivery."""
         proto = self.proto
         masked = self._masked
         n = len(buf)
-        while n - pos >= 2:
+        while n - pos >= 2 and not self._hold:
             span = frame_span(buf, pos)
             if span is None:
                 break

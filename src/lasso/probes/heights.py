@@ -39,6 +39,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from lasso.kernel.breaker import BreakerState, CircuitBreaker, Transition
 from lasso.kernel.classify import parse_retry_after
+from lasso.kernel.faults import Fault
 from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamError
 from lasso.net.http_client import HttpUpstreamPool
@@ -52,7 +53,10 @@ from lasso.probes.health import (
     apply_to_breaker,
     judge_error,
     judge_probe,
+    probe_result_fault,
 )
+from lasso.server.faults import fault_of
+from lasso.server.health_log import HealthLog
 from lasso.server.runtime import ChainRuntime, Runtime
 
 if TYPE_CHECKING:
@@ -171,6 +175,7 @@ class HeightProber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rate_limited: dict[tuple[str, str, str], bool] = {}
         self._lagging: dict[tuple[str, str], dict[str, int]] = {}
+        self.health_log = HealthLog()  # provider.unreachable / .reachable / .error lines
         metrics.register(self.collect)
 
     def __repr__(self) -> str:
@@ -326,6 +331,7 @@ class HeightProber:
                     state.next_due = monotonic() + g.interval
                     return
                 result = judge_error(exc.category, str(exc) or type(exc).__name__)
+                fault: Fault | None = fault_of(exc)
             else:
                 retry_after = parse_retry_after(resp.headers.get(b"retry-after"), time.time())
                 result = judge_probe(
@@ -334,7 +340,10 @@ class HeightProber:
                     retry_after_s=retry_after,
                     expect_chain_id=g.chain_id if verifying else None,
                 )
-            self._finish(g, state, result, holds_slot, report, verifying, monotonic(), opened_at)
+                fault = probe_result_fault(result, resp.status, time.time())
+            now = monotonic()
+            self._note_health(g, fault, now)
+            self._finish(g, state, result, holds_slot, report, verifying, now, opened_at)
         except asyncio.CancelledError:
             if holds_slot:
                 g.breaker.on_neutral(monotonic())
@@ -345,6 +354,15 @@ class HeightProber:
                 g.breaker.on_neutral(monotonic())
         finally:
             self._inflight.discard(g.key)
+
+    def _note_health(self, g: _Group, fault: Fault | None, now: float) -> None:
+        """The probe's outcome as the instance's last error and connection state (the
+        members share one breaker, hence one :class:`~lasso.kernel.faults.ChannelHealth`)."""
+        rt, ch = g.members[0]
+        if fault is None:
+            rt.router.observe_reached(ch, now)
+        else:
+            rt.router.observe_fault(ch, fault, now)
 
     def _finish(
         self,
@@ -437,6 +455,7 @@ class HeightProber:
                     self._rate_limited[key] = limited
                     if limited:
                         remaining = round(ch.evidence.rate_limit_remaining(now), 3)
+                        last = ch.health.last
                         self._event(
                             rt,
                             "provider.rate_limited",
@@ -444,6 +463,11 @@ class HeightProber:
                             provider=ch.provider_id,
                             transport=ch.transport,
                             remaining_s=remaining,
+                            **(
+                                {"error": last.message}
+                                if last is not None and last.category == "rate_limit"
+                                else {}
+                            ),
                         )
                     else:
                         self._event(
@@ -458,6 +482,7 @@ class HeightProber:
             tr = breaker.tick(now)
             if tr is not None:
                 self._publish_transition(members, tr)
+        self.health_log.watch(self.runtime())
 
     def _watch_lag(self, rt: ChainRuntime, now: float) -> None:
         state = rt.router.state
@@ -471,7 +496,7 @@ class HeightProber:
                 if pid in previous:  # no consensus for now: keep the last verdict
                     current[pid] = previous[pid]
                 continue
-            if lag < -threshold:
+            if lag > threshold:
                 current[pid] = lag
                 if pid not in previous:
                     self._event(

@@ -143,6 +143,7 @@ class OpsApi:
                 404,
                 {
                     "error": "Profile not found",
+                    "message": runtime.profile_not_found(q.get("profile")),
                     "profile": q.get("profile"),
                     "available_profiles": sorted(runtime.profiles),
                 },

@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from lasso.kernel.methods import KNOWN_METHODS
 from lasso.kernel.router import PROVIDER_STATUSES
 from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
+from lasso.kernel.status import connection_state
 
 if TYPE_CHECKING:
     from lasso.kernel.router import Channel
@@ -283,7 +284,8 @@ class _Collector:
 
 
 class _ChannelFamilies:
-    """Upstream attempts by outcome and latency, breaker state and rate limit per channel."""
+    """Upstream attempts by outcome and latency, breaker state, rate limit, connection state
+    and last error per channel."""
 
     def __init__(self, node: str) -> None:
         self.node = node
@@ -299,12 +301,35 @@ class _ChannelFamilies:
             "1 while the provider channel is rate-limited",
             labels=["node_id", "profile", "chain", "provider", "transport"],
         )
+        self.connected = GaugeMetricFamily(
+            "lasso_provider_connected",
+            "1 while the provider channel's upstream can be reached (HTTP: it answered last; "
+            "WS: its socket is open), 0 after connect failures; absent before any attempt",
+            labels=["node_id", "profile", "chain", "provider", "transport"],
+        )
+        self.last_error = GaugeMetricFamily(
+            "lasso_provider_last_error_timestamp_seconds",
+            "Unix time of the provider channel's last error, labelled with its category, "
+            "cause and message; absent before the first error",
+            labels=[
+                "node_id", "profile", "chain", "provider", "transport", "category", "cause",
+                "message",
+            ],
+        )  # fmt: skip
 
     def add(self, rt: ChainRuntime, ch: Channel, now: float) -> None:
         pid = ch.provider.id
         labels = [self.node, rt.profile, rt.key, pid, ch.transport]
         self.breaker.add_metric(labels, float(int(ch.breaker.state(now))))
         self.rate_limited.add_metric(labels, 1.0 if ch.evidence.rate_limited(now) else 0.0)
+        link = connection_state(ch)
+        if link != "unknown":
+            self.connected.add_metric(labels, 1.0 if link == "up" else 0.0)
+        fault = ch.health.last
+        if fault is not None and fault.ts is not None:
+            self.last_error.add_metric(
+                [*labels, fault.category, fault.cause, fault.message], fault.ts
+            )
         for method, row in ch.methods.items():
             key: UpstreamKey = (rt.profile, rt.key, pid, ch.transport, method)
             counts = self.counts.setdefault(key, {})
@@ -335,6 +360,8 @@ class _ChannelFamilies:
         yield up_dur
         yield self.breaker
         yield self.rate_limited
+        yield self.connected
+        yield self.last_error
 
 
 class _ProviderFamilies:
@@ -349,7 +376,7 @@ class _ProviderFamilies:
         )
         self.lag = GaugeMetricFamily(
             "lasso_provider_lag_blocks",
-            "Blocks behind the consensus height (negative = behind)",
+            "Blocks behind the consensus height (0 at or above it)",
             labels=["node_id", "profile", "chain", "provider"],
         )
         self.status = GaugeMetricFamily(

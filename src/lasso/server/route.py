@@ -200,7 +200,7 @@ class RouteResolver:
             return Rejection(
                 status=404,
                 code=-32000,
-                message=f"Profile '{route.profile or runtime.default_profile}' not found",
+                message=runtime.profile_not_found(route.profile),
                 data={
                     "error_type": "profile_not_found",
                     "available_profiles": sorted(runtime.profiles),

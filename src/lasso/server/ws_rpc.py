@@ -14,15 +14,19 @@ Each text (or binary) message is one JSON-RPC request or a batch:
 * every other request runs through :func:`lasso.server.pipeline.execute` exactly like an
   HTTP one (same strategies, failover, per-method deadlines), concurrently: answers go
   out as they finish, possibly out of order, as the upstream bytes with the client's id
-  restored. Batches (up to 50 items, 4 in flight) are answered in one array frame;
+  restored. Batches (up to ``max_batch`` items, run as over HTTP) are answered in one
+  array frame;
 * ``eth_subscribe``/``eth_unsubscribe`` go to the subscription manager
   (:class:`lasso.server.subscriptions.SubscriptionManager`); they cannot be batched.
 
-Per connection at most 32 requests (a batch counts once) and 32 MiB of request bytes are
-in flight, and 128 subscriptions exist or are being set up; beyond, ``-32008`` "Local
-request capacity unavailable" / "Subscription capacity unavailable". Messages above the
-node's body limit (8 MB) close the connection with 1009; the transport rules (keepalive,
-slow clients) are in :mod:`lasso.net.ws`.
+A client may keep any number of requests in flight (CONTRACT §4): once 32 requests (a
+batch counts once) or 32 MiB of request bytes are in flight on a connection, Lasso stops
+reading it (back-pressure: :meth:`~lasso.net.ws.WsServerConnection.pause_reading`) and
+reads on as answers go out; no request is ever refused for capacity. At most 128
+subscriptions exist or are being set up per connection; beyond, ``-32008``
+"Subscription capacity unavailable". Messages above the node's body limit (8 MB) close
+the connection with 1009; the transport rules (keepalive, slow clients) are in
+:mod:`lasso.net.ws`.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.server.pipeline import execute
 from lasso.server.route import Rejection, RouteResolver
-from lasso.server.rpc import MAX_BATCH, RpcHandler, error_body, finish_item
+from lasso.server.rpc import RpcHandler, batch_too_large, error_body, finish_item
+from lasso.server.rpc_envelope import RequestIds
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
@@ -66,16 +71,18 @@ MAX_HELD = 1024
 _PARSE_ERROR = error_body(-32700, "Parse error: Invalid JSON")
 _NOT_REQUEST = error_body(-32600, "Invalid Request: expected a JSON-RPC object or array")
 _EMPTY_BATCH = error_body(-32600, "Invalid Request: empty batch")
-_BATCH_TOO_LARGE = error_body(-32600, f"Invalid Request: batch too large (max {MAX_BATCH})")
 _BATCHED_SUBSCRIPTION = error_body(
     -32600, "Invalid Request: eth_subscribe and eth_unsubscribe cannot be batched"
 )
-_CAPACITY = "Local request capacity unavailable"
 _SUB_CAPACITY = "Subscription capacity unavailable"
 _NOTIFICATION = (
     b'{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":%s,"result":%s}}'
 )
 _UNSET = object()
+
+
+def _is_subscription(method: Any) -> bool:
+    return type(method) is str and method in WS_ONLY_METHODS
 
 
 class WsRpcEndpoint:
@@ -335,9 +342,9 @@ class WsClient:
             self.conn.send_text(_PARSE_ERROR)
             return
         if type(doc) is dict:
-            self._request(doc, len(data))
+            self._request(doc, data)
         elif type(doc) is list:
-            self._batch(doc, len(data))
+            self._batch(doc, data)
         else:
             self.conn.send_text(_NOT_REQUEST)
 
@@ -362,13 +369,17 @@ class WsClient:
         if not self.closed:
             self.conn.close(1008, refusal.message[:120])
 
-    def _request(self, doc: dict[str, Any], size: int) -> None:
-        item = self.endpoint.rpc.validate_item(doc, self.rt, self.provider_id, self.path)
+    def _request(self, doc: dict[str, Any], data: bytes) -> None:
+        size = len(data)
+        item = self.endpoint.rpc.validate_item(
+            doc, self.rt, self.provider_id, self.path, RequestIds(data)
+        )
         if self.session.client is not None:  # the profile's client checks (lasso.auth)
             if item.method in WS_ONLY_METHODS:
                 item.early, item.early_status = None, 200  # served below, over WebSocket
             verdict = self.session.screen((item,), monotonic(), time.time())
             if verdict is not None and not isinstance(verdict, Refusal):
+                self._admit(size)  # the wait for Redis holds a slot: back-pressure applies
                 self.endpoint.spawn(self._screened(verdict, item, size))
                 return
             if verdict is not None:
@@ -377,7 +388,10 @@ class WsClient:
         self._dispatch(item, size)
 
     async def _screened(self, verdict: Awaitable[Refusal | None], item: Any, size: int) -> None:
-        refusal = await verdict
+        try:
+            refusal = await verdict
+        finally:
+            self._done(size)
         if refusal is not None:
             self._refused(refusal, item)
         elif not self.closed:
@@ -400,22 +414,30 @@ class WsClient:
             if not (item.notification and item.early_status == 200):
                 self.conn.send_text(item.early)
             return
-        if not self._admit(size):
-            if not item.notification:
-                self.conn.send_text(error_body(-32008, _CAPACITY, item.id_json))
-            return
+        self._admit(size)
         self.endpoint.spawn(self._unary(item, size))
 
-    def _admit(self, size: int) -> bool:
+    def _admit(self, size: int) -> None:
+        """Count a request in flight; at the bound, stop reading the socket."""
+        self.inflight += 1
+        self.inflight_bytes += size
         endpoint = self.endpoint
         if (
             self.inflight >= endpoint.max_inflight
-            or self.inflight_bytes + size > endpoint.max_inflight_bytes
+            or self.inflight_bytes >= endpoint.max_inflight_bytes
         ):
-            return False
-        self.inflight += 1
-        self.inflight_bytes += size
-        return True
+            self.conn.pause_reading()
+
+    def _done(self, size: int) -> None:
+        """A request in flight was answered; read on once below the bound."""
+        self.inflight -= 1
+        self.inflight_bytes -= size
+        endpoint = self.endpoint
+        if (
+            self.inflight < endpoint.max_inflight
+            and self.inflight_bytes < endpoint.max_inflight_bytes
+        ):
+            self.conn.resume_reading()
 
     async def _unary(self, item: Any, size: int) -> None:
         rt = self.rt
@@ -439,28 +461,35 @@ class WsClient:
             if not item.notification:
                 self.conn.send_text(error_body(-32603, "Internal error", item.id_json))
         finally:
-            self.inflight -= 1
-            self.inflight_bytes -= size
+            self._done(size)
 
-    def _batch(self, docs: list[Any], size: int) -> None:
+    def _batch(self, docs: list[Any], data: bytes) -> None:
+        size = len(data)
+        max_batch = self.endpoint.rpc.max_batch
         if not docs:
             self.conn.send_text(_EMPTY_BATCH)
-        elif len(docs) > MAX_BATCH:
-            self.conn.send_text(_BATCH_TOO_LARGE)
-        elif any(type(d) is dict and d.get("method") in WS_ONLY_METHODS for d in docs):
+        elif len(docs) > max_batch:
+            self.conn.send_text(batch_too_large(max_batch))
+        elif any(type(d) is dict and _is_subscription(d.get("method")) for d in docs):
             self.conn.send_text(_BATCHED_SUBSCRIPTION)
-        elif not self._admit(size):
-            self.conn.send_text(error_body(-32008, _CAPACITY))
         else:
-            self.endpoint.spawn(self._run_batch(docs, size))
+            self._admit(size)
+            self.endpoint.spawn(self._run_batch(docs, data))
 
-    async def _run_batch(self, docs: list[Any], size: int) -> None:
+    async def _run_batch(self, docs: list[Any], data: bytes) -> None:
+        size = len(data)
         try:
             if self.session.client is not None:
-                resp = await self._run_screened_batch(docs)
+                resp = await self._run_screened_batch(docs, RequestIds(data, docs))
             else:
                 resp = await self.endpoint.rpc.run_batch(
-                    self.rt, docs, self.strategy, self.provider_id, None, self.path
+                    self.rt,
+                    docs,
+                    self.strategy,
+                    self.provider_id,
+                    None,
+                    self.path,
+                    RequestIds(data, docs),
                 )
             if resp.body:  # empty when every item was a notification
                 self.conn.send_text(resp.body)
@@ -468,13 +497,15 @@ class WsClient:
             log.exception("websocket batch failed", extra={"event": "ws.request_error"})
             self.conn.send_text(error_body(-32603, "Internal error"))
         finally:
-            self.inflight -= 1
-            self.inflight_bytes -= size
+            self._done(size)
 
-    async def _run_screened_batch(self, docs: list[Any]) -> Response:
+    async def _run_screened_batch(self, docs: list[Any], ids: RequestIds) -> Response:
         """A batch under the client checks: refused items answered in place."""
         rpc = self.endpoint.rpc
-        items = [rpc.validate_item(d, self.rt, self.provider_id, self.path) for d in docs]
+        items = [
+            rpc.validate_item(d, self.rt, self.provider_id, self.path, ids, i)
+            for i, d in enumerate(docs)
+        ]
         verdict = self.session.screen(items, monotonic(), time.time())
         if verdict is not None and not isinstance(verdict, Refusal):
             verdict = await verdict

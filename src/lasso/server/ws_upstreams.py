@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,11 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lasso.config import ChainConfig, ProviderConfig
+from lasso.kernel.faults import Fault
+from lasso.kernel.router import Channel
 from lasso.net.errors import UpstreamError
 from lasso.net.ws_upstream import UpstreamWs
+from lasso.server.faults import fault_of
 from lasso.server.runtime import ChainRuntime, Runtime, instance_key
 
 if TYPE_CHECKING:
@@ -153,8 +157,29 @@ class WsUpstreamRegistry:
             provider.id, provider.ws_url, headers=provider.headers, rng=self.rng, **self.options
         )
         up.add_state_listener(lambda connected: self._on_state(key, up, connected))
+        up.add_error_listener(lambda exc: self._on_connect_error(key, up, exc))
         self._ups[key] = up
         return up
+
+    def _health_members(self, key: str) -> list[tuple[ChainRuntime, Channel]]:
+        """One WS channel per distinct :class:`~lasso.kernel.faults.ChannelHealth` among
+        the referencing chains (channels on the same breaker share one)."""
+        seen: set[int] = set()
+        out: list[tuple[ChainRuntime, Channel]] = []
+        for rt, pid in self._refs.get(key, ()):
+            ch = rt.router.channel(pid, "ws")
+            if ch is not None and id(ch.health) not in seen:
+                seen.add(id(ch.health))
+                out.append((rt, ch))
+        return out
+
+    def _on_connect_error(self, key: str, up: UpstreamWs, exc: UpstreamError) -> None:
+        if self._ups.get(key) is not up:
+            return
+        fault = fault_of(exc)
+        now = monotonic()
+        for rt, ch in self._health_members(key):
+            rt.router.observe_fault(ch, fault, now)
 
     def _on_state(self, key: str, up: UpstreamWs, connected: bool) -> None:
         if self._ups.get(key) is not up:
@@ -162,6 +187,12 @@ class WsUpstreamRegistry:
         refs = self._refs.get(key, ())
         for rt, pid in refs:
             rt.router.set_connected(pid, connected)
+        now = monotonic()
+        for rt, ch in self._health_members(key):
+            if connected:
+                rt.router.observe_reached(ch, now)
+            else:
+                rt.router.observe_lost(ch, _lost_fault(up), now)
         log.info(
             "upstream websocket %s",
             "connected" if connected else "disconnected",
@@ -273,6 +304,15 @@ class WsUpstreamRegistry:
                 connects.add_metric([node, rt.key, pid], float(up.connects))
         yield up_g
         yield connects
+
+
+def _lost_fault(up: UpstreamWs) -> Fault:
+    return Fault(
+        cause="disconnected",
+        category="network_error",
+        message=f"{up.origin}: websocket connection lost",
+        ts=time.time(),
+    )
 
 
 def _ignore_end(reason: str) -> None:
