@@ -455,6 +455,49 @@ def test_profile_groups_raw_lines_and_scales_shares_to_cpu() -> None:
     assert stage_table(stages, total, None)[0]["us_per_request"] is None
 
 
+def test_client_limits_expectation_and_report() -> None:
+    """bench.client_limits: rps·t + burst, the relative deviation, and a report naming both."""
+    from bench import client_limits
+
+    assert client_limits.expected_admitted(100, 50, 60.0) == 6050
+    assert client_limits.deviation(5445, 6050) == pytest.approx(-0.1)
+    assert client_limits.deviation(1, 0) == 0.0
+    result = {
+        "meta": {
+            "timestamp": "t",
+            "nodes": 2,
+            "rps": 100,
+            "burst": 50,
+            "loops": 4,
+            "cpus": 2,
+            "git": "g",
+        },  # fmt: skip
+        "phases": [
+            {
+                "phase": "shared",
+                "seconds": 60.0,
+                "admitted": 6000,
+                "admitted_per_node": [3000, 3000],
+                "expected": 6050,
+                "deviation": -0.0083,
+                "limited": 9,
+                "errors": 0,
+            },  # fmt: skip
+        ],
+        "mode_changes": [{"t_s": 0.1, "node": 0, "mode": "redis"}],
+    }
+    text = client_limits.render(result)
+    assert "| shared | 60.0 | 6000 | 3000 / 3000 | 6050 | -0.8 % | 9 | 0 |" in text
+    assert "node 0 redis at 0.1 s" in text
+    args = client_limits.parse_args(["--quick"])
+    assert (args.duration, args.down, args.after) == (12.0, 6.0, 6.0)
+    profile = client_limits.profile_text("http://127.0.0.1:1", 10, 5)
+    from lasso.profiles import parse_profile
+
+    parsed = parse_profile(profile, "public.yml", {})
+    assert parsed.auth is not None and parsed.auth.keys[0].limit.rps == 10  # type: ignore[union-attr]
+
+
 # -- abuse ------------------------------------------------------------------------------
 
 

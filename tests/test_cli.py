@@ -379,3 +379,16 @@ def test_help_lists_log_levels_and_the_profiles_variable() -> None:
     assert "LASSO_PROFILES_DIR" in out.stdout
     out = subprocess.run([*LASSO, "serve", "--log-level", "loud"], capture_output=True, text=True)
     assert out.returncode == 2 and "invalid choice: 'loud'" in out.stderr
+
+
+def test_serve_refuses_an_unusable_redis_url() -> None:
+    """LASSO_REDIS_URL that is not a Redis URL: exit 2 naming the variable, before serving."""
+    env = {**os.environ, "LASSO_REDIS_URL": "http://127.0.0.1:6379"}
+    out = subprocess.run(
+        [*LASSO, "serve", "--profiles", str(ROOT / "config/profiles"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "LASSO_REDIS_URL" in out.stderr

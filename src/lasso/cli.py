@@ -1,4 +1,4 @@
-"""The ``lasso`` command: serve, demo, check-config, sim, probe."""
+"""The ``lasso`` command: serve, demo, check-config, sim, probe, keys."""
 
 from __future__ import annotations
 
@@ -209,6 +209,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(sim)
 
+    keys = sub.add_parser("keys", help="client API keys for a profile's auth.keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    new_key = keys_sub.add_parser("new", help="print a fresh random key and its key_sha256 entry")
+    new_key.add_argument("--id", default=None, help="the key's id in the entry (default: client)")
+
     probe = sub.add_parser(
         "probe", help="probe a provider: methods, limits, batches, archive, subscriptions"
     )
@@ -253,6 +258,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from lasso.sim import cli as sim_cli
 
         return int(sim_cli.run(args))
+    if args.command == "keys":
+        from lasso.auth.keys_cli import run_keys
+
+        return run_keys(args)
     if args.command == "probe":
         from lasso import probe_cli
 
@@ -287,6 +296,7 @@ def serve(args: argparse.Namespace) -> int:
     from lasso.app import Settings, install_uvloop
     from lasso.logs import setup_logging
     from lasso.net.limits import Limits
+    from lasso.net.redis_link import redis_url_from_env
     from lasso.profiles import ConfigError, load_profiles
 
     node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
@@ -318,10 +328,12 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         limits = Limits.from_sources(os.environ, args.limit)
+        redis_url = redis_url_from_env(os.environ)
     except ValueError as exc:
         print(f"lasso: {exc}", file=sys.stderr)
         return 2
     settings = Settings(
+        redis_url=redis_url,
         node_id=node_id,
         host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
         port=args.port if args.port is not None else env_int("PORT", 4000, 0, MAX_PORT),
@@ -338,6 +350,7 @@ def serve(args: argparse.Namespace) -> int:
     worker = os.environ.get("LASSO_WORKER_INDEX")
     if worker is not None and os.environ.get("LASSO_SHARED_STATE"):
         settings.worker_index = env_int("LASSO_WORKER_INDEX", 0, 0, MAX_WORKERS - 1)
+        settings.workers = env_int("LASSO_WORKER_COUNT", 1, 1, MAX_WORKERS)
         settings.shared_state = os.environ["LASSO_SHARED_STATE"]
         settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
     if settings.cluster_url:

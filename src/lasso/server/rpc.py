@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from lasso.auth.client import Client, Refusal
+from lasso.auth.gate import ProfileGate, refusal_response
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response
 from lasso.server.limits import (
@@ -146,8 +148,11 @@ class RpcHandler:
         except orjson.JSONDecodeError:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
+        gate = route.gate  # None: the profile has no auth and no limits
         if type(doc) is dict:
             item = self.validate_item(doc, rt, provider_id, req.path, RequestIds(req.body))
+            if gate is not None:
+                return self._gated(gate, req, rt, [item], strategy, provider_id, meta, True)
             if item.early is not None:
                 if item.notification and item.early_status == 200:
                     return _NO_CONTENT
@@ -159,8 +164,46 @@ class RpcHandler:
             if len(doc) > self.max_batch:
                 return self._too_large
             ids = RequestIds(req.body, doc)
+            if gate is not None:
+                items = [
+                    self.validate_item(d, rt, provider_id, req.path, ids, i)
+                    for i, d in enumerate(doc)
+                ]
+                return self._gated(gate, req, rt, items, strategy, provider_id, meta, False)
             return self.run_batch(rt, doc, strategy, provider_id, meta, req.path, ids)
         return _NOT_REQUEST
+
+    # -- client checks (lasso.auth) ---------------------------------------------------
+    async def _gated(
+        self,
+        gate: ProfileGate,
+        req: HttpRequest,
+        rt: ChainRuntime,
+        items: list[_Item],
+        strategy: str,
+        provider_id: str | None,
+        meta: _Meta | None,
+        single: bool,
+    ) -> Response:
+        """The profile's client checks (key, scopes, rate), then the usual answer."""
+        now = monotonic()
+        client = gate.identify(req.headers, req.query, req.client, now)
+        if isinstance(client, Refusal):
+            gate.count_refused(client, len(items))
+            return refusal_response(client, items, single)
+        verdict = gate.screen(client, rt.key, items, now)
+        if verdict is not None and not isinstance(verdict, Refusal):
+            verdict = await verdict
+        if verdict is not None:
+            return refusal_response(verdict, items, single)
+        if not single:
+            return await self.run_items(rt, items, strategy, provider_id, meta, client)
+        item = items[0]
+        if item.early is not None:
+            if item.notification and item.early_status == 200:
+                return _NO_CONTENT
+            return Response(item.early_status, item.early)
+        return await self._run_single(rt, item, strategy, provider_id, meta, client)
 
     # -- validation -------------------------------------------------------------------
     def validate_item(
@@ -225,9 +268,15 @@ class RpcHandler:
 
     # -- execution ------------------------------------------------------------------
     async def _execute(
-        self, rt: ChainRuntime, item: _Item, strategy: str, provider_id: str | None
+        self,
+        rt: ChainRuntime,
+        item: _Item,
+        strategy: str,
+        provider_id: str | None,
+        client: Client | None = None,
     ) -> tuple[bytes, Outcome | None]:
-        """Run one item; its answer bytes (our error on a Lasso failure) and outcome."""
+        """Run one item; its answer bytes (our error on a Lasso failure) and outcome,
+        counted for ``client`` when the profile checks its clients."""
         t0 = monotonic()
         try:
             loop = asyncio.get_running_loop()
@@ -238,9 +287,13 @@ class RpcHandler:
                 "request failed inside lasso",
                 extra={"event": "rpc.internal_error", "method": item.method[:100]},
             )
+            if client is not None:
+                client.count("error")
             return error_body(-32603, "Internal error", item.id_json), None
         elapsed = monotonic() - t0
         self.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
+        if client is not None:
+            client.count(out.status)
         rt.events.decision(rt, item.method, strategy, out, elapsed)
         return body, out
 
@@ -251,8 +304,9 @@ class RpcHandler:
         strategy: str,
         provider_id: str | None,
         meta: _Meta | None,
+        client: Client | None = None,
     ) -> Response:
-        body, out = await self._execute(rt, item, strategy, provider_id)
+        body, out = await self._execute(rt, item, strategy, provider_id, client)
         if item.notification:
             return _NO_CONTENT
         if meta is None:
@@ -277,6 +331,19 @@ class RpcHandler:
         ``batch_concurrency`` of this batch and ``batch_slots`` of the node at a time; the
         answers in request order, notifications left out (204 when none is left)."""
         items = [self.validate_item(d, rt, provider_id, path, ids, i) for i, d in enumerate(docs)]
+        return await self.run_items(rt, items, strategy, provider_id, meta)
+
+    async def run_items(
+        self,
+        rt: ChainRuntime,
+        items: list[_Item],
+        strategy: str,
+        provider_id: str | None,
+        meta: _Meta | None,
+        client: Client | None = None,
+    ) -> Response:
+        """Answer validated batch items (:meth:`run_batch`'s rule): early answers as they
+        are, the others executed and, for a checked client, counted."""
         results: list[bytes | None] = [it.early for it in items]
         outcomes: list[Outcome | None] = [None] * len(items)
         pending = [i for i, it in enumerate(items) if it.early is None]
@@ -287,7 +354,7 @@ class RpcHandler:
             for i in queue:
                 async with slots:
                     results[i], outcomes[i] = await self._execute(
-                        rt, items[i], strategy, provider_id
+                        rt, items[i], strategy, provider_id, client
                     )
 
         n = min(self.batch_concurrency, len(pending))
