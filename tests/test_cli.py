@@ -72,6 +72,50 @@ def test_check_config_catches_empty_values_ports_and_method_typos(tmp_path: Path
     assert lines[4] == "4 problem(s) found"
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["serve", "--port", "70000"], {}, "port 70000 is not in 0..65535"),
+        (["serve", "--port", "-1"], {}, "port -1 is not in 0..65535"),
+        (["serve", "--port", "http"], {}, "'http' is not an integer"),
+        (["serve"], {"PORT": "70000"}, "PORT='70000' must be between 0 and 65535"),
+        (["serve"], {"PORT": "abc"}, "PORT='abc' is not an integer"),
+        (["serve", "--workers", "0"], {}, "workers 0 is not in 1..256"),
+        (["serve"], {"LASSO_WORKERS": "two"}, "LASSO_WORKERS='two' is not an integer"),
+        (["serve"], {"LASSO_BUSY_POLL_US": "x"}, "LASSO_BUSY_POLL_US='x' is not an integer"),
+        (["serve"], {"LASSO_MAX_BATCH": "0"}, "LASSO_MAX_BATCH='0' must be between 1 and"),
+        (["serve", "--max-batch", "0"], {}, "batch size 0 is not in 1..100000"),
+        (
+            ["serve"],
+            {"LASSO_WORKER_INDEX": "abc", "LASSO_SHARED_STATE": "lasso-x"},
+            "LASSO_WORKER_INDEX='abc' is not an integer",
+        ),
+        (
+            ["serve"],
+            {"LASSO_CLUSTER_URL": "nats://127.0.0.1:1", "LASSO_CLUSTER_INTERVAL_MS": "soon"},
+            "LASSO_CLUSTER_INTERVAL_MS='soon' is not an integer",
+        ),
+        (["demo", "--port", "70000"], {}, "port 70000 is not in 0..65535"),
+        (["demo"], {"PORT": "99999"}, "PORT='99999' must be between 0 and 65535"),
+    ],
+)
+def test_bad_ports_and_numbers_exit_2_with_one_clean_line(
+    tmp_path: Path, argv: list[str], env: dict[str, str], needle: str
+) -> None:
+    """Out-of-range ports and non-numeric settings stop with a message and exit 2."""
+    (tmp_path / "public.yml").write_text(profile_yaml(""))
+    out = subprocess.run(
+        [*LASSO, *argv, *(["--profiles", str(tmp_path)] if argv[0] == "serve" else [])],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=30,
+    )
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 async def _post(url: str) -> Any:
     async with aiohttp.ClientSession() as s, s.post(url, data=BN) as r:
         return r.status, await r.json(content_type=None)
@@ -147,6 +191,12 @@ async def test_serve_reloads_on_sighup_and_keeps_last_good(tmp_path: Path, sim_f
         proc.send_signal(signal.SIGHUP)
         await eventually(lambda: _stderr_has(proc, b"config.reload_rejected"), timeout=10)
         assert (await _post(base + "/rpc/other"))[0] == 200  # last good set still serving
+
+        profile.write_text("chains: " + "[" * 50_000 + "]" * 50_000 + "\n")
+        proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: _stderr_has(proc, b"nested deeper than 64 levels"), timeout=10)
+        assert (await _post(base + "/rpc/other"))[0] == 200
+        assert not await _stderr_has(proc, b"Traceback")
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 15)
@@ -329,3 +379,16 @@ def test_help_lists_log_levels_and_the_profiles_variable() -> None:
     assert "LASSO_PROFILES_DIR" in out.stdout
     out = subprocess.run([*LASSO, "serve", "--log-level", "loud"], capture_output=True, text=True)
     assert out.returncode == 2 and "invalid choice: 'loud'" in out.stderr
+
+
+def test_serve_refuses_an_unusable_redis_url() -> None:
+    """LASSO_REDIS_URL that is not a Redis URL: exit 2 naming the variable, before serving."""
+    env = {**os.environ, "LASSO_REDIS_URL": "http://127.0.0.1:6379"}
+    out = subprocess.run(
+        [*LASSO, "serve", "--profiles", str(ROOT / "config/profiles"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "LASSO_REDIS_URL" in out.stderr

@@ -185,9 +185,10 @@ def test_minimal_profile_takes_config_defaults(tmp_path: Path) -> None:
     assert (profile.slug, profile.name, profile.rps_limit, profile.burst_limit) == (
         "p",
         "Test",
-        100,
-        500,
+        None,
+        None,
     )
+    assert profile.auth is None and profile.limit is None and not profile.gated
     assert profile.source == str(tmp_path / "p.yml")
     eth = profile.chains["ethereum"]
     assert (eth.name, eth.aliases, eth.block_time_ms) == ("ethereum", (), None)
@@ -210,7 +211,7 @@ def test_minimal_profile_takes_config_defaults(tmp_path: Path) -> None:
 
 
 def test_front_matter_fields(tmp_path: Path) -> None:
-    """Front matter sets name, limits, logo, unlisted and api_keys."""
+    """Front matter sets name, limits, logo and unlisted."""
     text = """\
         ---
         name: Team
@@ -219,7 +220,6 @@ def test_front_matter_fields(tmp_path: Path) -> None:
         burst_limit: 9
         logo: https://example.com/logo.svg
         unlisted: true
-        api_keys: [k1, k2]
         ---
         chains:
           ethereum: {chain_id: 1, providers: [{id: a, url: "http://a.example"}]}
@@ -227,7 +227,7 @@ def test_front_matter_fields(tmp_path: Path) -> None:
     profile = load(tmp_path, text)
     assert (profile.name, profile.rps_limit, profile.burst_limit) == ("Team", 7, 9)
     assert profile.logo == "https://example.com/logo.svg"
-    assert profile.unlisted is True and profile.api_keys == ("k1", "k2")
+    assert profile.unlisted is True and profile.gated
     assert list(profile.chains) == ["ethereum"]
 
 
@@ -1156,3 +1156,19 @@ def test_route_segments_cannot_be_chain_keys_or_aliases() -> None:
     with pytest.raises(ConfigError) as info:
         parse_profile(text, "t.yml", {})
     assert "reserved" in str(info.value)
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    """A 50,000-deep document is refused with its line, never a RecursionError."""
+    deep = "[" * 50_000 + "]" * 50_000
+    text = MINIMAL.replace("chain_id: 1", f"chain_id: 1\n    name: {deep}")
+    got = errors(tmp_path, text)
+    assert got == [(line_of(text, "name: [["), "", "nested deeper than 64 levels")]
+
+
+def test_alias_chains_cannot_nest_past_the_depth_limit(tmp_path: Path) -> None:
+    """Aliases that nest collections 70 deep are reported, not recursed into."""
+    lines = ["x0: &a0 [1]"] + [f"x{i}: &a{i} [*a{i - 1}]" for i in range(1, 70)]
+    text = MINIMAL.replace("chains:", "\n".join(lines) + "\nchains:")
+    got = errors(tmp_path, text)
+    assert any(msg == "nested deeper than 64 levels" for _, _, msg in got)

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from lasso import __version__
+from lasso.auth import ClientAccess
 from lasso.cluster.transport import ClusterNode, Exchange
 from lasso.config import ProfileConfig
 from lasso.dashboard.hub import DashboardHub
@@ -38,9 +40,12 @@ from lasso.dashboard.routes import Dashboard
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
+from lasso.net.limits import Limits
+from lasso.net.redis_link import RedisLink
 from lasso.probes.heights import HeightProber
 from lasso.server.api import OpsApi, not_found
 from lasso.server.events import EventBus
+from lasso.server.limits import BATCH_CONCURRENCY, DEFAULT_MAX_BATCH, NODE_BATCH_CONCURRENCY
 from lasso.server.metrics import Metrics
 from lasso.server.node import ClusterStatus, NodeInfo, Standalone
 from lasso.server.route import RouteResolver
@@ -76,7 +81,28 @@ class Settings:
         shared_state: str | None = None,
         worker_dir: str | None = None,
         busy_poll_us: int = 0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_concurrency: int = BATCH_CONCURRENCY,
+        batch_node_concurrency: int = NODE_BATCH_CONCURRENCY,
+        limits: Limits | None = None,
+        redis_url: str | None = None,
+        workers: int = 1,
     ) -> None:
+        # Transport limits against hostile clients and upstreams (lasso.net.limits).
+        self.limits = limits or Limits()
+        # JSON-RPC batches (lasso.server.limits): items per batch, items of one batch in
+        # flight, batch items in flight on the node.
+        if min(max_batch, batch_concurrency, batch_node_concurrency) < 1:
+            raise ValueError("max_batch and the batch concurrency bounds must be at least 1")
+        self.max_batch = max_batch
+        self.batch_concurrency = batch_concurrency
+        self.batch_node_concurrency = batch_node_concurrency
+        # LASSO_REDIS_URL: one Redis link for the node, shared by the features that keep
+        # node-wide state there (client limits); None: each process keeps its own.
+        self.redis_url = redis_url
+        # Worker processes of this node (--workers N): without Redis each enforces 1/N of
+        # a client limit.
+        self.workers = workers
         # Opt-in busy polling after I/O (lasso.net.busypoll); 0 = off.
         self.busy_poll_us = busy_poll_us
         # --workers N (lasso.server.workers): this worker's index, the shared-memory table's
@@ -115,9 +141,9 @@ _CORS_PREFLIGHT = Response(
         (
             "Access-Control-Allow-Headers",
             "Content-Type, Authorization, X-Requested-With, X-Lasso-Provider, "
-            "X-Lasso-Transport, X-Lasso-Include-Meta",
+            "X-Lasso-Transport, X-Lasso-Include-Meta, X-Lasso-Api-Key",
         ),
-        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta"),
+        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta, Retry-After"),
         ("Access-Control-Max-Age", "86400"),
     ],
 )
@@ -136,6 +162,8 @@ class LassoApp:
         cluster_exchange: join a cluster over this exchange (the multi-node demo, tests);
             without it, ``settings.cluster_url`` joins one over NATS, else the node is
             standalone.
+        redis: the node's Redis link (tests pass one with their own timeouts); without
+            it, ``settings.redis_url`` opens one, else the node runs without Redis.
 
     Raises:
         ValueError: for settings that cannot work (a bad ``LASSO_CLUSTER_INTERVAL_MS``).
@@ -150,6 +178,7 @@ class LassoApp:
         breaker_config: BreakerConfig | None = None,
         ws_upstream_options: Mapping[str, Any] | None = None,
         cluster_exchange: Exchange | None = None,
+        redis: RedisLink | None = None,
     ) -> None:
         self.settings = settings = settings or Settings()
         self.node = NodeInfo(
@@ -161,7 +190,7 @@ class LassoApp:
         self.node_id = self.node.node_id
         self.rng = rng or random.Random()
         # Routing state: pools and breakers outlive reloads; the runtime is swapped.
-        self.pools = PoolRegistry()
+        self.pools = PoolRegistry(max_response_size=settings.limits.max_upstream_response)
         self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
         self.events = EventBus(self.node_id)
         self.runtime = self._build_runtime(profiles, generation=1)
@@ -178,9 +207,26 @@ class LassoApp:
             self.current_runtime,
             peer_snapshots=self.snapshots.peers if self.snapshots is not None else None,
         )
+        # One Redis link for the node (LASSO_REDIS_URL), for every feature that uses it.
+        if redis is None and settings.redis_url:
+            redis = RedisLink(settings.redis_url)
+        self.redis = redis
+        # Client keys, scopes and limits (lasso.auth): a gate for each profile that asks.
+        self.clients = ClientAccess(
+            profiles,
+            redis=self.redis,
+            instance=f"{self.node_id}/{os.getpid()}/{os.urandom(3).hex()}",
+            share=1.0 / max(1, settings.workers),
+            peer_snapshots=self.snapshots.peers if self.snapshots is not None else None,
+        )
+        self.metrics.register(self.clients.collect)
+        if self.snapshots is not None:
+            self.snapshots.include("clients", self.clients.snapshot)
         # Background work, started by start_background().
         self.ws_upstreams = WsUpstreamRegistry(
-            metrics=self.metrics, rng=self.rng, **(ws_upstream_options or {})
+            metrics=self.metrics,
+            rng=self.rng,
+            **{"max_message": settings.limits.max_upstream_response, **(ws_upstream_options or {})},
         )
         self.prober: HeightProber | None = None
         if settings.probes:
@@ -195,15 +241,24 @@ class LassoApp:
         self.subscriptions = SubscriptionManager(
             runtime=self.current_runtime, metrics=self.metrics, events=self.events
         )
-        self.routes = RouteResolver(self.current_runtime)
-        self.rpc = RpcHandler(routes=self.routes, metrics=self.metrics)
+        self.routes = RouteResolver(self.current_runtime, gates=self.clients.gate)
+        self.rpc = RpcHandler(
+            routes=self.routes,
+            metrics=self.metrics,
+            max_batch=settings.max_batch,
+            batch_concurrency=settings.batch_concurrency,
+            batch_node_concurrency=settings.batch_node_concurrency,
+        )
         self.ws = WsRpcEndpoint(
             routes=self.routes,
             rpc=self.rpc,
             metrics=self.metrics,
             subscriptions=self.subscriptions,
             max_message=settings.max_body,
+            access=self.clients,
         )
+        self.ws.control_frames_per_s = settings.limits.ws_control_frames_per_s
+        self.ws.frames_per_read = settings.limits.ws_frames_per_read
         self.dashboard = Dashboard(
             DashboardHub(
                 node=self.node,
@@ -219,10 +274,12 @@ class LassoApp:
             metrics=self.metrics,
             cluster=self.cluster_status,
             pages=self.dashboard.route,
+            clients=self.clients.view,
         )
         self.server = HttpServer(
             self,
             max_body=settings.max_body,
+            limits=settings.limits,
             on_error=self._on_error,
             busy_poll_us=settings.busy_poll_us,
         )
@@ -270,6 +327,7 @@ class LassoApp:
         idle providers only), the cluster heartbeat, the workers' metrics snapshots."""
         loop = asyncio.get_running_loop()
         self.ws_upstreams.start(self.runtime)
+        self.clients.start()
         if self.prober is not None:
             self._tasks.append(loop.create_task(self.prober.run()))
         if self.cluster is not None:  # observability only: never awaits the exchange
@@ -284,6 +342,8 @@ class LassoApp:
         if self.shared_table is not None:
             self.shared_table.attach(new)
         self.runtime = new
+        self.clients.reload(profiles)  # new keys and limits at once, with the runtime
+        self.ws.recheck_clients()  # open sockets: the new rules, or closed (1008)
         self.ws_upstreams.sync(new)
         await self.pools.retain_only(new.instance_keys)
         log.info(
@@ -296,7 +356,9 @@ class LassoApp:
         )
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Drain in-flight requests (bounded), then close everything."""
+        """Leave the cluster, drain in-flight requests (bounded), then close everything."""
+        if self.cluster is not None:  # first: a long drain must not delay or lose it
+            await self.cluster.leave()
         await self.server.drain(drain_timeout)
         await self.ws.aclose()
         await self.subscriptions.aclose()
@@ -311,6 +373,9 @@ class LassoApp:
                 pass
         await self.ws_upstreams.aclose()
         await self.pools.aclose()
+        await self.clients.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.snapshots is not None:
             self.snapshots.write(self.metrics, self.runtime)
 

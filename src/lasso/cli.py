@@ -1,4 +1,4 @@
-"""The ``lasso`` command: serve, demo, check-config, sim, probe."""
+"""The ``lasso`` command: serve, demo, check-config, sim, probe, keys."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from lasso.config import DEMO_PROFILE, default_profile_slug
 from lasso.kernel.methods import KNOWN_METHODS
 from lasso.logs import LEVELS
 from lasso.net.busypoll import MAX_BUSY_POLL_US
+from lasso.server.limits import DEFAULT_MAX_BATCH, MAX_BATCH_LIMIT
 
 if TYPE_CHECKING:  # imported when serving, not for `lasso --help`
     from lasso.app import Settings
@@ -56,14 +57,50 @@ def _env_flag(name: str) -> bool | None:
     raise SystemExit(f"lasso: environment variable {name}={raw!r} is not a yes/no value")
 
 
-def _env_int(name: str, default: int) -> int:
+MAX_PORT = 65535
+MAX_WORKERS = 256
+
+
+class UsageError(Exception):
+    """A bad flag or environment value: ``main`` prints ``lasso: <message>`` and exits 2."""
+
+
+def env_int(name: str, default: int, lo: int, hi: int) -> int:
+    """The integer in environment variable ``name`` (unset or empty: ``default``).
+
+    Raises:
+        UsageError: the value is not an integer in ``lo..hi``.
+    """
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw.strip(), 10)
     except ValueError:
-        raise SystemExit(f"lasso: environment variable {name}={raw!r} is not an integer") from None
+        raise UsageError(f"environment variable {name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise UsageError(f"environment variable {name}={raw!r} must be between {lo} and {hi}")
+    return value
+
+
+def ranged_int(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``lo..hi`` (argparse reports anything else)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what or 'value'} {value} is not in {lo}..{hi}")
+        return value
+
+    parse.__name__ = what or "integer"
+    return parse
+
+
+port_number = ranged_int(0, MAX_PORT, "port")
+"""The argparse type of every port flag: 0 (any free port) to 65535."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -97,17 +134,25 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", default=None, help="bind address (env LASSO_HOST; default 127.0.0.1)"
     )
-    serve.add_argument("--port", type=int, default=None, help="port (env PORT; default 4000)")
+    serve.add_argument(
+        "--port", type=port_number, default=None, help="port (env PORT; default 4000)"
+    )
     serve.add_argument(
         "--node-id", default=None, help="node id, e.g. a region (env LASSO_NODE_ID; default local)"
     )
     add_log_level(serve, "info")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=ranged_int(1, MAX_WORKERS, "workers"),
         default=None,
         help="SO_REUSEPORT worker processes sharing breaker/rate-limit/latency state "
         "(env LASSO_WORKERS; default 1)",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=ranged_int(1, MAX_BATCH_LIMIT, "batch size"),
+        default=None,
+        help="most requests in one JSON-RPC batch (env LASSO_MAX_BATCH; default 1000)",
     )
     serve.add_argument(
         "--busy-poll-us",
@@ -117,9 +162,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "sleeping: lower latency at low concurrency for CPU (env LASSO_BUSY_POLL_US; "
         "default 0 = off; see docs/performance.md)",
     )
+    serve.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one hostile-client/upstream limit, e.g. max_connections=20000 "
+        "(repeatable; env LASSO_<NAME>; see docs/configuration.md#limits)",
+    )
 
     demo = sub.add_parser("demo", help="run the proxy in front of a simulated provider fleet")
-    demo.add_argument("--port", type=int, default=None, help="proxy port (default 4000)")
+    demo.add_argument(
+        "--port", type=port_number, default=None, help="proxy port (env PORT; default 4000)"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument(
         "--nodes",
@@ -154,6 +209,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(sim)
 
+    keys = sub.add_parser("keys", help="client API keys for a profile's auth.keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    new_key = keys_sub.add_parser("new", help="print a fresh random key and its key_sha256 entry")
+    new_key.add_argument("--id", default=None, help="the key's id in the entry (default: client)")
+
     probe = sub.add_parser(
         "probe", help="probe a provider: methods, limits, batches, archive, subscriptions"
     )
@@ -173,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    try:
+        return _run(parser, args)
+    except UsageError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return check_config(
             args.profiles or os.environ.get("LASSO_PROFILES_DIR") or DEFAULT_PROFILES_DIR
@@ -182,11 +250,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from lasso.demo import run_demo
 
+        if args.port is None:
+            args.port = env_int("PORT", 4000, 0, MAX_PORT)
+
         return run_demo(args)
     if args.command == "sim":
         from lasso.sim import cli as sim_cli
 
         return int(sim_cli.run(args))
+    if args.command == "keys":
+        from lasso.auth.keys_cli import run_keys
+
+        return run_keys(args)
     if args.command == "probe":
         from lasso import probe_cli
 
@@ -220,6 +295,8 @@ def check_config(directory: str) -> int:
 def serve(args: argparse.Namespace) -> int:
     from lasso.app import Settings, install_uvloop
     from lasso.logs import setup_logging
+    from lasso.net.limits import Limits
+    from lasso.net.redis_link import redis_url_from_env
     from lasso.profiles import ConfigError, load_profiles
 
     node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
@@ -242,19 +319,54 @@ def serve(args: argparse.Namespace) -> int:
         with_demo = bool(named)
     exclude = () if with_demo else (DEMO_PROFILE,)
     busy_poll = (
-        args.busy_poll_us if args.busy_poll_us is not None else _env_int("LASSO_BUSY_POLL_US", 0)
+        args.busy_poll_us
+        if args.busy_poll_us is not None
+        else env_int("LASSO_BUSY_POLL_US", 0, 0, MAX_BUSY_POLL_US)
     )
     if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
         print(f"lasso: --busy-poll-us must be between 0 and {MAX_BUSY_POLL_US}", file=sys.stderr)
         return 2
+    try:
+        limits = Limits.from_sources(os.environ, args.limit)
+        redis_url = redis_url_from_env(os.environ)
+    except ValueError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
+        redis_url=redis_url,
         node_id=node_id,
         host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
-        port=args.port if args.port is not None else _env_int("PORT", 4000),
+        port=args.port if args.port is not None else env_int("PORT", 4000, 0, MAX_PORT),
         cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
         busy_poll_us=busy_poll,
+        limits=limits,
         default_profile=args.default_profile or os.environ.get("LASSO_DEFAULT_PROFILE") or None,
+        max_batch=(
+            args.max_batch
+            if args.max_batch is not None
+            else env_int("LASSO_MAX_BATCH", DEFAULT_MAX_BATCH, 1, MAX_BATCH_LIMIT)
+        ),
     )
+    worker = os.environ.get("LASSO_WORKER_INDEX")
+    if worker is not None and os.environ.get("LASSO_SHARED_STATE"):
+        settings.worker_index = env_int("LASSO_WORKER_INDEX", 0, 0, MAX_WORKERS - 1)
+        settings.workers = env_int("LASSO_WORKER_COUNT", 1, 1, MAX_WORKERS)
+        settings.shared_state = os.environ["LASSO_SHARED_STATE"]
+        settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
+    if settings.cluster_url:
+        from lasso.cluster.transport import default_interval_s
+
+        try:
+            default_interval_s()
+        except ValueError as exc:
+            print(f"lasso: {exc}", file=sys.stderr)
+            return 2
+    workers = (
+        args.workers if args.workers is not None else env_int("LASSO_WORKERS", 1, 1, MAX_WORKERS)
+    )
+    if workers > 1 and settings.port == 0:
+        print("lasso: --workers needs a fixed --port (not 0)", file=sys.stderr)
+        return 2
     try:
         profiles = load_profiles(directory, exclude=exclude, known_methods=KNOWN_METHODS)
     except ConfigError as exc:
@@ -280,22 +392,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lasso: {exc}", file=sys.stderr)
         return 1
-    if settings.cluster_url:
-        from lasso.cluster.transport import default_interval_s
-
-        try:
-            default_interval_s()
-        except ValueError as exc:
-            print(f"lasso: {exc}", file=sys.stderr)
-            return 2
-    workers = args.workers if args.workers is not None else _env_int("LASSO_WORKERS", 1)
-    if workers < 1:
-        print("lasso: --workers must be at least 1", file=sys.stderr)
-        return 2
     if workers > 1:
-        if settings.port == 0:
-            print("lasso: --workers needs a fixed --port (not 0)", file=sys.stderr)
-            return 2
         from lasso.server.workers import supervise
 
         argv = ["serve", "--profiles", directory, "--host", settings.host]
@@ -303,13 +400,10 @@ def serve(args: argparse.Namespace) -> int:
         argv += ["--demo-profile" if with_demo else "--no-demo-profile"]
         if settings.default_profile:
             argv += ["--default-profile", settings.default_profile]
+        argv += ["--max-batch", str(settings.max_batch)]
+        argv += [f"--limit={flag}" for flag in args.limit]
         channels = sum(2 * len(c.providers) for p in profiles.values() for c in p.chains.values())
         return supervise(argv, workers, channels)
-    worker = os.environ.get("LASSO_WORKER_INDEX")
-    if worker is not None and os.environ.get("LASSO_SHARED_STATE"):
-        settings.worker_index = int(worker)
-        settings.shared_state = os.environ["LASSO_SHARED_STATE"]
-        settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
     install_uvloop()
     return asyncio.run(_serve(profiles, settings, directory, exclude))
 
@@ -373,6 +467,13 @@ async def _serve(
             return
         except OSError as exc:
             log.error("reload failed", extra={"event": "config.reload_rejected", "error": str(exc)})
+            return
+        except Exception as exc:  # a loader bug must not end the reload task unhandled
+            log.error(
+                "reload failed; keeping the last good profiles",
+                exc_info=True,
+                extra={"event": "config.reload_rejected", "error": repr(exc)[:500]},
+            )
             return
         try:
             await app.reload(new)

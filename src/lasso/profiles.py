@@ -2,8 +2,9 @@
 
 One file per profile (CONTRACT §2, reference §9). A file may open with front matter
 between two ``---`` lines (``name``, ``slug``, ``rps_limit``, ``burst_limit``, ``logo``,
-``unlisted``, ``api_keys``); the rest is the body, which holds ``chains:``. A file with no
-front matter is the legacy format: chains only. Comments may precede the opening ``---``.
+``unlisted``, ``auth``: :mod:`lasso.profiles_auth`); the rest is the body, which holds
+``chains:``. A file with no front matter is the legacy format: chains only. Comments may
+precede the opening ``---``.
 
 Every problem in every file is collected first, then one :class:`ConfigError` lists them
 all, one ``file:line: key.path: message`` per line, lines being the real lines of the file.
@@ -58,6 +59,7 @@ from lasso.config import (
     ProviderConfig,
     canonical_strategy,
 )
+from lasso.profiles_auth import parse_clients
 from lasso.profiles_schema import (
     IDENT_RULE,
     Reporter,
@@ -110,7 +112,7 @@ RULE_CATEGORIES = frozenset(
 MIN_RECOVERY_PROBE_INTERVAL_MS = 100
 """The smallest ``monitoring.recovery_probe_interval_ms`` a profile may set."""
 
-FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "api_keys")
+FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "auth")
 CHAIN_KEYS = (
     "chain_id name aliases url_aliases block_time_ms monitoring selection websocket routing "
     "ui-topology providers"
@@ -251,6 +253,9 @@ def parse_profile(
     return profile
 
 
+_API_KEYS_HINT = "replaced by 'auth.keys': a list of {id, key or key_sha256}; see docs/security.md"
+
+
 def _as_strategy(rep: Reporter, node: YNode, path: str) -> str | None:
     text = as_str(rep, node, path)
     if text is None:
@@ -280,7 +285,8 @@ def _build_profile(
 ) -> ProfileConfig:
     """Check one file's front matter (``None``: legacy file) and body; build the profile."""
     body_hint = "chains belong in the body, after the closing '---'"
-    fm = Section(rep, front, "", FRONT_MATTER_KEYS, line=front_line, hints={"chains": body_hint})
+    hints = {"chains": body_hint, "api_keys": _API_KEYS_HINT}
+    fm = Section(rep, front, "", FRONT_MATTER_KEYS, line=front_line, hints=hints)
     slug = fm.get("slug", as_str)
     if slug is not None and slug != stem:
         rep.error(fm.key_line("slug"), "slug", f"slug {slug!r} must equal the file name {stem!r}")
@@ -303,11 +309,9 @@ def _build_profile(
         chains = _build_chains(rep, top)
     values = {
         "name": fm.get("name", as_str) or stem,
-        "rps_limit": fm.get("rps_limit", as_int, 1),
-        "burst_limit": fm.get("burst_limit", as_int, 1),
         "logo": fm.get("logo", as_str),
         "unlisted": fm.get("unlisted", as_bool),
-        "api_keys": fm.get("api_keys", as_strs),
+        **parse_clients(rep, fm, chains if body_ok else None),  # rps_limit, burst_limit, auth
     }
     return ProfileConfig(
         slug=stem, source=source, chains=MappingProxyType(chains), **_given(values)

@@ -5,7 +5,9 @@ constructed from tags) and turns the node graph into a small tree of :class:`YMa
 :class:`YSeq` and :class:`YScalar` values that keep their 1-based line. On the way it
 substitutes ``${VAR}``, ``${VAR:-default}`` (unset or empty) and ``${VAR-default}`` (unset)
 in scalar values, reports duplicate keys, expands ``<<`` merge keys (explicit keys win),
-and refuses recursive or exponentially aliased documents.
+and refuses recursive or exponentially aliased documents and collections nested deeper
+than :data:`MAX_DEPTH` (checked on the event stream before composing, since PyYAML's
+composer recurses once per level).
 
 The ``as_*`` checks and :class:`Section` read that tree the way :mod:`lasso.profiles` needs
 it: every problem goes to a :class:`Reporter` as ``(line, key path, message)`` and the
@@ -412,6 +414,10 @@ _COLLECTION_TAGS = (
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 )
 _MAX_NODES = 100_000  # aliases can expand exponentially ("billion laughs")
+MAX_DEPTH = 64
+"""Deepest nesting of collections a profile may use (a real one needs about 8)."""
+_OPEN_EVENTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE_EVENTS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 _PLACEHOLDER = re.compile(r"\$\{([^{}]*)\}")
 _PLACEHOLDER_SPEC = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)(.*))?", re.DOTALL)
 
@@ -427,6 +433,10 @@ def read_tree(text: str, rep: Reporter, env: Mapping[str, str]) -> tuple[YNode |
     fragment with newlines. Returns ``ok=False`` after a syntax error (already reported).
     """
     try:
+        deep = _too_deep(text)
+        if deep is not None:
+            rep.error(deep, "", f"nested deeper than {MAX_DEPTH} levels")
+            return None, False
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -450,6 +460,24 @@ def read_tree(text: str, rep: Reporter, env: Mapping[str, str]) -> tuple[YNode |
         return None, False
 
 
+def _too_deep(text: str) -> int | None:
+    """The line of the first collection nested deeper than :data:`MAX_DEPTH`, else None.
+
+    PyYAML's parser is iterative, so this is safe on any input; syntax errors raise as
+    they would from ``yaml.compose``.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, _OPEN_EVENTS):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                return mark.line + 1 if mark is not None else 1
+        elif isinstance(event, _CLOSE_EVENTS):
+            depth -= 1
+    return None
+
+
 class _TreeBuilder:
     def __init__(self, rep: Reporter, env: Mapping[str, str]) -> None:
         self.rep = rep
@@ -459,12 +487,15 @@ class _TreeBuilder:
         self.budget = _MAX_NODES
         self.active: set[int] = set()  # collections being built: a revisit is a cycle
 
-    def build(self, node: yaml.Node, path: str, line: int) -> YNode:
+    def build(self, node: yaml.Node, path: str, line: int, depth: int = 0) -> YNode:
         self.budget -= 1
         if self.budget < 0:
             raise _TooLarge
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
+        if depth >= MAX_DEPTH:  # only aliases can get here: the text itself was checked
+            self.rep.error(node.start_mark.line + 1, path, f"nested deeper than {MAX_DEPTH} levels")
+            return YScalar(None, line, bad=True)
         if node.tag not in _COLLECTION_TAGS:
             self.rep.error(node.start_mark.line + 1, path, f"unsupported YAML tag {node.tag!r}")
             return YScalar(None, line, bad=True)
@@ -475,16 +506,18 @@ class _TreeBuilder:
         try:
             if isinstance(node, yaml.SequenceNode):
                 items = tuple(
-                    self.build(item, join(path, i), item.start_mark.line + 1)
+                    self.build(item, join(path, i), item.start_mark.line + 1, depth + 1)
                     for i, item in enumerate(node.value)
                 )
                 return YSeq(items, line)
             assert isinstance(node, yaml.MappingNode)
-            return YMap(self.mapping(node, path), line)
+            return YMap(self.mapping(node, path, depth), line)
         finally:
             self.active.discard(id(node))
 
-    def mapping(self, node: yaml.MappingNode, path: str) -> dict[str, tuple[int, YNode]]:
+    def mapping(
+        self, node: yaml.MappingNode, path: str, depth: int = 0
+    ) -> dict[str, tuple[int, YNode]]:
         entries: dict[str, tuple[int, YNode]] = {}
         merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
@@ -500,7 +533,10 @@ class _TreeBuilder:
                 first = entries[key][0]
                 self.rep.error(key_line, join(path, key), f"duplicate key (first at line {first})")
                 continue
-            entries[key] = (key_line, self.build(value_node, join(path, key), key_line))
+            entries[key] = (
+                key_line,
+                self.build(value_node, join(path, key), key_line, depth + 1),
+            )
         for merge in merges:  # YAML merge keys: explicit keys win, then earlier sources
             sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
             for source in sources:
@@ -508,7 +544,7 @@ class _TreeBuilder:
                     line = source.start_mark.line + 1
                     self.rep.error(line, path, "'<<' merges only mappings")
                     continue
-                for key, entry in self.mapping(source, path).items():
+                for key, entry in self.mapping(source, path, depth).items():
                     entries.setdefault(key, entry)
         return entries
 

@@ -275,3 +275,22 @@ def test_resolved_routes_are_frozen(resolver: RouteResolver) -> None:
     got = _ok(resolver.resolve(_req("/rpc/ethereum")))
     with pytest.raises(AttributeError):
         got.strategy = "fastest"  # type: ignore[misc]
+
+
+def test_routes_carry_the_profiles_gate_and_follow_reloads() -> None:
+    """A gated profile's route carries its gate (cached with the path, renewed with the
+    runtime); an open profile's carries none, as does a resolver given no gates."""
+    from lasso.auth import ClientAccess
+
+    gated = PUBLIC.replace("slug: public\n", "slug: public\nrps_limit: 5\n")
+    current = [_runtime(gated, TEAM)]
+    access = ClientAccess({p.config.slug: p.config for p in current[0].profiles.values()})
+    resolver = RouteResolver(lambda: current[0], gates=access.gate)
+    first = _ok(resolver.resolve(_req("/rpc/ethereum")))
+    assert first.gate is access.gate("public") and first.gate is not None
+    assert _ok(resolver.resolve(_req("/rpc/profile/team/other"))).gate is None
+    current[0] = _runtime(gated, TEAM)
+    access.reload({p.config.slug: p.config for p in current[0].profiles.values()})
+    second = _ok(resolver.resolve(_req("/rpc/ethereum")))
+    assert second.gate is access.gate("public") and second.gate is not first.gate
+    assert _ok(RouteResolver(lambda: current[0]).resolve(_req("/rpc/ethereum"))).gate is None

@@ -99,7 +99,7 @@ async def test_provider_override_from_query_and_header(
         (b'{"jsonrpc":"2.0","id":1}', 400, -32600),
         (b'{"jsonrpc":"1.0","id":1,"method":"eth_blockNumber"}', 400, -32600),
         (b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":5}', 400, -32602),
-        (orjson.dumps([BN] * 51), 400, -32600),
+        (orjson.dumps([BN] * 1001), 400, -32600),
     ],
     ids=[
         "malformed",
@@ -108,7 +108,7 @@ async def test_provider_override_from_query_and_header(
         "no-method",
         "bad-version",
         "scalar-params",
-        "batch-51",
+        "batch-1001",
     ],
 )
 async def test_invalid_requests_get_the_contract_errors(

@@ -17,6 +17,13 @@ The exchange is a narrow seam (:class:`Exchange`) with two implementations:
 The exchange counts as working only while our own heartbeats come back to us (NATS
 delivers a publisher's messages to its own subscriptions), which checks the whole round
 trip rather than only the TCP connection.
+
+Leaving: :meth:`ClusterNode.leave` stops the heartbeat and publishes a leave notice,
+flushed to the server; the others drop the member at once. The app calls it first thing
+on shutdown, before draining, so neither a long drain nor the SIGKILL that ends a
+Kubernetes grace period can lose it, and no heartbeat can follow it (NATS keeps one
+publisher's messages in order). The replacement process, with the same ``node_id`` and the
+same or a new instance, joins with its first heartbeat.
 """
 
 from __future__ import annotations
@@ -327,6 +334,7 @@ class ClusterNode:
         self._task: asyncio.Task[None] | None = None
         self._connect: asyncio.Task[None] | None = None
         self._subscribed = False
+        self.left = False
 
     @classmethod
     def over_nats(
@@ -373,9 +381,31 @@ class ClusterNode:
         self._connect = loop.create_task(self._connect_forever())
         self._task = loop.create_task(self._heartbeat())
 
-    async def stop(self, *, leave: bool = True) -> None:
-        """Stop heartbeating; with ``leave`` tell the others first (a graceful shutdown
-        shows as ``left`` rather than as a silent node)."""
+    async def leave(self) -> bool:
+        """Stop heartbeating and tell the others this process is going (idempotent).
+
+        The view keeps receiving the others' heartbeats. Returns whether the notice
+        reached the server (else the others see this process go silent).
+        """
+        if self.left:
+            return False
+        self.left = True
+        await self._cancel_tasks()
+        if not (self._subscribed and self.exchange.is_connected()):
+            return False
+        try:
+            await self.exchange.publish(SUBJECT, self._leave_message())
+            await asyncio.wait_for(self.exchange.flush(1.0), 2.0)
+        except Exception as exc:  # the others notice the silence anyway
+            log.warning(
+                "cluster leave notice not sent",
+                extra={"event": "cluster.leave_failed", "error": repr(exc)},
+            )
+            return False
+        log.info("left the cluster", extra={"event": "cluster.left", "instance": self.instance})
+        return True
+
+    async def _cancel_tasks(self) -> None:
         for task in (self._task, self._connect):
             if task is not None:
                 task.cancel()
@@ -385,12 +415,14 @@ class ClusterNode:
                     await task
                 except (asyncio.CancelledError, Exception):
                     pass
-        try:
-            if leave and self._subscribed and self.exchange.is_connected():
-                await self.exchange.publish(SUBJECT, self._leave_message())
-                await asyncio.wait_for(self.exchange.flush(0.5), 1.0)
-        except Exception as exc:  # best effort: the others notice the silence anyway
-            log.debug("leave notice not sent", extra={"error": repr(exc)})
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop heartbeating and close the exchange; with ``leave`` (unless
+        :meth:`leave` already ran) tell the others first."""
+        if leave:
+            await self.leave()
+        else:
+            await self._cancel_tasks()
         try:
             await asyncio.wait_for(self.exchange.close(), 2.0)
         except Exception as exc:
@@ -474,8 +506,12 @@ class ClusterNode:
             raw = orjson.loads(data)
             kind = raw.get("type") if isinstance(raw, dict) else None
             if kind == "leave":
-                if raw.get("instance") != self.instance:
-                    self.view.leave(str(raw.get("node_id")), str(raw.get("instance")))
+                node_id, instance = str(raw.get("node_id")), str(raw.get("instance"))
+                if instance != self.instance and self.view.leave(node_id, instance):
+                    log.info(
+                        "cluster member left",
+                        extra={"event": "cluster.member_left", "member": f"{node_id}/{instance}"},
+                    )
                 return
             if isinstance(raw, dict) and raw.get("instance") == self.instance:
                 if raw.get("node_id") == self.node.node_id:
@@ -510,7 +546,7 @@ class ClusterNode:
         )
         by = view.region_counts()
         for region in view.regions():
-            for status in ("responding", "unresponsive", "left"):
+            for status in ("responding", "unresponsive"):
                 nodes.add_metric([node, region, status], float(by.get((region, status), 0)))
         yield nodes
         connected = GaugeMetricFamily(
@@ -531,9 +567,10 @@ class ClusterNode:
         yield messages
 
     def __repr__(self) -> str:
-        c = self.view.counts()
+        view = self.view
+        c = view.counts()
         return (
             f"<ClusterNode {self.node.node_id}/{self.instance} exchange={self.exchange.name} "
             f"connected={self.view.connected} responding={c['responding']} "
-            f"unresponsive={c['unresponsive']} left={c['left']}>"
+            f"unresponsive={c['unresponsive']} departed={view.departed}>"
         )

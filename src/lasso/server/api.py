@@ -54,6 +54,8 @@ class OpsApi:
         metrics: the node's counters and Prometheus exposition.
         cluster: the cluster status (:class:`~lasso.server.node.Standalone` alone).
         pages: the dashboard's handler; without it those paths are 404.
+        clients: a profile slug to its per-client view (``/api/clients``,
+            :meth:`lasso.auth.ClientAccess.view`); without it that path is 404.
     """
 
     def __init__(
@@ -64,12 +66,14 @@ class OpsApi:
         metrics: Metrics,
         cluster: ClusterStatus,
         pages: Pages | None = None,
+        clients: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.node = node
         self.runtime = runtime
         self.metrics = metrics
         self.cluster_status = cluster
         self.pages = pages
+        self.client_view = clients
 
     def __repr__(self) -> str:
         return f"<OpsApi node={self.node.node_id} pages={self.pages is not None}>"
@@ -88,6 +92,8 @@ class OpsApi:
             return _json(200, self.cluster())
         if path == "/api/profiles":
             return _json(200, self.profiles())
+        if path == "/api/clients" and self.client_view is not None:
+            return self.clients(_query(req))
         if path == "/":
             return Response(302, b"", headers=[("Location", "/dashboard")])
         if self.pages is not None and (
@@ -120,6 +126,14 @@ class OpsApi:
                 for slug, p in self.runtime().profiles.items()
             ]
         }
+
+    def clients(self, q: dict[str, str]) -> Response:
+        """Per-client counts of a profile (``?profile=``): key ids only, never a secret."""
+        prof = self._profile_or_error(q)
+        if isinstance(prof, Response):
+            return prof
+        assert self.client_view is not None
+        return _json(200, self.client_view(prof.config.slug))
 
     def _profile_or_error(self, q: dict[str, str]) -> ProfileRuntime | Response:
         runtime = self.runtime()

@@ -28,6 +28,11 @@ A request without a query string and without those two headers resolves from its
 alone: that answer is cached per path (bounded) for the current runtime, so the HTTP hot
 path pays two dict lookups. A rule that reads anything else of the request (say, an API
 key) must run before that cache.
+
+The route also carries the profile's client checks (``gate``, :mod:`lasso.auth`), or
+``None`` for a profile without ``auth`` and ``rps_limit``. They read the request's
+credentials and address, so the endpoints run them per request after resolution: the
+cached part is only *which* gate applies (gates are rebuilt with the runtime on reload).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from urllib.parse import parse_qs
 from lasso.config import canonical_strategy
 
 if TYPE_CHECKING:
+    from lasso.auth.gate import ProfileGate
     from lasso.net.http_server import HttpRequest
     from lasso.server.runtime import ChainRuntime, Runtime
 
@@ -102,12 +108,14 @@ class ResolvedRoute:
         strategy: the canonical strategy name.
         provider_id: the provider override, or ``None``.
         meta: ``"headers"``, ``"body"`` or ``""`` (no ``include_meta``).
+        gate: the profile's client checks, or ``None`` when it has none.
     """
 
     rt: ChainRuntime
     strategy: str
     provider_id: str | None
     meta: str
+    gate: ProfileGate | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,12 +133,19 @@ class RouteResolver:
 
     Args:
         runtime: the runtime serving now (reloads swap it; the cache follows).
+        gates: a profile slug to its client checks (``None``: the profile has none);
+            without it no route carries a gate.
     """
 
-    __slots__ = ("_runtime", "_cached_for", "_cache", "_paths")
+    __slots__ = ("_runtime", "_gates", "_cached_for", "_cache", "_paths")
 
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        gates: Callable[[str], ProfileGate | None] | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._gates = gates
         self._cached_for: Runtime | None = None
         self._cache: dict[str, ResolvedRoute | Rejection] = {}
         self._paths: dict[str, RpcRoute | None] = {}  # parsing does not need the runtime
@@ -226,4 +241,5 @@ class RouteResolver:
             strategy=strategy,
             provider_id=provider_id,
             meta=meta if meta in _META_MODES else "",
+            gate=self._gates(profile.config.slug) if self._gates is not None else None,
         )

@@ -47,8 +47,9 @@ def instance_key(provider: ProviderConfig) -> str:
 class PoolRegistry:
     """Upstream HTTP pools shared by instance key, kept across reloads."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_response_size: int = 128 * 1024 * 1024) -> None:
         self._pools: dict[str, HttpUpstreamPool] = {}
+        self.max_response_size = max_response_size  # Limits.max_upstream_response
 
     def get(self, provider: ProviderConfig) -> HttpUpstreamPool | None:
         if not provider.url:
@@ -56,7 +57,11 @@ class PoolRegistry:
         key = instance_key(provider)
         pool = self._pools.get(key)
         if pool is None:
-            pool = HttpUpstreamPool(provider.url, headers=dict(provider.headers))
+            pool = HttpUpstreamPool(
+                provider.url,
+                headers=dict(provider.headers),
+                max_response_size=self.max_response_size,
+            )
             self._pools[key] = pool
         return pool
 

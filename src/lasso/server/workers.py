@@ -54,6 +54,12 @@ class WorkerSnapshots:
         self.dir = Path(directory)
         self.index = index
         self.path = self.dir / f"worker-{index}.json"
+        self._sources: dict[str, Callable[[], Any]] = {}
+
+    def include(self, name: str, source: Callable[[], Any]) -> None:
+        """Add ``source()`` (JSON-ready) to every snapshot under ``name`` (other components'
+        counters, such as the client counters of :mod:`lasso.auth`)."""
+        self._sources[name] = source
 
     def snapshot(self, metrics: Metrics, runtime: Runtime) -> dict[str, Any]:
         """This worker's counters (``metrics`` and the routers of ``runtime``) as plain
@@ -76,6 +82,7 @@ class WorkerSnapshots:
             "failovers": [[*k, n] for k, n in m.failovers.items()],
             "hedges": [[*k, n] for k, n in m.hedges.items()],
             "upstream": upstream,
+            **{name: source() for name, source in self._sources.items()},
         }
 
     def write(self, metrics: Metrics, runtime: Runtime) -> None:
@@ -140,6 +147,7 @@ async def _supervise(argv: list[str], n: int, shm_name: str, directory: str) -> 
         env = dict(os.environ)
         env.update(
             LASSO_WORKERS="1",
+            LASSO_WORKER_COUNT=str(n),
             LASSO_WORKER_INDEX=str(index),
             LASSO_SHARED_STATE=shm_name,
             LASSO_WORKER_DIR=directory,
