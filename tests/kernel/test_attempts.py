@@ -94,3 +94,16 @@ def test_rate_limited_last_answer_carries_its_hint() -> None:
     err = exhausted_error(limited, "a", ["a"], 5.0)
     assert err["data"]["retry_after_ms"] == 3_600_000
     assert err["data"]["last_error"]["code"] == -32005
+
+
+def test_usual_facts_and_answers_are_shared_values() -> None:
+    """A result's fact and answer are built once per attempt number; others are new."""
+    from lasso.kernel.attempts import answer, answered
+    from lasso.kernel.judge import ACCEPTED
+
+    assert answered(2, ACCEPTED) is answered(2, ACCEPTED)
+    assert answer(2, ACCEPTED) is answer(2, ACCEPTED)
+    assert answered(40, ACCEPTED) == answered(40, ACCEPTED)  # past the table: equal values
+    assert answered(40, ACCEPTED) is not answered(40, ACCEPTED)
+    failed = Judgement(ok=False, category=Category.SERVER_ERROR)
+    assert answered(0, failed).judgement is failed and answer(0, failed).judgement is failed

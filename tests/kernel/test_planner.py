@@ -414,6 +414,30 @@ def test_two_hedges_are_staggered() -> None:
     assert p.next(clock.now()) == Wait(until=pytest.approx(p.deadline))  # cap reached
 
 
+def test_no_hedge_past_the_dispatch_cap_or_the_deadline() -> None:
+    """A hedge that falls due with no send left, or too close to the deadline, is not sent."""
+    clock = FakeClock()
+    one_send = DispatchPolicy(
+        name="one_send_read",
+        max_dispatches=1,
+        replay_safe=True,
+        writes=False,
+        hedge=True,
+        first_share=None,
+    )
+    p = planner(cands("a", "b"), clock, policy=one_send, hedge=HEDGE)
+    assert p.may_hedge
+    dispatch(p, clock)
+    clock.advance(0.1)
+    assert p.next(clock.now()) == Wait(until=pytest.approx(p.deadline))
+    late = planner(cands("a", "b"), clock, hedge=HedgeConfig(delay_ms=995), budget_s=1.0)
+    dispatch(late, clock)
+    clock.advance(0.995)
+    assert late.next(clock.now()) == Wait(until=pytest.approx(late.deadline))
+    assert late.hedges == 0
+    assert not planner(cands("a", "b"), clock, policy=WRITE, hedge=HEDGE).may_hedge
+
+
 def test_no_second_hedge_without_another_provider() -> None:
     """A second hedge falls due with every provider tried: the request just waits."""
     clock = FakeClock()
