@@ -248,13 +248,7 @@ def test_capability_then_nothing_left_is_exhausted() -> None:
     "fact",
     [
         TimedOut(attempt=0),
-        TransportFailed(
-            attempt=0,
-            category=Category.NETWORK_ERROR,
-            message="Upstream connection lost",
-            dispatched=True,
-            provider_fault=True,
-        ),  # fmt: skip
+        lost(0),
         Answered(attempt=0, judgement=SERVER),
         Cancelled(attempt=0),
     ],
@@ -529,20 +523,8 @@ OUTCOMES = {
     "quota": lambda n: Answered(attempt=n, judgement=QUOTA),
     "capability": lambda n: Answered(attempt=n, judgement=CAPABILITY),
     "missing": lambda n: Answered(attempt=n, judgement=MISSING),
-    "reset": lambda n: TransportFailed(
-        attempt=n,
-        category=Category.NETWORK_ERROR,
-        message="lost",
-        dispatched=True,
-        provider_fault=True,
-    ),  # fmt: skip
-    "refused_conn": lambda n: TransportFailed(
-        attempt=n,
-        category=Category.NETWORK_ERROR,
-        message="refused",
-        dispatched=False,
-        provider_fault=True,
-    ),  # fmt: skip
+    "reset": lambda n: lost(n),
+    "refused_conn": lambda n: lost(n, dispatched=False),
     "timeout": lambda n: TimedOut(attempt=n),
     "cancelled": lambda n: Cancelled(attempt=n),
 }
