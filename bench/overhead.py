@@ -45,6 +45,11 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 ALL_CONTENDERS = ("direct", "floor", "lean-floor", "lasso")
+KEYED = "lasso-key"
+"""Lasso with a client key on every request and a per-key limit (never reached): what the
+key check and the limit add to a hop (docs/security.md). Add it with --contenders."""
+KNOWN_CONTENDERS = (*ALL_CONTENDERS, KEYED)
+BENCH_KEY = "lasso_bench-overhead-key-000000000000"
 
 DEFAULT_LASSO_CMD = "{root}/.venv/bin/lasso serve --profiles {profiles} --port {port}"
 DEFAULT_PROFILE_TEMPLATE = """\
@@ -93,16 +98,22 @@ def request_body(method: str, request_id: int = 1) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def wrk_lua_script(body: bytes) -> str:
-    """wrk script: POST ``body``; ``done()`` prints one JSON line prefixed with WRK_MARKER."""
+def wrk_lua_script(body: bytes, headers: Mapping[str, str] | None = None) -> str:
+    """wrk script: POST ``body`` (with ``headers``); ``done()`` prints one JSON line prefixed
+    with WRK_MARKER."""
     text = body.decode()
     if "]==]" in text:
         raise ValueError("body must not contain ']==]'")
+    extra = ""
+    for name, value in (headers or {}).items():
+        if "]==]" in name + value:
+            raise ValueError("headers must not contain ']==]'")
+        extra += f"wrk.headers[ [==[{name}]==] ] = [==[{value}]==]\n"
     return f"""\
 wrk.method = "POST"
 wrk.body = [==[{text}]==]
 wrk.headers["Content-Type"] = "application/json"
-
+{extra}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -117,6 +128,19 @@ done = function(summary, latency, requests)
     latency:percentile(99), latency:percentile(99.9)))
 end
 """
+
+
+def keyed_profile(text: str, key: str) -> str:
+    """``text`` (a profile with front matter) requiring ``key`` and limiting it far above
+    any load the benchmark makes (so the limit runs on every request and never refuses)."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        raise ValueError("the profile needs front matter")
+    block = (
+        "rps_limit: 1000000\nburst_limit: 1000000\n"
+        f"auth:\n  keys:\n    - id: bench\n      key: {key}\n"
+    )
+    return lines[0] + block + "".join(lines[1:])
 
 
 def parse_wrk_output(text: str) -> dict[str, Any]:
@@ -480,7 +504,7 @@ def wait_ready(proc: Proc, port: int, probe: str, timeout: float, body: bytes) -
     raise Unavailable(f"not ready after {timeout:.0f} s ({probe}: {last})", proc.log_tail())
 
 
-def validate(port: int, path: str, method: str) -> None:
+def validate(port: int, path: str, method: str, headers: Mapping[str, str] | None = None) -> None:
     """Two requests on one keep-alive connection: HTTP 200, jsonrpc 2.0, same id, a result."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
     try:
@@ -489,7 +513,7 @@ def validate(port: int, path: str, method: str) -> None:
                 "POST",
                 path,
                 body=request_body(method, request_id),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **(headers or {})},
             )
             resp = conn.getresponse()
             raw = resp.read()
@@ -526,6 +550,8 @@ class Spec:
     argv: list[str] | None  # None: no process (direct)
     path: str
     probe: str
+    headers: dict[str, str] = field(default_factory=dict)  # on every request (lasso-key)
+    script: Path | None = None  # its wrk script when not the shared one
     reason: str = ""  # set when it is unavailable
     log_tail: str = ""
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -554,11 +580,11 @@ def build_argv(env: Env, name: str, port: int) -> list[str] | None:
         return [py, str(BENCH / "floor_aiohttp.py"), "--port", str(port), "--upstream", up]
     if name == "lean-floor":
         return [py, str(BENCH / "floor_lean.py"), "--port", str(port), "--upstream", up]
-    template = env.args.lasso_cmd if name == "lasso" else env.args.extra[name]
+    template = env.args.lasso_cmd if name in ("lasso", KEYED) else env.args.extra[name]
     text = template.format(
         root=ROOT,
         python=py,
-        profiles=env.workdir / "profiles",
+        profiles=env.workdir / ("profiles-key" if name == KEYED else "profiles"),
         port=port,
         anvil_url=up,
         anvil_port=env.anvil_port,
@@ -579,6 +605,9 @@ def write_profiles(env: Env) -> None:
     pdir = env.workdir / "profiles"
     pdir.mkdir(parents=True, exist_ok=True)
     (pdir / profile_file_name(text)).write_text(text)
+    kdir = env.workdir / "profiles-key"
+    kdir.mkdir(parents=True, exist_ok=True)
+    (kdir / profile_file_name(text)).write_text(keyed_profile(text, BENCH_KEY))
 
 
 def profile_file_name(text: str) -> str:
@@ -594,7 +623,14 @@ def profile_file_name(text: str) -> str:
     return "bench.yml"
 
 
-def run_wrk(env: Env, port: int, path: str, connections: int, duration: float) -> dict[str, Any]:
+def run_wrk(
+    env: Env,
+    port: int,
+    path: str,
+    connections: int,
+    duration: float,
+    script: Path | None = None,
+) -> dict[str, Any]:
     argv = [
         env.args.wrk,
         "-t1",
@@ -603,7 +639,7 @@ def run_wrk(env: Env, port: int, path: str, connections: int, duration: float) -
         "--timeout",
         "5s",
         "-s",
-        str(env.script),
+        str(script or env.script),
         f"http://127.0.0.1:{port}{path}",
     ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -613,11 +649,17 @@ def run_wrk(env: Env, port: int, path: str, connections: int, duration: float) -
 
 
 def measure_window(
-    env: Env, target_pid: int, port: int, path: str, connections: int, duration: float
+    env: Env,
+    target_pid: int,
+    port: int,
+    path: str,
+    connections: int,
+    duration: float,
+    script: Path | None = None,
 ) -> dict[str, Any]:
     """One measured wrk window with CPU of the target and of anvil sampled around it."""
     t0, a0, h0 = tree_cpu_ticks(target_pid), tree_cpu_ticks(env.anvil.pid), host_cpu()
-    wrk = run_wrk(env, port, path, connections, duration)
+    wrk = run_wrk(env, port, path, connections, duration, script)
     t1, a1, h1 = tree_cpu_ticks(target_pid), tree_cpu_ticks(env.anvil.pid), host_cpu()
     n = wrk["requests"]
     busy = (h1[0] - h0[0]) / (h1[1] - h0[1]) * 100 if h1[1] > h0[1] else None
@@ -645,12 +687,12 @@ def run_contender_round(env: Env, spec: Spec) -> dict[str, Any]:
     try:
         if proc is not None:
             wait_ready(proc, port, spec.probe, args.start_timeout, env.body)
-        validate(port, spec.path, args.method)
-        run_wrk(env, port, spec.path, args.connections, args.warmup)
-        hi = measure_window(env, pid, port, spec.path, args.connections, args.duration)
+        validate(port, spec.path, args.method, spec.headers)
+        run_wrk(env, port, spec.path, args.connections, args.warmup, spec.script)
+        hi = measure_window(env, pid, port, spec.path, args.connections, args.duration, spec.script)
         if args.warmup > 0:
-            run_wrk(env, port, spec.path, 1, min(args.warmup, 1.0))
-        lo = measure_window(env, pid, port, spec.path, 1, args.latency_duration)
+            run_wrk(env, port, spec.path, 1, min(args.warmup, 1.0), spec.script)
+        lo = measure_window(env, pid, port, spec.path, 1, args.latency_duration, spec.script)
         rss_kb = tree_peak_rss_kb(pid)
         if proc is not None and proc.popen.poll() is not None:
             raise Unavailable("died during the run", proc.log_tail())
@@ -684,6 +726,9 @@ def make_specs(args: argparse.Namespace) -> list[Spec]:
             specs.append(Spec(name, None, "/", "rpc:/"))
         elif name in ("floor", "lean-floor"):
             specs.append(Spec(name, [], DEFAULT_RPC_PATH, DEFAULT_HEALTH_PATH))
+        elif name == KEYED:
+            headers = {"X-Lasso-Api-Key": BENCH_KEY}
+            specs.append(Spec(name, [], args.rpc_path, args.health_path, headers=headers))
         else:  # lasso and --extra contenders speak the lasso protocol
             specs.append(Spec(name, [], args.rpc_path, args.health_path))
     return specs
@@ -731,7 +776,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--contenders",
         default=",".join(ALL_CONTENDERS),
-        help="comma-separated subset/order of: direct,floor,lean-floor,lasso and --extra names",
+        help="comma-separated subset/order of: direct,floor,lean-floor,lasso,lasso-key and "
+        "--extra names (default: direct,floor,lean-floor,lasso)",
     )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=8.0, help="c=64 window, seconds")
@@ -779,7 +825,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.extra = extra
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     names += [n for n in extra if n not in names]
-    unknown = [n for n in names if n not in ALL_CONTENDERS and n not in extra]
+    unknown = [n for n in names if n not in KNOWN_CONTENDERS and n not in extra]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
     args.contenders = names
@@ -799,6 +845,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         script = workdir / "post.lua"
         script.write_text(wrk_lua_script(body))
+        for spec in specs:
+            if spec.headers:
+                spec.script = workdir / f"post-{spec.name}.lua"
+                spec.script.write_text(wrk_lua_script(body, spec.headers))
         anvil_port = free_port()
         anvil = spawn(
             "anvil",

@@ -2,8 +2,9 @@
 
 One file per profile (CONTRACT §2, reference §9). A file may open with front matter
 between two ``---`` lines (``name``, ``slug``, ``rps_limit``, ``burst_limit``, ``logo``,
-``unlisted``, ``api_keys``); the rest is the body, which holds ``chains:``. A file with no
-front matter is the legacy format: chains only. Comments may precede the opening ``---``.
+``unlisted``, ``auth``: :mod:`lasso.profiles_auth`); the rest is the body, which holds
+``chains:``. A file with no front matter is the legacy format: chains only. Comments may
+precede the opening ``---``.
 
 Every problem in every file is collected first, then one :class:`ConfigError` lists them
 all, one ``file:line: key.path: message`` per line, lines being the real lines of the file.
@@ -34,14 +35,15 @@ Decisions where the reference is loose or surprising:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from lasso.config import (
     MAX_BROADCAST,
@@ -53,16 +55,19 @@ from lasso.config import (
     ChainConfig,
     ErrorRule,
     GetLogsConfig,
+    HedgeConfig,
     Limits,
     MethodOverride,
     ProfileConfig,
     ProviderConfig,
     canonical_strategy,
 )
+from lasso.profiles_auth import parse_clients
 from lasso.profiles_schema import (
     IDENT_RULE,
     Reporter,
     Section,
+    YMap,
     YNode,
     YScalar,
     YSeq,
@@ -75,6 +80,7 @@ from lasso.profiles_schema import (
     as_str_list,
     as_strs,
     as_url,
+    describe,
     is_ident,
     join,
     read_tree,
@@ -109,7 +115,7 @@ RULE_CATEGORIES = frozenset(
 MIN_RECOVERY_PROBE_INTERVAL_MS = 100
 """The smallest ``monitoring.recovery_probe_interval_ms`` a profile may set."""
 
-FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "api_keys")
+FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "auth")
 CHAIN_KEYS = (
     "chain_id name aliases url_aliases block_time_ms monitoring selection websocket routing "
     "ui-topology providers"
@@ -146,13 +152,21 @@ class ConfigError(Exception):
 
 
 def load_profiles(
-    directory: str | Path, env: Mapping[str, str] | None = None
+    directory: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    exclude: Collection[str] = (),
+    known_methods: Collection[str] = (),
 ) -> dict[str, ProfileConfig]:
     """Load every ``*.yml``/``*.yaml`` profile in ``directory`` (not those starting ``.``/``_``).
 
     Args:
         directory: the profiles directory.
         env: variables for ``${VAR}`` substitution; defaults to ``os.environ``.
+        exclude: slugs (file stems) to leave out, unread (``lasso serve`` skips the demo
+            profile of the default directory this way).
+        known_methods: method names that method names in the profiles are checked
+            against for typos (``lasso.kernel.methods.KNOWN_METHODS``); empty: no check.
 
     Returns:
         Profiles by slug, in file-name order.
@@ -164,13 +178,18 @@ def load_profiles(
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError([ConfigProblem(str(root), 0, "", "profiles directory not found")])
-    files = sorted(
+    found = sorted(
         p
         for p in root.iterdir()
         if p.suffix in (".yml", ".yaml") and not p.name.startswith((".", "_")) and p.is_file()
     )
+    files = [p for p in found if p.stem not in exclude]
     if not files:
-        raise ConfigError([ConfigProblem(str(root), 0, "", "no profiles (*.yml) found")])
+        skipped = [p.name for p in found if p.stem in exclude]
+        msg = "no profiles (*.yml) found"
+        if skipped:
+            msg = f"no profiles to serve (skipped: {', '.join(skipped)})"
+        raise ConfigError([ConfigProblem(str(root), 0, "", msg)])
     by_slug: defaultdict[str, list[Path]] = defaultdict(list)
     for path in files:
         by_slug[path.stem].append(path)
@@ -187,7 +206,7 @@ def load_profiles(
             problems.append(ConfigProblem(str(path), 0, "", f"cannot read file: {exc}"))
             continue
         try:
-            profiles[path.stem] = parse_profile(text, str(path), env)
+            profiles[path.stem] = parse_profile(text, str(path), env, known_methods=known_methods)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -195,19 +214,26 @@ def load_profiles(
     return profiles
 
 
-def parse_profile(text: str, filename: str, env: Mapping[str, str] | None = None) -> ProfileConfig:
+def parse_profile(
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    known_methods: Collection[str] = (),
+) -> ProfileConfig:
     """Parse one profile file's text; the slug is ``filename``'s stem.
 
     Args:
         text: the file's contents.
         filename: reported in problems and kept as ``ProfileConfig.source``.
         env: variables for ``${VAR}`` substitution; defaults to ``os.environ``.
+        known_methods: see :func:`load_profiles`.
 
     Raises:
         ConfigError: with every problem found in the file.
     """
     env = os.environ if env is None else env
-    rep = Reporter()
+    rep = Reporter(known_methods)
     front_text, front_line, body_text, body_line = split_front_matter(text)
     front = None
     if front_text is not None:
@@ -228,6 +254,9 @@ def parse_profile(text: str, filename: str, env: Mapping[str, str] | None = None
         ordered = sorted(unique, key=lambda p: p[0])
         raise ConfigError(ConfigProblem(filename, *p) for p in ordered)
     return profile
+
+
+_API_KEYS_HINT = "replaced by 'auth.keys': a list of {id, key or key_sha256}; see docs/security.md"
 
 
 def _as_strategy(rep: Reporter, node: YNode, path: str) -> str | None:
@@ -259,7 +288,8 @@ def _build_profile(
 ) -> ProfileConfig:
     """Check one file's front matter (``None``: legacy file) and body; build the profile."""
     body_hint = "chains belong in the body, after the closing '---'"
-    fm = Section(rep, front, "", FRONT_MATTER_KEYS, line=front_line, hints={"chains": body_hint})
+    hints = {"chains": body_hint, "api_keys": _API_KEYS_HINT}
+    fm = Section(rep, front, "", FRONT_MATTER_KEYS, line=front_line, hints=hints)
     slug = fm.get("slug", as_str)
     if slug is not None and slug != stem:
         rep.error(fm.key_line("slug"), "slug", f"slug {slug!r} must equal the file name {stem!r}")
@@ -277,14 +307,14 @@ def _build_profile(
         top = Section(rep, body, "", ("chains",), line=body_line, hints=hints)
         if "chains" not in top.entries:
             rep.error(top.line, "chains", "missing required key")
+        elif _empty(top, "chains"):
+            rep.error(top.key_line("chains"), "chains", "no chains: list at least one chain")
         chains = _build_chains(rep, top)
     values = {
         "name": fm.get("name", as_str) or stem,
-        "rps_limit": fm.get("rps_limit", as_int, 1),
-        "burst_limit": fm.get("burst_limit", as_int, 1),
         "logo": fm.get("logo", as_str),
         "unlisted": fm.get("unlisted", as_bool),
-        "api_keys": fm.get("api_keys", as_strs),
+        **parse_clients(rep, fm, chains if body_ok else None),  # rps_limit, burst_limit, auth
     }
     return ProfileConfig(
         slug=stem, source=source, chains=MappingProxyType(chains), **_given(values)
@@ -343,6 +373,7 @@ _MONITORING_KEYS = (
 _ROUTING_KEYS = (
     "default_strategy",
     "latency_weighted_beta",
+    "hedge",
     "method_overrides",
     "get_logs",
     "broadcast",
@@ -400,6 +431,7 @@ def _build_chain(
         "backfill_timeout_ms": failover.either("backfill_timeout_ms", "backfill_timeout", 1),
         "default_strategy": routing.get("default_strategy", _as_strategy),
         "latency_weighted_beta": routing.get("latency_weighted_beta", as_float),
+        "hedge": _as_hedge(rep, routing, allow_false=False) or None,
         "method_overrides": MappingProxyType(
             _build_overrides(rep, routing, [p.id for p in providers])
         ),
@@ -416,7 +448,8 @@ def _build_overrides(
 ) -> dict[str, MethodOverride]:
     overrides: dict[str, MethodOverride] = {}
     for method, line, node, path in routing.pairs("method_overrides"):
-        sec = Section(rep, node, path, ("strategy", "providers"), line=line)
+        _check_method(rep, method, line, path)
+        sec = Section(rep, node, path, ("strategy", "providers", "hedge"), line=line)
         names: list[str] = []
         for item, ipath in sec.each("providers"):
             pid = as_str(rep, item, ipath)
@@ -428,7 +461,8 @@ def _build_overrides(
             elif pid is not None:
                 names.append(pid)
         strategy = sec.get("strategy", _as_strategy)
-        overrides[method] = MethodOverride(strategy=strategy, providers=tuple(names))
+        hedge = _as_hedge(rep, sec, allow_false=True)
+        overrides[method] = MethodOverride(strategy=strategy, providers=tuple(names), hedge=hedge)
     return overrides
 
 
@@ -452,11 +486,90 @@ def _consistency(rep: Reporter, routing: Section) -> dict[str, Any]:
     return _given({"get_logs": GetLogsConfig(**values), "broadcast": broadcast})
 
 
+_HEDGE_KEYS = (
+    "delay_ms", "quantile", "min_delay_ms", "max_delay_ms", "max_hedges", "budget_percent"
+)  # fmt: skip
+
+
+def _as_hedge(
+    rep: Reporter, parent: Section, *, allow_false: bool
+) -> HedgeConfig | Literal[False] | None:
+    """``hedge:`` under ``parent`` (CONTRACT §7): a mapping, or ``false`` in a method
+    override; ``None`` when absent."""
+    node = parent.node("hedge")
+    path = join(parent.path, "hedge")
+    if node is None:
+        return None
+    if isinstance(node, YScalar) and node.value is False and allow_false:
+        return False
+    if isinstance(node, YScalar) and not node.bad:
+        want = "a mapping or false" if allow_false else "a mapping"
+        rep.error(node.line, path, f"expected {want}, got {describe(node)}")
+        return None
+    sec = Section(rep, node, path, _HEDGE_KEYS, line=parent.key_line("hedge"))
+    delay = sec.get("delay_ms", as_float)
+    quantile = sec.get("quantile", as_float)
+    values: dict[str, Any] = {
+        "delay_ms": delay,
+        "quantile": quantile,
+        "min_delay_ms": sec.get("min_delay_ms", as_float),
+        "max_delay_ms": sec.get("max_delay_ms", as_float),
+        "max_hedges": sec.get("max_hedges", as_int, 1),
+        "budget_percent": sec.get("budget_percent", as_float),
+    }
+    if delay is not None and sec.node("quantile") is not None:
+        rep.error(sec.key_line("quantile"), join(path, "quantile"), "conflicts with 'delay_ms'")
+    elif sec.ok and sec.node("delay_ms") is None and sec.node("quantile") is None:
+        rep.error(sec.line, path, "needs 'delay_ms' (fixed) or 'quantile' (adaptive)")
+    if quantile is not None and quantile >= 1:
+        rep.error(
+            sec.key_line("quantile"), join(path, "quantile"), f"must be below 1, got {quantile}"
+        )
+    for key in ("min_delay_ms", "max_delay_ms"):
+        if sec.node(key) is not None and sec.node("quantile") is None:
+            rep.error(sec.key_line(key), join(path, key), "applies to the 'quantile' form only")
+    low, high = values["min_delay_ms"], values["max_delay_ms"]
+    if low is not None and high is not None and low > high:
+        rep.error(
+            sec.key_line("min_delay_ms"),
+            join(path, "min_delay_ms"),
+            f"is above max_delay_ms ({high:g})",
+        )
+    if (values["max_hedges"] or 0) > 2:
+        rep.error(
+            sec.key_line("max_hedges"),
+            join(path, "max_hedges"),
+            f"must be at most 2 (a read goes to at most 3 providers), got {values['max_hedges']}",
+        )
+    budget = values["budget_percent"]
+    if budget is not None and budget > 100:
+        rep.error(
+            sec.key_line("budget_percent"),
+            join(path, "budget_percent"),
+            f"must be at most 100, got {budget:g}",
+        )
+    return HedgeConfig(**_given(values))
+
+
 _CAPABILITY_KEYS = ("unsupported_categories", "unsupported_methods", "limits", "error_rules")
 _LIMIT_KEYS = ("max_block_range", "max_block_age", "block_age_methods")
 
 
+def _empty(sec: Section, key: str) -> bool:
+    """True when ``key`` is present but null, ``[]`` or ``{}`` (a wrong type is reported
+    elsewhere)."""
+    node = sec.node(key)
+    if node is None:
+        return key in sec.entries
+    return (isinstance(node, YSeq) and not node.items) or (
+        isinstance(node, YMap) and not node.entries
+    )
+
+
 def _build_providers(rep: Reporter, chain: Section) -> list[ProviderConfig]:
+    if chain.ok and _empty(chain, "providers"):
+        line = chain.key_line("providers")
+        rep.error(line, join(chain.path, "providers"), "no providers: list at least one")
     providers: list[ProviderConfig] = []
     first_line: dict[str, int] = {}
     for i, (item, path) in enumerate(chain.each("providers")):
@@ -528,6 +641,9 @@ def _capabilities(rep: Reporter, caps: Section) -> Capabilities:
         if category not in CATEGORIES:
             hint = suggest(category, CATEGORIES)
             rep.error(item.line, path, f"unknown method category {category!r}{hint}")
+    methods = caps.get("unsupported_methods", as_str_list) or []
+    for name, item, path in methods:
+        _check_method(rep, name, item.line, path)
     lim = caps.sub("limits", _LIMIT_KEYS)
     limits = {
         "max_block_range": lim.get("max_block_range", as_int, 0),
@@ -537,10 +653,26 @@ def _capabilities(rep: Reporter, caps: Section) -> Capabilities:
     rules = (_error_rule(rep, item, path) for item, path in caps.each("error_rules"))
     return Capabilities(
         unsupported_categories=frozenset(c for c, _, _ in categories if c in CATEGORIES),
-        unsupported_methods=frozenset(caps.get("unsupported_methods", as_strs) or ()),
+        unsupported_methods=frozenset(name for name, _, _ in methods),
         limits=Limits(**_given(limits)),
         error_rules=tuple(rule for rule in rules if rule is not None),
     )
+
+
+def _check_method(rep: Reporter, method: str, line: int, path: str) -> None:
+    """A method name that is not a known one but close to one is a typo: report it.
+
+    Names far from every known method pass: providers have their own
+    (``alchemy_getTokenBalances``), and Lasso routes them like any other. The known names
+    come from the caller (``known_methods``: the routing kernel's registry, which this
+    module may not import); without them there is no check.
+    """
+    known = rep.known_methods
+    if not known or method in known:
+        return
+    close = difflib.get_close_matches(method, known, n=1, cutoff=0.85)
+    if close:
+        rep.error(line, path, f"unknown method {method!r}, did you mean {close[0]!r}?")
 
 
 def _error_rule(rep: Reporter, node: YNode, path: str) -> ErrorRule | None:

@@ -575,3 +575,74 @@ def test_classify_total(code: int, message: str | None, data: object) -> None:
 def test_http_status_total(status: int) -> None:
     """Every status classifies to a provider-side category."""
     assert bucket_of(classify_http_status(status)) in (Bucket.QUOTA, Bucket.PROVIDER_FAILURE)
+
+
+# --- method not found (issue 11) ------------------------------------------------------
+
+METHOD_MISSING = [
+    ("anvil/reth/besu", -32601, "Method not found"),
+    ("geth/infura", -32601, "the method eth_foo does not exist/is not available"),
+    ("alchemy", -32600, "Unsupported method: eth_foo on ETH_MAINNET. See available methods"),
+    ("plain -32000", -32000, "Method not found"),
+    ("nethermind", -32601, "The method 'eth_foo' is not supported."),
+    ("ganache", -32000, "Method shh_newSymKey not supported."),
+    ("drpc", -32601, "method not supported"),
+    ("generic", -32000, "unknown method eth_foo"),
+    ("generic", -32000, "no such method"),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"), [m[1:] for m in METHOD_MISSING], ids=[m[0] for m in METHOD_MISSING]
+)
+def test_method_missing_wordings(code: int, message: str) -> None:
+    """Nodes' and providers' "no such method" wordings are method_not_found, whatever code."""
+    assert classify_rpc_error(code, message, None) is C.METHOD_NOT_FOUND
+
+
+def test_anvil_websocket_wording_depends_on_the_method() -> None:
+    """anvil's WS "no variant of EthRpcCall" is method_not_found only for unknown methods."""
+    message = "data did not match any variant of untagged enum EthRpcCall"
+    assert classify_rpc_error(-32602, message, None, known_method=False) is C.METHOD_NOT_FOUND
+    assert classify_rpc_error(-32602, message, None) is C.INVALID_PARAMS
+
+
+def test_method_words_elsewhere_are_not_method_not_found() -> None:
+    """A feature or range limit mentioning support is still a capability violation."""
+    assert classify_rpc_error(-32000, "tracing not enabled", None) is C.CAPABILITY_VIOLATION
+    assert classify_rpc_error(-32000, "range not supported", None) is C.CAPABILITY_VIOLATION
+
+
+# --- retry-after bounds (issue 11) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"retry_after": 1e306}, {"retry_after_ms": 1e308}, {"retryAfter": "1e300"}],
+)
+def test_absurd_retry_after_in_error_data_is_clamped(data: object) -> None:
+    """A retry-after of centuries in error data is read as the one-hour maximum."""
+    assert retry_after_from_error(data) == classify.MAX_RETRY_AFTER_S
+
+
+@given(data=st.dictionaries(st.sampled_from(["retry_after", "retry_after_ms"]), JSON))
+def test_retry_after_from_error_is_always_bounded(data: object) -> None:
+    """Whatever the data says, the reading is None or within 0..MAX_RETRY_AFTER_S."""
+    seconds = retry_after_from_error(data)
+    assert seconds is None or 0.0 <= seconds <= classify.MAX_RETRY_AFTER_S
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"1e308", b"99999999999", "Fri, 31 Dec 9999 23:59:59 GMT"],
+)
+def test_absurd_retry_after_header_is_clamped(value: bytes | str) -> None:
+    """Retry-After: 1e308 (or a date in year 9999) reads as one hour, not for ever."""
+    assert classify.parse_retry_after(value, 1_750_000_000.0) == classify.MAX_RETRY_AFTER_S
+
+
+@given(value=st.one_of(st.binary(max_size=40), st.text(max_size=40)))
+def test_retry_after_header_is_always_bounded(value: bytes | str) -> None:
+    """Any header value reads as None or within 0..MAX_RETRY_AFTER_S."""
+    seconds = classify.parse_retry_after(value, 1_750_000_000.0)
+    assert seconds is None or 0.0 <= seconds <= classify.MAX_RETRY_AFTER_S

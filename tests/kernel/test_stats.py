@@ -6,11 +6,13 @@ import math
 
 import pytest
 
+from lasso.kernel.classify import MAX_RETRY_AFTER_S
 from lasso.kernel.clock import FakeClock
 from lasso.kernel.stats import (
     DEFAULT_RETRY_AFTER_S,
     HISTOGRAM_BUCKETS_S,
     OUTCOMES,
+    QUANTILE_MIN_SAMPLES,
     RING_SIZE,
     ChannelEvidence,
     MethodStats,
@@ -179,6 +181,16 @@ def test_negative_retry_after_counts_as_zero() -> None:
     assert not ev.rate_limited(10.0)
 
 
+def test_rate_limit_expiry_is_bounded() -> None:
+    """An absurd retry-after rate-limits for MAX_RETRY_AFTER_S at most; NaN means unknown."""
+    ev = ChannelEvidence()
+    ev.record_rate_limit(10.0, 1e308)
+    assert ev.rate_limited_until == 10.0 + MAX_RETRY_AFTER_S
+    nan = ChannelEvidence()
+    nan.record_rate_limit(10.0, float("nan"))
+    assert nan.rate_limited_until == 10.0 + DEFAULT_RETRY_AFTER_S
+
+
 def test_channel_summary_is_json_ready() -> None:
     """The summary carries state, mean, probability and the rate limit."""
     clock = FakeClock()
@@ -255,6 +267,42 @@ def test_ring_keeps_last_hundred() -> None:
     assert len(recent) == RING_SIZE
     assert recent == [float(v) for v in range(150, 250)]
     assert row.percentiles()[0] == 199.0
+
+
+def test_latency_quantile_needs_samples_and_uses_nearest_rank() -> None:
+    """latency_quantile(q) is None below the minimum, then sorted[ceil(n*q) - 1]."""
+    row = MethodStats()
+    for v in range(1, QUANTILE_MIN_SAMPLES):
+        row.record_success(float(v), 1.0)
+    assert row.latency_quantile(0.9) is None
+    for v in range(QUANTILE_MIN_SAMPLES, 101):
+        row.record_success(float(v), 1.0)
+    assert row.latency_quantile(0.9) == 90.0
+    assert row.latency_quantile(0.5) == 50.0  # another q is computed afresh
+
+
+def test_latency_quantile_is_cached_for_a_few_writes() -> None:
+    """The cached quantile is reused for up to seven writes, then recomputed."""
+    row = MethodStats()
+    for _ in range(20):
+        row.record_success(10.0, 1.0)
+    assert row.latency_quantile(0.5) == 10.0
+    for _ in range(7):
+        row.record_success(1000.0, 1.0)
+    assert row.latency_quantile(0.5) == 10.0
+    for _ in range(20):
+        row.record_success(1000.0, 1.0)
+    assert row.latency_quantile(0.5) == 1000.0
+
+
+def test_lower_bound_enters_the_window_only() -> None:
+    """A hedged-away attempt's elapsed time joins the percentiles, not the counts or EWMA."""
+    row = MethodStats()
+    row.record_success(10.0, 1.0)
+    row.record_lower_bound(500.0)
+    assert row.percentiles() == (10.0, 500.0, 500.0)
+    assert row.calls == 1 and row.successes == 1 and row.hist_count == 1
+    assert row.ewma_ms == 10.0
 
 
 def test_histogram_buckets_use_le_semantics() -> None:

@@ -291,6 +291,23 @@ async def test_stale_retry_can_be_disabled() -> None:
         assert len(srv.requests) == 2
 
 
+async def test_exchange_resends_stale_connections_only_when_replay_safe() -> None:
+    """The transport seam: exchange() is request() with retry_stale = replay_safe."""
+
+    async def close_reused(conn: ServerConn, req: Request) -> None:
+        if req.seq == 0:
+            conn.respond(200, req.body)
+        else:
+            conn.transport.close()
+
+    async with Server(close_reused) as srv, open_pool(srv.url) as pool:
+        assert (await pool.exchange(b"1", b'"t"', DEADLINE, replay_safe=True)).body == b"1"
+        assert (await pool.exchange(b"2", b'"t"', DEADLINE, replay_safe=True)).body == b"2"
+        with pytest.raises(UpstreamDisconnected):
+            await pool.exchange(b"3", b'"t"', DEADLINE, replay_safe=False)
+        assert [r.body for r in srv.requests] == [b"1", b"2", b"2", b"3"]
+
+
 async def test_no_retry_once_response_bytes_arrived() -> None:
     """A reused connection that closes after part of a response is not retried."""
 

@@ -79,6 +79,19 @@ async def test_requests_are_correlated_concurrently(sim_fleet: Any, upstreams: A
     assert up.pending == 0 and "connected=True" in repr(up)
 
 
+async def test_cancelled_exchange_leaves_no_pending_entry(sim_fleet: Any, upstreams: Any) -> None:
+    """A hedge loser's exchange is cancelled: its pending entry goes, the socket stays up."""
+    fleet = await sim_fleet({"a": Behavior(hang=True)})
+    up = await connected(upstreams, fleet["a"].ws_url)
+    body = b'{"jsonrpc":"2.0","id":"lasso-t-2","method":"eth_chainId","params":[]}'
+    task = asyncio.ensure_future(up.exchange(body, b'"lasso-t-2"', 5.0, replay_safe=True))
+    await eventually(lambda: up.pending == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert up.pending == 0 and up.connected
+
+
 async def test_error_answers_and_local_failures(sim_fleet: Any, upstreams: Any) -> None:
     """JSON-RPC errors raise UpstreamRpcError; not connected and over-capacity send nothing."""
     fleet = await sim_fleet({"a": Behavior(unsupported_methods=["eth_mining"])})

@@ -1,15 +1,13 @@
 """Kernel pieces behind provider health: quota bodies, Retry-After, rate-limit marks and the
-provider status word; plus the pipeline's judgement of 403 and Retry-After answers."""
+provider status word (the judgement of whole answers is tested in tests/kernel/test_judge.py)."""
 
 from __future__ import annotations
 
 import random
-import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +23,6 @@ from lasso.kernel.classify import (
 from lasso.kernel.clock import FakeClock
 from lasso.kernel.router import PROVIDER_STATUSES, BreakerRegistry, ChainRouter
 from lasso.kernel.stats import ChannelEvidence
-from lasso.server.pipeline import judge
 
 NOW_WALL = 1_750_000_000.0
 
@@ -184,75 +181,3 @@ def test_snapshot_shows_status_and_probe_verdict() -> None:
     assert prov["a"]["channels"]["http"]["probe"] == "rate_limited"
     assert prov["b"]["status"] == "healthy"
     assert prov["b"]["channels"]["http"]["probe"] == "unknown"
-
-
-# -- the pipeline's judge() ----------------------------------------------------------
-
-TID = b'"lasso-t-1"'
-
-
-def channel() -> object:
-    clock = FakeClock()
-    ch = router(clock).channel("a", "http")
-    assert ch is not None
-    return ch
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "category"),
-    [
-        (403, b"Forbidden", "auth_error"),
-        (403, b"<html>Your daily quota is used up</html>", "rate_limit"),
-        (
-            403,
-            orjson.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "error": {"code": -32000, "message": "forbidden: limit"},
-                }
-            ),
-            "rate_limit",
-        ),
-        (
-            403,
-            orjson.dumps(
-                {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "forbidden"}}
-            ),
-            "auth_error",
-        ),
-        (
-            403,
-            orjson.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "error": {"code": 3, "message": "execution reverted: limit"},
-                }
-            ),
-            "execution_revert",
-        ),
-        (503, b"Too Many Requests", "rate_limit"),
-        (
-            200,
-            orjson.dumps({"jsonrpc": "2.0", "id": 1, "error": {"code": -32005, "message": "x"}}),
-            "rate_limit",
-        ),
-    ],
-)
-def test_judge_classifies_quota_answers(status: int, body: bytes, category: str) -> None:
-    """403 with quota wording (JSON or not) is a rate limit; a revert at 403 stays a revert."""
-    verdict = judge(status, body, {}, TID, channel())  # type: ignore[arg-type]
-    assert not verdict.ok
-    assert verdict.category == category
-
-
-def test_judge_reads_retry_after_dates() -> None:
-    """A Retry-After HTTP date on a 429 becomes a delay in seconds."""
-    when = datetime.fromtimestamp(time.time() + 42, UTC)
-    headers = {b"retry-after": format_datetime(when, usegmt=True).encode()}
-    verdict = judge(429, b"slow down", headers, TID, channel())  # type: ignore[arg-type]
-    assert verdict.category == "rate_limit"
-    assert 40.0 <= (verdict.retry_after or 0) <= 42.0  # the date has a 1 s resolution
-    verdict = judge(429, b"", {b"retry-after": b"3"}, TID, channel())  # type: ignore[arg-type]
-    assert verdict.retry_after == 3.0

@@ -63,6 +63,19 @@ def test_latency_median_jitter_and_overrides() -> None:
     assert sample_latency_s(Behavior(), ["x"], rng) == 0.0
 
 
+def test_late_tail() -> None:
+    """A tail_rate share of answers is tail_ms late; the rest keep their median."""
+    rng = random.Random(3)
+    tailed = Behavior(latency_ms=5, tail_rate=0.08, tail_ms=500)
+    samples = [sample_latency_s(tailed, [], rng) for _ in range(5000)]
+    late = sum(1 for d in samples if d > 0.4)
+    assert 0.06 < late / len(samples) < 0.10
+    assert statistics.median(samples) == pytest.approx(0.005)
+    assert max(samples) == pytest.approx(0.505)
+    with pytest.raises(ValueError, match="tail_rate"):
+        Behavior(tail_rate=1.5)
+
+
 def test_token_bucket_refills_over_time() -> None:
     """A bucket passes a burst, refuses more, and refills at its rate."""
     bucket = TokenBucket(rate=2.0, burst=2.0, now=0.0)

@@ -259,6 +259,27 @@ _EXECUTION_REVERT = (
     "does not match sender account nonce",
     "transaction type not supported",
 )
+# "This method does not exist here", in the wordings of real nodes and providers. Tried
+# before the code-only codes: Alchemy answers an unsupported method with -32600.
+_METHOD_NOT_FOUND = (
+    "method not found",  # anvil, reth, besu, cloudflare (-32601, or -32000 elsewhere)
+    "does not exist/is not available",  # geth, erigon, infura
+    "unsupported method",  # alchemy (-32600), dRPC
+    "method not supported",
+    "method is not supported",
+    "no such method",
+    "unknown method",
+    "method does not exist",
+)
+_METHOD_NOT_FOUND_EXTRA = (
+    # nethermind "The method 'eth_foo' is not supported.", ganache "Method shh_x not supported."
+    r"method ['\"`]?[\w.]+['\"`]? (?:is )?not supported"
+)
+# anvil over WebSocket answers -32602 "data did not match any variant of untagged enum
+# EthRpcCall" both for an unknown method and for bad params of a known one; the caller
+# says which (``known_method``).
+_UNKNOWN_CALL = "did not match any variant of untagged enum"
+
 _BLOCK_NOT_AVAILABLE = (
     "header not found",
     "block not found",
@@ -356,6 +377,8 @@ _MESSAGE_RULES: tuple[tuple[Category, re.Pattern[str]], ...] = (
     (_C.CAPABILITY_VIOLATION, _any_of(_CAPABILITY)),
 )
 
+_METHOD_NOT_FOUND_RE = _any_of(_METHOD_NOT_FOUND, _METHOD_NOT_FOUND_EXTRA)
+
 _MAX_MESSAGE_CHARS = 4096  # bound the work an enormous upstream message can cause
 
 # --- codes (reference §5.1 steps 2 and 4) ------------------------------------------------
@@ -439,6 +462,8 @@ def classify_rpc_error(
     message: str | None,
     data: object = None,
     rules: Sequence[ErrorRule] = (),
+    *,
+    known_method: bool = True,
 ) -> Category:
     """Classify an upstream JSON-RPC error object (EIP-1474 codes, provider messages).
 
@@ -450,6 +475,9 @@ def classify_rpc_error(
         rules: the provider's ``capabilities.error_rules``, tried first, top to bottom;
             a rule with both ``code`` and ``message_contains`` needs both, and any of its
             lower-cased phrases matches. Rules naming an unknown category are skipped.
+        known_method: whether the request's method is in the method registry. anvil's
+            WebSocket wording for "no such call" is also its wording for bad params; it
+            means ``method_not_found`` only for a method the registry does not know.
 
     Returns:
         The category; see :func:`bucket_of` for what the caller does next. Never raises.
@@ -466,6 +494,10 @@ def classify_rpc_error(
     # the codes, because Alchemy and Ankr send them as -32600 and Infura as -32602.
     if lowered and is_logs_limit(lowered):
         return _C.CAPABILITY_VIOLATION
+    if lowered and (
+        _METHOD_NOT_FOUND_RE.search(lowered) or (not known_method and _UNKNOWN_CALL in lowered)
+    ):
+        return _C.METHOD_NOT_FOUND
     category = _CODE_ONLY.get(code)
     if category is not None:
         return category
@@ -517,6 +549,11 @@ def classify_http_status(status: int, body: bytes = b"") -> Category:
 
 # --- retry-after -------------------------------------------------------------------------
 
+MAX_RETRY_AFTER_S = 3600.0
+"""The longest wait a provider's retry-after hint is believed for (one hour). Every reading
+of one (header or error data) is clamped to ``0..MAX_RETRY_AFTER_S``: a provider answering
+``Retry-After: 1e308`` is rate-limited for an hour, not for ever."""
+
 _RETRY_AFTER_KEYS = (
     ("retry_after_ms", 0.001),
     ("retryAfterMs", 0.001),
@@ -535,7 +572,7 @@ def _seconds(value: object, scale: float) -> float | None:
             return None
     if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return None
-    return float(value) * scale
+    return min(float(value) * scale, MAX_RETRY_AFTER_S)
 
 
 def parse_retry_after(value: bytes | str | None, now_wall: float) -> float | None:
@@ -547,8 +584,8 @@ def parse_retry_after(value: bytes | str | None, now_wall: float) -> float | Non
         now_wall: the current wall-clock time (Unix seconds), to turn a date into a delay.
 
     Returns:
-        A finite delay ``>= 0`` (a date in the past gives 0.0), or ``None`` when the value
-        is missing or unparseable.
+        A delay in ``0..MAX_RETRY_AFTER_S`` (a date in the past gives 0.0, one beyond the
+        hour gives the hour), or ``None`` when the value is missing or unparseable.
     """
     if value is None:
         return None
@@ -567,15 +604,15 @@ def parse_retry_after(value: bytes | str | None, now_wall: float) -> float | Non
         at = when.timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, at - now_wall)
+    return min(max(0.0, at - now_wall), MAX_RETRY_AFTER_S)
 
 
 def retry_after_from_error(data: object) -> float | None:
     """Return the retry-after hint of an error's ``data`` object, in seconds.
 
     Reads ``retry_after_ms`` / ``retryAfterMs`` (milliseconds), then ``retry_after`` /
-    ``retryAfter`` (seconds, as in the HTTP header). Returns ``None`` when there is no
-    usable (finite, non-negative, numeric) value.
+    ``retryAfter`` (seconds, as in the HTTP header), clamped to ``MAX_RETRY_AFTER_S``.
+    Returns ``None`` when there is no usable (finite, non-negative, numeric) value.
     """
     if not isinstance(data, dict):
         return None

@@ -182,9 +182,10 @@ def method_timeout_s(method: str) -> float:
 _REPLAY_SAFE_CATEGORIES = frozenset(
     {CORE, STATE, NETWORK, NODE_ADMIN, EIP1559, EIP4844, BATCH, DEBUG, TRACE, TXPOOL}
 )
-_REPLAY_SAFE: frozenset[str] = frozenset(
+REPLAY_SAFE_METHODS: frozenset[str] = frozenset(
     {m for m, c in _CATEGORY_OF.items() if c in _REPLAY_SAFE_CATEGORIES} | {"eth_getLogs"}
 )
+"""The methods :func:`is_replay_safe` is true for."""
 
 
 def is_replay_safe(method: str) -> bool:
@@ -194,7 +195,7 @@ def is_replay_safe(method: str) -> bool:
     stateful filter methods, subscriptions, local-only and unknown methods: those get a
     single dispatch, and a failure after it was sent is terminal ("indeterminate").
     """
-    return method in _REPLAY_SAFE
+    return method in REPLAY_SAFE_METHODS
 
 
 # --- block parameters ------------------------------------------------------------------

@@ -15,8 +15,11 @@ a clock: every mutator takes ``now`` (monotonic seconds).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from typing import Literal
+
+from .classify import MAX_RETRY_AFTER_S
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_S",
@@ -26,6 +29,7 @@ __all__ = [
     "QUALIFY_MAX_CONSECUTIVE_FAILURES",
     "QUALIFY_MIN_SUCCESSES",
     "QUALIFY_MIN_SUCCESS_PROB",
+    "QUANTILE_MIN_SAMPLES",
     "RING_SIZE",
     "ChannelEvidence",
     "Evidence",
@@ -45,6 +49,12 @@ DEFAULT_RETRY_AFTER_S = 30.0
 
 RING_SIZE = 100
 """Successful latencies kept per method row for percentiles."""
+
+QUANTILE_MIN_SAMPLES = 10
+"""Latencies a row needs before :meth:`MethodStats.latency_quantile` answers."""
+QUANTILE_REFRESH_WRITES = 8
+"""Ring writes after which a cached :meth:`MethodStats.latency_quantile` is recomputed: one
+sort per eight requests instead of one per request, for a hedge delay that moves slowly."""
 
 HISTOGRAM_BUCKETS_S: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, float("inf"),
@@ -207,9 +217,13 @@ class ChannelEvidence(Evidence):
         self.total_rate_limits = 0
 
     def record_rate_limit(self, now: float, retry_after_s: float | None = None) -> None:
-        """A quota answer: rate-limited until ``now + retry_after_s`` (30 s when unknown),
-        never shortening a later expiry; reliability is also pushed toward 0 (§3.1)."""
-        ra = DEFAULT_RETRY_AFTER_S if retry_after_s is None else max(retry_after_s, 0.0)
+        """A quota answer: rate-limited until ``now + retry_after_s`` (30 s when unknown,
+        at most :data:`~lasso.kernel.classify.MAX_RETRY_AFTER_S`), never shortening a later
+        expiry; reliability is also pushed toward 0 (§3.1)."""
+        if retry_after_s is None or retry_after_s != retry_after_s:  # unknown, or NaN
+            ra = DEFAULT_RETRY_AFTER_S
+        else:
+            ra = min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S)
         until = now + ra
         if until > self.rate_limited_until:
             self.rate_limited_until = until
@@ -222,7 +236,8 @@ class ChannelEvidence(Evidence):
 
         For marks that do not come from client traffic (a health probe that saw a quota
         answer): the routing evidence and its counters stay untouched and a later expiry
-        is never shortened. Returns whether the expiry moved.
+        is never shortened. Returns whether the expiry moved. (The prober's ``until``
+        comes from a clamped retry-after reading, so it is bounded too.)
         """
         if until > self.rate_limited_until:
             self.rate_limited_until = until
@@ -261,8 +276,10 @@ class MethodStats(Evidence):
 
     __slots__ = (
         "_pct",
+        "_quantile",
         "_ring",
         "_ring_idx",
+        "_writes",
         "bucket_counts",
         "calls",
         "failures",
@@ -282,6 +299,8 @@ class MethodStats(Evidence):
         self._ring: list[float] = []
         self._ring_idx = 0
         self._pct: tuple[float | None, float | None, float | None] | None = None  # cache
+        self._writes = 0  # ring writes ever
+        self._quantile: tuple[float, int, float] | None = None  # (q, _writes, value) cache
         self.bucket_counts = [0] * len(HISTOGRAM_BUCKETS_S)  # per bucket, not cumulative
         self.hist_sum_s = 0.0
         self.hist_count = 0
@@ -295,6 +314,7 @@ class MethodStats(Evidence):
         self.outcomes["success"] += 1
         self.last_updated = now
         self._pct = None
+        self._writes += 1
         ring = self._ring
         if len(ring) < RING_SIZE:
             ring.append(latency_ms)
@@ -304,6 +324,21 @@ class MethodStats(Evidence):
         self.bucket_counts[bisect_left(_BOUNDS_MS, latency_ms)] += 1
         self.hist_sum_s += latency_ms / 1000.0
         self.hist_count += 1
+
+    def record_lower_bound(self, latency_ms: float) -> None:
+        """An attempt cancelled after ``latency_ms`` because a hedge answered first: its
+        latency was at least that. It enters the latency window (so the percentiles and the
+        hedge delay see the slow tail that hedging hides), and nothing else: no call, no
+        outcome, no EWMA sample. (The ring write repeats :meth:`record_success`'s, inlined
+        there because that one runs on every request.)"""
+        self._pct = None
+        self._writes += 1
+        ring = self._ring
+        if len(ring) < RING_SIZE:
+            ring.append(latency_ms)
+        else:
+            ring[self._ring_idx] = latency_ms
+            self._ring_idx = (self._ring_idx + 1) % RING_SIZE
 
     def record_outcome(self, outcome: Outcome, now: float, latency_ms: float | None = None) -> None:
         """Any outcome but success. ``failure`` and ``timeout`` are reliability failures,
@@ -353,6 +388,25 @@ class MethodStats(Evidence):
 
     def p95_ms(self) -> float | None:
         return self.percentiles()[1]
+
+    def latency_quantile(self, q: float) -> float | None:
+        """The ``q`` quantile (``0 < q < 1``) of the latency window in ms, by nearest rank.
+
+        ``None`` while the window holds fewer than :data:`QUANTILE_MIN_SAMPLES`. The value
+        is cached and recomputed after :data:`QUANTILE_REFRESH_WRITES` new samples (or for
+        another ``q``), so it may trail the window by a few samples.
+        """
+        cached = self._quantile
+        writes = self._writes
+        if cached is not None and cached[0] == q and writes - cached[1] < QUANTILE_REFRESH_WRITES:
+            return cached[2]
+        ring = self._ring
+        n = len(ring)
+        if n < QUANTILE_MIN_SAMPLES:
+            return None
+        value = sorted(ring)[min(n, max(1, math.ceil(n * q))) - 1]
+        self._quantile = (q, writes, value)
+        return value
 
     def recent_latencies(self) -> list[float]:
         """The ring's latencies, oldest first."""

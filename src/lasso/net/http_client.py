@@ -46,7 +46,8 @@ import asyncio
 import base64
 import ssl
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from lasso.net.errors import (
@@ -218,6 +219,14 @@ class HttpUpstreamPool:
 
     # -- requests ------------------------------------------------------------------------
 
+    def exchange(
+        self, body: bytes, tid: bytes, timeout: float, *, replay_safe: bool
+    ) -> Coroutine[Any, Any, UpstreamResponse]:
+        """The :class:`~lasso.net.transport.UpstreamTransport` seam: :meth:`request`, with a
+        stale connection resent on only when the request is ``replay_safe`` (``tid`` is
+        already in ``body``; HTTP needs nothing else)."""
+        return self.request(body, timeout, retry_stale=replay_safe)
+
     async def request(
         self, body: bytes, timeout: float, *, retry_stale: bool = True
     ) -> UpstreamResponse:
@@ -338,7 +347,9 @@ class HttpUpstreamPool:
                     if not by_deadline:
                         raise  # a connect error: the provider was too slow to accept
                     raise UpstreamTimeout(
-                        "the deadline passed while connecting", dispatched=False
+                        f"the deadline passed while connecting to {self._origin}",
+                        dispatched=False,
+                        cause="connect_timeout",
                     ) from None
         except BaseException:
             self._connecting -= 1

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lasso.kernel.router import Channel, Transition
-    from lasso.server.pipeline import Outcome
+    from lasso.server.exchange import Outcome
     from lasso.server.runtime import ChainRuntime
 
 __all__ = ["EventBus"]
 
 log = logging.getLogger("lasso.events")
+
+_RECENT_FAULT_S = 60.0
+"""A breaker transition names the channel's last error when it is at most this old."""
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -57,11 +60,11 @@ class EventBus:
             except Exception:  # a viewer must never break routing
                 log.exception("event listener failed")
 
-    # -- routing decisions (hot path: sampled) ----------------------------------------
+    # -- routing decisions (hot path: sampled; errors, failovers and hedges always pass) --
     def decision(
         self, rt: ChainRuntime, method: str, strategy: str, out: Outcome, elapsed_s: float
     ) -> None:
-        if out.status == "success" and not out.retries:
+        if out.status == "success" and not out.retries and not out.hedges:
             if self._tokens < 1.0:
                 now = monotonic()
                 self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
@@ -84,7 +87,10 @@ class EventBus:
             "status": out.status,
             "latency_ms": round(elapsed_s * 1000, 3),
             "upstream_ms": round(out.upstream_latency * 1000, 3),
+            "hedged": out.hedges > 0,
         }
+        if out.hedges:
+            event["hedge_winner"] = out.hedge_winner
         if out.error is not None:
             event["error"] = {"code": out.error.get("code"), "message": out.error.get("message")}
         self.decisions.append(event)
@@ -105,6 +111,11 @@ class EventBus:
             "to": str(tr.new),
             "reason": str(tr.event),
         }
+        last = ch.health.last
+        at = ch.health.last_at
+        if last is not None and at is not None and monotonic() - at <= _RECENT_FAULT_S:
+            event["cause"] = last.cause  # what made it fail (or what it failed with last)
+            event["error"] = last.message
         level = logging.WARNING if str(tr.new) == "open" else logging.INFO
         log.log(
             level,

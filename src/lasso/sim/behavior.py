@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from dataclasses import replace as _dataclass_replace
 from typing import Any, Literal, Protocol, get_args
 
+from lasso.sim.hostile import HOSTILE_MODES, HostileMode
+
 __all__ = [
     "Behavior",
     "ErrorMode",
@@ -37,12 +39,16 @@ class Behavior:
     """One provider's simulated behaviour; every field can change while it runs.
 
     Fault precedence for a request: ``down`` (connection closed), rate limit, ``hang``,
-    latency, ``drop``, ``error_rate``, ``malformed``, then a normal answer.
+    latency, ``drop``, ``hostile`` (HTTP only), ``error_rate``, ``malformed``, then a
+    normal answer.
 
     Attributes:
         latency_ms: median response delay.
         jitter: sigma of the lognormal spread around the median (0 = constant delay;
             0.5 gives a p99 near 3x the median).
+        tail_rate: fraction of answers (0..1) that are ``tail_ms`` late on top: a
+            heavy tail (a GC pause, a cold cache, a queue) that no median predicts.
+        tail_ms: how late a tail answer is.
         method_latency_ms: per-method median overrides (a batch takes its slowest);
             the key ``eth_subscription`` sets the delay of WebSocket notifications.
         error_rate: fraction of requests (0..1) that fail with an internal error.
@@ -69,10 +75,19 @@ class Behavior:
         unsupported_methods: methods answered with ``-32601``.
         max_batch_size: largest JSON-RPC batch (None = unlimited, 0 = no batches).
         websocket: serve ``/ws``.
+        hostile: answer every HTTP request in one hostile mode (None = off): ``slow_drip``,
+            ``huge``, ``truncated``, ``wrong_id``, ``id_in_result``,
+            ``absurd_retry_after`` or ``html_200`` (see :mod:`lasso.sim.hostile`).
+        huge_bytes: size of the ``result`` string of a ``huge`` answer (default 160 MiB,
+            over Lasso's default 128 MiB bound).
+        drip_bytes, drip_interval_ms: a ``slow_drip`` answer sends this many bytes, then
+            waits this long, until it is all out.
     """
 
     latency_ms: float = 0.0
     jitter: float = 0.0
+    tail_rate: float = 0.0
+    tail_ms: float = 0.0
     method_latency_ms: Mapping[str, float] = field(default_factory=dict)
     error_rate: float = 0.0
     error_mode: ErrorMode = "jsonrpc"
@@ -90,10 +105,16 @@ class Behavior:
     unsupported_methods: frozenset[str] = frozenset()
     max_batch_size: int | None = None
     websocket: bool = True
+    hostile: HostileMode | None = None
+    huge_bytes: int = 160 * 1024 * 1024
+    drip_bytes: int = 1
+    drip_interval_ms: float = 100.0
 
     def __post_init__(self) -> None:
         _non_negative(self, "latency_ms")
         _non_negative(self, "jitter")
+        _fraction(self, "tail_rate")
+        _non_negative(self, "tail_ms")
         _fraction(self, "error_rate")
         _choice(self, "error_mode", get_args(ErrorMode))
         _choice(self, "rate_limit_mode", get_args(RateLimitMode))
@@ -102,6 +123,11 @@ class Behavior:
         _optional_positive(self, "max_block_range", int)
         _integer(self, "lag_blocks")
         _integer(self, "archive_depth")
+        if self.hostile is not None:
+            _choice(self, "hostile", HOSTILE_MODES)
+        _optional_positive(self, "huge_bytes", int)
+        _optional_positive(self, "drip_bytes", int)
+        _non_negative(self, "drip_interval_ms")
         if self.max_batch_size is not None:
             _integer(self, "max_batch_size")
         for name in ("hang", "down", "drop", "malformed", "archival", "websocket"):
@@ -199,7 +225,8 @@ def sample_latency_s(behavior: Behavior, methods: Iterable[str], rng: _Rng) -> f
     """Draw one response delay in seconds for a request carrying ``methods``.
 
     The median is ``latency_ms`` (or the slowest per-method override present); the spread
-    is lognormal with sigma ``jitter``, which gives the long right tail real providers show.
+    is lognormal with sigma ``jitter``, which gives the long right tail real providers show;
+    a ``tail_rate`` share of answers is ``tail_ms`` later still.
     """
     median_ms = behavior.latency_ms
     overrides = behavior.method_latency_ms
@@ -207,11 +234,13 @@ def sample_latency_s(behavior: Behavior, methods: Iterable[str], rng: _Rng) -> f
         chosen = [overrides[m] for m in methods if m in overrides]
         if chosen:
             median_ms = max(chosen)
-    if median_ms <= 0:
-        return 0.0
-    if behavior.jitter > 0:
-        median_ms *= math.exp(rng.gauss(0.0, behavior.jitter))
-    return median_ms / 1000.0
+    delay_ms = median_ms if median_ms > 0 else 0.0
+    if delay_ms and behavior.jitter > 0:
+        delay_ms *= math.exp(rng.gauss(0.0, behavior.jitter))
+    # The tail draws from the rng only when set, so other behaviours' draws stay as they were.
+    if behavior.tail_rate > 0 and rng.random() < behavior.tail_rate:
+        delay_ms += behavior.tail_ms
+    return delay_ms / 1000.0
 
 
 class TokenBucket:

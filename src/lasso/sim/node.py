@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lasso.kernel.keccak import keccak256
+from Crypto.Hash import keccak as _keccak
+
 from lasso.sim.chain import JSON, ExecutionReverted, SyntheticChain
 from lasso.sim.filters import SimFilters
 
@@ -526,7 +527,8 @@ def _send_raw_transaction(view: NodeView, params: list[Any]) -> Any:
     raw = _hex(params[0], "data", 0)
     if len(raw) <= 2 or len(raw) % 2:
         raise RpcError(-32602, "invalid argument 0: empty or odd-length transaction")
-    tx_hash = "0x" + keccak256(bytes.fromhex(raw[2:])).hex()
+    # The same C Keccak as lasso.kernel.keccak (the simulator imports nothing of the proxy).
+    tx_hash = "0x" + _keccak.new(digest_bits=256, data=bytes.fromhex(raw[2:])).hexdigest()
     if tx_hash in view.mempool:
         raise RpcError(-32000, "already known")
     view.mempool[tx_hash] = raw

@@ -114,7 +114,6 @@ async def _call(
     Raises:
         BackfillError: no provider (of up to three tried) answered with a result.
     """
-    loop = stream.mgr.app.loop
     override = stream.override
     tried: set[str] = set()
     last = "no provider"
@@ -131,7 +130,7 @@ async def _call(
             break
         pid = chans[0].provider_id
         tried.add(pid)
-        out = await execute(rt, method, params, "fastest", pid, loop)
+        out = await execute(rt, method, params, "fastest", pid)
         if out.body is None:
             last = str((out.error or {}).get("message"))
             continue
