@@ -5,16 +5,22 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lasso.kernel import consistency
 from lasso.kernel.chainstate import ChainState
+from lasso.kernel.classify import Category
 from lasso.kernel.consistency import (
+    PLANNED_METHODS,
     ReadPlan,
     Verdict,
+    check_answer,
     is_behind_error,
     judge_result,
     keep_known,
     plan_read,
 )
 from lasso.kernel.head import HeadTracker
+from lasso.kernel.judge import ACCEPTED, Judgement
+from lasso.kernel.methods import KNOWN_METHODS
 
 from kernel_router_support import make, provider
 
@@ -56,6 +62,20 @@ def test_plans() -> None:
     assert plan_read("eth_call", [{}, "0x5"], head) is None
     assert plan_read("eth_chainId", [], head) is None
     assert plan_read("eth_call", [{}], HeadTracker()) is None
+    receipt = ["0x" + "ab" * 32]
+    assert plan_read("eth_getTransactionReceipt", receipt, head) == ReadPlan(
+        min_block=100, block=100, null_is_missing=True, observe=False
+    )
+    assert plan_read("eth_getTransactionReceipt", receipt, HeadTracker()) is None
+
+
+def test_planned_methods_cover_every_plan() -> None:
+    """plan_read returns None for every known method outside PLANNED_METHODS."""
+    head = HeadTracker()
+    head.serve_head(100)
+    samples = ([], ["0x5", False], ["latest"], [{}, "latest"], ["0x" + "ab" * 32])
+    for method in KNOWN_METHODS - PLANNED_METHODS:
+        assert all(plan_read(method, p, head) is None for p in samples), method
 
 
 def test_block_number_is_clamped_and_teaches_heights() -> None:
@@ -147,3 +167,41 @@ def test_a_null_is_never_served_while_a_known_provider_has_the_block(
         assert heights.get(answering, -1) >= block or not someone
     else:
         assert someone and heights.get(answering, -1) < block
+
+
+def test_hash_reads_retry_a_null_from_below_the_served_head() -> None:
+    """A null receipt from a provider behind the served head is BEHIND; a receipt found
+    there says nothing about that provider's height."""
+    state, head = fleet(behind=95, ahead=100), HeadTracker()
+    head.serve_head(100)
+    plan = plan_read("eth_getTransactionReceipt", ["0x" + "ab" * 32], head)
+    assert plan is not None
+    assert judge_result(plan, None, "behind", state, head, 0.0) == (BEHIND, None)
+    assert judge_result(plan, None, "ahead", state, head, 0.0) == (SERVE, None)
+    assert judge_result(plan, {"status": "0x1"}, "behind", state, head, 0.0) == (SERVE, None)
+    assert state.height("behind") == 95
+
+
+def test_check_answer() -> None:
+    """Results and errors of planned reads become the judgement the planner acts on."""
+    state, head = fleet(behind=95, ahead=100), HeadTracker()
+    block = ReadPlan(block=98, null_is_missing=True)
+    doc = {"jsonrpc": "2.0", "id": "x", "result": None}
+    assert check_answer(block, ACCEPTED, doc, "behind", state, head, 0.0) is consistency.BEHIND
+    assert check_answer(block, ACCEPTED, doc, "ahead", state, head, 0.0) is ACCEPTED
+    assert check_answer(block, ACCEPTED, None, "ahead", state, head, 0.0) is ACCEPTED
+    assert consistency.BEHIND.category is Category.BLOCK_NOT_AVAILABLE
+    clamp = ReadPlan(clamp_head=True)
+    head.serve_head(0x64)
+    clamped = check_answer(clamp, ACCEPTED, {"result": "0x60"}, "behind", state, head, 0.0)
+    assert clamped.ok and clamped.id_ok and clamped.replacement == "0x64"
+    missing = Judgement(
+        ok=False,
+        category=Category.BLOCK_NOT_AVAILABLE,
+        error={"code": -32000, "message": "header not found"},
+        message="header not found",
+    )
+    assert check_answer(block, missing, None, "behind", state, head, 0.0) is consistency.BEHIND
+    assert check_answer(block, missing, None, "ahead", state, head, 0.0) is missing
+    no_error = Judgement(ok=False, category=Category.TIMEOUT, message="header not found")
+    assert check_answer(block, no_error, None, "behind", state, head, 0.0) is no_error

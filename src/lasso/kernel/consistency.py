@@ -14,6 +14,10 @@ the client while another provider has the block. The rules, decided here without
    result: an ``eth_blockNumber`` clamped to the served head) or ``BEHIND`` (retry on
    another provider; record nothing against this one).
 3. :func:`is_behind_error` does the same for error answers that mean "not there yet".
+4. :func:`check_answer` is what the request path calls: the provider's judgement (from
+   :func:`.judge.judge`) and its parsed answer in, the judgement to act on out: the same,
+   :data:`BEHIND` (the planner fails over at no cost to the provider), or an accepted one
+   with a ``replacement`` result.
 
 A provider is *known to have* block N when it reported a height of at least N (probe,
 newHeads, an answer): :meth:`~.chainstate.ChainState.known_to_have`. A ``null`` block from a
@@ -29,16 +33,21 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from .classify import Category
 from .head import HEAD_TAGS, HeadTracker
+from .judge import Judgement
 from .methods import block_params, logs_block_range, parse_block_ref
 
 if TYPE_CHECKING:
     from .chainstate import ChainState
 
 __all__ = [
+    "BEHIND",
     "NULL_MEANS_MISSING",
+    "PLANNED_METHODS",
     "ReadPlan",
     "Verdict",
+    "check_answer",
     "is_behind_error",
     "judge_result",
     "keep_known",
@@ -72,6 +81,34 @@ _LATEST_READS: frozenset[str] = frozenset(
 )
 
 
+# Reads by hash of something in a block: a provider behind the served head may not have it
+# yet, so a ``null`` from one is retried on a provider at that head (read-after-seen: a
+# client that was told the head is H gets ``null`` only if no block up to H has it).
+_HASH_READS: frozenset[str] = frozenset(
+    {
+        "eth_getBlockByHash",
+        "eth_getTransactionByHash",
+        "eth_getTransactionReceipt",
+        "eth_getTransactionByBlockHashAndIndex",
+        "eth_getBlockTransactionCountByHash",
+    }
+)
+
+PLANNED_METHODS: frozenset[str] = frozenset(
+    {"eth_blockNumber", "eth_getLogs"} | NULL_MEANS_MISSING | _LATEST_READS | _HASH_READS
+)
+"""Methods :func:`plan_read` may return a plan for; for every other one it returns ``None``
+(the request path checks this set first: one lookup for the many unplanned requests)."""
+
+BEHIND = Judgement(
+    ok=False,
+    category=Category.BLOCK_NOT_AVAILABLE,
+    message="the providers that answered are behind the requested block",
+)
+"""The judgement of an answer from a provider behind the block asked about: fail over (the
+capability bucket gives the dispatch back); recorded neutral, not against the provider."""
+
+
 class Verdict(Enum):
     """What to do with an answer."""
 
@@ -91,6 +128,8 @@ class ReadPlan:
         tag: the head tag whose served number the answer must not fall below.
         clamp_head: an ``eth_blockNumber``: clamp the answer to the served head.
         null_is_missing: a ``null`` answer for ``block`` may be a provider behind.
+        observe: an answer for ``block`` proves the provider has it (a by-number read;
+            not a lookup by hash, where ``block`` is the served head).
     """
 
     min_block: int | None = None
@@ -99,6 +138,7 @@ class ReadPlan:
     tag: str | None = None
     clamp_head: bool = False
     null_is_missing: bool = False
+    observe: bool = True
 
 
 def plan_read(method: str, params: object, head: HeadTracker) -> ReadPlan | None:
@@ -134,6 +174,10 @@ def plan_read(method: str, params: object, head: HeadTracker) -> ReadPlan | None
         refs = block_params(method, params)
         if refs == ["latest"] and head.head is not None:
             return ReadPlan(min_block=head.head)
+        return None
+    if method in _HASH_READS and head.head is not None:
+        top = head.head
+        return ReadPlan(min_block=top, block=top, null_is_missing=True, observe=False)
     return None
 
 
@@ -193,9 +237,47 @@ def judge_result(
             return Verdict.SERVE, None
         top = state.max_height
         return (Verdict.BEHIND if top is not None and top >= block else Verdict.SERVE), None
-    if result is not None and plan.null_is_missing:  # a block it returned: it has it
+    if result is not None and plan.null_is_missing and plan.observe:  # it has the block
         state.observe_block(provider_id, block, now)
     return Verdict.SERVE, None
+
+
+def check_answer(
+    plan: ReadPlan,
+    judgement: Judgement,
+    doc: object,
+    provider_id: str,
+    state: ChainState,
+    head: HeadTracker,
+    now: float,
+) -> Judgement:
+    """The judgement to act on for one answer to a planned read.
+
+    Args:
+        plan: the read's plan (:func:`plan_read`).
+        judgement: the provider's answer as :func:`.judge.judge` judged it.
+        doc: the answer parsed (its ``result`` is read when the judgement is ok).
+        provider_id: who answered.
+        state: the chain's heights (learns from the answer).
+        head: the chain's served head (moves with a served ``eth_blockNumber`` or tag).
+        now: monotonic seconds.
+
+    Returns:
+        ``judgement`` itself; :data:`BEHIND` for a ``null``, an older tag block or a
+        "header not found" from a provider behind a block another has; or an accepted
+        judgement whose ``replacement`` is the served head (a clamped ``eth_blockNumber``).
+    """
+    if judgement.ok:
+        result = doc.get("result") if type(doc) is dict else None
+        verdict, replacement = judge_result(plan, result, provider_id, state, head, now)
+        if verdict is Verdict.BEHIND:
+            return BEHIND
+        if replacement is not None:
+            return Judgement(ok=True, id_ok=judgement.id_ok, replacement=str(replacement))
+        return judgement
+    if judgement.error is not None and is_behind_error(plan, judgement.message, provider_id, state):
+        return BEHIND
+    return judgement
 
 
 # Errors a node gives for a block or state it has not reached (geth, erigon, reth, anvil,
