@@ -59,7 +59,8 @@ def test_plans() -> None:
     )
     assert plan_read("eth_getLogs", [{"blockHash": "0x" + "1" * 64}], head) is None
     assert plan_read("eth_call", [{}, "latest"], head) == ReadPlan(min_block=100)
-    assert plan_read("eth_call", [{}, "0x5"], head) is None
+    assert plan_read("eth_call", [{}, "0x5"], head) == ReadPlan(block=5)
+    assert plan_read("eth_call", [{}, "earliest"], head) is None
     assert plan_read("eth_chainId", [], head) is None
     assert plan_read("eth_call", [{}], HeadTracker()) is None
     receipt = ["0x" + "ab" * 32]

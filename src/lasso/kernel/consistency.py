@@ -172,7 +172,12 @@ def plan_read(method: str, params: object, head: HeadTracker) -> ReadPlan | None
         return None
     if method in _LATEST_READS:
         refs = block_params(method, params)
-        if refs == ["latest"] and head.head is not None:
+        if len(refs) != 1:
+            return None
+        ref = refs[0]
+        if type(ref) is int:  # state at a block: "header not found" from one behind is retried
+            return ReadPlan(block=ref)
+        if ref == "latest" and head.head is not None:
             return ReadPlan(min_block=head.head)
         return None
     if method in _HASH_READS and head.head is not None:

@@ -136,13 +136,21 @@ class ChainRouter:
     )
 
     def __init__(
-        self, chain: ChainConfig, breakers: BreakerRegistry, rng: Rng, *, profile: str
+        self,
+        chain: ChainConfig,
+        breakers: BreakerRegistry,
+        rng: Rng,
+        *,
+        profile: str,
+        head: HeadTracker | None = None,
     ) -> None:
         self.chain = chain
         self.profile = profile
         self._rng = rng
         self.state = ChainState(chain.block_time_ms)
-        self.head = HeadTracker()  # what eth_blockNumber and tags have been served at
+        # What eth_blockNumber and tags have been served at; given when it must outlive
+        # this router (a reload builds new routers, the served head carries on).
+        self.head = head if head is not None else HeadTracker()
         channels: list[Channel] = []
         by_provider: dict[str, list[Channel]] = {}
         for p in chain.providers:

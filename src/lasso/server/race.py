@@ -26,6 +26,7 @@ import asyncio
 from time import monotonic
 
 from lasso.kernel.attempts import Answer, Cancel, Dispatch, Fact, Fail, Refused, Wait
+from lasso.kernel.consistency import ReadPlan
 from lasso.kernel.planner import AttemptPlanner, Phase
 from lasso.kernel.router import Channel
 from lasso.net.errors import UpstreamError
@@ -80,6 +81,7 @@ class Race:
         "method",
         "mkey",
         "out",
+        "plan",
         "planner",
         "replay_safe",
         "rt",
@@ -98,8 +100,10 @@ class Race:
         key: str,
         tid: bytes,
         replay_safe: bool,
+        plan: ReadPlan | None = None,
     ) -> None:
         self.rt = rt
+        self.plan = plan  # the read's consistency plan, checked on every answer
         self.planner = planner
         self.candidates = candidates
         self.mkey = mkey
@@ -176,7 +180,7 @@ class Race:
         except UpstreamError as exc:
             return failure_fact(sent.number, exc), None, monotonic() - t0, exc
         lat = monotonic() - t0
-        fact = judged(self.rt, ch, self.mkey, self.method, sent.number, resp, sent.key)
+        fact = judged(self.rt, ch, self.mkey, self.method, sent.number, resp, sent.key, self.plan)
         return fact, resp, lat, None
 
     async def inline(self, sent: _Sent, timeout: float) -> None:

@@ -1,0 +1,224 @@
+"""``eth_getLogs`` through the driver: tags resolved, split by the providers' limits, merged
+in block order, failing whole (CONTRACT §8).
+
+The flow of :func:`lasso.server.pipeline.execute` for ``eth_getLogs``. The decisions are
+the kernel's (:mod:`lasso.kernel.getlogs`); this module carries them out, every request
+(and every chunk) through the attempt planner like any read:
+
+1. The candidates the route allows (its strategy or provider override; open circuits left
+   out) give the chunk size: the largest ``eth_getLogs`` range limit among them (the
+   configured ``limits.max_block_range`` or one learned from the provider's errors); no
+   proactive split when any of them has no limit.
+2. :func:`~lasso.kernel.getlogs.plan_get_logs` resolves ``latest``/``earliest`` (and
+   ``safe``/``finalized`` when known) against the served head, refuses a range wider than
+   ``routing.get_logs.max_range`` (``-32602`` with ``data.max_range``), and passes a
+   ``blockHash`` filter or a range that fits as one request.
+3. A request that fits runs as one; if the providers reject it as too large (range or
+   result size), it is split reactively from there.
+4. Chunks run with at most ``routing.get_logs.max_parallel`` in flight for the request and
+   :data:`~lasso.server.limits.NODE_LOG_CHUNKS` for the node, lowest blocks first; each goes
+   to providers known to have its last block. A chunk rejected as too large is split
+   again (to the size the error names, else in halves) and the provider's limit is learned.
+   The answer is the chunks' logs in block order; if a chunk fails, the request fails with
+   its error (the other chunks are cancelled): never a partial answer.
+
+``include_meta`` carries ``get_logs``: the resolved range, the number of chunks sent and the
+providers that answered them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic
+from typing import Any
+
+import orjson
+
+from lasso.kernel.getlogs import (
+    Chunk,
+    LogsSplit,
+    PlanKind,
+    chunk_params,
+    chunk_size_for,
+    learned_limit,
+    plan_get_logs,
+)
+from lasso.kernel.logs_limits import LogsLimit, logs_limit
+from lasso.server.exchange import Executor, Outcome
+from lasso.server.runtime import ChainRuntime
+
+__all__ = ["get_logs"]
+
+_NOT_LOGS = {
+    "code": -32000,
+    "message": "eth_getLogs: a provider answered something other than logs",
+}
+
+
+async def get_logs(
+    rt: ChainRuntime,
+    method: str,
+    params: Any,
+    strategy: str,
+    provider_id: str | None,
+    run: Executor,
+) -> Outcome:
+    """Run one ``eth_getLogs`` (see the module docstring)."""
+    router = rt.router
+    now = monotonic()
+    pool = router.candidates(method, params, strategy, now, provider_id=provider_id)
+    limits = [router.logs_range_limit(p) for p in dict.fromkeys(ch.provider_id for ch in pool)]
+    settings = rt.config.get_logs
+    plan = plan_get_logs(
+        params,
+        router.head,
+        router.state.consensus(now),
+        chunk_size=chunk_size_for(limits),
+        max_range=settings.max_range,
+    )
+    if plan.kind is PlanKind.REJECT:
+        out = Outcome(pool)
+        assert plan.error is not None
+        out.fail(plan.error, "rpc_error")
+        return out
+    lo, hi = plan.lo, plan.hi
+    if plan.kind is PlanKind.PASS:
+        out = await run(rt, method, plan.params, strategy, provider_id)
+        if out.status == "success" or lo is None or hi is None or lo > hi:
+            return out
+        limit = _too_large(out)
+        if limit is None:
+            return out
+        whole = Chunk(lo, hi)
+        split = LogsSplit((whole,), max_parallel=settings.max_parallel)
+        split.next_chunks()
+        _learn(rt, out, limit, whole)
+        if not split.too_large(whole, limit):
+            rt.consistency.count("chunks", "failed")
+            return _failed(out, split)
+        rt.consistency.count("chunks", "resplit")
+    else:
+        split = LogsSplit(plan.chunks, max_parallel=settings.max_parallel)
+    assert lo is not None and hi is not None
+    return await _run_split(rt, split, plan.params, strategy, provider_id, run, pool, lo, hi)
+
+
+async def _run_split(
+    rt: ChainRuntime,
+    split: LogsSplit,
+    template: Any,
+    strategy: str,
+    provider_id: str | None,
+    run: Executor,
+    pool: list[Any],
+    lo: int,
+    hi: int,
+) -> Outcome:
+    """Run a split request's chunks to the end: the merged answer or the first failure."""
+    state = rt.consistency
+    state.count("splits")
+    slots = state.logs_slots
+    loop = asyncio.get_running_loop()
+    running: dict[asyncio.Task[Outcome], Chunk] = {}
+    failure: Outcome | None = None
+    providers: dict[str, None] = {}
+    sent = retries = 0
+    t0 = monotonic()
+
+    async def chunk_call(chunk: Chunk) -> Outcome:
+        async with slots:  # the node-wide bound
+            return await run(
+                rt, "eth_getLogs", chunk_params(template, chunk), strategy, provider_id
+            )
+
+    try:
+        while split.error is None:
+            for chunk in split.next_chunks():
+                running[loop.create_task(chunk_call(chunk))] = chunk
+                sent += 1
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=running.__getitem__):
+                chunk = running.pop(task)
+                out = task.result()
+                retries += out.retries
+                if split.error is not None:
+                    continue  # the request already failed: later answers are dropped
+                if out.provider_id is not None:
+                    providers[out.provider_id] = None
+                if out.status == "success":
+                    logs = _logs(out)
+                    if logs is None:
+                        split.failed(dict(_NOT_LOGS))
+                    elif split.succeeded(chunk, logs):
+                        state.count("chunks", "ok")
+                        continue
+                    state.count("chunks", "failed")
+                    continue
+                limit = _too_large(out)
+                if limit is not None:
+                    _learn(rt, out, limit, chunk)
+                    if split.too_large(chunk, limit):
+                        state.count("chunks", "resplit")
+                        continue
+                else:
+                    failure = out  # the chunk's own error (a provider's, or Lasso's)
+                    split.failed(out.error or {"code": -32000, "message": "eth_getLogs failed"})
+                state.count("chunks", "failed")
+    finally:
+        for task in running:  # failing whole (or the client left): stop the rest
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+    if split.error is not None:
+        return failure if failure is not None else _failed(Outcome(pool), split)
+    out = Outcome(pool)
+    out.answer(orjson.dumps(split.result()))
+    out.provider_id = next(iter(providers), None)
+    out.retries = retries
+    out.upstream_latency = monotonic() - t0
+    out.extra = {
+        "get_logs": {
+            "from": hex(lo),
+            "to": hex(hi),
+            "chunks": sent,
+            "providers": list(providers),
+        }
+    }
+    return out
+
+
+def _logs(out: Outcome) -> list[Any] | None:
+    if out.body is None:
+        return None
+    try:
+        doc = orjson.loads(out.body)
+    except orjson.JSONDecodeError:
+        return None
+    result = doc.get("result") if type(doc) is dict else None
+    return result if type(result) is list else None
+
+
+def _too_large(out: Outcome) -> LogsLimit | None:
+    """The limit a failed request's error reads as (range or result size), if any."""
+    if out.status == "success":
+        return None
+    return logs_limit(out.error_message())
+
+
+def _learn(rt: ChainRuntime, out: Outcome, limit: LogsLimit, chunk: Chunk) -> None:
+    """The provider rejected ``chunk`` as too wide: remember its range limit."""
+    pid = out.provider_id
+    if pid is None:
+        return
+    current = rt.router.logs_range_limit(pid)
+    learned = learned_limit(limit, chunk.span, current)
+    if learned is not None and learned != current:
+        rt.router.learn_logs_range_limit(pid, learned)
+
+
+def _failed(out: Outcome, split: LogsSplit) -> Outcome:
+    assert split.error is not None
+    out.fail(split.error)
+    return out
