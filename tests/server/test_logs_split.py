@@ -246,3 +246,33 @@ async def test_a_small_range_passes_through_as_the_providers_bytes() -> None:
     out = await get_logs(rt, span(1, 30))
     assert result_of(out) == truth(1, 30) and out.extra is None
     assert node.ranges == [(1, 30)]
+
+
+async def test_a_provider_not_known_to_have_to_block_is_asked_its_height_first() -> None:
+    """Lasso last saw the pinned provider at 95; asked, it is at 100 now: served."""
+    node, other = LogsNode(height=100), LogsNode(height=100)
+    rt = runtime(a=node, b=other)
+    rt.router.observe_height("a", 95, monotonic())
+    rt.router.observe_height("b", 100, monotonic())
+    out = await get_logs(rt, span(90, 98), provider_id="a")
+    assert result_of(out) == truth(90, 98) and node.ranges == [(90, 98)]
+    assert [r.method for r in transport(rt, "a").requests] == ["eth_blockNumber", "eth_getLogs"]
+
+
+async def test_a_pinned_provider_behind_to_block_is_refused_not_answered_short() -> None:
+    """The pinned provider is still behind toBlock that another has: an error, no logs."""
+    node, other = LogsNode(height=95), LogsNode(height=100)
+    rt = runtime(a=node, b=other)
+    rt.router.observe_height("a", 95, monotonic())
+    rt.router.observe_height("b", 100, monotonic())
+    out = await get_logs(rt, span(90, 98), provider_id="a")
+    assert out.status == "error" and out.error is not None
+    assert out.error["data"] == {"behind": "0x62"} and node.ranges == []
+
+
+async def test_a_range_past_every_known_height_goes_out_as_asked() -> None:
+    """Nobody is known to have toBlock, even after asking: a future block, sent as asked."""
+    node = LogsNode(height=100)
+    rt = runtime(a=node)
+    out = await get_logs(rt, span(90, 120))
+    assert result_of(out) == truth(90, 100) and node.ranges == [(90, 120)]

@@ -13,9 +13,14 @@ the kernel's (:mod:`lasso.kernel.getlogs`); this module carries them out, every 
    ``safe``/``finalized`` when known) against the served head, refuses a range wider than
    ``routing.get_logs.max_range`` (``-32602`` with ``data.max_range``), and passes a
    ``blockHash`` filter or a range that fits as one request.
-3. A request that fits runs as one; if the providers reject it as too large (range or
+3. When none of the candidates is known to have the range's last block (Lasso's heights
+   lag the client's knowledge, or the route pins a provider behind it), each is asked its
+   height first (``eth_blockNumber``): a node behind ``toBlock`` would silently answer a
+   short range. If another provider has the block and none of these does, the request
+   fails (``-32000``, ``data.behind``) rather than answer part of the range.
+4. A request that fits runs as one; if the providers reject it as too large (range or
    result size), it is split reactively from there.
-4. Chunks run with at most ``routing.get_logs.max_parallel`` in flight for the request and
+5. Chunks run with at most ``routing.get_logs.max_parallel`` in flight for the request and
    :data:`~lasso.server.limits.NODE_LOG_CHUNKS` for the node, lowest blocks first; each goes
    to providers known to have its last block. A chunk rejected as too large is split
    again (to the size the error names, else in halves) and the provider's limit is learned.
@@ -82,6 +87,10 @@ async def get_logs(
         out.fail(plan.error, "rpc_error")
         return out
     lo, hi = plan.lo, plan.hi
+    if hi is not None and not await _someone_has(rt, pool, hi, strategy, run):
+        out = Outcome(pool)
+        out.fail(_behind_error(hi))
+        return out
     if plan.kind is PlanKind.PASS:
         out = await run(rt, method, plan.params, strategy, provider_id)
         if out.status == "success" or lo is None or hi is None or lo > hi:
@@ -187,6 +196,39 @@ async def _run_split(
         }
     }
     return out
+
+
+_MAX_HEIGHT_CHECKS = 3
+
+
+async def _someone_has(
+    rt: ChainRuntime, pool: list[Any], block: int, strategy: str, run: Executor
+) -> bool:
+    """Whether a provider of ``pool`` may be asked for logs up to ``block``: one is known
+    to have it, or (asked its height when none is) has it now, or nobody at all has it
+    (a block from the future: the providers answer it as they do)."""
+    state = rt.router.state
+    providers = list(dict.fromkeys(ch.provider_id for ch in pool))
+    if any(state.known_to_have(p, block) for p in providers):
+        return True
+    checks = [run(rt, "eth_blockNumber", [], strategy, p) for p in providers[:_MAX_HEIGHT_CHECKS]]
+    if checks:
+        await asyncio.gather(*checks)  # their answers feed the heights (and the head)
+    if any(state.known_to_have(p, block) for p in providers):
+        return True
+    top = state.max_height
+    return top is None or top < block
+
+
+def _behind_error(block: int) -> dict[str, Any]:
+    return {
+        "code": -32000,
+        "message": (
+            f"eth_getLogs: the providers this route may use are behind block {block}; "
+            "their answer could miss logs"
+        ),
+        "data": {"behind": hex(block)},
+    }
 
 
 def _logs(out: Outcome) -> list[Any] | None:
