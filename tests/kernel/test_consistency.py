@@ -140,13 +140,15 @@ def test_behind_errors() -> None:
 
 
 def test_keep_known() -> None:
-    """Only providers known to have the block stay, unless none is known to."""
+    """Only providers known to have the block stay; all when nobody has it, none when
+    only others have it."""
     router = make([provider("a"), provider("b"), provider("c")])
     for pid, h in (("a", 90), ("b", 100)):
         router.observe_height(pid, h, 0.0)
     chans = router.channels
     assert [c.provider_id for c in keep_known(chans, 95, router.state)] == ["b"]
     assert [c.provider_id for c in keep_known(chans, 200, router.state)] == ["a", "b", "c"]
+    assert keep_known([c for c in chans if c.provider_id != "b"], 95, router.state) == []
 
 
 @given(

@@ -195,10 +195,17 @@ _C = TypeVar("_C", bound=_HasProvider)
 
 
 def keep_known(candidates: Sequence[_C], block: int, state: ChainState) -> list[_C]:
-    """The candidates known to have ``block``, in order; all of them when none is (fail
-    open: nobody is known to have it, so nobody is known to lack it either)."""
+    """The candidates known to have ``block``, in order.
+
+    When none of them is: all of them if no provider at all is known to have it (a block
+    from the future is missing everywhere: they answer it as they do), else none (only
+    providers outside the list have it: any of these could answer short).
+    """
     known = [c for c in candidates if state.known_to_have(c.provider_id, block)]
-    return known if known else list(candidates)
+    if known:
+        return known
+    top = state.max_height
+    return list(candidates) if top is None or top < block else []
 
 
 def judge_result(

@@ -45,6 +45,7 @@ __all__ = [
     "LogsPlan",
     "LogsSplit",
     "PlanKind",
+    "behind_error",
     "chunk_params",
     "chunk_size_for",
     "learned_limit",
@@ -104,6 +105,19 @@ def too_wide_error(span: int, max_range: int) -> dict[str, Any]:
         "code": -32602,
         "message": f"eth_getLogs block range too large: {span} blocks, at most {max_range}",
         "data": {"max_range": max_range, "requested": span},
+    }
+
+
+def behind_error(block: int) -> dict[str, Any]:
+    """The ``-32000`` answer when the providers a request may use are all behind ``block``
+    (another provider has it): their answer could silently miss logs."""
+    return {
+        "code": -32000,
+        "message": (
+            f"eth_getLogs: the providers this route may use are behind block {block}; "
+            "their answer could miss logs"
+        ),
+        "data": {"behind": hex(block)},
     }
 
 

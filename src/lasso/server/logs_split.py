@@ -6,18 +6,19 @@ the kernel's (:mod:`lasso.kernel.getlogs`); this module carries them out, every 
 (and every chunk) through the attempt planner like any read:
 
 1. The candidates the route allows (its strategy or provider override; open circuits left
-   out) give the chunk size: the largest ``eth_getLogs`` range limit among them (the
-   configured ``limits.max_block_range`` or one learned from the provider's errors); no
-   proactive split when any of them has no limit.
+   out) give the chunk size: the largest ``eth_getLogs`` range limit among those that have
+   the range's last block (step 3; the configured ``limits.max_block_range`` or one
+   learned from the provider's errors); no proactive split when any of them has no limit.
 2. :func:`~lasso.kernel.getlogs.plan_get_logs` resolves ``latest``/``earliest`` (and
    ``safe``/``finalized`` when known) against the served head, refuses a range wider than
    ``routing.get_logs.max_range`` (``-32602`` with ``data.max_range``), and passes a
    ``blockHash`` filter or a range that fits as one request.
-3. When none of the candidates is known to have the range's last block (Lasso's heights
-   lag the client's knowledge, or the route pins a provider behind it), each is asked its
-   height first (``eth_blockNumber``): a node behind ``toBlock`` would silently answer a
-   short range. If another provider has the block and none of these does, the request
-   fails (``-32000``, ``data.behind``) rather than answer part of the range.
+3. Only providers known to have the range's last block are used (a node behind
+   ``toBlock`` silently answers a short range); the chunk size comes from their limits.
+   When none of the route's providers is known to have it (Lasso's heights lag the
+   client's knowledge, or the route pins a provider behind it), each is asked its height
+   first (``eth_blockNumber``). If another provider has the block and none of these does,
+   the request fails (``-32000``, ``data.behind``) rather than answer part of the range.
 4. A request that fits runs as one; if the providers reject it as too large (range or
    result size), it is split reactively from there.
 5. Chunks run with at most ``routing.get_logs.max_parallel`` in flight for the request and
@@ -43,6 +44,7 @@ from lasso.kernel.getlogs import (
     Chunk,
     LogsSplit,
     PlanKind,
+    behind_error,
     chunk_params,
     chunk_size_for,
     learned_limit,
@@ -71,25 +73,31 @@ async def get_logs(
     """Run one ``eth_getLogs`` (see the module docstring)."""
     router = rt.router
     now = monotonic()
-    pool = router.candidates(method, params, strategy, now, provider_id=provider_id)
-    limits = [router.logs_range_limit(p) for p in dict.fromkeys(ch.provider_id for ch in pool)]
+    # Every provider the route allows, whatever the range (the limit filter comes per
+    # chunk): the chunk size is chosen among those that have the range's last block.
+    pool = router.candidates(method, None, strategy, now, provider_id=provider_id)
     settings = rt.config.get_logs
+    consensus = router.state.consensus(now)
     plan = plan_get_logs(
-        params,
-        router.head,
-        router.state.consensus(now),
-        chunk_size=chunk_size_for(limits),
-        max_range=settings.max_range,
+        params, router.head, consensus, chunk_size=None, max_range=settings.max_range
     )
+    lo, hi = plan.lo, plan.hi
+    if plan.kind is PlanKind.PASS and lo is not None and hi is not None and lo <= hi:
+        providers = list(dict.fromkeys(ch.provider_id for ch in pool))
+        able = await _able(rt, providers, hi, strategy, run)
+        if not able:
+            out = Outcome(pool)
+            out.fail(behind_error(hi))
+            return out
+        size = chunk_size_for([router.logs_range_limit(p) for p in able])
+        if size is not None and hi - lo + 1 > size:
+            plan = plan_get_logs(
+                params, router.head, consensus, chunk_size=size, max_range=settings.max_range
+            )
     if plan.kind is PlanKind.REJECT:
         out = Outcome(pool)
         assert plan.error is not None
         out.fail(plan.error, "rpc_error")
-        return out
-    lo, hi = plan.lo, plan.hi
-    if hi is not None and not await _someone_has(rt, pool, hi, strategy, run):
-        out = Outcome(pool)
-        out.fail(_behind_error(hi))
         return out
     if plan.kind is PlanKind.PASS:
         out = await run(rt, method, plan.params, strategy, provider_id)
@@ -201,34 +209,24 @@ async def _run_split(
 _MAX_HEIGHT_CHECKS = 3
 
 
-async def _someone_has(
-    rt: ChainRuntime, pool: list[Any], block: int, strategy: str, run: Executor
-) -> bool:
-    """Whether a provider of ``pool`` may be asked for logs up to ``block``: one is known
-    to have it, or (asked its height when none is) has it now, or nobody at all has it
-    (a block from the future: the providers answer it as they do)."""
+async def _able(
+    rt: ChainRuntime, providers: list[str], block: int, strategy: str, run: Executor
+) -> list[str]:
+    """The providers that may be asked for logs up to ``block``: those known to have it;
+    when none is, each is asked its height first (at most three); all of them when nobody
+    at all has it (a block from the future: they answer it as they do); none when only
+    providers outside ``providers`` have it."""
     state = rt.router.state
-    providers = list(dict.fromkeys(ch.provider_id for ch in pool))
-    if any(state.known_to_have(p, block) for p in providers):
-        return True
+    known = [p for p in providers if state.known_to_have(p, block)]
+    if known or not providers:
+        return known
     checks = [run(rt, "eth_blockNumber", [], strategy, p) for p in providers[:_MAX_HEIGHT_CHECKS]]
-    if checks:
-        await asyncio.gather(*checks)  # their answers feed the heights (and the head)
-    if any(state.known_to_have(p, block) for p in providers):
-        return True
+    await asyncio.gather(*checks)  # their answers feed the heights (and the head)
+    known = [p for p in providers if state.known_to_have(p, block)]
+    if known:
+        return known
     top = state.max_height
-    return top is None or top < block
-
-
-def _behind_error(block: int) -> dict[str, Any]:
-    return {
-        "code": -32000,
-        "message": (
-            f"eth_getLogs: the providers this route may use are behind block {block}; "
-            "their answer could miss logs"
-        ),
-        "data": {"behind": hex(block)},
-    }
+    return providers if top is None or top < block else []
 
 
 def _logs(out: Outcome) -> list[Any] | None:

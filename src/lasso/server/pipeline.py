@@ -60,6 +60,7 @@ import orjson
 
 from lasso.kernel.attempts import Dispatch, Refused, policy_for
 from lasso.kernel.consistency import PLANNED_METHODS, keep_known, plan_read
+from lasso.kernel.getlogs import behind_error
 from lasso.kernel.methods import KNOWN_METHODS, method_timeout_s
 from lasso.kernel.planner import AttemptPlanner
 from lasso.kernel.router import Channel
@@ -167,8 +168,12 @@ async def run(
             exclude=exclude,
             min_block=min_block,
         )
-        if plan.strict and min_block is not None and len(candidates) > 1:
+        if plan.strict and min_block is not None and candidates:
             candidates = keep_known(candidates, min_block, router.state)
+            if not candidates:  # only providers outside this route's have the block
+                out = Outcome(candidates)
+                out.fail(behind_error(min_block))
+                return out
     policy = policy_for(method)
     mkey = method if method in KNOWN_METHODS else "other"
     hedging = rt.hedging
