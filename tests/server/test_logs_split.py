@@ -276,3 +276,18 @@ async def test_a_range_past_every_known_height_goes_out_as_asked() -> None:
     rt = runtime(a=node)
     out = await get_logs(rt, span(90, 120))
     assert result_of(out) == truth(90, 100) and node.ranges == [(90, 120)]
+
+
+async def test_a_reactive_split_uses_the_largest_limit_learned() -> None:
+    """Both providers refuse the whole range; the last says 100, the other said 1,000:
+    the re-split uses 1,000-block chunks (each fits the larger one), not 100."""
+    big, small = LogsNode(1000), LogsNode(100)
+    rt = runtime(big=big, small=small)  # priority: big is asked first, small last
+    for pid in ("big", "small"):
+        rt.router.observe_height(pid, 100_000, monotonic())
+    out = await execute(rt, "eth_getLogs", span(0, 9999), "priority", None)
+    assert result_of(out) == truth(0, 9999)
+    assert sorted(r for r in big.ranges if r != (0, 9999)) == [
+        (a, a + 999) for a in range(0, 10_000, 1000)
+    ]
+    assert small.ranges == [(0, 9999)]

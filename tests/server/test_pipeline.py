@@ -248,3 +248,13 @@ async def test_failures_leave_the_channel_a_last_error() -> None:
     assert faults["a"].status == 502
     assert faults["b"] is not None and "cannot connect" in faults["b"].message
     assert faults["c"] is None
+
+
+@pytest.mark.parametrize("hedge", [None, HedgeConfig(delay_ms=5000)], ids=["inline", "raced"])
+async def test_keep_result_hands_back_the_parsed_result(hedge: HedgeConfig | None) -> None:
+    """run(keep_result=True) gives the winning answer's result as parsed to judge it."""
+    rt = runtime(hedge, a=ok(["0x1", "0x2"]), b=ok("0x3"))
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None, keep_result=True)
+    assert out.result == ["0x1", "0x2"] and result_of(out) == out.result
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None)
+    assert out.result is None

@@ -94,6 +94,8 @@ class Outcome:
     ``hedged``: a hedge was sent; ``hedge_winner``: ``primary`` or ``hedge`` when one of
     them answered; ``hedge_skipped``: a hedge fell due but the chain's budget was spent.
     ``extra``: more ``include_meta`` members from a flow (``get_logs``, ``broadcast``).
+    ``result``: the answer's ``result`` as parsed when judged, for a caller that asked to
+    keep it (``run(..., keep_result=True)``: it merges results); ``None`` otherwise.
     """
 
     __slots__ = (
@@ -105,6 +107,7 @@ class Outcome:
         "hedge_winner",
         "hedges",
         "provider_id",
+        "result",
         "retries",
         "status",
         "tid",
@@ -126,6 +129,7 @@ class Outcome:
         self.hedge_winner: str | None = None
         self.hedge_skipped = False
         self.extra: dict[str, Any] | None = None
+        self.result: Any = None
 
     @property
     def hedged(self) -> bool:
@@ -173,6 +177,7 @@ class Executor(Protocol):
         provider_id: str | None,
         *,
         exclude: Collection[str] = (),
+        keep_result: bool = False,
     ) -> Awaitable[Outcome]: ...
 
 
@@ -197,9 +202,11 @@ def judged(
     resp: UpstreamResponse,
     key: str,
     plan: ReadPlan | None = None,
+    kept: dict[int, Any] | None = None,
 ) -> Answered:
     """Parse and judge an answer; a planned read's answer is checked against its plan (an
-    ``eth_blockNumber`` result is a height sample and clamped to the served head)."""
+    ``eth_blockNumber`` result is a height sample and clamped to the served head). With
+    ``kept``, the parsed ``result`` is kept there under the attempt's number."""
     body = resp.body
     try:
         doc = orjson.loads(body) if body else None
@@ -215,6 +222,8 @@ def judged(
         rules=ch.provider.capabilities.error_rules,
         known_method=mkey != "other",
     )
+    if kept is not None and type(doc) is dict:
+        kept[number] = doc.get("result")
     if plan is not None:
         router = rt.router
         judgement = check_answer(

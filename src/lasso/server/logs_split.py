@@ -50,7 +50,7 @@ from lasso.kernel.getlogs import (
     learned_limit,
     plan_get_logs,
 )
-from lasso.kernel.logs_limits import LogsLimit, logs_limit
+from lasso.kernel.logs_limits import LogsLimit, LogsLimitKind, logs_limit
 from lasso.server.exchange import Executor, Outcome
 from lasso.server.runtime import ChainRuntime
 
@@ -82,9 +82,9 @@ async def get_logs(
         params, router.head, consensus, chunk_size=None, max_range=settings.max_range
     )
     lo, hi = plan.lo, plan.hi
+    able = list(dict.fromkeys(ch.provider_id for ch in pool))
     if plan.kind is PlanKind.PASS and lo is not None and hi is not None and lo <= hi:
-        providers = list(dict.fromkeys(ch.provider_id for ch in pool))
-        able = await _able(rt, providers, hi, strategy, run)
+        able = await _able(rt, able, hi, strategy, run)
         if not able:
             out = Outcome(pool)
             out.fail(behind_error(hi))
@@ -109,7 +109,7 @@ async def get_logs(
         whole = Chunk(lo, hi)
         split = LogsSplit((whole,), max_parallel=settings.max_parallel)
         split.next_chunks()
-        _learn(rt, out, limit, whole)
+        limit = _learn(rt, out, limit, whole, able)
         if not split.too_large(whole, limit):
             rt.consistency.count("chunks", "failed")
             return _failed(out, split)
@@ -117,7 +117,9 @@ async def get_logs(
     else:
         split = LogsSplit(plan.chunks, max_parallel=settings.max_parallel)
     assert lo is not None and hi is not None
-    return await _run_split(rt, split, plan.params, strategy, provider_id, run, pool, lo, hi)
+    return await _run_split(
+        rt, split, plan.params, strategy, provider_id, run, pool, able, (lo, hi)
+    )
 
 
 async def _run_split(
@@ -128,10 +130,11 @@ async def _run_split(
     provider_id: str | None,
     run: Executor,
     pool: list[Any],
-    lo: int,
-    hi: int,
+    able: list[str],
+    span: tuple[int, int],
 ) -> Outcome:
-    """Run a split request's chunks to the end: the merged answer or the first failure."""
+    """Run a split request's chunks to the end: the merged answer or the first failure;
+    ``able``: the providers that have the range, ``span``: the range."""
     state = rt.consistency
     state.count("splits")
     slots = state.logs_slots
@@ -175,7 +178,7 @@ async def _run_split(
                     continue
                 limit = _too_large(out)
                 if limit is not None:
-                    _learn(rt, out, limit, chunk)
+                    limit = _learn(rt, out, limit, chunk, able)
                     if split.too_large(chunk, limit):
                         state.count("chunks", "resplit")
                         continue
@@ -197,8 +200,8 @@ async def _run_split(
     out.upstream_latency = monotonic() - t0
     out.extra = {
         "get_logs": {
-            "from": hex(lo),
-            "to": hex(hi),
+            "from": hex(span[0]),
+            "to": hex(span[1]),
             "chunks": sent,
             "providers": list(providers),
         }
@@ -230,6 +233,8 @@ async def _able(
 
 
 def _logs(out: Outcome) -> list[Any] | None:
+    if type(out.result) is list:  # parsed once already, when the answer was judged
+        return out.result
     if out.body is None:
         return None
     try:
@@ -247,15 +252,26 @@ def _too_large(out: Outcome) -> LogsLimit | None:
     return logs_limit(out.error_message())
 
 
-def _learn(rt: ChainRuntime, out: Outcome, limit: LogsLimit, chunk: Chunk) -> None:
-    """The provider rejected ``chunk`` as too wide: remember its range limit."""
+def _learn(
+    rt: ChainRuntime, out: Outcome, limit: LogsLimit, chunk: Chunk, able: list[str]
+) -> LogsLimit:
+    """The providers rejected ``chunk`` as too large: remember the range limit of the one
+    that said so last (each one that named its limit has been learned as it answered), and
+    return the limit to re-split by: for a range limit, the largest one now known among
+    the providers that have the range, so that the re-split chunks fit at least one."""
+    router = rt.router
     pid = out.provider_id
-    if pid is None:
-        return
-    current = rt.router.logs_range_limit(pid)
-    learned = learned_limit(limit, chunk.span, current)
-    if learned is not None and learned != current:
-        rt.router.learn_logs_range_limit(pid, learned)
+    if pid is not None:
+        current = router.logs_range_limit(pid)
+        learned = learned_limit(limit, chunk.span, current)
+        if learned is not None and learned != current:
+            router.learn_logs_range_limit(pid, learned)
+    if limit.kind is LogsLimitKind.RESULTS:
+        return limit
+    size = chunk_size_for([router.logs_range_limit(p) for p in able])
+    if size is not None and size < chunk.span:
+        return LogsLimit(LogsLimitKind.RANGE, size)
+    return limit
 
 
 def _failed(out: Outcome, split: LogsSplit) -> Outcome:

@@ -58,7 +58,7 @@ from typing import Any
 
 import orjson
 
-from lasso.kernel.attempts import Dispatch, Refused, policy_for
+from lasso.kernel.attempts import Answer, Dispatch, Refused, policy_for
 from lasso.kernel.consistency import PLANNED_METHODS, keep_known, plan_read
 from lasso.kernel.getlogs import behind_error
 from lasso.kernel.methods import KNOWN_METHODS, method_timeout_s
@@ -136,10 +136,12 @@ async def run(
     *,
     method_json: bytes | None = None,
     exclude: Collection[str] = (),
+    keep_result: bool = False,
 ) -> Outcome:
     """Run one request through the attempt planner (steps 1-5 of the module docstring).
 
-    Args: as :func:`execute`; ``exclude``: provider ids left out.
+    Args: as :func:`execute`; ``exclude``: provider ids left out; ``keep_result``: set
+    ``Outcome.result`` to the answer's parsed result (parsed once, to judge it).
 
     Returns:
         The outcome; upstream faults never raise.
@@ -206,13 +208,19 @@ async def run(
         tid, method_json if method_json is not None else orjson.dumps(method), params
     )
     out = Outcome(candidates)
+    kept: dict[int, Any] | None = {} if keep_result else None
     if hedge is not None:
-        race = Race(rt, planner, candidates, mkey, method, body, key, tid, policy.replay_safe, plan)
+        race = Race(
+            rt, planner, candidates, mkey, method, body, key, tid, policy.replay_safe, plan, kept
+        )
         try:
             decision = await race.run(now, out)
         finally:
             race.abandon()  # on cancellation: stop and release every attempt in flight
-        return race.finish(decision, out)
+        race.finish(decision, out)
+        if kept is not None and type(decision) is Answer:
+            out.result = kept.get(decision.attempt)
+        return out
 
     # One attempt at a time: nothing is in flight when the planner is asked, so it answers
     # Dispatch, Answer or Fail, never Wait or Cancel.
@@ -240,10 +248,13 @@ async def run(
                 router.record_cancelled(ch, mkey, monotonic())
                 raise
             else:
-                fact = judged(rt, ch, mkey, method, number, resp, key, plan)
+                fact = judged(rt, ch, mkey, method, number, resp, key, plan, kept)
             now = monotonic()
             out.upstream_latency += now - t0
             planner.receive(fact)
             record(rt, ch, mkey, fact, now - t0, now, resp, error)
         step = planner.next(now)
-    return finish(planner, step, out, ch, resp, tid)
+    finish(planner, step, out, ch, resp, tid)
+    if kept is not None and type(step) is Answer:
+        out.result = kept.get(step.attempt)
+    return out

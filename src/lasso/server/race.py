@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from time import monotonic
+from typing import Any
 
 from lasso.kernel.attempts import Answer, Cancel, Dispatch, Fact, Fail, Refused, Wait
 from lasso.kernel.consistency import ReadPlan
@@ -77,6 +78,7 @@ class Race:
         "_waiter",
         "body",
         "candidates",
+        "kept",
         "key",
         "method",
         "mkey",
@@ -101,9 +103,11 @@ class Race:
         tid: bytes,
         replay_safe: bool,
         plan: ReadPlan | None = None,
+        kept: dict[int, Any] | None = None,
     ) -> None:
         self.rt = rt
         self.plan = plan  # the read's consistency plan, checked on every answer
+        self.kept = kept  # parsed results by attempt, when the caller keeps them
         self.planner = planner
         self.candidates = candidates
         self.mkey = mkey
@@ -180,7 +184,9 @@ class Race:
         except UpstreamError as exc:
             return failure_fact(sent.number, exc), None, monotonic() - t0, exc
         lat = monotonic() - t0
-        fact = judged(self.rt, ch, self.mkey, self.method, sent.number, resp, sent.key, self.plan)
+        fact = judged(
+            self.rt, ch, self.mkey, self.method, sent.number, resp, sent.key, self.plan, self.kept
+        )
         return fact, resp, lat, None
 
     async def inline(self, sent: _Sent, timeout: float) -> None:
