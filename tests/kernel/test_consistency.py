@@ -39,7 +39,9 @@ def test_plans() -> None:
     head = HeadTracker()
     assert plan_read("eth_blockNumber", [], head) == ReadPlan(clamp_head=True)
     head.serve_head(100)
-    assert plan_read("eth_blockNumber", [], head) == ReadPlan(min_block=100, clamp_head=True)
+    assert plan_read("eth_blockNumber", [], head) == ReadPlan(clamp_head=True)
+    assert plan_read("eth_blockNumber", [], head).checks_answer  # type: ignore[union-attr]
+    assert not ReadPlan(min_block=5).checks_answer
     assert plan_read("eth_getBlockByNumber", ["0x5", False], head) == ReadPlan(
         block=5, null_is_missing=True
     )
@@ -198,6 +200,9 @@ def test_check_answer() -> None:
     head.serve_head(0x64)
     clamped = check_answer(clamp, ACCEPTED, {"result": "0x60"}, "behind", state, head, 0.0)
     assert clamped.ok and clamped.id_ok and clamped.replacement == "0x64"
+    assert check_answer(clamp, ACCEPTED, {"result": "0x65"}, "ahead", state, head, 0.0) is ACCEPTED
+    assert check_answer(clamp, ACCEPTED, {"result": "junk"}, "ahead", state, head, 0.0) is ACCEPTED
+    assert head.head == 0x65 and state.height("behind") == 0x60
     missing = Judgement(
         ok=False,
         category=Category.BLOCK_NOT_AVAILABLE,

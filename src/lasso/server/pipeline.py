@@ -97,7 +97,7 @@ _FLOWS: dict[str, Flow] = {
 }
 
 
-async def execute(
+def execute(
     rt: ChainRuntime,
     method: str,
     params: Any,
@@ -105,9 +105,9 @@ async def execute(
     provider_id: str | None,
     *,
     method_json: bytes | None = None,
-) -> Outcome:
+) -> Awaitable[Outcome]:
     """Run one JSON-RPC item through the chain's providers: its flow when it has one (the
-    module docstring), else :func:`run`.
+    module docstring), else :func:`run`. Await the result.
 
     Args:
         rt: the chain of the profile the request was routed to.
@@ -121,10 +121,10 @@ async def execute(
         The outcome; upstream faults never raise. Cancellation (the client went away)
         cancels the attempts in flight, records them neutral, and propagates.
     """
-    flow = _FLOWS.get(method)
+    flow = _FLOWS.get(method)  # a plain function: no coroutine frame of its own
     if flow is None:
-        return await run(rt, method, params, strategy, provider_id, method_json=method_json)
-    return await flow(rt, method, params, strategy, provider_id, run)
+        return run(rt, method, params, strategy, provider_id, method_json=method_json)
+    return flow(rt, method, params, strategy, provider_id, run)
 
 
 async def run(
@@ -151,11 +151,8 @@ async def run(
     shared = rt.shared
     if shared is not None:  # --workers N: take in what other workers learned
         shared.refresh(now)
-    if method in PLANNED_METHODS:
-        plan = plan_read(method, params, router.head)
-    else:
-        plan = None
-    if plan is None:
+    plan = plan_read(method, params, router.head) if method in PLANNED_METHODS else None
+    if plan is None or plan.min_block is None:
         candidates = router.candidates(
             method, params, strategy, now, provider_id=provider_id, exclude=exclude
         )
@@ -176,6 +173,7 @@ async def run(
                 out = Outcome(candidates)
                 out.fail(behind_error(min_block))
                 return out
+    check = plan if plan is not None and plan.checks_answer else None  # answers to check
     policy = policy_for(method)
     mkey = method if method in KNOWN_METHODS else "other"
     hedging = rt.hedging
@@ -211,7 +209,7 @@ async def run(
     kept: dict[int, Any] | None = {} if keep_result else None
     if hedge is not None:
         race = Race(
-            rt, planner, candidates, mkey, method, body, key, tid, policy.replay_safe, plan, kept
+            rt, planner, candidates, mkey, method, body, key, tid, policy.replay_safe, check, kept
         )
         try:
             decision = await race.run(now, out)
@@ -248,7 +246,7 @@ async def run(
                 router.record_cancelled(ch, mkey, monotonic())
                 raise
             else:
-                fact = judged(rt, ch, mkey, method, number, resp, key, plan, kept)
+                fact = judged(rt, ch, mkey, method, number, resp, key, check, kept)
             now = monotonic()
             out.upstream_latency += now - t0
             planner.receive(fact)
