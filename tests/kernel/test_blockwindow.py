@@ -145,6 +145,20 @@ def test_walk_back_budget_and_failures() -> None:
     assert w2.detached == 0 and w2.wanted(floor=0) is None
 
 
+def test_answers_never_replace_or_restart() -> None:
+    """A block from an answer (not a head source) only extends or confirms."""
+    w = BlockWindow()
+    assert w.observe(100, h(100), h(99), head=False) is None
+    assert w.top is None  # an answer does not start the window
+    feed(w, 100, 105)
+    assert w.observe(104, h(104, 1), h(103), head=False) is None  # another fork: ignored
+    assert w.observe(106, h(106, 1), h(105, 1), head=False) is None
+    assert w.observe(110, h(110), h(109), head=False) is None  # a gap: ignored
+    assert (w.top, w.epoch, w.hash_at(104)) == (105, 0, h(104))
+    assert w.observe(106, h(106), h(105), head=False) is None  # it extends the top
+    assert w.top == 106
+
+
 def test_unlinkable_old_blocks_are_ignored() -> None:
     """A block far below the segment, or a wrong parent of the bottom, changes nothing."""
     w = BlockWindow()
@@ -202,16 +216,18 @@ def histories(draw: st.DrawFn) -> list[tuple[str, int]]:
         st.tuples(st.just("head"), st.just(0)),
         st.tuples(st.just("block"), st.integers(0, 20)),
         st.tuples(st.just("stale"), st.integers(0, 20)),
+        st.tuples(st.just("stale_answer"), st.integers(0, 20)),
         st.tuples(st.just("walk"), st.integers(1, 4)),
     )
-    return draw(st.lists(ops, min_size=1, max_size=60))
+    return draw(st.lists(ops, min_size=10, max_size=80))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(histories())
 def test_window_never_holds_a_block_off_the_observed_chain(ops: list[tuple[str, int]]) -> None:
     """Whatever heads, reorgs, stale answers and walk-backs happen, the segment is linked,
-    and right after the true head is observed every held hash is the chain's."""
+    and once the true head is observed every held hash is the chain's, until the chain
+    moves or a stale head source speaks (answers from before a reorg change nothing)."""
     forks: dict[int, int] = {}  # height -> fork id of the current chain
     head = 100
     next_fork = 1
@@ -241,7 +257,10 @@ def test_window_never_holds_a_block_off_the_observed_chain(ops: list[tuple[str, 
             synced = True
         elif op == "block":
             n = max(0, head - arg)
-            w.observe(n, true_hash(n), true_hash(n - 1))
+            w.observe(n, true_hash(n), true_hash(n - 1), head=False)
+        elif op == "stale_answer" and orphans:  # an answer computed before a reorg
+            n, bh, ph = orphans[arg % len(orphans)]
+            w.observe(n, bh, ph, head=False)
         elif op == "stale" and orphans:
             n, bh, ph = orphans[arg % len(orphans)]
             w.observe(n, bh, ph)
@@ -256,7 +275,7 @@ def test_window_never_holds_a_block_off_the_observed_chain(ops: list[tuple[str, 
                 if n is None:
                     w.fetch_failed()
                 else:
-                    w.observe(n, want, true_hash(n - 1))
+                    w.observe(n, want, true_hash(n - 1), head=False)
         # always: a contiguous, linked segment
         if w.top is not None and w.bottom is not None:
             for n in range(w.bottom + 1, w.top + 1):

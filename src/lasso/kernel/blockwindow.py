@@ -10,22 +10,28 @@ block's ``parentHash`` is the hash of the block below. A block hash commits to e
 block below it, so a hash at height ``n`` in the segment means that blocks ``0..n`` are
 ancestors of the segment's top, whatever the node has or has not seen of them.
 
-Blocks come in from ``newHeads``, from polls of the latest block, from block answers
-passing through, and from walk-back fetches (:meth:`BlockWindow.wanted`). For a block
-``(n, hash, parent)``:
+Blocks come in from head sources (``newHeads``, polls of the latest block) and from
+elsewhere (block answers passing through, walk-back fetches, :meth:`BlockWindow.wanted`).
+For a block ``(n, hash, parent)``:
 
 ====================================  ==================================================
 what                                  effect
 ====================================  ==================================================
 extends the top (parent = top hash)   appended
-already held with the same hash       nothing (may learn its parent)
-held with another hash                **reorg**: heights from the fork evidence up are
-                                      replaced; the epoch goes up; the segment below
-                                      the evidence becomes *detached*
-``n == top + 1``, parent differs      reorg of the top, as above
-beyond ``top + 1`` (a gap)            a new segment ``{n, n-1}``; the old one detached
+already held with the same hash       nothing (may learn its parent; a parent that is
+                                      not the block held below is a reorg below it)
+held with another hash                head source: **reorg**: heights from the fork
+                                      evidence up are replaced; the epoch goes up; the
+                                      segment below the evidence becomes *detached*
+``n == top + 1``, parent differs      head source: reorg of the top, as above
+beyond ``top + 1`` (a gap)            head source: a new segment ``{n, n-1}``; the old
+                                      one detached
 the parent of ``bottom``              prepended (walk-back)
-anything else below the segment       ignored: it cannot be linked to the head
+anything else                         ignored: it cannot be linked to the head, or it
+                                      is not a head source
+
+A block from anywhere but a head source never replaces what the window holds: an answer
+computed before a reorg may arrive after the node has seen the reorg.
 ====================================  ==================================================
 
 A *detached* segment is the previous linked segment whose link to the new top is not
@@ -117,8 +123,17 @@ class BlockWindow:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def observe(self, number: int, block_hash: str, parent_hash: str | None) -> int | None:
+    def observe(
+        self, number: int, block_hash: str, parent_hash: str | None, *, head: bool = True
+    ) -> int | None:
         """Take in one block (hashes in lowercase ``0x`` hex).
+
+        Args:
+            head: the block comes from a head source (``newHeads``, a poll of the latest
+                block): it may replace held blocks or start a new segment. A block from
+                anywhere else (an answer passing through, a walk-back fetch) may only
+                extend the segment at either end or confirm a held block: an answer
+                computed before a reorg can arrive after it, and must not undo it.
 
         Returns:
             The lowest height whose hash the window held and now knows to be replaced
@@ -127,8 +142,9 @@ class BlockWindow:
         """
         top = self.top
         if top is None or self.bottom is None:
-            self._reset(number, block_hash, parent_hash)
-            self._merge()
+            if head:
+                self._reset(number, block_hash, parent_hash)
+                self._merge()
             return None
         held = self._hash.get(number)
         if held is not None:
@@ -136,12 +152,14 @@ class BlockWindow:
                 if parent_hash is not None and self._parent.get(number) is None:
                     return self._learn_parent(number, parent_hash)
                 return None
-            return self._fork_at(number, block_hash, parent_hash)
+            return self._fork_at(number, block_hash, parent_hash) if head else None
         if number == top + 1:
             if parent_hash == self._hash[top]:
                 self._put(number, block_hash, parent_hash)
                 self.top = number
                 self._trim()
+                return None
+            if not head:
                 return None
             if parent_hash is None:  # no link known: a new segment (no evidence of a fork)
                 self._restart(number, block_hash, None)
@@ -151,7 +169,8 @@ class BlockWindow:
             self._fork_seen()
             return top
         if number > top + 1:
-            self._restart(number, block_hash, parent_hash)
+            if head:
+                self._restart(number, block_hash, parent_hash)
             return None
         bottom = self.bottom
         if number == bottom - 1 and self._parent.get(bottom) == block_hash:
