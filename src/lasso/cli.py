@@ -178,12 +178,20 @@ def serve(args: argparse.Namespace) -> int:
     if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
         print(f"lasso: --busy-poll-us must be between 0 and {MAX_BUSY_POLL_US}", file=sys.stderr)
         return 2
+    from lasso.net.redis_link import redis_url_from_env
+
+    try:
+        redis_url = redis_url_from_env(os.environ)
+    except ValueError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(
         node_id=node_id,
         host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
         port=args.port if args.port is not None else _env_int("PORT", 4000),
         cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
         busy_poll_us=busy_poll,
+        redis_url=redis_url,
     )
     try:
         profiles = load_profiles(directory)

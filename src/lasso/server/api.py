@@ -50,6 +50,8 @@ def route(app: LassoApp, req: HttpRequest) -> Response:
         return _json(200, cluster(app))
     if path == "/api/profiles":
         return _json(200, profiles(app))
+    if path == "/api/cache":
+        return cache(app, _query(req))
     if path == "/":
         return Response(302, b"", headers=[("Location", "/dashboard")])
     if path == "/api/stream" or path == "/dashboard" or path.startswith("/dashboard/"):
@@ -102,6 +104,17 @@ def cluster(app: LassoApp) -> dict[str, Any]:
             }
         ]
     return {"node_id": app.node_id, "cluster": cluster_summary(app), "nodes": nodes}
+
+
+def cache(app: LassoApp, q: dict[str, str]) -> Response:
+    """The response cache of a profile (``?profile=``): per chain and method, hits,
+    misses, coalesced requests, upstream calls saved, memory (the dashboard's panel)."""
+    from lasso.server.cache import report
+
+    prof = _profile_or_error(app, q)
+    if isinstance(prof, Response):
+        return prof
+    return _json(200, report.view(app.cache, prof.config.slug))
 
 
 def profiles(app: LassoApp) -> dict[str, Any]:

@@ -20,11 +20,15 @@ from lasso.config import ProfileConfig
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry
 from lasso.net.http_server import HttpRequest, HttpServer, Response
+from lasso.net.redis_link import RedisLink
 from lasso.server import api
+from lasso.server.cache import HeadWatch, RedisStore, ResponseCache
+from lasso.server.cache import report as cache_report
 from lasso.server.events import EventBus
 from lasso.server.metrics import Metrics
+from lasso.server.pipeline import execute
 from lasso.server.rpc import RpcHandler
-from lasso.server.runtime import PoolRegistry, Runtime
+from lasso.server.runtime import ChainRuntime, PoolRegistry, Runtime
 from lasso.server.subscriptions import SubscriptionManager
 from lasso.server.ws_rpc import WsRpcEndpoint
 from lasso.server.ws_upstreams import WsUpstreamRegistry
@@ -59,7 +63,11 @@ class Settings:
         shared_state: str | None = None,
         worker_dir: str | None = None,
         busy_poll_us: int = 0,
+        redis_url: str | None = None,
     ) -> None:
+        # LASSO_REDIS_URL (lasso.net.redis_link.redis_url_from_env): node-wide state shared
+        # with every node and worker on that Redis (the response cache); None: in memory.
+        self.redis_url = redis_url
         # Opt-in busy polling after I/O (lasso.net.busypoll); 0 = off.
         self.busy_poll_us = busy_poll_us
         # --workers N (lasso.server.workers): this worker's index, the shared-memory table's
@@ -87,9 +95,9 @@ _CORS_PREFLIGHT = Response(
         (
             "Access-Control-Allow-Headers",
             "Content-Type, Authorization, X-Requested-With, X-Lasso-Provider, "
-            "X-Lasso-Transport, X-Lasso-Include-Meta",
+            "X-Lasso-Transport, X-Lasso-Include-Meta, Cache-Control",
         ),
-        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta"),
+        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta, X-Lasso-Cache"),
         ("Access-Control-Max-Age", "86400"),
     ],
 )
@@ -143,11 +151,20 @@ class LassoApp:
                     self.settings.worker_dir, self.settings.worker_index
                 )
                 self.metrics.peer_snapshots = self.snapshots.peers
+        # One Redis link for the node when LASSO_REDIS_URL is set, for every feature that
+        # keeps node-wide state there; the response cache and coalescing wrap the pipeline.
+        self.redis = RedisLink(self.settings.redis_url) if self.settings.redis_url else None
+        self.cache = ResponseCache(
+            execute, self.loop, redis=RedisStore(self.redis) if self.redis is not None else None
+        )
+        self.cache_watch = HeadWatch(self.cache, self._chain_runtime)
+        self.metrics.extra_collectors.append(cache_report.collector(self.cache))
         self.rpc = RpcHandler(self)
         # WebSocket: the client endpoint (/ws/rpc/...) and the upstream connections
         # (started by start_background; options such as reconnect_base reach UpstreamWs).
         self.ws = WsRpcEndpoint(self)
         self.ws_upstreams = WsUpstreamRegistry(self, **(ws_upstream_options or {}))
+        self.ws_upstreams.head_listeners.append(self.cache_watch.on_head)
         # Shared, gap-free client subscriptions (eth_subscribe over /ws/rpc/...).
         self.subscriptions = SubscriptionManager(self)
         self.server = HttpServer(
@@ -167,6 +184,7 @@ class LassoApp:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Bind and serve; returns the port. Call from a running loop."""
         self.loop = asyncio.get_running_loop()
+        self.cache.loop = self.loop
         self.port = await self.server.start(
             host if host is not None else self.settings.host,
             port if port is not None else self.settings.port,
@@ -178,6 +196,7 @@ class LassoApp:
         """Start the background work: upstream WebSockets, block-height probes (cheap,
         idle providers only)."""
         self.ws_upstreams.start(self.runtime)
+        self._tasks.append(self.loop.create_task(self.cache_watch.run()))
         if self.settings.probes:
             from lasso.probes.heights import HeightProber
 
@@ -207,6 +226,7 @@ class LassoApp:
         if self.shared_table is not None:
             self.shared_table.attach(new)
         self.runtime = new
+        self.cache.retain((rt.profile, rt.config.chain_id) for rt in new.chains())
         self.ws_upstreams.sync(new)
         await self.pools.retain_only(new.instance_keys)
         log.info(
@@ -234,6 +254,10 @@ class LassoApp:
                 pass
         await self.ws_upstreams.aclose()
         await self.pools.aclose()
+        if self.cache.redis is not None:
+            await self.cache.redis.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.snapshots is not None:
             self.snapshots.write(self)
 
@@ -264,6 +288,11 @@ class LassoApp:
             exc_info=exc if exc is not None else True,
             extra={"event": "server.error", "path": req.path},
         )
+
+    def _chain_runtime(self, profile: str, chain: str) -> ChainRuntime | None:
+        """The current runtime's chain ``chain`` of ``profile`` (None once it is gone)."""
+        prof = self.runtime.profiles.get(profile)
+        return prof.chains.get(chain) if prof is not None else None
 
     # -- info -------------------------------------------------------------------------
     def uptime(self) -> float:

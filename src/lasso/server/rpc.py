@@ -27,13 +27,21 @@ import orjson
 from lasso.config import canonical_strategy
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response
-from lasso.server.pipeline import Outcome, execute
+from lasso.server.pipeline import Outcome
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
     from lasso.server.app import LassoApp
 
-__all__ = ["RpcRoute", "parse_rpc_path", "RpcHandler", "error_body", "finish_item", "MAX_BATCH"]
+__all__ = [
+    "RpcRoute",
+    "parse_rpc_path",
+    "RpcHandler",
+    "error_body",
+    "finish_item",
+    "batch_cache_status",
+    "MAX_BATCH",
+]
 
 MAX_BATCH = 50
 BATCH_CONCURRENCY = 4
@@ -188,6 +196,7 @@ class RpcHandler:
         if meta_mode not in ("headers", "body"):
             meta_mode = ""
 
+        no_cache = "no-cache" in req.headers.get("cache-control", "")
         try:
             doc = orjson.loads(req.body)
         except orjson.JSONDecodeError:
@@ -199,13 +208,13 @@ class RpcHandler:
                 if item.notification and item.early_status == 200:
                     return _NO_CONTENT
                 return Response(item.early_status, item.early)
-            return self._run_single(rt, item, strategy, provider_id, meta)
+            return self._run_single(rt, item, strategy, provider_id, meta, no_cache)
         if isinstance(doc, list):
             if not doc:
                 return _EMPTY_BATCH
             if len(doc) > MAX_BATCH:
                 return _BATCH_TOO_LARGE
-            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path)
+            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path, no_cache)
         return _NOT_REQUEST
 
     # -- validation -------------------------------------------------------------------
@@ -275,10 +284,12 @@ class RpcHandler:
         strategy: str,
         provider_id: str | None,
         meta: _Meta | None,
+        no_cache: bool = False,
     ) -> Response:
-        loop = self.app.loop
         t0 = monotonic()
-        out = await execute(rt, item.method, item.params, strategy, provider_id, loop)
+        out, cache = await self.app.cache.execute(
+            rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+        )
         body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
         self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
@@ -286,12 +297,15 @@ class RpcHandler:
         if item.notification:
             return _NO_CONTENT
         if meta is None:
-            return Response(200, body)
+            return Response(200, body, headers=_CACHE_HEADER[cache])
         info = _meta_object(meta, rt, strategy, out, monotonic())
+        if cache is not None:
+            info["cache"] = cache
         if meta.mode == "body" and body.endswith(b"}"):
             body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
-            return Response(200, body, headers=[("X-Lasso-Request-Id", meta.request_id)])
-        return Response(200, body, headers=_meta_headers(meta, info))
+            headers = [("X-Lasso-Request-Id", meta.request_id), *_CACHE_HEADER[cache]]
+            return Response(200, body, headers=headers)
+        return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
 
     # -- batch ------------------------------------------------------------------------
     async def run_batch(
@@ -302,11 +316,13 @@ class RpcHandler:
         provider_id: str | None,
         meta: _Meta | None,
         path: str,
+        no_cache: bool = False,
     ) -> Response:
-        loop = self.app.loop
         items = [self.validate_item(d, rt, provider_id, path) for d in docs]
         results: list[bytes | None] = [None] * len(items)
         outcomes: list[Outcome | None] = [None] * len(items)
+        caches: list[str | None] = [None] * len(items)
+        execute = self.app.cache.execute
         pending = [i for i, it in enumerate(items) if it.early is None]
         for i, it in enumerate(items):
             if it.early is not None:
@@ -317,7 +333,9 @@ class RpcHandler:
             for i in queue:
                 it = items[i]
                 t0 = monotonic()
-                out = await execute(rt, it.method, it.params, strategy, provider_id, loop)
+                out, caches[i] = await execute(
+                    rt, it.method, it.params, strategy, provider_id, no_cache=no_cache
+                )
                 elapsed = monotonic() - t0
                 self.app.metrics.record_request(
                     rt, it.method, strategy, out.status, elapsed, out.retries
@@ -337,8 +355,9 @@ class RpcHandler:
         if not parts:
             return _NO_CONTENT
         body = b"[" + b",".join(parts) + b"]"
+        cache = batch_cache_status(caches)
         if meta is None:
-            return Response(200, body)
+            return Response(200, body, headers=_CACHE_HEADER[cache])
         first = next((o for o in outcomes if o is not None), None)
         info: dict[str, Any] = (
             _meta_object(meta, rt, strategy, first, monotonic())
@@ -346,7 +365,29 @@ class RpcHandler:
             else {"request_id": meta.request_id}
         )
         info["batch_size"] = len(items)
-        return Response(200, body, headers=_meta_headers(meta, info))
+        if cache is not None:
+            info["cache"] = cache
+            info["cache_items"] = caches
+        return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
+
+
+_CACHE_HEADER: dict[str | None, list[tuple[str, str]]] = {
+    None: [],
+    "hit": [("X-Lasso-Cache", "HIT")],
+    "miss": [("X-Lasso-Cache", "MISS")],
+    "bypass": [("X-Lasso-Cache", "BYPASS")],
+}
+
+
+def batch_cache_status(caches: list[str | None]) -> str | None:
+    """A batch's ``X-Lasso-Cache``: HIT when every cacheable item was a hit, MISS when
+    any was a miss, else BYPASS; none when no item was cacheable."""
+    seen = [c for c in caches if c is not None]
+    if not seen:
+        return None
+    if all(c == "hit" for c in seen):
+        return "hit"
+    return "miss" if "miss" in seen else "bypass"
 
 
 def finish_item(out: Outcome, id_json: bytes) -> bytes:

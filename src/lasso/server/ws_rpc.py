@@ -15,8 +15,9 @@ Each text (or binary) message is one JSON-RPC request or a batch:
 
 * not JSON → ``-32700``; not an object or array, bad ``id``/``jsonrpc``/``method`` →
   ``-32600``; ``eth_chainId`` is answered locally, signing methods with ``-32601``;
-* every other request runs through :func:`lasso.server.pipeline.execute` exactly like an
-  HTTP one (same strategies, failover, per-method deadlines), concurrently: answers go
+* every other request runs through the response cache and coalescing
+  (:meth:`lasso.server.cache.ResponseCache.execute`) and the pipeline exactly like an
+  HTTP one (same cache, strategies, failover, per-method deadlines), concurrently: answers go
   out as they finish, possibly out of order, as the upstream bytes with the client's id
   restored. Batches (up to 50 items, 4 in flight) are answered in one array frame;
 * ``eth_subscribe``/``eth_unsubscribe`` go to ``app.subscriptions`` (the subscription
@@ -45,7 +46,6 @@ from lasso.config import canonical_strategy
 from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
-from lasso.server.pipeline import execute
 from lasso.server.rpc import MAX_BATCH, error_body, finish_item, parse_rpc_path
 from lasso.server.runtime import ChainRuntime
 
@@ -379,8 +379,8 @@ class WsClient:
         strategy = self.strategy
         try:
             t0 = monotonic()
-            out = await execute(
-                rt, item.method, item.params, strategy, self.provider_id, self.app.loop
+            out, _ = await self.app.cache.execute(
+                rt, item.method, item.params, strategy, self.provider_id
             )
             elapsed = monotonic() - t0
             self.app.metrics.record_request(

@@ -1,0 +1,338 @@
+"""The response cache and request coalescing around the execution of one JSON-RPC item.
+
+:meth:`ResponseCache.execute` wraps the pipeline's ``execute`` (the *inner* executor,
+injected): HTTP single calls and batch items and WebSocket unary calls and batch items
+all come through it. For one item:
+
+1. :func:`~lasso.kernel.cache_policy.classify` says what the answer depends on. Never
+   cacheable (writes, filters, subscriptions, ``pending``, unknown methods): straight to
+   the inner executor, through the coalescer when the method is a read
+   (:func:`~lasso.kernel.methods.is_replay_safe`) and the chain coalesces.
+2. A cacheable item looks in the chain's memory store and serves a stored answer that
+   :func:`~lasso.kernel.cache_policy.valid` still holds true: ``hit``, no upstream call.
+   ``Cache-Control: no-cache`` skips this read (``bypass``), as does a provider-pinned
+   route, which also never stores.
+3. Otherwise the item is coalesced with identical ones in flight; the one call looks in
+   Redis (when configured, not for head answers), then takes a
+   :func:`~lasso.kernel.cache_policy.ticket`, calls upstream, and stores the answer if
+   :func:`~lasso.kernel.cache_policy.admit` allows.
+
+The result is ``(outcome, cache)`` where ``cache`` is ``"hit"``, ``"miss"``,
+``"bypass"`` or ``None`` (not cacheable): it becomes ``X-Lasso-Cache`` and the ``cache``
+field of ``include_meta``. A hit's outcome carries the stored ``result`` bytes in an
+envelope with a placeholder id; the caller splices the client's id in exactly as it does
+for upstream bytes (:func:`lasso.server.rpc.finish_item`).
+
+Keys are the method and the canonical params (:func:`~lasso.kernel.cache_policy.normalize`,
+sorted object keys); coalescing keys add the pinned provider, or a mark for
+``no-cache`` items so that those never share a call that may be answered from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from time import monotonic
+from typing import Any, Protocol
+
+import orjson
+
+from lasso.kernel.cache_policy import (
+    Depends,
+    Kind,
+    Request,
+    Stamp,
+    admit,
+    classify,
+    normalize,
+    ticket,
+    valid,
+)
+from lasso.kernel.methods import is_replay_safe
+from lasso.net.redis_link import RedisUnavailable
+from lasso.server.cache.chain import ChainCache
+from lasso.server.cache.redis_store import RedisStore, redis_key
+from lasso.server.pipeline import Outcome
+from lasso.server.runtime import ChainRuntime
+
+__all__ = ["ResponseCache", "Inner", "cache_key", "result_bytes", "HIT_TID"]
+
+log = logging.getLogger("lasso.cache")
+
+HIT_TID = b'"lasso-cache"'
+"""The placeholder id of a hit's envelope (replaced by the client's id)."""
+FINAL_TTL_S = 24 * 3600
+"""How long a final or static answer lives in Redis (Redis evicts earlier under its
+``maxmemory`` policy)."""
+MIN_ANCHORED_TTL_S = 60
+MAX_ANCHORED_TTL_S = 3600
+
+
+class Inner(Protocol):
+    """The executor the cache wraps (:func:`lasso.server.pipeline.execute`)."""
+
+    def __call__(
+        self,
+        rt: ChainRuntime,
+        method: str,
+        params: Any,
+        strategy: str,
+        provider_id: str | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Awaitable[Outcome]: ...
+
+
+def cache_key(method: str, params: Any) -> bytes:
+    """The cache key of ``method(params)``: equal for requests that must get equal answers."""
+    if not params:
+        return method.encode() + b"\x00[]"
+    return method.encode() + b"\x00" + orjson.dumps(normalize(params), option=orjson.OPT_SORT_KEYS)
+
+
+def result_bytes(body: bytes, doc: dict[str, Any]) -> bytes:
+    """The raw ``result`` of an upstream answer ``body`` (parsed as ``doc``).
+
+    Sliced from the body when ``result`` is its last member (what nodes send), so the
+    bytes are the provider's; re-encoded otherwise.
+    """
+    if len(doc) == 3:
+        at = body.find(b'"result"')
+        head = body[:at]
+        if at > 0 and b'"jsonrpc"' in head and b'"id"' in head:
+            raw = body[at + 8 :].strip()
+            if raw[:1] == b":" and raw[-1:] == b"}":
+                return raw[1:-1].strip()
+    return orjson.dumps(doc["result"])
+
+
+def _hit(result: bytes) -> Outcome:
+    out = Outcome()
+    out.body = b'{"jsonrpc":"2.0","id":"lasso-cache","result":' + result + b"}"
+    out.tid = HIT_TID
+    return out
+
+
+class ResponseCache:
+    """The node's response cache and coalescer (one per node).
+
+    Args:
+        inner: the executor to wrap.
+        loop: the event loop (for the inner executor and background work).
+        redis: the shared store, or ``None`` for memory only.
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        inner: Inner,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        redis: RedisStore | None = None,
+        clock: Callable[[], float] = monotonic,
+    ) -> None:
+        self.inner = inner
+        self.loop = loop
+        self.redis = redis
+        self.clock = clock
+        self.chains: dict[tuple[str, int], ChainCache] = {}
+
+    def __repr__(self) -> str:
+        return f"<ResponseCache chains={len(self.chains)} redis={self.redis!r}>"
+
+    # -- per chain ------------------------------------------------------------------------
+    def chain(self, rt: ChainRuntime) -> ChainCache:
+        """The cache state of ``rt``'s chain (made on first use, kept across reloads)."""
+        config = rt.config
+        cc = self.chains.get((rt.profile, config.chain_id))
+        if cc is None:
+            cc = self.chains[(rt.profile, config.chain_id)] = ChainCache(rt.profile, config)
+        elif cc.config is not config:
+            cc.reconfigure(config)
+        return cc
+
+    def retain(self, live: Iterable[tuple[str, int]]) -> None:
+        """Forget chains no longer served (after a reload)."""
+        keep = set(live)
+        for key in [k for k in self.chains if k not in keep]:
+            del self.chains[key]
+
+    # -- the wrapper ----------------------------------------------------------------------
+    async def execute(
+        self,
+        rt: ChainRuntime,
+        method: str,
+        params: Any,
+        strategy: str,
+        provider_id: str | None,
+        *,
+        no_cache: bool = False,
+    ) -> tuple[Outcome, str | None]:
+        """Serve one JSON-RPC item (see the module docstring). Never raises for upstream
+        faults, like the inner executor."""
+        config = rt.config
+        cc = self.chain(rt)
+        now = self.clock()
+        cc.last_used = now
+        req = classify(method, params)
+        if req.depends is Depends.NEVER or not config.cache.enabled:
+            if not config.coalesce or not is_replay_safe(method):
+                return await self.inner(rt, method, params, strategy, provider_id, self.loop), None
+            ckey = cache_key(method, params)
+            if provider_id is not None:
+                ckey += b"\x01" + provider_id.encode()
+            out, shared = await cc.coalescer.run(
+                ckey, lambda: self.inner(rt, method, params, strategy, provider_id, self.loop)
+            )
+            if shared:
+                cc.count_coalesced(method)
+            return out, None
+        key = cache_key(method, params)
+        if provider_id is not None:  # a pinned provider: its own answer, never stored
+            status = "bypass"
+            ckey = key + b"\x01" + provider_id.encode()
+        elif no_cache:
+            status = "bypass"
+            ckey = key + b"\x02"
+        else:
+            entry = cc.store.get(key)
+            if entry is not None:
+                head = rt.router.state.max_height
+                if valid(entry[1], head=head, window=cc.window, now=now):
+                    cc.count(method, "hit")
+                    return _hit(entry[0]), "hit"
+            status = "miss"
+            ckey = key
+
+        def fill() -> Awaitable[tuple[Outcome, str]]:
+            return self._fill(rt, cc, req, key, method, params, strategy, provider_id, status)
+
+        if not config.coalesce:
+            out, status = await fill()
+            cc.count(method, status)
+            return out, status
+        (out, status), shared = await cc.coalescer.run(ckey, fill)
+        cc.count(method, status)
+        if shared:
+            cc.count_coalesced(method)
+        return out, status
+
+    async def _fill(
+        self,
+        rt: ChainRuntime,
+        cc: ChainCache,
+        req: Request,
+        key: bytes,
+        method: str,
+        params: Any,
+        strategy: str,
+        provider_id: str | None,
+        status: str,
+    ) -> tuple[Outcome, str]:
+        """The one call of a coalesced group: Redis, then upstream, then store."""
+        state = rt.router.state
+        redis = self.redis
+        rkey = b""
+        if redis is not None and provider_id is None and req.depends is not Depends.HEAD:
+            rkey = redis_key(cc.redis_prefix, key)
+            if status == "miss":
+                try:
+                    shared = await redis.get(rkey)
+                except RedisUnavailable:
+                    shared = None
+                if shared is not None:
+                    now = self.clock()
+                    if valid(shared[1], head=state.max_height, window=cc.window, now=now):
+                        cc.store.put(key, shared[0], shared[1])
+                        return _hit(shared[0]), "hit"
+        now = self.clock()
+        stamp = None
+        if provider_id is None:
+            stamp = ticket(
+                req,
+                head=state.max_height,
+                finalized=cc.finality.height(state.consensus(now), now),
+                window=cc.window,
+                now=now,
+                ttl_s=cc.ttl_s,
+            )
+        out = await self.inner(rt, method, params, strategy, provider_id, self.loop)
+        if out.body is not None and out.status == "success":
+            try:
+                self._store(rt, cc, req, key, rkey, stamp, out, method)
+            except Exception:  # a storage bug must never fail the answer
+                log.exception("caching an answer failed", extra={"event": "cache.error"})
+        return out, status
+
+    def _store(
+        self,
+        rt: ChainRuntime,
+        cc: ChainCache,
+        req: Request,
+        key: bytes,
+        rkey: bytes,
+        stamp: Stamp | None,
+        out: Outcome,
+        method: str,
+    ) -> None:
+        body = out.body
+        assert body is not None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(doc, dict) or "result" not in doc:
+            return
+        result = doc["result"]
+        pid = out.provider_id
+        if isinstance(result, dict) and "parentHash" in result and pid is not None:
+            self._learn_block(cc, req, result, pid)
+        if stamp is None:
+            return
+        state = rt.router.state
+        now = self.clock()
+        kind = stamp.kind
+        if kind is Kind.HEAD or kind is Kind.ANCHORED:
+            block = stamp.number
+        elif kind is Kind.FINAL:
+            block = req.number if req.number is not None else stamp.number
+        else:
+            block = -1  # static, or decided by the answer (which names a block it has)
+        has = pid is None or block < 0 or state.has_block(pid, block, now)
+        kept = admit(
+            req,
+            stamp,
+            result,
+            head=state.max_height,
+            finalized=cc.finality.height(state.consensus(now), now),
+            window=cc.window,
+            provider_has_block=has,
+        )
+        if kept is None:
+            return
+        raw = result_bytes(body, doc)
+        cc.store.put(key, raw, kept)
+        if self.redis is not None and rkey and kept.kind is not Kind.HEAD:
+            self.redis.put(rkey, raw, kept, self._redis_ttl(cc, kept, state.block_time_ms))
+
+    def _learn_block(self, cc: ChainCache, req: Request, block: dict[str, Any], pid: str) -> None:
+        """A block in an answer feeds the window (it may only extend it) and, for the
+        ``finalized`` tag, the provider's finality report."""
+        number, block_hash, parent = block.get("number"), block.get("hash"), block.get("parentHash")
+        if not (isinstance(number, str) and isinstance(block_hash, str)):
+            return
+        try:
+            n = int(number, 16)
+        except ValueError:
+            return
+        parent_hash = parent.lower() if isinstance(parent, str) else None
+        cc.observe_block(n, block_hash.lower(), parent_hash, head=False)
+        if req.tag == "finalized":
+            cc.finality.report(pid, n, self.clock())
+
+    @staticmethod
+    def _redis_ttl(cc: ChainCache, stamp: Stamp, block_time_ms: float) -> int:
+        if stamp.kind is not Kind.ANCHORED:
+            return FINAL_TTL_S
+        span = 2 * cc.finality.depth * block_time_ms / 1000.0
+        return int(min(MAX_ANCHORED_TTL_S, max(MIN_ANCHORED_TTL_S, span)))
