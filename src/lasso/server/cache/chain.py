@@ -35,6 +35,7 @@ class ChainCache:
         coalesced: ``method -> count`` of requests answered by another's upstream call.
         reorgs: reorgs the block window saw. ``polls``: ``kind -> count`` of head polls.
         last_used: monotonic time of the last request (the head watch idles after).
+        last_head: monotonic time of the last ``newHeads`` notification.
     """
 
     __slots__ = (
@@ -53,6 +54,7 @@ class ChainCache:
         "dropped_on_reorg",
         "polls",
         "last_used",
+        "last_head",
         "ttl_s",
     )
 
@@ -70,6 +72,7 @@ class ChainCache:
         self.dropped_on_reorg = 0
         self.polls: dict[str, int] = {}
         self.last_used = float("-inf")
+        self.last_head = float("-inf")  # the last newHeads notification
         self.key = config.key
         self.config = config
         self.ttl_s = config.cache.realtime_ttl_s(config.block_time_ms)

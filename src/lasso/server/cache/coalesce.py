@@ -48,6 +48,11 @@ class Coalescer(Generic[T]):
     def __len__(self) -> int:
         return len(self._flights)
 
+    def waiters(self, key: bytes) -> int:
+        """Followers waiting on the call in flight for ``key`` (0 when none is)."""
+        flight = self._flights.get(key)
+        return 0 if flight is None else flight.waiters
+
     async def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Run ``call()`` unless a call for ``key`` is in flight; then share its value.
 

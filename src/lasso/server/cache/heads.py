@@ -10,12 +10,14 @@ Blocks reach a chain's :class:`~lasso.kernel.blockwindow.BlockWindow` from
   failover apply; answers never come from the cache):
 
   - ``eth_getBlockByNumber("latest", false)`` when the node knows a height the window
-    has not reached (no ``newHeads`` feed, or a gap), at most every half block;
+    has not reached, and every half block while no ``newHeads`` arrived for two blocks
+    (a reorg that keeps the height is seen no later than that); at most every
+    :data:`MIN_LATEST_S`;
   - ``eth_getBlockByNumber("finalized", false)`` every :func:`finalized_interval`: the
     answering provider's finality report (an error or ``null`` withdraws it: the chain's
     ``finality_depth`` applies);
   - ``eth_getBlockByHash(h, false)`` walk-back fetches the window asks for
-    (:meth:`~lasso.kernel.blockwindow.BlockWindow.wanted`), one at a time.
+    (:meth:`~lasso.kernel.blockwindow.BlockWindow.wanted`), one after the other.
 
 At most one background call per chain is in flight.
 """
@@ -33,13 +35,15 @@ from lasso.server.cache.chain import ChainCache
 from lasso.server.cache.service import ResponseCache
 from lasso.server.runtime import ChainRuntime
 
-__all__ = ["HeadWatch", "IDLE_S", "TICK_S", "finalized_interval", "block_of"]
+__all__ = ["HeadWatch", "IDLE_S", "TICK_S", "WALK_BATCH", "finalized_interval", "block_of"]
 
 log = logging.getLogger("lasso.cache")
 
 TICK_S = 0.1
 IDLE_S = 300.0
 MIN_LATEST_S = 0.2
+WALK_BATCH = 16
+"""Walk-back fetches one background job makes in a row."""
 
 
 def finalized_interval(block_time_ms: float) -> float:
@@ -113,6 +117,7 @@ class HeadWatch:
             return
         self.heads_seen += 1
         cc = self.cache.chain(rt)
+        cc.last_head = self.cache.clock()
         cc.observe_block(
             n, block_hash.lower(), parent.lower() if isinstance(parent, str) else None, True
         )
@@ -120,10 +125,10 @@ class HeadWatch:
     # -- background ---------------------------------------------------------------------
     async def run(self) -> None:
         """Tick until cancelled; background calls in flight are cancelled with it."""
-        loop = asyncio.get_running_loop()
+        clock = self.cache.clock
         try:
             while True:
-                self.tick(loop.time())
+                self.tick(clock())
                 await asyncio.sleep(self.tick_s)
         finally:
             for task in list(self._tasks):
@@ -151,7 +156,9 @@ class HeadWatch:
         block_s = state.block_time_ms / 1000.0
         head = state.max_height
         top = cc.window.top
-        if head is not None and (top is None or top < head):
+        behind = head is not None and (top is None or top < head)
+        unfed = now - cc.last_head > max(2 * block_s, 1.0)
+        if behind or unfed:
             if now - self._last_latest.get(key, float("-inf")) >= max(MIN_LATEST_S, block_s / 2):
                 self._last_latest[key] = now
                 return self._poll_latest(cc, rt)
@@ -199,10 +206,19 @@ class HeadWatch:
         else:
             cc.finality.report(pid, block[0], self.cache.clock())
 
-    async def _walk(self, cc: ChainCache, rt: ChainRuntime, want: str) -> None:
-        out = await self._call(cc, rt, "walk", [want, False])
-        block = block_of(out.body)
-        if block is None or block[1] != want:
-            cc.window.fetch_failed()
-        else:
+    async def _walk(self, cc: ChainCache, rt: ChainRuntime, want: str | None) -> None:
+        """Walk-back fetches, one after the other, up to :data:`WALK_BATCH` per job."""
+        for _ in range(WALK_BATCH):
+            if want is None:
+                return
+            out = await self._call(cc, rt, "walk", [want, False])
+            block = block_of(out.body)
+            if block is None or block[1] != want:
+                cc.window.fetch_failed()
+                return
             cc.observe_block(*block, False)
+            state = rt.router.state
+            now = self.cache.clock()
+            want = cc.window.wanted(cc.finality.height(state.consensus(now), now))
+            if want is not None:
+                cc.window.fetched()
