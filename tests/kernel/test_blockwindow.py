@@ -104,7 +104,7 @@ def test_walk_back_finds_the_fork_point() -> None:
     truth = {n: (h(n, 1) if n >= 106 else h(n)) for n in range(90, 113)}
     by_hash = {v: n for n, v in truth.items()}
     fetches = 0
-    while (want := w.wanted(floor=90)) is not None and fetches < 50:
+    while (want := w.wanted(floor=90, target=95)) is not None and fetches < 50:
         w.fetched()
         fetches += 1
         n = by_hash[want]
@@ -115,13 +115,19 @@ def test_walk_back_finds_the_fork_point() -> None:
     assert fetches <= 8  # 111 (parent unknown) down to 105, then the old segment rejoins
 
 
-def test_walk_back_stops_at_the_floor() -> None:
-    """Walk-back fills the window down to the finalized height, then asks for nothing."""
+def test_walk_back_goes_to_the_target_not_below_the_floor() -> None:
+    """Walk-back fills the window down to a target, never to the finalized height."""
     w = BlockWindow()
     w.observe(100, h(100), h(99))
-    n = 99
-    while (want := w.wanted(floor=95)) is not None:
-        assert want == h(n - 1) or want == h(n)
+    assert w.wanted(floor=95) is None  # nothing asked for, nothing detached
+    while (want := w.wanted(floor=90, target=97)) is not None:
+        w.fetched()
+        number = int(want[-32:], 16)
+        w.observe(number, want, h(number - 1))
+    assert w.bottom == 97
+    n = 97
+    while (want := w.wanted(floor=95, target=0)) is not None:
+        assert want == h(n - 1)
         w.fetched()
         number = int(want[-32:], 16)
         w.observe(number, want, h(number - 1))
@@ -135,7 +141,7 @@ def test_walk_back_budget_and_failures() -> None:
     w.observe(100, h(100), h(99))
     w.fetched()
     w.fetched()
-    assert w.wanted(floor=0) is None  # budget spent
+    assert w.wanted(floor=0, target=0) is None  # budget spent
     w2 = BlockWindow()
     feed(w2, 10, 20)
     w2.observe(30, h(30), h(29))
@@ -267,7 +273,7 @@ def test_window_never_holds_a_block_off_the_observed_chain(ops: list[tuple[str, 
             synced = False
         elif op == "walk":
             for _ in range(arg):
-                want = w.wanted(floor=head - 40)
+                want = w.wanted(floor=head - 40, target=head - 30)
                 if want is None:
                     break
                 w.fetched()

@@ -448,7 +448,7 @@ def test_a_cached_answer_is_always_one_the_chain_still_gives(
             ms += arg / 1000
         elif op == "walk":
             for _ in range(arg):
-                want = window.wanted(finality.height(known_head, ms))
+                want = window.wanted(finality.height(known_head, ms), head - 12)
                 if want is None:
                     break
                 window.fetched()

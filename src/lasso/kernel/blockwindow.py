@@ -181,21 +181,26 @@ class BlockWindow:
             return None
         return None  # below the segment and not its parent: cannot be linked to the head
 
-    def wanted(self, floor: int | None) -> str | None:
+    def wanted(self, floor: int | None, target: int | None = None) -> str | None:
         """The hash of the block to fetch next (``eth_getBlockByHash``), or ``None``.
 
+        Args:
+            floor: the finalized height: the window never walks to it or below (the
+                cache needs no hashes there), and a detached segment that was not
+                reconnected above it is dropped.
+            target: the lowest height a caller needs a hash for (``None``: none).
+
         Walk-back runs while a detached segment waits to be reconnected, or while the
-        segment does not reach down to ``floor`` (the finalized height: below it the
-        cache needs no hashes), within the walk budget and the capacity.
+        segment's bottom is above ``target``; within the walk budget and the capacity.
         """
         bottom = self.bottom
         if bottom is None or self._walk_left <= 0 or len(self._hash) >= self.capacity:
             self._detached.clear()
             return None
-        if not self._detached and (floor is None or bottom - 1 <= floor):
-            return None
-        if self._detached and floor is not None and bottom - 1 <= floor:
+        if floor is not None and bottom - 1 <= floor:
             self._detached.clear()  # everything below is final: nothing to reconnect
+            return None
+        if not self._detached and (target is None or bottom <= target):
             return None
         parent = self._parent.get(bottom)
         return parent if parent is not None else self._hash[bottom]

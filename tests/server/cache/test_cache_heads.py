@@ -26,17 +26,25 @@ async def seeded_node(sim_fleet: Any, lasso_node: Any, block_time_s: float = 60.
     return app
 
 
-async def test_window_fills_down_to_finality(sim_fleet: Any, lasso_node: Any) -> None:
-    """Over HTTP only: one latest poll, walk-back down to the finalized height (the
-    simulator's finalized tag, 64 below the head), one finality report."""
+async def test_window_walks_down_to_what_requests_need(sim_fleet: Any, lasso_node: Any) -> None:
+    """Over HTTP only: a latest poll gives the head; a request about an unfinalized block
+    below the window makes the watch walk down to it (and no further); the finalized tag
+    (the simulator's, 64 below the head) is polled once."""
     app = await seeded_node(sim_fleet, lasso_node)
     cc = next(iter(app.cache.chains.values()))
-    final = app.head - 64
-    await eventually(lambda: cc.window.bottom is not None and cc.window.bottom <= final + 1)
-    assert cc.window.top == app.head
-    assert cc.finality.height(app.head, app.cache.clock()) == final
-    assert cc.polls["latest"] >= 1 and cc.polls["finalized"] == 1
-    assert 60 <= cc.polls["walk"] <= 70
+    await eventually(lambda: cc.window.top == app.head and cc.polls.get("finalized"))
+    assert cc.finality.height(app.head, app.cache.clock()) == app.head - 64
+    assert not cc.polls.get("walk")  # nobody asked about older blocks
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockReceipts", "params": []}
+    body["params"] = [hex(app.head - 30)]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(app.base_url + "/rpc/ethereum", data=orjson.dumps(body)) as r:
+            assert r.headers["X-Lasso-Cache"] == "MISS"
+        await eventually(lambda: cc.window.bottom == app.head - 30)
+        for expected in ("MISS", "HIT"):
+            async with s.post(app.base_url + "/rpc/ethereum", data=orjson.dumps(body)) as r:
+                assert r.headers["X-Lasso-Cache"] == expected
+    assert 28 <= cc.polls["walk"] <= 31 and cc.walk_target is None
     truth = app.fleet.chain()
     for n in (cc.window.bottom, app.head - 10, app.head):
         assert cc.window.hash_at(n) == truth.block_hash(n)

@@ -243,8 +243,9 @@ async def test_unfinalized_answers_go_on_reorg(sim_fleet: Any, lasso_node: Any) 
     cc = next(iter(app.cache.chains.values()))
     block = app.head - 2
     await eventually(lambda: app.cache_watch.heads_seen > 0, timeout=10.0)  # newHeads is on
-    await eventually(lambda: cc.window.hash_at(block) is not None, timeout=10.0)
     params = [hex(block)]
+    await post(app.rpc_url, call("eth_getBlockReceipts", params))  # asks for block's hash
+    await eventually(lambda: cc.window.hash_at(block) is not None, timeout=10.0)
     _, before, _ = await post(app.rpc_url, call("eth_getBlockReceipts", params))
     _, again, headers = await post(app.rpc_url, call("eth_getBlockReceipts", params))
     assert headers["X-Lasso-Cache"] == "HIT" and again == before

@@ -36,6 +36,8 @@ class ChainCache:
         reorgs: reorgs the block window saw. ``polls``: ``kind -> count`` of head polls.
         last_used: monotonic time of the last request (the head watch idles after).
         last_head: monotonic time of the last ``newHeads`` notification.
+        walk_target: the lowest block a request needed a hash for and the window did not
+            hold: the head watch walks the window down to it.
     """
 
     __slots__ = (
@@ -55,6 +57,7 @@ class ChainCache:
         "polls",
         "last_used",
         "last_head",
+        "walk_target",
         "ttl_s",
     )
 
@@ -73,6 +76,7 @@ class ChainCache:
         self.polls: dict[str, int] = {}
         self.last_used = float("-inf")
         self.last_head = float("-inf")  # the last newHeads notification
+        self.walk_target: int | None = None  # the lowest unfinalized block asked about
         self.key = config.key
         self.config = config
         self.ttl_s = config.cache.realtime_ttl_s(config.block_time_ms)
@@ -98,6 +102,13 @@ class ChainCache:
     def count_coalesced(self, method: str) -> None:
         m = method if method in KNOWN_METHODS else "other"
         self.coalesced[m] = self.coalesced.get(m, 0) + 1
+
+    def want_hash(self, number: int) -> None:
+        """A request about unfinalized block ``number`` found no hash for it."""
+        bottom = self.window.bottom
+        if bottom is not None and number < bottom:
+            target = self.walk_target
+            self.walk_target = number if target is None else min(target, number)
 
     def observe_block(self, number: int, block_hash: str, parent: str | None, head: bool) -> None:
         """Feed the window one block; a reorg drops the entries anchored at or above it."""

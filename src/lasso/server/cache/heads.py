@@ -17,7 +17,10 @@ Blocks reach a chain's :class:`~lasso.kernel.blockwindow.BlockWindow` from
     answering provider's finality report (an error or ``null`` withdraws it: the chain's
     ``finality_depth`` applies);
   - ``eth_getBlockByHash(h, false)`` walk-back fetches the window asks for
-    (:meth:`~lasso.kernel.blockwindow.BlockWindow.wanted`), one after the other.
+    (:meth:`~lasso.kernel.blockwindow.BlockWindow.wanted`), one after the other: to
+    reconnect blocks known before a gap or a reorg, and down to the lowest unfinalized
+    block a request asked about (:attr:`~.chain.ChainCache.walk_target`). Nothing is
+    fetched for blocks nobody asked about.
 
 At most one background call per chain is in flight.
 """
@@ -167,11 +170,24 @@ class HeadWatch:
         ):
             self._last_final[key] = now
             return self._poll_finalized(cc, rt)
-        want = cc.window.wanted(cc.finality.height(state.consensus(now), now))
+        want = self._wanted(cc, rt, now)
         if want is not None:
             cc.window.fetched()
             return self._walk(cc, rt, want)
         return None
+
+    def _wanted(self, cc: ChainCache, rt: ChainRuntime, now: float) -> str | None:
+        """The next walk-back fetch: to reconnect a detached segment, or down to the
+        lowest unfinalized block a request asked about (never to finalized blocks)."""
+        state = rt.router.state
+        floor = cc.finality.height(state.consensus(now), now)
+        target = cc.walk_target
+        bottom = cc.window.bottom
+        if target is not None and (
+            bottom is None or bottom <= target or (floor is not None and target <= floor)
+        ):
+            cc.walk_target = target = None  # reached, or final by now
+        return cc.window.wanted(floor, target)
 
     async def _run_job(self, key: tuple[str, int], job: Any) -> None:
         try:
@@ -217,8 +233,6 @@ class HeadWatch:
                 cc.window.fetch_failed()
                 return
             cc.observe_block(*block, False)
-            state = rt.router.state
-            now = self.cache.clock()
-            want = cc.window.wanted(cc.finality.height(state.consensus(now), now))
+            want = self._wanted(cc, rt, self.cache.clock())
             if want is not None:
                 cc.window.fetched()

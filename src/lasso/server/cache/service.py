@@ -248,14 +248,18 @@ class ResponseCache:
         now = self.clock()
         stamp = None
         if provider_id is None:
+            finalized = cc.finality.height(state.consensus(now), now)
             stamp = ticket(
                 req,
                 head=state.max_height,
-                finalized=cc.finality.height(state.consensus(now), now),
+                finalized=finalized,
                 window=cc.window,
                 now=now,
                 ttl_s=cc.ttl_s,
             )
+            if stamp is None and req.number is not None and req.depends is Depends.BLOCK:
+                if finalized is not None and finalized < req.number:
+                    cc.want_hash(req.number)  # the head watch walks the window down
         out = await self.inner(rt, method, params, strategy, provider_id, self.loop)
         if out.body is not None and out.status == "success":
             try:
