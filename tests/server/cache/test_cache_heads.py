@@ -83,15 +83,18 @@ async def test_a_head_feed_keeps_the_window_without_polls(sim_fleet: Any, lasso_
     }
     watch.on_head(rt, "alpha", head)
     assert cc.window.top == nxt and watch.heads_seen == 1
+    assert cc.head_time is not None and cc.head_time[0] == app.head  # no timestamp in it
     for junk in ("x", {"number": 5}, {"number": "0xzz", "hash": "0x1"}):
         watch.on_head(rt, "alpha", junk)
     assert cc.window.top == nxt and watch.heads_seen == 1
 
 
 def test_block_of_reads_block_answers() -> None:
-    """block_of takes (number, hash, parent) from an answer body, or None."""
+    """block_of takes (number, hash, parent, timestamp) from an answer body, or None."""
     body = b'{"jsonrpc":"2.0","id":1,"result":{"number":"0x10","hash":"0xAB","parentHash":"0xCD"}}'
-    assert block_of(body) == (16, "0xab", "0xcd")
+    assert block_of(body) == (16, "0xab", "0xcd", None)
+    body = body.replace(b'"0xCD"', b'"0xCD","timestamp":"0x64"')
+    assert block_of(body) == (16, "0xab", "0xcd", 100)
     for bad in (None, b"nope", b'{"result":null}', b'{"result":{"number":"0xzz","hash":"0x1"}}'):
         assert block_of(bad) is None
 

@@ -157,6 +157,24 @@ async def test_head_answers_last_until_the_head_moves(node: Any) -> None:
     assert headers["X-Lasso-Cache"] == "MISS"
 
 
+async def test_head_answers_stop_when_the_next_block_is_due(node: Any) -> None:
+    """Once the head block's timestamp plus the block time has passed, head answers are
+    not served (the next block may be out before the node hears of it)."""
+    cc = next(iter(node.cache.chains.values()))
+    await eventually(lambda: cc.head_time is not None and cc.head_time[0] == node.head)
+    stamp = cc.head_time[1]
+    node.cache.wall = lambda: stamp + 60.5  # the chain's block time is 60 s
+    statuses = []
+    for _ in range(2):
+        _, _, headers = await post(node.rpc_url, call("eth_gasPrice", []))
+        statuses.append(headers["X-Lasso-Cache"])
+    node.cache.wall = lambda: stamp + 1.0
+    for _ in range(2):
+        _, _, headers = await post(node.rpc_url, call("eth_gasPrice", []))
+        statuses.append(headers["X-Lasso-Cache"])
+    assert statuses == ["MISS", "MISS", "MISS", "HIT"]
+
+
 async def test_head_answers_expire(sim_fleet: Any, lasso_node: Any) -> None:
     """realtime_ttl_ms bounds how long a head answer is served."""
     app = await start(sim_fleet, lasso_node, "    cache:\n      realtime_ttl_ms: 150\n")

@@ -38,6 +38,8 @@ class ChainCache:
         last_head: monotonic time of the last ``newHeads`` notification.
         walk_target: the lowest block a request needed a hash for and the window did not
             hold: the head watch walks the window down to it.
+        head_time: ``(number, timestamp)`` of the newest head a head source announced
+            (the timestamp says when the next block is due).
     """
 
     __slots__ = (
@@ -58,6 +60,7 @@ class ChainCache:
         "last_used",
         "last_head",
         "walk_target",
+        "head_time",
         "ttl_s",
     )
 
@@ -77,6 +80,7 @@ class ChainCache:
         self.last_used = float("-inf")
         self.last_head = float("-inf")  # the last newHeads notification
         self.walk_target: int | None = None  # the lowest unfinalized block asked about
+        self.head_time: tuple[int, int] | None = None  # (number, timestamp) of the head
         self.key = config.key
         self.config = config
         self.ttl_s = config.cache.realtime_ttl_s(config.block_time_ms)
@@ -109,6 +113,15 @@ class ChainCache:
         if bottom is not None and number < bottom:
             target = self.walk_target
             self.walk_target = number if target is None else min(target, number)
+
+    def observe_head(
+        self, number: int, block_hash: str, parent: str | None, timestamp: int | None
+    ) -> None:
+        """A block from a head source (``newHeads``, a poll of the latest block)."""
+        self.observe_block(number, block_hash, parent, True)
+        current = self.head_time
+        if timestamp is not None and (current is None or number >= current[0]):
+            self.head_time = (number, timestamp)
 
     def observe_block(self, number: int, block_hash: str, parent: str | None, head: bool) -> None:
         """Feed the window one block; a reorg drops the entries anchored at or above it."""

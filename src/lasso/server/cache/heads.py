@@ -38,7 +38,15 @@ from lasso.server.cache.chain import ChainCache
 from lasso.server.cache.service import ResponseCache
 from lasso.server.runtime import ChainRuntime
 
-__all__ = ["HeadWatch", "IDLE_S", "TICK_S", "WALK_BATCH", "finalized_interval", "block_of"]
+__all__ = [
+    "HeadWatch",
+    "IDLE_S",
+    "TICK_S",
+    "WALK_BATCH",
+    "block_of",
+    "finalized_interval",
+    "header_of",
+]
 
 log = logging.getLogger("lasso.cache")
 
@@ -54,8 +62,9 @@ def finalized_interval(block_time_ms: float) -> float:
     return min(30.0, max(2.0, 4 * block_time_ms / 1000.0))
 
 
-def block_of(body: bytes | None) -> tuple[int, str, str | None] | None:
-    """``(number, hash, parentHash)`` of the block in an answer body, or ``None``."""
+def block_of(body: bytes | None) -> tuple[int, str, str | None, int | None] | None:
+    """``(number, hash, parentHash, timestamp)`` of the block in an answer body, or
+    ``None``."""
     if body is None:
         return None
     try:
@@ -63,16 +72,23 @@ def block_of(body: bytes | None) -> tuple[int, str, str | None] | None:
     except orjson.JSONDecodeError:
         return None
     result = doc.get("result") if isinstance(doc, dict) else None
-    if not isinstance(result, dict):
+    return header_of(result)
+
+
+def header_of(block: Any) -> tuple[int, str, str | None, int | None] | None:
+    """``(number, hash, parentHash, timestamp)`` of a block or header object, or ``None``."""
+    if type(block) is not dict:
         return None
-    number, block_hash, parent = result.get("number"), result.get("hash"), result.get("parentHash")
+    number, block_hash, parent = block.get("number"), block.get("hash"), block.get("parentHash")
+    stamp = block.get("timestamp")
     if not (isinstance(number, str) and isinstance(block_hash, str)):
         return None
     try:
         n = int(number, 16)
+        ts = int(stamp, 16) if isinstance(stamp, str) else None
     except ValueError:
         return None
-    return n, block_hash.lower(), parent.lower() if isinstance(parent, str) else None
+    return n, block_hash.lower(), parent.lower() if isinstance(parent, str) else None, ts
 
 
 class HeadWatch:
@@ -209,7 +225,7 @@ class HeadWatch:
         out = await self._call(cc, rt, "latest", ["latest", False])
         block = block_of(out.body)
         if block is not None:
-            cc.observe_block(*block, True)
+            cc.observe_head(*block)
 
     async def _poll_finalized(self, cc: ChainCache, rt: ChainRuntime) -> None:
         out = await self._call(cc, rt, "finalized", ["finalized", False])
@@ -232,7 +248,7 @@ class HeadWatch:
             if block is None or block[1] != want:
                 cc.window.fetch_failed()
                 return
-            cc.observe_block(*block, False)
+            cc.observe_block(block[0], block[1], block[2], False)
             want = self._wanted(cc, rt, self.cache.clock())
             if want is not None:
                 cc.window.fetched()

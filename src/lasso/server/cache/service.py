@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from time import monotonic
 from typing import Any, Protocol
@@ -121,6 +122,7 @@ class ResponseCache:
         loop: the event loop (for the inner executor and background work).
         redis: the shared store, or ``None`` for memory only.
         clock: monotonic seconds.
+        wall: wall-clock seconds (compared with block timestamps).
     """
 
     def __init__(
@@ -130,11 +132,13 @@ class ResponseCache:
         *,
         redis: RedisStore | None = None,
         clock: Callable[[], float] = monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.inner = inner
         self.loop = loop
         self.redis = redis
         self.clock = clock
+        self.wall = wall
         self.chains: dict[tuple[str, int], ChainCache] = {}
 
     def __repr__(self) -> str:
@@ -249,13 +253,16 @@ class ResponseCache:
         stamp = None
         if provider_id is None:
             finalized = cc.finality.height(state.consensus(now), now)
+            head = state.max_height
             stamp = ticket(
                 req,
-                head=state.max_height,
+                head=head,
                 finalized=finalized,
                 window=cc.window,
                 now=now,
-                ttl_s=cc.ttl_s,
+                ttl_s=self._head_ttl(cc, head, state.block_time_ms)
+                if req.depends is Depends.HEAD
+                else 0.0,
             )
             if stamp is None and req.number is not None and req.depends is Depends.BLOCK:
                 if finalized is not None and finalized < req.number:
@@ -333,6 +340,18 @@ class ResponseCache:
         cc.observe_block(n, block_hash.lower(), parent_hash, head=False)
         if req.tag == "finalized":
             cc.finality.report(pid, n, self.clock())
+
+    def _head_ttl(self, cc: ChainCache, head: int | None, block_time_ms: float) -> float:
+        """How long a head answer may be served: the chain's realtime TTL, cut at the
+        moment the next block is due (the head's timestamp plus the block time) when the
+        node knows the head block's timestamp and blocks are at least a second apart
+        (timestamps have whole seconds)."""
+        ttl = cc.ttl_s
+        known = cc.head_time
+        if known is not None and known[0] == head and block_time_ms >= 1000:
+            due = known[1] + block_time_ms / 1000.0 - self.wall()
+            return min(ttl, due)
+        return ttl
 
     @staticmethod
     def _redis_ttl(cc: ChainCache, stamp: Stamp, block_time_ms: float) -> int:
