@@ -5,7 +5,11 @@ Contenders (each a separate process between the load driver and one real ``anvil
 * ``direct``      wrk straight to anvil (reference; "proxy CPU" is anvil's own CPU)
 * ``floor``       bare aiohttp forwarder (bench/floor_aiohttp.py)
 * ``lean-floor``  raw asyncio.Protocol + httptools server and client (bench/floor_lean.py)
-* ``lasso``       the real proxy (``lasso serve`` with a generated profile)
+* ``lasso``       the real proxy (``lasso serve`` with a generated profile); every request
+                  carries ``Cache-Control: no-cache``, so each one is a hop to anvil (the
+                  response cache is skipped on read and refreshed, the costliest path)
+* ``lasso-hit``   (opt-in) the same proxy without that header: the answers come from
+                  its response cache (the hit path, docs/caching.md)
 
 For each round (order rotated every round) and each contender: start it, validate one
 JSON-RPC answer with Python, warm up, then measure a ``wrk -t1 -c64`` window (throughput,
@@ -45,6 +49,9 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 ALL_CONTENDERS = ("direct", "floor", "lean-floor", "lasso")
+HIT_CONTENDER = "lasso-hit"
+"""Runs --lasso-cmd like ``lasso`` but without ``Cache-Control: no-cache``."""
+NO_CACHE = {"Cache-Control": "no-cache"}
 
 DEFAULT_LASSO_CMD = "{root}/.venv/bin/lasso serve --profiles {profiles} --port {port}"
 DEFAULT_PROFILE_TEMPLATE = """\
@@ -93,16 +100,20 @@ def request_body(method: str, request_id: int = 1) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def wrk_lua_script(body: bytes) -> str:
-    """wrk script: POST ``body``; ``done()`` prints one JSON line prefixed with WRK_MARKER."""
+def wrk_lua_script(body: bytes, headers: Mapping[str, str] | None = None) -> str:
+    """wrk script: POST ``body`` (with extra ``headers``); ``done()`` prints one JSON line
+    prefixed with WRK_MARKER."""
     text = body.decode()
     if "]==]" in text:
         raise ValueError("body must not contain ']==]'")
+    extra = "".join(
+        f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items()
+    )
     return f"""\
 wrk.method = "POST"
 wrk.body = [==[{text}]==]
 wrk.headers["Content-Type"] = "application/json"
-
+{extra}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -244,7 +255,12 @@ def summarize(contenders: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 row[key] = m[key] - base[key]  # type: ignore[operator]
         added[name] = row
     ratios: dict[str, float | None] = {}
-    for num, den in (("lasso", "floor"), ("lasso", "lean-floor"), ("floor", "lean-floor")):
+    for num, den in (
+        ("lasso", "floor"),
+        ("lasso", "lean-floor"),
+        ("floor", "lean-floor"),
+        (HIT_CONTENDER, "lasso"),
+    ):
         a = medians.get(num, {}).get("proxy_cpu_us_c64")
         b = medians.get(den, {}).get("proxy_cpu_us_c64")
         ratios[f"{num}/{den}"] = a / b if a is not None and b else None
@@ -310,7 +326,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     lines += [
         "",
         "Proxy CPU = user+system time of the proxy process tree during the c=64 window / "
-        "requests completed (for `direct`: anvil's). `+` columns = latency added vs `direct` "
+        "requests completed (for `direct`: anvil's). Requests carry `Cache-Control: no-cache` "
+        "(a hop every time), except for `lasso-hit` (answered from the response cache). "
+        "`+` columns = latency added vs `direct` "
         "in this run. Identical forwarders differ by up to ±15% between runs: compare within "
         "one run. The load driver, proxy and anvil share the host's cores.",
         "",
@@ -526,6 +544,7 @@ class Spec:
     argv: list[str] | None  # None: no process (direct)
     path: str
     probe: str
+    hit: bool = False  # send requests without Cache-Control: no-cache
     reason: str = ""  # set when it is unavailable
     log_tail: str = ""
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -537,8 +556,9 @@ class Env:
     anvil: Proc
     anvil_port: int
     workdir: Path
-    script: Path
+    script: Path  # with Cache-Control: no-cache
     body: bytes
+    hit_script: Path | None = None  # without it (the lasso-hit contender)
 
     @property
     def anvil_url(self) -> str:
@@ -554,7 +574,7 @@ def build_argv(env: Env, name: str, port: int) -> list[str] | None:
         return [py, str(BENCH / "floor_aiohttp.py"), "--port", str(port), "--upstream", up]
     if name == "lean-floor":
         return [py, str(BENCH / "floor_lean.py"), "--port", str(port), "--upstream", up]
-    template = env.args.lasso_cmd if name == "lasso" else env.args.extra[name]
+    template = env.args.lasso_cmd if name in ("lasso", HIT_CONTENDER) else env.args.extra[name]
     text = template.format(
         root=ROOT,
         python=py,
@@ -594,7 +614,10 @@ def profile_file_name(text: str) -> str:
     return "bench.yml"
 
 
-def run_wrk(env: Env, port: int, path: str, connections: int, duration: float) -> dict[str, Any]:
+def run_wrk(
+    env: Env, port: int, path: str, connections: int, duration: float, hit: bool = False
+) -> dict[str, Any]:
+    script = env.hit_script if hit and env.hit_script is not None else env.script
     argv = [
         env.args.wrk,
         "-t1",
@@ -603,7 +626,7 @@ def run_wrk(env: Env, port: int, path: str, connections: int, duration: float) -
         "--timeout",
         "5s",
         "-s",
-        str(env.script),
+        str(script),
         f"http://127.0.0.1:{port}{path}",
     ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -613,11 +636,17 @@ def run_wrk(env: Env, port: int, path: str, connections: int, duration: float) -
 
 
 def measure_window(
-    env: Env, target_pid: int, port: int, path: str, connections: int, duration: float
+    env: Env,
+    target_pid: int,
+    port: int,
+    path: str,
+    connections: int,
+    duration: float,
+    hit: bool = False,
 ) -> dict[str, Any]:
     """One measured wrk window with CPU of the target and of anvil sampled around it."""
     t0, a0, h0 = tree_cpu_ticks(target_pid), tree_cpu_ticks(env.anvil.pid), host_cpu()
-    wrk = run_wrk(env, port, path, connections, duration)
+    wrk = run_wrk(env, port, path, connections, duration, hit)
     t1, a1, h1 = tree_cpu_ticks(target_pid), tree_cpu_ticks(env.anvil.pid), host_cpu()
     n = wrk["requests"]
     busy = (h1[0] - h0[0]) / (h1[1] - h0[1]) * 100 if h1[1] > h0[1] else None
@@ -646,11 +675,12 @@ def run_contender_round(env: Env, spec: Spec) -> dict[str, Any]:
         if proc is not None:
             wait_ready(proc, port, spec.probe, args.start_timeout, env.body)
         validate(port, spec.path, args.method)
-        run_wrk(env, port, spec.path, args.connections, args.warmup)
-        hi = measure_window(env, pid, port, spec.path, args.connections, args.duration)
+        hit = spec.hit
+        run_wrk(env, port, spec.path, args.connections, args.warmup, hit)
+        hi = measure_window(env, pid, port, spec.path, args.connections, args.duration, hit)
         if args.warmup > 0:
-            run_wrk(env, port, spec.path, 1, min(args.warmup, 1.0))
-        lo = measure_window(env, pid, port, spec.path, 1, args.latency_duration)
+            run_wrk(env, port, spec.path, 1, min(args.warmup, 1.0), hit)
+        lo = measure_window(env, pid, port, spec.path, 1, args.latency_duration, hit)
         rss_kb = tree_peak_rss_kb(pid)
         if proc is not None and proc.popen.poll() is not None:
             raise Unavailable("died during the run", proc.log_tail())
@@ -684,8 +714,8 @@ def make_specs(args: argparse.Namespace) -> list[Spec]:
             specs.append(Spec(name, None, "/", "rpc:/"))
         elif name in ("floor", "lean-floor"):
             specs.append(Spec(name, [], DEFAULT_RPC_PATH, DEFAULT_HEALTH_PATH))
-        else:  # lasso and --extra contenders speak the lasso protocol
-            specs.append(Spec(name, [], args.rpc_path, args.health_path))
+        else:  # lasso, lasso-hit and --extra contenders speak the lasso protocol
+            specs.append(Spec(name, [], args.rpc_path, args.health_path, hit=name == HIT_CONTENDER))
     return specs
 
 
@@ -731,7 +761,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--contenders",
         default=",".join(ALL_CONTENDERS),
-        help="comma-separated subset/order of: direct,floor,lean-floor,lasso and --extra names",
+        help="comma-separated subset/order of: direct,floor,lean-floor,lasso,lasso-hit and "
+        "--extra names (lasso-hit: lasso answering from its response cache)",
     )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=8.0, help="c=64 window, seconds")
@@ -779,7 +810,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.extra = extra
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     names += [n for n in extra if n not in names]
-    unknown = [n for n in names if n not in ALL_CONTENDERS and n not in extra]
+    known = (*ALL_CONTENDERS, HIT_CONTENDER)
+    unknown = [n for n in names if n not in known and n not in extra]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
     args.contenders = names
@@ -798,14 +830,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lasso-bench-") as tmp:
         workdir = Path(tmp)
         script = workdir / "post.lua"
-        script.write_text(wrk_lua_script(body))
+        script.write_text(wrk_lua_script(body, NO_CACHE))
+        hit_script = workdir / "post-hit.lua"
+        hit_script.write_text(wrk_lua_script(body))
         anvil_port = free_port()
         anvil = spawn(
             "anvil",
             [args.anvil, "--host", "127.0.0.1", "--port", str(anvil_port), "--silent"],
             workdir,
         )
-        env = Env(args, anvil, anvil_port, workdir, script, body)
+        env = Env(args, anvil, anvil_port, workdir, script, body, hit_script)
         try:
             try:
                 wait_ready(anvil, anvil_port, "rpc:/", args.start_timeout, body)

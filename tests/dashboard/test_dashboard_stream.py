@@ -25,8 +25,11 @@ BN = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "para
 @pytest.fixture
 async def node(sim_fleet: Any, lasso_node: Any) -> Any:
     fleet = await sim_fleet(["alpha", "bravo"])
+    # No response cache on the watched chain: the counts checked here are routed calls
+    # (the cache's own background calls are covered in tests/server/cache).
+    off = "    cache:\n      enabled: false"
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet)),
+        profile_yaml(fleet_chain_yaml(fleet, extra=off)),
         profile_yaml(fleet_chain_yaml(fleet, key="other"), slug="team"),
     )
     app.fleet = fleet

@@ -176,8 +176,6 @@ class ResponseCache:
         faults, like the inner executor."""
         config = rt.config
         cc = self.chain(rt)
-        now = self.clock()
-        cc.last_used = now
         req = classify(method, params)
         if req.depends is Depends.NEVER or not config.cache.enabled:
             if not config.coalesce or not is_replay_safe(method):
@@ -191,6 +189,8 @@ class ResponseCache:
             if shared:
                 cc.count_coalesced(method)
             return out, None
+        now = self.clock()
+        cc.last_used = now  # the head watch keeps the chain's window while it is used
         key = cache_key(method, params)
         if provider_id is not None:  # a pinned provider: its own answer, never stored
             status = "bypass"
