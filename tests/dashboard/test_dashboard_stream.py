@@ -76,10 +76,12 @@ async def test_page_and_assets_have_types_and_caching(node: Any) -> None:
     assert headers["Cache-Control"] == "no-cache"
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     refs = dict(re.findall(rb"/dashboard/static/([\w.]+)\?v=([0-9a-f]{12})", body))
-    assert set(refs) == {b"app.css", b"app.js", b"favicon.svg"}
+    assert set(refs) == {b"app.css", b"app.js", b"favicon.svg", b"cache.css", b"cache.js"}
     types = {
         b"app.css": "text/css; charset=utf-8",
         b"app.js": "text/javascript; charset=utf-8",
+        b"cache.css": "text/css; charset=utf-8",
+        b"cache.js": "text/javascript; charset=utf-8",
         b"favicon.svg": "image/svg+xml",
     }
     for name, version in refs.items():
