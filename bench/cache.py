@@ -1,9 +1,9 @@
 """Response cache and coalescing on a realistic mixed trace, every answer checked.
 
-The simulator (``lasso.sim``, in this process) serves one chain (2 s blocks, finality 64
-blocks) from three providers (lognormal latency, median 40 ms; ``newHeads`` over
-WebSocket announced within a few ms). ``lasso serve`` runs in its own process in front
-of them. The same trace is replayed once per mode:
+The simulator (``lasso.sim``, in this process) serves one chain (``--block-time``, 12 s
+by default as on Ethereum; finality 64 blocks) from three providers (lognormal latency,
+median 40 ms; ``newHeads`` over WebSocket announced within a few ms). ``lasso serve``
+runs in its own process in front of them. The same trace is replayed once per mode:
 
 * ``off``: ``cache.enabled: false`` and ``routing.coalesce: false`` (every request goes
   upstream);
@@ -17,11 +17,14 @@ The trace (``--duration`` seconds):
   (``eth_getLogs`` over that block), as fast as they are answered; the second replica
   starts a few seconds after the first, over the same range (a re-index, or a second
   service reading the same chain);
-* **100 dApp clients**, each a user (30 distinct addresses: users overlap) looping with
-  a think time of 0.5-1.5 s over: ``eth_blockNumber``, ``eth_getBalance(user,
-  "latest")``, a token ``balanceOf`` ``eth_call`` at ``latest``, the receipt of "their"
-  transaction (one of the next block's, so ``null`` until it is mined), the latest
-  block, ``eth_gasPrice`` and ``eth_feeHistory``;
+* **100 dApp clients** (browser tabs of 30 distinct users), polling as viem and wagmi do
+  by default: ``eth_blockNumber`` every 4 s; on each new block the page's reads at
+  ``latest``: the user's ``eth_getBalance``, the user's token ``balanceOf`` and a token
+  figure every page shows (``totalSupply()`` or ``decimals()``) by ``eth_call``, the
+  latest block (one tab in five), ``eth_feeHistory`` and ``eth_gasPrice`` (one in three);
+  and, for a user who sent a transaction (one in ten polls starts one: a transaction of
+  the next block), ``eth_getTransactionReceipt`` every poll until it is mined (``null``
+  until then);
 * a **reorg** of depth 1-3 every 15 s.
 
 Each answer is compared with the simulator's truth: the chain (with the reorgs replayed)
@@ -84,7 +87,7 @@ MODES = {
     "cache": "",
 }
 CHAIN_ID = 1
-BLOCK_TIME_S = 2.0
+POLL_S = 4.0  # viem's and wagmi's default polling interval
 START_HEIGHT = 2_000_000
 PROVIDERS = ("alpha", "bravo", "charlie")
 USERS = 30
@@ -92,6 +95,7 @@ CLIENTS = 100
 REORG_EVERY_S = 15.0
 INDEX_BACK = 2000
 _BALANCE_OF = "0x70a08231000000000000000000000000"
+HOT_CALLS = ("0x18160ddd", "0x313ce567")  # totalSupply(), decimals()
 
 
 # -- truth ------------------------------------------------------------------------------
@@ -156,13 +160,16 @@ class Record:
     sent: float
     received: float
     status: int
-    answer: Any  # the parsed result, {"__error__": code}, or None on a transport failure
+    answer: Any  # the parsed result, {"__error__": code}, or FAILED
     cache: str | None
+
+
+FAILED: Any = object()  # no JSON-RPC answer at all (a transport failure)
 
 
 def judge(truth: Truth, rec: Record, allowance_s: float) -> str:
     """``on_time``, ``late``, ``wrong`` or ``failed`` (no JSON-RPC answer at all)."""
-    if rec.answer is None:
+    if rec.answer is FAILED:
         return "failed"
     for t in truth.instants(rec.sent, rec.received):
         if truth.answer(t, rec.method, rec.params) == rec.answer:
@@ -195,7 +202,7 @@ class Driver:
     async def call(self, who: str, method: str, params: list[Any]) -> Any:
         body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
         sent = time.time()
-        status, answer, cache = 0, None, None
+        status, answer, cache = 0, FAILED, None
         try:
             async with self.session.post(self.url, data=body) as resp:
                 raw = await resp.read()
@@ -207,7 +214,7 @@ class Driver:
             elif "error" in doc:
                 answer = {"__error__": doc["error"].get("code")}
         except Exception:  # a transport failure is recorded as such
-            answer = None
+            answer = FAILED
         received = time.time()
         self.records.append(Record(who, method, params, sent, received, status, answer, cache))
         return answer
@@ -225,35 +232,38 @@ class Driver:
             n += 1
 
     async def dapp(self, k: int) -> None:
+        """One browser tab of a dApp, polling as viem/wagmi do by default: the block
+        number every 4 s; on a new block, the page's reads at ``latest``; the receipt of
+        a pending transaction every poll until it is mined."""
         rng = random.Random(k)
         user = "0x" + f"{(k % USERS) + 1:040x}"
         token = TOKEN_ADDRESSES[k % len(TOKEN_ADDRESSES)]
         chain = self.truth.live
         pending: str | None = None
-        await asyncio.sleep(rng.random() * 1.5)
+        seen = -1
+        await asyncio.sleep(rng.random() * POLL_S)
         while not self.stop.is_set():
-            roll = rng.random()
-            if roll < 0.30:
-                await self.call("dapp", "eth_blockNumber", [])
-            elif roll < 0.45:
+            number = await self.call("dapp", "eth_blockNumber", [])
+            head = int(number, 16) if isinstance(number, str) else seen
+            if head != seen:
+                seen = head
                 await self.call("dapp", "eth_getBalance", [user, "latest"])
-            elif roll < 0.60:
-                data = _BALANCE_OF + user[2:]
-                await self.call("dapp", "eth_call", [{"to": token, "data": data}, "latest"])
-            elif roll < 0.80:
-                if pending is None:  # "sends" a transaction: one of the next block's
-                    head = chain.height(time.time())
-                    pending = chain.tx_hash(head + 1, rng.randrange(3))
+                mine = {"to": token, "data": _BALANCE_OF + user[2:]}
+                await self.call("dapp", "eth_call", [mine, "latest"])
+                shared = {"to": token, "data": HOT_CALLS[k % len(HOT_CALLS)]}
+                await self.call("dapp", "eth_call", [shared, "latest"])
+                if k % 5 == 0:  # pages that show the latest block
+                    await self.call("dapp", "eth_getBlockByNumber", ["latest", False])
+                if k % 3 == 0:  # a send form estimating fees
+                    await self.call("dapp", "eth_feeHistory", ["0x4", "latest", [25, 75]])
+                    await self.call("dapp", "eth_gasPrice", [])
+            if pending is None and rng.random() < 0.1:  # the user sends a transaction
+                pending = chain.tx_hash(chain.height(time.time()) + 1, rng.randrange(3))
+            if pending is not None:
                 receipt = await self.call("dapp", "eth_getTransactionReceipt", [pending])
                 if isinstance(receipt, dict) and "blockHash" in receipt:
                     pending = None
-            elif roll < 0.90:
-                await self.call("dapp", "eth_getBlockByNumber", ["latest", False])
-            elif roll < 0.95:
-                await self.call("dapp", "eth_gasPrice", [])
-            else:
-                await self.call("dapp", "eth_feeHistory", ["0x4", "latest", [25, 75]])
-            await asyncio.sleep(0.5 + rng.random())
+            await asyncio.sleep(POLL_S * (0.9 + 0.2 * rng.random()))
 
     async def reorgs(self, fleet: SimFleet) -> None:
         while True:
@@ -297,7 +307,7 @@ class ModeResult:
 async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> ModeResult:
     start = float(int(time.time()))  # whole seconds: block timestamps are exact
     chain = SyntheticChain(
-        CHAIN_ID, BLOCK_TIME_S, "bench-cache", start_height=START_HEIGHT, start_time=start
+        CHAIN_ID, args.block_time, "bench-cache", start_height=START_HEIGHT, start_time=start
     )
     behavior = Behavior(latency_ms=40.0, jitter=0.3, method_latency_ms={"eth_subscription": 2.0})
     specs = [ProviderSpec(id=pid, behavior=behavior) for pid in PROVIDERS]
@@ -306,9 +316,11 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> ModeRe
     urls, ws = fleet.urls(), fleet.ws_urls()
     profile = chain_profile(
         [(pid, urls[pid], 10 * (i + 1)) for i, pid in enumerate(PROVIDERS)],
-        block_time_ms=int(BLOCK_TIME_S * 1000),
+        block_time_ms=int(args.block_time * 1000),
         ws_urls=ws,
-    ).replace("    block_time_ms: 2000\n", "    block_time_ms: 2000\n" + MODES[mode])
+    )
+    bt_line = f"    block_time_ms: {int(args.block_time * 1000)}\n"
+    profile = profile.replace(bt_line, bt_line + MODES[mode])
     lasso = LassoProcess(profile, workdir, name=f"lasso-{mode}")
     truth = Truth(chain)
     result = ModeResult(mode)
@@ -345,6 +357,12 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> ModeRe
                     "cache": rec.cache,
                     "answer": str(rec.answer)[:200],
                     "truth_at_send": str(truth.answer(rec.sent, rec.method, rec.params))[:200],
+                    "sent_into_block_ms": round(
+                        1000 * (rec.sent - chain.block_time_at(chain.height(rec.sent))), 1
+                    ),
+                    "reorgs": [round(rec.sent - w, 3) for w, _ in truth.reorgs if w <= rec.sent][
+                        -1:
+                    ],
                 }
             )
     result.verdicts = dict(verdicts)
@@ -407,7 +425,8 @@ def render(results: list[ModeResult], meta: dict[str, Any], args: argparse.Names
         "# Cache and coalescing on a mixed trace",
         "",
         f"{meta['timestamp']}, git {meta['git']}, {meta['cpus']} CPUs; {args.duration:.0f} s per "
-        f"mode after {args.warmup:.0f} s warm-up; {CLIENTS} dApp clients, 2 indexers, a reorg "
+        f"mode after {args.warmup:.0f} s warm-up; blocks every {args.block_time:g} s; "
+        f"{CLIENTS} dApp clients, 2 indexers, a reorg "
         f"every {REORG_EVERY_S:.0f} s; late = equal to the truth at most "
         f"{args.allowance_ms:.0f} ms before the request was sent.",
         "",
@@ -418,13 +437,20 @@ def render(results: list[ModeResult], meta: dict[str, Any], args: argparse.Names
         top = ", ".join(f"{m} {n}" for m, n in list(r.upstream_by_method.items())[:8])
         lines.append(f"- **{r.mode}**: upstream by method: {top}; X-Lasso-Cache: {r.cache}")
         for ex in r.examples:
-            lines.append(f"  - {ex['verdict']}: {ex['method']} {ex['params']} ({ex['cache']})")
+            lines.append(
+                f"  - {ex['verdict']}: {ex['method']} {ex['params']} ({ex['cache']}), sent "
+                f"{ex['sent_into_block_ms']} ms into a block: {ex['answer'][:80]} vs "
+                f"{ex['truth_at_send'][:80]}"
+            )
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per mode")
+    parser.add_argument(
+        "--block-time", type=float, default=12.0, help="simulated block time, seconds"
+    )
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds before the trace")
     parser.add_argument("--modes", default="off,coalesce,cache", help="comma-separated")
     parser.add_argument(

@@ -343,15 +343,15 @@ class ResponseCache:
 
     def _head_ttl(self, cc: ChainCache, head: int | None, block_time_ms: float) -> float:
         """How long a head answer may be served: the chain's realtime TTL, cut at the
-        moment the next block is due (the head's timestamp plus the block time) when the
-        node knows the head block's timestamp and blocks are at least a second apart
-        (timestamps have whole seconds)."""
+        moment the block after ``head`` is due, when blocks are at least a second apart
+        (timestamps have whole seconds) and the node knows a head block's timestamp: that
+        timestamp plus one block time per block from it to ``head``, plus one."""
         ttl = cc.ttl_s
         known = cc.head_time
-        if known is not None and known[0] == head and block_time_ms >= 1000:
-            due = known[1] + block_time_ms / 1000.0 - self.wall()
-            return min(ttl, due)
-        return ttl
+        if known is None or head is None or known[0] > head or block_time_ms < 1000:
+            return ttl
+        due = known[1] + (head - known[0] + 1) * block_time_ms / 1000.0 - self.wall()
+        return min(ttl, due)
 
     @staticmethod
     def _redis_ttl(cc: ChainCache, stamp: Stamp, block_time_ms: float) -> int:
