@@ -84,9 +84,13 @@ async def test_a_head_feed_keeps_the_window_without_polls(sim_fleet: Any, lasso_
     watch.on_head(rt, "alpha", head)
     assert cc.window.top == nxt and watch.heads_seen == 1
     assert cc.head_time is not None and cc.head_time[0] == app.head  # no timestamp in it
+    head = {**chain.header(nxt + 1), "timestamp": hex(1234)}
+    watch.on_head(rt, "alpha", head)
+    assert cc.window.top == nxt + 1 and cc.head_time == (nxt + 1, 1234)
+    assert cc.head(rt.router.state.max_height) == nxt + 1  # newer than any height seen
     for junk in ("x", {"number": 5}, {"number": "0xzz", "hash": "0x1"}):
         watch.on_head(rt, "alpha", junk)
-    assert cc.window.top == nxt and watch.heads_seen == 1
+    assert cc.window.top == nxt + 1 and watch.heads_seen == 2
 
 
 def test_block_of_reads_block_answers() -> None:

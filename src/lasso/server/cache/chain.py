@@ -107,6 +107,14 @@ class ChainCache:
         m = method if method in KNOWN_METHODS else "other"
         self.coalesced[m] = self.coalesced.get(m, 0) + 1
 
+    def head(self, known: int | None) -> int | None:
+        """The newest head this node knows: the routers' highest height (``known``) or a
+        newer head a head source announced."""
+        announced = self.head_time
+        if announced is not None and (known is None or announced[0] > known):
+            return announced[0]
+        return known
+
     def want_hash(self, number: int) -> None:
         """A request about unfinalized block ``number`` found no hash for it."""
         bottom = self.window.bottom

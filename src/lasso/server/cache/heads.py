@@ -124,22 +124,15 @@ class HeadWatch:
     # -- newHeads -----------------------------------------------------------------------
     def on_head(self, rt: ChainRuntime, provider_id: str, head: Any) -> None:
         """A ``newHeads`` notification from ``provider_id`` on ``rt``'s chain."""
-        if type(head) is not dict or not rt.config.cache.enabled:
+        if not rt.config.cache.enabled:
             return
-        number, block_hash = head.get("number"), head.get("hash")
-        parent = head.get("parentHash")
-        if not (isinstance(number, str) and isinstance(block_hash, str)):
-            return
-        try:
-            n = int(number, 16)
-        except ValueError:
+        header = header_of(head)
+        if header is None:
             return
         self.heads_seen += 1
         cc = self.cache.chain(rt)
         cc.last_head = self.cache.clock()
-        cc.observe_block(
-            n, block_hash.lower(), parent.lower() if isinstance(parent, str) else None, True
-        )
+        cc.observe_head(*header)
 
     # -- background ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -225,6 +218,8 @@ class HeadWatch:
         out = await self._call(cc, rt, "latest", ["latest", False])
         block = block_of(out.body)
         if block is not None:
+            if out.provider_id is not None:  # a height sample, as eth_blockNumber gives
+                rt.router.observe_height(out.provider_id, block[0], self.cache.clock())
             cc.observe_head(*block)
 
     async def _poll_finalized(self, cc: ChainCache, rt: ChainRuntime) -> None:

@@ -201,7 +201,7 @@ class ResponseCache:
         else:
             entry = cc.store.get(key)
             if entry is not None:
-                head = rt.router.state.max_height
+                head = cc.head(rt.router.state.max_height)
                 if valid(entry[1], head=head, window=cc.window, now=now):
                     cc.count(method, "hit")
                     return _hit(entry[0]), "hit"
@@ -246,23 +246,26 @@ class ResponseCache:
                     shared = None
                 if shared is not None:
                     now = self.clock()
-                    if valid(shared[1], head=state.max_height, window=cc.window, now=now):
+                    head = cc.head(state.max_height)
+                    if valid(shared[1], head=head, window=cc.window, now=now):
                         cc.store.put(key, shared[0], shared[1])
                         return _hit(shared[0]), "hit"
         now = self.clock()
         stamp = None
         if provider_id is None:
             finalized = cc.finality.height(state.consensus(now), now)
-            head = state.max_height
+            head = cc.head(state.max_height)
+            ttl = 0.0
+            if req.depends is Depends.HEAD:
+                block_time_ms = rt.config.block_time_ms or state.block_time_ms
+                ttl = self._head_ttl(cc, head, block_time_ms)
             stamp = ticket(
                 req,
                 head=head,
                 finalized=finalized,
                 window=cc.window,
                 now=now,
-                ttl_s=self._head_ttl(cc, head, state.block_time_ms)
-                if req.depends is Depends.HEAD
-                else 0.0,
+                ttl_s=ttl,
             )
             if stamp is None and req.number is not None and req.depends is Depends.BLOCK:
                 if finalized is not None and finalized < req.number:
@@ -314,7 +317,7 @@ class ResponseCache:
             req,
             stamp,
             result,
-            head=state.max_height,
+            head=cc.head(state.max_height),
             finalized=cc.finality.height(state.consensus(now), now),
             window=cc.window,
             provider_has_block=has,
