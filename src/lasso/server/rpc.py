@@ -208,7 +208,13 @@ class RpcHandler:
                 if item.notification and item.early_status == 200:
                     return _NO_CONTENT
                 return Response(item.early_status, item.early)
-            return self._run_single(rt, item, strategy, provider_id, meta, no_cache)
+            t0 = monotonic()
+            served = self.app.cache.serve(
+                rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+            )
+            if isinstance(served, tuple):  # answered from the cache: no task needed
+                return self._respond(rt, item, strategy, meta, served, t0)
+            return self._run_single(rt, item, strategy, meta, served, t0)
         if isinstance(doc, list):
             if not doc:
                 return _EMPTY_BATCH
@@ -282,14 +288,22 @@ class RpcHandler:
         rt: ChainRuntime,
         item: _Item,
         strategy: str,
-        provider_id: str | None,
         meta: _Meta | None,
-        no_cache: bool = False,
+        pending: Awaitable[tuple[Outcome, str | None]],
+        t0: float,
     ) -> Response:
-        t0 = monotonic()
-        out, cache = await self.app.cache.execute(
-            rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
-        )
+        return self._respond(rt, item, strategy, meta, await pending, t0)
+
+    def _respond(
+        self,
+        rt: ChainRuntime,
+        item: _Item,
+        strategy: str,
+        meta: _Meta | None,
+        served: tuple[Outcome, str | None],
+        t0: float,
+    ) -> Response:
+        out, cache = served
         body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
         self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)

@@ -191,7 +191,7 @@ async def test_head_answers_expire(sim_fleet: Any, lasso_node: Any) -> None:
 
 async def test_identical_reads_in_flight_share_one_call(sim_fleet: Any, lasso_node: Any) -> None:
     """Twenty identical slow reads at once make one upstream call; every client gets its
-    own id; the coalesced ones are counted."""
+    own id; the coalesced ones are counted. no-cache reads each make their own call."""
     slow = {pid: Behavior(latency_ms=300) for pid in ("alpha", "bravo")}
     app = await start(sim_fleet, lasso_node, behaviors=slow)
     params = [ADDR, "pending"]  # never cached: only coalescing can share it
@@ -201,6 +201,11 @@ async def test_identical_reads_in_flight_share_one_call(sim_fleet: Any, lasso_no
     assert sorted(d[1]["id"] for d in docs) == list(range(20))
     assert len({orjson.dumps(d[1]["result"]) for d in docs}) == 1
     assert upstream(app.fleet, "eth_getTransactionCount") == 1
+    nc = {"Cache-Control": "no-cache"}  # each of these makes its own call
+    await asyncio.gather(
+        *(post(app.rpc_url, call("eth_getTransactionCount", params), nc) for _ in range(5))
+    )
+    assert upstream(app.fleet, "eth_getTransactionCount") == 6
     async with aiohttp.ClientSession() as s, s.get(app.base_url + "/metrics") as r:
         text = await r.text()
     assert (

@@ -10,8 +10,9 @@ all come through it. For one item:
    (:func:`~lasso.kernel.methods.is_replay_safe`) and the chain coalesces.
 2. A cacheable item looks in the chain's memory store and serves a stored answer that
    :func:`~lasso.kernel.cache_policy.valid` still holds true: ``hit``, no upstream call.
-   ``Cache-Control: no-cache`` skips this read (``bypass``), as does a provider-pinned
-   route, which also never stores.
+   ``Cache-Control: no-cache`` skips this read and coalescing (``bypass``: the item
+   makes its own upstream call, and its answer is stored); a provider-pinned route
+   skips the read and never stores.
 3. Otherwise the item is coalesced with identical ones in flight; the one call looks in
    Redis (when configured, not for head answers), then takes a
    :func:`~lasso.kernel.cache_policy.ticket`, calls upstream, and stores the answer if
@@ -24,8 +25,7 @@ envelope with a placeholder id; the caller splices the client's id in exactly as
 for upstream bytes (:func:`lasso.server.rpc.finish_item`).
 
 Keys are the method and the canonical params (:func:`~lasso.kernel.cache_policy.normalize`,
-sorted object keys); coalescing keys add the pinned provider, or a mark for
-``no-cache`` items so that those never share a call that may be answered from Redis.
+sorted object keys); coalescing keys add the pinned provider.
 """
 
 from __future__ import annotations
@@ -174,30 +174,36 @@ class ResponseCache:
     ) -> tuple[Outcome, str | None]:
         """Serve one JSON-RPC item (see the module docstring). Never raises for upstream
         faults, like the inner executor."""
+        served = self.serve(rt, method, params, strategy, provider_id, no_cache=no_cache)
+        if isinstance(served, tuple):
+            return served
+        return await served
+
+    def serve(
+        self,
+        rt: ChainRuntime,
+        method: str,
+        params: Any,
+        strategy: str,
+        provider_id: str | None,
+        *,
+        no_cache: bool = False,
+    ) -> tuple[Outcome, str | None] | Awaitable[tuple[Outcome, str | None]]:
+        """:meth:`execute`, answering a hit synchronously: the result is ``(outcome,
+        cache)`` at once, or an awaitable of it (callers that can answer without a task,
+        such as the HTTP handler, use this)."""
         config = rt.config
         cc = self.chain(rt)
         req = classify(method, params)
         if req.depends is Depends.NEVER or not config.cache.enabled:
-            if not config.coalesce or not is_replay_safe(method):
-                return await self.inner(rt, method, params, strategy, provider_id, self.loop), None
-            ckey = cache_key(method, params)
-            if provider_id is not None:
-                ckey += b"\x01" + provider_id.encode()
-            out, shared = await cc.coalescer.run(
-                ckey, lambda: self.inner(rt, method, params, strategy, provider_id, self.loop)
-            )
-            if shared:
-                cc.count_coalesced(method)
-            return out, None
+            return self._uncached(rt, cc, method, params, strategy, provider_id, no_cache)
         now = self.clock()
         cc.last_used = now  # the head watch keeps the chain's window while it is used
         key = cache_key(method, params)
         if provider_id is not None:  # a pinned provider: its own answer, never stored
             status = "bypass"
-            ckey = key + b"\x01" + provider_id.encode()
-        elif no_cache:
-            status = "bypass"
-            ckey = key + b"\x02"
+        elif no_cache:  # its own upstream call: no stored answer, no shared call
+            return self._bypass(rt, cc, req, key, method, params, strategy)
         else:
             entry = cc.store.get(key)
             if entry is not None:
@@ -206,15 +212,67 @@ class ResponseCache:
                     cc.count(method, "hit")
                     return _hit(entry[0]), "hit"
             status = "miss"
-            ckey = key
+        return self._shared(rt, cc, req, key, method, params, strategy, provider_id, status)
+
+    async def _uncached(
+        self,
+        rt: ChainRuntime,
+        cc: ChainCache,
+        method: str,
+        params: Any,
+        strategy: str,
+        provider_id: str | None,
+        no_cache: bool,
+    ) -> tuple[Outcome, str | None]:
+        """Never cacheable (or the chain's cache is off): coalesced if a shareable read."""
+        if no_cache or not rt.config.coalesce or not is_replay_safe(method):
+            return await self.inner(rt, method, params, strategy, provider_id, self.loop), None
+        ckey = cache_key(method, params)
+        if provider_id is not None:
+            ckey += b"\x01" + provider_id.encode()
+        out, shared = await cc.coalescer.run(
+            ckey, lambda: self.inner(rt, method, params, strategy, provider_id, self.loop)
+        )
+        if shared:
+            cc.count_coalesced(method)
+        return out, None
+
+    async def _bypass(
+        self,
+        rt: ChainRuntime,
+        cc: ChainCache,
+        req: Request,
+        key: bytes,
+        method: str,
+        params: Any,
+        strategy: str,
+    ) -> tuple[Outcome, str | None]:
+        out, _ = await self._fill(rt, cc, req, key, method, params, strategy, None, "bypass")
+        cc.count(method, "bypass")
+        return out, "bypass"
+
+    async def _shared(
+        self,
+        rt: ChainRuntime,
+        cc: ChainCache,
+        req: Request,
+        key: bytes,
+        method: str,
+        params: Any,
+        strategy: str,
+        provider_id: str | None,
+        status: str,
+    ) -> tuple[Outcome, str | None]:
+        """A miss (or a pinned bypass): one call per group of identical items in flight."""
 
         def fill() -> Awaitable[tuple[Outcome, str]]:
             return self._fill(rt, cc, req, key, method, params, strategy, provider_id, status)
 
-        if not config.coalesce:
+        if not rt.config.coalesce:
             out, status = await fill()
             cc.count(method, status)
             return out, status
+        ckey = key if provider_id is None else key + b"\x01" + provider_id.encode()
         (out, status), shared = await cc.coalescer.run(ckey, fill)
         cc.count(method, status)
         if shared:
