@@ -175,6 +175,25 @@ async def test_head_answers_stop_when_the_next_block_is_due(node: Any) -> None:
     assert statuses == ["MISS", "MISS", "MISS", "HIT"]
 
 
+async def test_without_a_block_time_an_old_head_is_still_cached(
+    sim_fleet: Any, lasso_node: Any
+) -> None:
+    """A chain with no block_time_ms (a node mining on demand) keeps caching head
+    answers whatever the age of its head block (the TTL and newer heads still apply)."""
+    fleet = await sim_fleet(["alpha", "bravo"], block_time_s=60.0)
+    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
+    url = app.base_url + "/rpc/ethereum"
+    await post(url, call("eth_blockNumber", []))
+    cc = next(iter(app.cache.chains.values()))
+    await eventually(lambda: cc.head_time is not None)
+    app.cache.wall = lambda: cc.head_time[1] + 3600.0  # an hour after the head block
+    statuses = []
+    for _ in range(2):
+        _, _, headers = await post(url, call("eth_gasPrice", []))
+        statuses.append(headers["X-Lasso-Cache"])
+    assert statuses == ["MISS", "HIT"]
+
+
 async def test_head_answers_expire(sim_fleet: Any, lasso_node: Any) -> None:
     """realtime_ttl_ms bounds how long a head answer is served."""
     app = await start(sim_fleet, lasso_node, "    cache:\n      realtime_ttl_ms: 150\n")

@@ -315,8 +315,7 @@ class ResponseCache:
             head = cc.head(state.max_height)
             ttl = 0.0
             if req.depends is Depends.HEAD:
-                block_time_ms = rt.config.block_time_ms or state.block_time_ms
-                ttl = self._head_ttl(cc, head, block_time_ms)
+                ttl = self._head_ttl(cc, head, rt.config.block_time_ms)
             stamp = ticket(
                 req,
                 head=head,
@@ -402,15 +401,18 @@ class ResponseCache:
         if req.tag == "finalized":
             cc.finality.report(pid, n, self.clock())
 
-    def _head_ttl(self, cc: ChainCache, head: int | None, block_time_ms: float) -> float:
+    def _head_ttl(self, cc: ChainCache, head: int | None, block_time_ms: int | None) -> float:
         """How long a head answer may be served: the chain's realtime TTL, cut at the
-        moment the block after ``head`` is due, when blocks are at least a second apart
-        (timestamps have whole seconds) and the node knows a head block's timestamp: that
-        timestamp plus one block time per block from it to ``head``, plus one."""
+        moment the block after ``head`` is due when the chain declares a regular block
+        time of at least a second (``block_time_ms``; timestamps have whole seconds) and
+        the node knows a head block's timestamp: that timestamp plus one block time per
+        block from it to ``head``, plus one. While that block is overdue, head answers
+        are not cached (it may be out before the node hears of it)."""
         ttl = cc.ttl_s
         known = cc.head_time
-        if known is None or head is None or known[0] > head or block_time_ms < 1000:
+        if known is None or head is None or known[0] > head or (block_time_ms or 0) < 1000:
             return ttl
+        assert block_time_ms is not None
         due = known[1] + (head - known[0] + 1) * block_time_ms / 1000.0 - self.wall()
         return min(ttl, due)
 
