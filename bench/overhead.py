@@ -73,6 +73,7 @@ _ACCOUNT0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 METHOD_PARAMS: dict[str, list[Any]] = {
     "eth_blockNumber": [],
     "eth_chainId": [],  # answered by Lasso itself: the floor of a JSON-RPC request
+    "eth_syncing": [],  # never cached: the uncacheable path
     "eth_getBalance": [_ACCOUNT0, "latest"],
     "eth_call": [
         {

@@ -152,7 +152,7 @@ def test_walk_back_budget_and_failures() -> None:
 
 
 def test_answers_never_replace_or_restart() -> None:
-    """A block from an answer (not a head source) only extends or confirms."""
+    """A block from an answer (not a head source) only confirms or extends the bottom."""
     w = BlockWindow()
     assert w.observe(100, h(100), h(99), head=False) is None
     assert w.top is None  # an answer does not start the window
@@ -161,8 +161,8 @@ def test_answers_never_replace_or_restart() -> None:
     assert w.observe(106, h(106, 1), h(105, 1), head=False) is None
     assert w.observe(110, h(110), h(109), head=False) is None  # a gap: ignored
     assert (w.top, w.epoch, w.hash_at(104)) == (105, 0, h(104))
-    assert w.observe(106, h(106), h(105), head=False) is None  # it extends the top
-    assert w.top == 106
+    assert w.observe(106, h(106), h(105), head=False) is None  # only heads move the top
+    assert w.top == 105
 
 
 def test_unlinkable_old_blocks_are_ignored() -> None:

@@ -198,7 +198,6 @@ def admit_now(req: Request, stamp: Any, result: Any, **kw: Any) -> Stamp | None:
         stamp,
         result,
         head=kw.get("head", 110),
-        finalized=kw.get("finalized", 100),
         window=kw.get("window") or window_to(110),
         provider_has_block=kw.get("has", True),
     )
@@ -485,7 +484,6 @@ def test_a_cached_answer_is_always_one_the_chain_still_gives(
                 stamp,
                 answer,
                 head=known_head,
-                finalized=finality.height(known_head, ms),
                 window=window,
                 provider_has_block=True,
             )

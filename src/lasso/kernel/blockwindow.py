@@ -17,7 +17,7 @@ For a block ``(n, hash, parent)``:
 ====================================  ==================================================
 what                                  effect
 ====================================  ==================================================
-extends the top (parent = top hash)   appended
+extends the top (parent = top hash)   head source: appended
 already held with the same hash       nothing (may learn its parent; a parent that is
                                       not the block held below is a reorg below it)
 held with another hash                head source: **reorg**: heights from the fork
@@ -30,8 +30,9 @@ the parent of ``bottom``              prepended (walk-back)
 anything else                         ignored: it cannot be linked to the head, or it
                                       is not a head source
 
-A block from anywhere but a head source never replaces what the window holds: an answer
-computed before a reorg may arrive after the node has seen the reorg.
+A block from anywhere but a head source never replaces what the window holds nor moves
+its top: an answer computed before a reorg may arrive after the node has seen the reorg,
+and a block fetched by hash may be a side block.
 ====================================  ==================================================
 
 A *detached* segment is the previous linked segment whose link to the new top is not
@@ -130,10 +131,12 @@ class BlockWindow:
 
         Args:
             head: the block comes from a head source (``newHeads``, a poll of the latest
-                block): it may replace held blocks or start a new segment. A block from
-                anywhere else (an answer passing through, a walk-back fetch) may only
-                extend the segment at either end or confirm a held block: an answer
-                computed before a reorg can arrive after it, and must not undo it.
+                block): it may extend the top, replace held blocks or start a new
+                segment. A block from anywhere else (an answer passing through, a
+                walk-back fetch) may only confirm a held block or be the parent of the
+                bottom (its hash is fixed by the block above it): an answer computed
+                before a reorg can arrive after it and must not undo it, and a block
+                served by hash may be a side block that must not become the head.
 
         Returns:
             The lowest height whose hash the window held and now knows to be replaced
@@ -154,12 +157,12 @@ class BlockWindow:
                 return None
             return self._fork_at(number, block_hash, parent_hash) if head else None
         if number == top + 1:
+            if not head:
+                return None  # a newer head is for head sources to announce
             if parent_hash == self._hash[top]:
                 self._put(number, block_hash, parent_hash)
                 self.top = number
                 self._trim()
-                return None
-            if not head:
                 return None
             if parent_hash is None:  # no link known: a new segment (no evidence of a fork)
                 self._restart(number, block_hash, None)

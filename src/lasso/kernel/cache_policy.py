@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from lasso.kernel.blockwindow import BlockWindow
 from lasso.kernel.methods import logs_block_range, parse_block_ref
@@ -256,9 +256,11 @@ def normalize(params: Any) -> Any:
 # -- stamps ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
+class Stamp(NamedTuple):
     """How a stored answer stays true (see the module docstring).
+
+    An immutable value like the frozen dataclasses elsewhere, but a named tuple: one is
+    made per cacheable request, and a tuple is five times cheaper to build.
 
     ``number``: the anchor height (ANCHORED), the block (FINAL, when known), the head
     it was answered at (HEAD), or the finalized height when the request started (ANSWER
@@ -386,7 +388,6 @@ def admit(
     result: object,
     *,
     head: int | None,
-    finalized: int | None,
     window: BlockWindow,
     provider_has_block: bool,
 ) -> Stamp | None:
@@ -397,7 +398,6 @@ def admit(
         stamp: its :func:`ticket`, taken at request start.
         result: the parsed ``result`` of the answer.
         head: the newest head the node knows *now*.
-        finalized: the finalized height now.
         window: the node's block window (now).
         provider_has_block: whether the answering provider is not known to be below the
             block the ticket is about (the head, for HEAD tickets).
@@ -418,6 +418,8 @@ def admit(
             value = _quantity(result) if req.head_value else _quantity(_get(result, "number"))
             if value is None or value != head:
                 return None
+            if value == stamp.number:
+                return stamp
             return Stamp(Kind.HEAD, number=value, epoch=stamp.epoch, expires=stamp.expires)
         return stamp if head == stamp.number else None
     if kind is Kind.ANCHORED and window.hash_at(stamp.number) != stamp.block_hash:

@@ -44,6 +44,7 @@ from lasso.kernel.cache_policy import (
     Kind,
     Request,
     Stamp,
+    Verify,
     admit,
     classify,
     normalize,
@@ -203,7 +204,8 @@ class ResponseCache:
         if provider_id is not None:  # a pinned provider: its own answer, never stored
             status = "bypass"
         elif no_cache:  # its own upstream call: no stored answer, no shared call
-            return self._bypass(rt, cc, req, key, method, params, strategy)
+            cc.count(method, "bypass")
+            return self._fill(rt, cc, req, key, method, params, strategy, None, "bypass")
         else:
             entry = cc.store.get(key)
             if entry is not None:
@@ -236,20 +238,6 @@ class ResponseCache:
         if shared:
             cc.count_coalesced(method)
         return out, None
-
-    async def _bypass(
-        self,
-        rt: ChainRuntime,
-        cc: ChainCache,
-        req: Request,
-        key: bytes,
-        method: str,
-        params: Any,
-        strategy: str,
-    ) -> tuple[Outcome, str | None]:
-        out, _ = await self._fill(rt, cc, req, key, method, params, strategy, None, "bypass")
-        cc.count(method, "bypass")
-        return out, "bypass"
 
     async def _shared(
         self,
@@ -308,23 +296,21 @@ class ResponseCache:
                     if valid(shared[1], head=head, window=cc.window, now=now):
                         cc.store.put(key, shared[0], shared[1])
                         return _hit(shared[0]), "hit"
-        now = self.clock()
         stamp = None
         if provider_id is None:
-            finalized = cc.finality.height(state.consensus(now), now)
+            now = self.clock()
+            depends = req.depends
             head = cc.head(state.max_height)
+            finalized = None
             ttl = 0.0
-            if req.depends is Depends.HEAD:
+            if depends is Depends.HEAD:
                 ttl = self._head_ttl(cc, head, rt.config.block_time_ms)
+            elif depends is not Depends.STATIC:
+                finalized = cc.finality.height(state.consensus(now), now)
             stamp = ticket(
-                req,
-                head=head,
-                finalized=finalized,
-                window=cc.window,
-                now=now,
-                ttl_s=ttl,
+                req, head=head, finalized=finalized, window=cc.window, now=now, ttl_s=ttl
             )
-            if stamp is None and req.number is not None and req.depends is Depends.BLOCK:
+            if stamp is None and req.number is not None and depends is Depends.BLOCK:
                 if finalized is not None and finalized < req.number:
                     cc.want_hash(req.number)  # the head watch walks the window down
         out = await self.inner(rt, method, params, strategy, provider_id, self.loop)
@@ -348,6 +334,8 @@ class ResponseCache:
     ) -> None:
         body = out.body
         assert body is not None
+        if stamp is None and req.verify is not Verify.BLOCK:
+            return  # not storable, and no block to learn from
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -356,8 +344,8 @@ class ResponseCache:
             return
         result = doc["result"]
         pid = out.provider_id
-        if isinstance(result, dict) and "parentHash" in result and pid is not None:
-            self._learn_block(cc, req, result, pid)
+        if req.verify is Verify.BLOCK and isinstance(result, dict) and pid is not None:
+            self._learn_block(cc, req, result, pid)  # a canonical block by number or hash
         if stamp is None:
             return
         state = rt.router.state
@@ -375,7 +363,6 @@ class ResponseCache:
             stamp,
             result,
             head=cc.head(state.max_height),
-            finalized=cc.finality.height(state.consensus(now), now),
             window=cc.window,
             provider_has_block=has,
         )
