@@ -262,9 +262,8 @@ def micro_cost(viewers: int, iterations: int = 300) -> dict[str, Any]:
     import asyncio
 
     async def run() -> dict[str, Any]:
-        from lasso.dashboard.hub import DashboardHub
+        from lasso.app import LassoApp, Settings
         from lasso.profiles import parse_profile
-        from lasso.server.app import LassoApp, Settings
 
         prof = parse_profile(profile_text("http://127.0.0.1:9"), "public.yml", {})
         app = LassoApp({prof.slug: prof}, Settings(node_id="bench", probes=False))
@@ -274,7 +273,7 @@ def micro_cost(viewers: int, iterations: int = 300) -> dict[str, Any]:
         for n, ch in enumerate(rt.router.channels):
             for i in range(150):
                 rt.router.record_success(ch, methods[i % 8], 0.005 + 0.001 * n, now)
-        hub = DashboardHub(app)
+        hub = app.dashboard.hub
         streams = [hub.open("public", None) for _ in range(viewers)]
         assert hub._task is not None
         hub._task.cancel()

@@ -8,8 +8,8 @@ Contenders (each a separate process between the load driver and one real ``anvil
 * ``lasso``       the real proxy (``lasso serve`` with a generated profile); every request
                   carries ``Cache-Control: no-cache``, so each one is a hop to anvil (the
                   response cache is skipped on read and refreshed, the costliest path)
-* ``lasso-hit``   (opt-in) the same proxy without that header: the answers come from
-                  its response cache (the hit path, docs/caching.md)
+* ``lasso-hit``   (opt-in) the same proxy without that header: the answers come from its
+                  response cache (the hit path, docs/caching.md)
 
 For each round (order rotated every round) and each contender: start it, validate one
 JSON-RPC answer with Python, warm up, then measure a ``wrk -t1 -c64`` window (throughput,
@@ -49,9 +49,16 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 ALL_CONTENDERS = ("direct", "floor", "lean-floor", "lasso")
-HIT_CONTENDER = "lasso-hit"
-"""Runs --lasso-cmd like ``lasso`` but without ``Cache-Control: no-cache``."""
+KEYED = "lasso-key"
+"""Lasso with a client key on every request and a per-key limit (never reached): what the
+key check and the limit add to a hop (docs/security.md). Add it with --contenders."""
+HIT = "lasso-hit"
+"""Lasso answering from its response cache: every other Lasso contender sends
+``Cache-Control: no-cache`` (a hop each time), this one does not (docs/caching.md). Add it
+with --contenders."""
+KNOWN_CONTENDERS = (*ALL_CONTENDERS, KEYED, HIT)
 NO_CACHE = {"Cache-Control": "no-cache"}
+BENCH_KEY = "lasso_bench-overhead-key-000000000000"
 
 DEFAULT_LASSO_CMD = "{root}/.venv/bin/lasso serve --profiles {profiles} --port {port}"
 DEFAULT_PROFILE_TEMPLATE = """\
@@ -103,14 +110,16 @@ def request_body(method: str, request_id: int = 1) -> bytes:
 
 
 def wrk_lua_script(body: bytes, headers: Mapping[str, str] | None = None) -> str:
-    """wrk script: POST ``body`` (with extra ``headers``); ``done()`` prints one JSON line
-    prefixed with WRK_MARKER."""
+    """wrk script: POST ``body`` (with ``headers``); ``done()`` prints one JSON line prefixed
+    with WRK_MARKER."""
     text = body.decode()
     if "]==]" in text:
         raise ValueError("body must not contain ']==]'")
-    extra = "".join(
-        f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items()
-    )
+    extra = ""
+    for name, value in (headers or {}).items():
+        if "]==]" in name + value:
+            raise ValueError("headers must not contain ']==]'")
+        extra += f"wrk.headers[ [==[{name}]==] ] = [==[{value}]==]\n"
     return f"""\
 wrk.method = "POST"
 wrk.body = [==[{text}]==]
@@ -130,6 +139,19 @@ done = function(summary, latency, requests)
     latency:percentile(99), latency:percentile(99.9)))
 end
 """
+
+
+def keyed_profile(text: str, key: str) -> str:
+    """``text`` (a profile with front matter) requiring ``key`` and limiting it far above
+    any load the benchmark makes (so the limit runs on every request and never refuses)."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        raise ValueError("the profile needs front matter")
+    block = (
+        "rps_limit: 1000000\nburst_limit: 1000000\n"
+        f"auth:\n  keys:\n    - id: bench\n      key: {key}\n"
+    )
+    return lines[0] + block + "".join(lines[1:])
 
 
 def parse_wrk_output(text: str) -> dict[str, Any]:
@@ -261,7 +283,7 @@ def summarize(contenders: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         ("lasso", "floor"),
         ("lasso", "lean-floor"),
         ("floor", "lean-floor"),
-        (HIT_CONTENDER, "lasso"),
+        (HIT, "lasso"),
     ):
         a = medians.get(num, {}).get("proxy_cpu_us_c64")
         b = medians.get(den, {}).get("proxy_cpu_us_c64")
@@ -328,9 +350,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     lines += [
         "",
         "Proxy CPU = user+system time of the proxy process tree during the c=64 window / "
-        "requests completed (for `direct`: anvil's). Requests carry `Cache-Control: no-cache` "
-        "(a hop every time), except for `lasso-hit` (answered from the response cache). "
-        "`+` columns = latency added vs `direct` "
+        "requests completed (for `direct`: anvil's). Lasso contenders send "
+        "`Cache-Control: no-cache` (a hop every time), except `lasso-hit` (answered from the "
+        "response cache). `+` columns = latency added vs `direct` "
         "in this run. Identical forwarders differ by up to ±15% between runs: compare within "
         "one run. The load driver, proxy and anvil share the host's cores.",
         "",
@@ -500,7 +522,7 @@ def wait_ready(proc: Proc, port: int, probe: str, timeout: float, body: bytes) -
     raise Unavailable(f"not ready after {timeout:.0f} s ({probe}: {last})", proc.log_tail())
 
 
-def validate(port: int, path: str, method: str) -> None:
+def validate(port: int, path: str, method: str, headers: Mapping[str, str] | None = None) -> None:
     """Two requests on one keep-alive connection: HTTP 200, jsonrpc 2.0, same id, a result."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5.0)
     try:
@@ -509,7 +531,7 @@ def validate(port: int, path: str, method: str) -> None:
                 "POST",
                 path,
                 body=request_body(method, request_id),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **(headers or {})},
             )
             resp = conn.getresponse()
             raw = resp.read()
@@ -546,7 +568,9 @@ class Spec:
     argv: list[str] | None  # None: no process (direct)
     path: str
     probe: str
-    hit: bool = False  # send requests without Cache-Control: no-cache
+    headers: dict[str, str] = field(default_factory=dict)  # on every request
+    hit: bool = False  # lasso-hit: no Cache-Control: no-cache (the shared script)
+    script: Path | None = None  # its wrk script when not the shared one
     reason: str = ""  # set when it is unavailable
     log_tail: str = ""
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -558,9 +582,8 @@ class Env:
     anvil: Proc
     anvil_port: int
     workdir: Path
-    script: Path  # with Cache-Control: no-cache
+    script: Path
     body: bytes
-    hit_script: Path | None = None  # without it (the lasso-hit contender)
 
     @property
     def anvil_url(self) -> str:
@@ -576,11 +599,11 @@ def build_argv(env: Env, name: str, port: int) -> list[str] | None:
         return [py, str(BENCH / "floor_aiohttp.py"), "--port", str(port), "--upstream", up]
     if name == "lean-floor":
         return [py, str(BENCH / "floor_lean.py"), "--port", str(port), "--upstream", up]
-    template = env.args.lasso_cmd if name in ("lasso", HIT_CONTENDER) else env.args.extra[name]
+    template = env.args.lasso_cmd if name in ("lasso", KEYED, HIT) else env.args.extra[name]
     text = template.format(
         root=ROOT,
         python=py,
-        profiles=env.workdir / "profiles",
+        profiles=env.workdir / ("profiles-key" if name == KEYED else "profiles"),
         port=port,
         anvil_url=up,
         anvil_port=env.anvil_port,
@@ -601,6 +624,9 @@ def write_profiles(env: Env) -> None:
     pdir = env.workdir / "profiles"
     pdir.mkdir(parents=True, exist_ok=True)
     (pdir / profile_file_name(text)).write_text(text)
+    kdir = env.workdir / "profiles-key"
+    kdir.mkdir(parents=True, exist_ok=True)
+    (kdir / profile_file_name(text)).write_text(keyed_profile(text, BENCH_KEY))
 
 
 def profile_file_name(text: str) -> str:
@@ -617,9 +643,13 @@ def profile_file_name(text: str) -> str:
 
 
 def run_wrk(
-    env: Env, port: int, path: str, connections: int, duration: float, hit: bool = False
+    env: Env,
+    port: int,
+    path: str,
+    connections: int,
+    duration: float,
+    script: Path | None = None,
 ) -> dict[str, Any]:
-    script = env.hit_script if hit and env.hit_script is not None else env.script
     argv = [
         env.args.wrk,
         "-t1",
@@ -628,7 +658,7 @@ def run_wrk(
         "--timeout",
         "5s",
         "-s",
-        str(script),
+        str(script or env.script),
         f"http://127.0.0.1:{port}{path}",
     ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
@@ -644,11 +674,11 @@ def measure_window(
     path: str,
     connections: int,
     duration: float,
-    hit: bool = False,
+    script: Path | None = None,
 ) -> dict[str, Any]:
     """One measured wrk window with CPU of the target and of anvil sampled around it."""
     t0, a0, h0 = tree_cpu_ticks(target_pid), tree_cpu_ticks(env.anvil.pid), host_cpu()
-    wrk = run_wrk(env, port, path, connections, duration, hit)
+    wrk = run_wrk(env, port, path, connections, duration, script)
     t1, a1, h1 = tree_cpu_ticks(target_pid), tree_cpu_ticks(env.anvil.pid), host_cpu()
     n = wrk["requests"]
     busy = (h1[0] - h0[0]) / (h1[1] - h0[1]) * 100 if h1[1] > h0[1] else None
@@ -676,13 +706,12 @@ def run_contender_round(env: Env, spec: Spec) -> dict[str, Any]:
     try:
         if proc is not None:
             wait_ready(proc, port, spec.probe, args.start_timeout, env.body)
-        validate(port, spec.path, args.method)
-        hit = spec.hit
-        run_wrk(env, port, spec.path, args.connections, args.warmup, hit)
-        hi = measure_window(env, pid, port, spec.path, args.connections, args.duration, hit)
+        validate(port, spec.path, args.method, spec.headers)
+        run_wrk(env, port, spec.path, args.connections, args.warmup, spec.script)
+        hi = measure_window(env, pid, port, spec.path, args.connections, args.duration, spec.script)
         if args.warmup > 0:
-            run_wrk(env, port, spec.path, 1, min(args.warmup, 1.0), hit)
-        lo = measure_window(env, pid, port, spec.path, 1, args.latency_duration, hit)
+            run_wrk(env, port, spec.path, 1, min(args.warmup, 1.0), spec.script)
+        lo = measure_window(env, pid, port, spec.path, 1, args.latency_duration, spec.script)
         rss_kb = tree_peak_rss_kb(pid)
         if proc is not None and proc.popen.poll() is not None:
             raise Unavailable("died during the run", proc.log_tail())
@@ -716,8 +745,14 @@ def make_specs(args: argparse.Namespace) -> list[Spec]:
             specs.append(Spec(name, None, "/", "rpc:/"))
         elif name in ("floor", "lean-floor"):
             specs.append(Spec(name, [], DEFAULT_RPC_PATH, DEFAULT_HEALTH_PATH))
-        else:  # lasso, lasso-hit and --extra contenders speak the lasso protocol
-            specs.append(Spec(name, [], args.rpc_path, args.health_path, hit=name == HIT_CONTENDER))
+        elif name == KEYED:
+            headers = {"X-Lasso-Api-Key": BENCH_KEY, **NO_CACHE}
+            specs.append(Spec(name, [], args.rpc_path, args.health_path, headers=headers))
+        elif name == HIT:
+            specs.append(Spec(name, [], args.rpc_path, args.health_path, hit=True))
+        else:  # lasso and --extra contenders speak the lasso protocol: a hop each time
+            headers = dict(NO_CACHE)
+            specs.append(Spec(name, [], args.rpc_path, args.health_path, headers=headers))
     return specs
 
 
@@ -763,8 +798,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--contenders",
         default=",".join(ALL_CONTENDERS),
-        help="comma-separated subset/order of: direct,floor,lean-floor,lasso,lasso-hit and "
-        "--extra names (lasso-hit: lasso answering from its response cache)",
+        help="comma-separated subset/order of: direct,floor,lean-floor,lasso,lasso-key and "
+        "--extra names (default: direct,floor,lean-floor,lasso)",
     )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=8.0, help="c=64 window, seconds")
@@ -812,8 +847,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.extra = extra
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     names += [n for n in extra if n not in names]
-    known = (*ALL_CONTENDERS, HIT_CONTENDER)
-    unknown = [n for n in names if n not in known and n not in extra]
+    unknown = [n for n in names if n not in KNOWN_CONTENDERS and n not in extra]
     if unknown:
         p.error(f"unknown contender(s): {', '.join(unknown)}")
     args.contenders = names
@@ -832,16 +866,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lasso-bench-") as tmp:
         workdir = Path(tmp)
         script = workdir / "post.lua"
-        script.write_text(wrk_lua_script(body, NO_CACHE))
-        hit_script = workdir / "post-hit.lua"
-        hit_script.write_text(wrk_lua_script(body))
+        script.write_text(wrk_lua_script(body))
+        for spec in specs:
+            if spec.headers:
+                spec.script = workdir / f"post-{spec.name}.lua"
+                spec.script.write_text(wrk_lua_script(body, spec.headers))
         anvil_port = free_port()
         anvil = spawn(
             "anvil",
             [args.anvil, "--host", "127.0.0.1", "--port", str(anvil_port), "--silent"],
             workdir,
         )
-        env = Env(args, anvil, anvil_port, workdir, script, body, hit_script)
+        env = Env(args, anvil, anvil_port, workdir, script, body)
         try:
             try:
                 wait_ready(anvil, anvil_port, "rpc:/", args.start_timeout, body)

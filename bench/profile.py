@@ -55,15 +55,24 @@ from bench.overhead import (  # noqa: E402
 #: (stage, substrings of a py-spy frame "function (file:line)") in matching order: a
 #: sample belongs to the first stage whose key occurs in its innermost matching frame.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("client write (transport.write: kernel TCP path)", ("_Conn._write (",)),
+    ("client write (transport.write: kernel TCP path)", ("ServerConn._write (",)),
     ("upstream write (transport.write: kernel TCP path)", ("_Connection.send (",)),
     (
         "upstream response parse (httptools, connection release)",
         ("_Connection.data_received", "_Connection.on_", "_Connection._finish", "_release ("),
     ),
-    ("client request parse (httptools callbacks)", ("_Conn.data_received", "_Conn.on_")),
-    ("request task (create, done callback)", ("_Conn._dispatch", "_Conn._on_done", "WeakSet")),
-    ("route and validate", ("RpcHandler.handle", "validate_item", "parse_rpc_path", "App.handle")),
+    (
+        "client request parse (httptools callbacks)",
+        ("RequestReader.", "ServerConn.data_received", "ServerConn.on_"),
+    ),
+    (
+        "request task (create, done callback)",
+        ("ServerConn._dispatch", "ServerConn._on_done", "WeakSet"),
+    ),
+    (
+        "route and validate",
+        ("RpcHandler.handle", "validate_item", "RouteResolver", "parse_rpc_path", "App.handle"),
+    ),
     (
         "selection (candidates, tiers, strategy, admission)",
         ("ChainRouter.candidates", "selection.py", "tiering.py", ".admit (", "Breaker.state"),

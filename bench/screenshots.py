@@ -2,10 +2,12 @@
 
 Runs everything in-process: the one-node demo (simulated fleet plus a node) with some
 traffic and a few faults switched on so that every status shows, then the three-region
-cluster demo. Playwright drives ``/usr/bin/chromium`` headless (no browser download).
+cluster demo, then the layouts: 1, 3 and 8 chains (``bench/fleets.py``) at 1280, 1440 and
+1920 px (``dashboard-<width>-<n>chains.png``). Playwright drives ``/usr/bin/chromium``
+headless (no browser download).
 
     .venv/bin/python -m bench.screenshots            # writes docs/img/dashboard-*.png
-    .venv/bin/python -m bench.screenshots --out /tmp/shots --warm 20
+    .venv/bin/python -m bench.screenshots --out /tmp/shots --warm 20 --only layouts
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ async def shoot(page: Any, path: Path, tab: str | None = None) -> None:
 
 
 async def single_node(browser: Any, out: Path, warm: float) -> None:
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
     from lasso.sim.fleet import demo_fleet, demo_profile_env
 
     fleet = demo_fleet(ephemeral=True)
@@ -132,7 +134,7 @@ async def single_node(browser: Any, out: Path, warm: float) -> None:
 
 
 async def cluster(browser: Any, out: Path, warm: float) -> None:
-    from lasso.cluster.demo_cluster import ClusterDemo
+    from lasso.demo_cluster import ClusterDemo
 
     demo = ClusterDemo(3, port=0, traffic_rps=0, interval_s=1.0)
     await demo.start()
@@ -155,6 +157,33 @@ async def cluster(browser: Any, out: Path, warm: float) -> None:
         await demo.stop()
 
 
+LAYOUT_WIDTHS = (1280, 1440, 1920)
+LAYOUTS = {"c1": (1, 5), "c3": (3, 5), "c8": (8, 4)}
+
+
+async def layouts(browser: Any, out: Path, warm: float) -> None:
+    """The overview with 1, 3 and 8 chains at each of LAYOUT_WIDTHS (first screen)."""
+    from bench.fleets import CHAINS, layout_node
+
+    async with layout_node(LAYOUTS) as app:
+        urls = [
+            f"{app.base_url}/rpc/profile/{slug}/{CHAINS[c][0]}"
+            for slug, (n, _) in LAYOUTS.items()
+            for c in range(n)
+        ]
+        async with traffic(urls, 15.0 * len(urls)):
+            # One provider down on Ethereum: an open circuit with its last error.
+            await app.fleet["ethereum-llamarpc"].update(down=True)
+            await asyncio.sleep(warm)
+            for slug, (n, _) in LAYOUTS.items():
+                for width in LAYOUT_WIDTHS:
+                    page = await browser.new_page(viewport={"width": width, "height": 1000})
+                    await page.goto(f"{app.base_url}/dashboard/{slug}")
+                    await page.wait_for_selector("#conn.conn-live")
+                    await shoot(page, out / f"dashboard-{width}-{n}chains.png")
+                    await page.close()
+
+
 async def main_async(args: argparse.Namespace) -> int:
     from playwright.async_api import async_playwright
 
@@ -163,8 +192,12 @@ async def main_async(args: argparse.Namespace) -> int:
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         try:
-            await single_node(browser, out, args.warm)
-            await cluster(browser, out, args.warm)
+            if args.only in ("all", "demo"):
+                await single_node(browser, out, args.warm)
+            if args.only in ("all", "cluster"):
+                await cluster(browser, out, args.warm)
+            if args.only in ("all", "layouts"):
+                await layouts(browser, out, args.warm / 2)
         finally:
             await browser.close()
     return 0
@@ -175,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "img"))
     p.add_argument("--warm", type=float, default=30.0, help="seconds of traffic before a shot")
     p.add_argument("--chromium", default=CHROMIUM)
+    p.add_argument("--only", choices=("all", "demo", "cluster", "layouts"), default="all")
     args = p.parse_args(argv)
     if not Path(args.chromium).exists():
         print(f"{args.chromium} not found (apt-get install chromium)", file=sys.stderr)

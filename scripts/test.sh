@@ -24,6 +24,7 @@ command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # tests/net/test_http_server.py (100 Continue)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""
@@ -32,9 +33,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# 3. A real Ethereum node: anvil from npm (@foundry-rs/anvil).
-if [ ! -x node_modules/.bin/anvil ]; then
-  log "installing anvil (npm @foundry-rs/anvil)"
+# 3. npm test dependencies (package.json): a real Ethereum node (anvil, @foundry-rs/anvil)
+#    and the JavaScript clients of the end-to-end tests (viem, ethers). `npm ls` fails when
+#    any of them is missing or at another version.
+if [ ! -x node_modules/.bin/anvil ] || ! npm ls --depth=0 >/dev/null 2>&1; then
+  log "installing npm test dependencies (anvil, viem, ethers)"
   npm install --no-audit --no-fund --loglevel=error
 fi
 node_modules/.bin/anvil --version >/dev/null
@@ -43,4 +46,5 @@ node_modules/.bin/anvil --version >/dev/null
 log "running the test suite"
 export PATH="$PWD/node_modules/.bin:$PATH"
 .venv/bin/ruff check src tests bench
+.venv/bin/lint-imports   # the import contracts of pyproject.toml (docs/architecture.md)
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

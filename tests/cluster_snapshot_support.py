@@ -73,7 +73,7 @@ def providers(draw: Any, pid: str) -> ProviderSnap:
         id=pid,
         name=pid.upper(),
         height=draw(st.one_of(st.none(), st.integers(0, 10**8))),
-        lag=draw(st.one_of(st.none(), st.integers(-50, 0))),
+        lag=draw(st.one_of(st.none(), st.integers(0, 50))),
         circuits={"http": [int(state == i) for i in range(3)]},
         rate_limited={"http": draw(st.integers(0, 1))},
         status=draw(statuses),

@@ -44,18 +44,25 @@ def redis(redis_server: RedisServer) -> RedisServer:
 @pytest.fixture
 async def lasso_node() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """Factory: start a Lasso node from profile YAML texts on a free port."""
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
 
     apps: list[Any] = []
 
-    async def start(*yamls: str, node_id: str = "test", probes: bool = False, **kw: Any) -> Any:
+    async def start(
+        *yamls: str,
+        node_id: str = "test",
+        probes: bool = False,
+        settings: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Any:
+        """``settings``: more :class:`Settings` fields; ``kw``: LassoApp arguments."""
         profiles = {}
         for text in yamls:
             m = re.search(r"^slug:\s*(\S+)", text, re.M)
             prof = parse_profile(text, f"{m.group(1) if m else 'public'}.yml", dict(os.environ))
             profiles[prof.slug] = prof
-        app = LassoApp(profiles, Settings(node_id=node_id, probes=probes), **kw)
+        app = LassoApp(profiles, Settings(node_id=node_id, probes=probes, **(settings or {})), **kw)
         port = await app.start("127.0.0.1", 0)
         await app.start_background()
         app.base_url = f"http://127.0.0.1:{port}"

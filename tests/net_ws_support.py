@@ -35,7 +35,8 @@ __all__ = [
 
 
 class Echo:
-    """A handler that echoes every message and records how the connection ended."""
+    """A handler that echoes every message and records how the connection ended
+    (``close-me`` closes with 4000, ``pause-me`` pauses reading)."""
 
     def __init__(self, conn: WsServerConnection) -> None:
         self.conn = conn
@@ -46,6 +47,8 @@ class Echo:
         self.messages.append(bytes(data))
         if data == b"close-me":
             self.conn.close(4000, "asked to")
+        elif data == b"pause-me":  # back-pressure from the handler
+            self.conn.pause_reading()
         else:
             self.conn.send_text(bytes(data))
 
@@ -59,6 +62,7 @@ class EchoApp:
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.handlers: list[Echo] = []
+        self.server: HttpServer | None = None
 
     def handle(self, req: HttpRequest) -> Response:
         return Response(404)
@@ -89,6 +93,7 @@ async def echo_servers() -> AsyncIterator[Callable[..., Awaitable[tuple[EchoApp,
     async def start(**options: Any) -> tuple[EchoApp, str]:
         app = EchoApp(**options)
         server = HttpServer(app)
+        app.server = server
         port = await server.start("127.0.0.1", 0)
         servers.append(server)
         return app, f"ws://127.0.0.1:{port}/echo"
@@ -137,6 +142,8 @@ class FakeTransport:
     def __init__(self) -> None:
         self.out = bytearray()
         self.closed = False
+        self.reading = True
+        self.pauses = 0
 
     def write(self, data: bytes) -> None:
         self.out += data
@@ -161,10 +168,14 @@ class FakeTransport:
         pass
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
+        self.pauses += 1
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
 
 
 def chunked(stream: bytes, chunking: str, seed: int) -> list[bytes]:

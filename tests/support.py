@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 ANVIL = shutil.which("anvil") or str(ROOT / "node_modules" / ".bin" / "anvil")
@@ -114,3 +117,28 @@ def fleet_chain_yaml(
         for extra_line in (providers or {}).get(pid, "").splitlines():
             lines.append(f"        {extra_line}")
     return "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def status_server(
+    status: int, body: bytes = b"", headers: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A real HTTP endpoint answering every request with one fixed response."""
+    hits: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(await request.read())
+        return web.Response(
+            status=status, body=body, headers=headers, content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site.port}", hits
+    finally:
+        await runner.cleanup()

@@ -166,3 +166,23 @@ def test_profile_file_name() -> None:
     assert overhead.profile_file_name(overhead.DEFAULT_PROFILE_TEMPLATE) == "public.yml"
     assert overhead.profile_file_name("---\nname: X\nslug: 'fast'\n---\nchains: {}\n") == "fast.yml"
     assert overhead.profile_file_name("chains: {}\n") == "bench.yml"
+
+
+def test_keyed_profile_requires_the_bench_key_and_parses() -> None:
+    """The lasso-key contender's profile: the template plus a key and a never-reached limit."""
+    from lasso.profiles import parse_profile
+
+    text = overhead.keyed_profile(overhead.DEFAULT_PROFILE_TEMPLATE, overhead.BENCH_KEY)
+    profile = parse_profile(text.replace("{anvil_url}", "http://127.0.0.1:1"), "public.yml", {})
+    assert profile.auth is not None and profile.auth.required
+    assert profile.auth.keys[0].id == "bench" and profile.rps_limit == 1_000_000
+    with pytest.raises(ValueError):
+        overhead.keyed_profile("chains: {}\n", overhead.BENCH_KEY)
+
+
+def test_wrk_script_sets_extra_headers() -> None:
+    """Headers given to the wrk script are set on every request, safely quoted."""
+    script = overhead.wrk_lua_script(b"{}", {"X-Lasso-Api-Key": "abc"})
+    assert "wrk.headers[ [==[X-Lasso-Api-Key]==] ] = [==[abc]==]" in script
+    with pytest.raises(ValueError):
+        overhead.wrk_lua_script(b"{}", {"X": "]==]"})

@@ -425,8 +425,8 @@ def test_profile_attributes_a_sample_to_its_innermost_lasso_stage() -> None:
     from bench.profile import LOOP_STAGE, OTHER_STAGE, stage_of
 
     outer = ["<module> (lasso:10)", "Runner.run (asyncio/runners.py:118)"]
-    write = "_Conn._write (lasso/net/http_server.py:419)"
-    on_done = "_Conn._on_done (lasso/net/http_server.py:336)"
+    write = "ServerConn._write (lasso/net/server_conn.py:300)"
+    on_done = "ServerConn._on_done (lasso/net/server_conn.py:180)"
     assert stage_of([*outer, on_done, write]).startswith("client write")
     assert stage_of([*outer, on_done]).startswith("request task")
     sel = "ChainRouter.candidates (lasso/kernel/router.py:325)"
@@ -441,7 +441,7 @@ def test_profile_groups_raw_lines_and_scales_shares_to_cpu() -> None:
 
     lines = [
         "<module> (lasso:10);Runner.run (asyncio/runners.py:118) 6",
-        "<module> (lasso:10);_Conn._write (lasso/net/http_server.py:419) 3",
+        "<module> (lasso:10);ServerConn._write (lasso/net/server_conn.py:300) 3",
         "<module> (lasso:10);judge (lasso/server/pipeline.py:150) 1",
         "garbage without a count",
     ]
@@ -453,3 +453,92 @@ def test_profile_groups_raw_lines_and_scales_shares_to_cpu() -> None:
     assert rows[0]["share"] == 0.6 and rows[0]["us_per_request"] == 30.0
     assert sum(r["us_per_request"] for r in rows) == 50.0
     assert stage_table(stages, total, None)[0]["us_per_request"] is None
+
+
+def test_client_limits_expectation_and_report() -> None:
+    """bench.client_limits: rps·t + burst, the relative deviation, and a report naming both."""
+    from bench import client_limits
+
+    assert client_limits.expected_admitted(100, 50, 60.0) == 6050
+    assert client_limits.deviation(5445, 6050) == pytest.approx(-0.1)
+    assert client_limits.deviation(1, 0) == 0.0
+    result = {
+        "meta": {
+            "timestamp": "t",
+            "nodes": 2,
+            "rps": 100,
+            "burst": 50,
+            "loops": 4,
+            "cpus": 2,
+            "git": "g",
+        },  # fmt: skip
+        "phases": [
+            {
+                "phase": "shared",
+                "seconds": 60.0,
+                "admitted": 6000,
+                "admitted_per_node": [3000, 3000],
+                "expected": 6050,
+                "deviation": -0.0083,
+                "limited": 9,
+                "errors": 0,
+            },  # fmt: skip
+        ],
+        "mode_changes": [{"t_s": 0.1, "node": 0, "mode": "redis"}],
+    }
+    text = client_limits.render(result)
+    assert "| shared | 60.0 | 6000 | 3000 / 3000 | 6050 | -0.8 % | 9 | 0 |" in text
+    assert "node 0 redis at 0.1 s" in text
+    args = client_limits.parse_args(["--quick"])
+    assert (args.duration, args.down, args.after) == (12.0, 6.0, 6.0)
+    profile = client_limits.profile_text("http://127.0.0.1:1", 10, 5)
+    from lasso.profiles import parse_profile
+
+    parsed = parse_profile(profile, "public.yml", {})
+    assert parsed.auth is not None and parsed.auth.keys[0].limit.rps == 10  # type: ignore[union-attr]
+
+
+# -- abuse ------------------------------------------------------------------------------
+
+
+def test_abuse_verdict_applies_every_target() -> None:
+    """p99 <= 100 ms, RSS rise <= 150 MB, no failed call, attack answered with its ids."""
+    from bench import abuse
+
+    assert abuse.verdict(99.0, 149.0, 0, True)
+    assert not abuse.verdict(101.0, 0.0, 0, True)
+    assert not abuse.verdict(10.0, 151.0, 0, True)
+    assert not abuse.verdict(10.0, 0.0, 1, True)
+    assert not abuse.verdict(10.0, 0.0, 0, False)
+    assert not abuse.verdict(None, 0.0, 0, True)
+
+
+def test_abuse_window_summary_and_report() -> None:
+    """A window summarises latency, failures, RSS rise and the attacker's outcome."""
+    from bench import abuse
+
+    window = abuse.Window("huge_body", seconds=2.0, latencies_ms=[1.0] * 90 + [500.0] * 10)
+    window.rss_start_kb, window.rss_peak_kb = 100 * 1024, 180 * 1024
+    window.attacker = {"inputs": 12, "unit": "9 MB bodies", "outcome": "12/12 read", "bad": 0}
+    row = window.summary()
+    assert row["calls"] == 100 and row["failed"] == 0 and row["max_ms"] == 500.0
+    assert row["rss_rise_mb"] == 80.0 and row["p99_ms"] > 100 and not row["meets_targets"]
+    meta = {"timestamp": "t", "cpus": 2, "python": "3.11", "git": "g", "nofile": "1024 (soft)"}
+    text = abuse.report([row], {**meta, "log_problems": 0})
+    assert "| huge_body | 12 9 MB bodies |" in text and "**missed**" in text
+
+
+def test_abuse_parse_args_picks_attacks() -> None:
+    """--attacks selects known attacks in table order; unknown ones are refused."""
+    from bench import abuse
+
+    args = abuse.parse_args(["--attacks", "huge_body,slowloris", "--quick"])
+    assert [a.name for a in args.chosen] == ["slowloris", "huge_body"]
+    assert args.slowloris_conns == 300
+    with pytest.raises(SystemExit):
+        abuse.parse_args(["--attacks", "nope"])
+    names = {a.attacker for a in abuse.ATTACKS}
+    from bench import abuse_attacks
+
+    assert names <= set(abuse_attacks.ATTACKERS)
+    assert json.loads(abuse_attacks.rpc_body(3))["id"] == 3

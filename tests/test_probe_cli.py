@@ -252,14 +252,27 @@ async def test_cli_prints_json_and_exits_by_chain_id(sim_fleet: Any) -> None:
     assert report["snippet"].startswith("      - id: thin\n")
     code, out, err = await run_cli("--chain-id", "8453")
     assert code == 1
-    assert b"MISMATCH" in out and b"Profile snippet" in out
+    assert b"MISMATCH" in out and b"Profile snippet" not in out and b"- id:" not in out
+    assert b"No profile snippet: this endpoint serves chain 1, not the --chain-id" in out
+    code, out, err = await run_cli("--chain-id", "8453", "--output", "json")
+    assert code == 1 and orjson.loads(out)["snippet"] is None
 
 
 def test_cli_unreachable_endpoint_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    """A closed port: 'unreachable' and exit status 1."""
-    code = main(["probe", f"http://127.0.0.1:{free_port()}", "--timeout", "2"])
+    """A closed port: 'unreachable', the cause in plain words (no aiohttp internals such
+    as 'ssl:default'), no snippet, and exit status 1."""
+    port = free_port()
+    code = main(["probe", f"http://127.0.0.1:{port}", "--timeout", "2"])
     assert code == 1
-    assert "unreachable" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"unreachable: connection refused by 127.0.0.1:{port}" in out
+    assert "ssl" not in out and "snippet" not in out
+
+
+def test_cli_names_a_name_that_does_not_resolve(capsys: pytest.CaptureFixture[str]) -> None:
+    """A host that cannot be resolved is reported as such."""
+    assert main(["probe", "http://lasso-test.invalid:8545", "--timeout", "5"]) == 1
+    assert "unreachable: cannot resolve lasso-test.invalid" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lasso.config import ProfileConfig
 from lasso.kernel.classify import Category
-from lasso.kernel.methods import METHODS_BY_CATEGORY
+from lasso.kernel.methods import KNOWN_METHODS, METHODS_BY_CATEGORY
 from lasso.profiles import (
     CATEGORIES,
     RULE_CATEGORIES,
@@ -185,9 +185,10 @@ def test_minimal_profile_takes_config_defaults(tmp_path: Path) -> None:
     assert (profile.slug, profile.name, profile.rps_limit, profile.burst_limit) == (
         "p",
         "Test",
-        100,
-        500,
+        None,
+        None,
     )
+    assert profile.auth is None and profile.limit is None and not profile.gated
     assert profile.source == str(tmp_path / "p.yml")
     eth = profile.chains["ethereum"]
     assert (eth.name, eth.aliases, eth.block_time_ms) == ("ethereum", (), None)
@@ -210,7 +211,7 @@ def test_minimal_profile_takes_config_defaults(tmp_path: Path) -> None:
 
 
 def test_front_matter_fields(tmp_path: Path) -> None:
-    """Front matter sets name, limits, logo, unlisted and api_keys."""
+    """Front matter sets name, limits, logo and unlisted."""
     text = """\
         ---
         name: Team
@@ -219,15 +220,15 @@ def test_front_matter_fields(tmp_path: Path) -> None:
         burst_limit: 9
         logo: https://example.com/logo.svg
         unlisted: true
-        api_keys: [k1, k2]
         ---
-        chains: {}
+        chains:
+          ethereum: {chain_id: 1, providers: [{id: a, url: "http://a.example"}]}
     """
     profile = load(tmp_path, text)
     assert (profile.name, profile.rps_limit, profile.burst_limit) == ("Team", 7, 9)
     assert profile.logo == "https://example.com/logo.svg"
-    assert profile.unlisted is True and profile.api_keys == ("k1", "k2")
-    assert dict(profile.chains) == {}
+    assert profile.unlisted is True and profile.gated
+    assert list(profile.chains) == ["ethereum"]
 
 
 def test_legacy_file_without_front_matter(tmp_path: Path) -> None:
@@ -453,6 +454,7 @@ def test_settings_in_the_wrong_part_get_a_hint(tmp_path: Path) -> None:
             "name",
             "unknown key 'name' (profile settings belong in the front matter between '---' lines)",
         ),
+        (5, "chains", "no chains: list at least one chain"),
     ]
 
 
@@ -578,6 +580,73 @@ def test_provider_urls(tmp_path: Path) -> None:
             "must be a URL starting with ws:// or wss://, got 'https://b.example'",
         ),
     ]
+
+
+def test_url_ports_and_hosts(tmp_path: Path) -> None:
+    """A port out of range or not a number, and a URL without a host, say exactly that."""
+    text = dedent("""\
+        chains:
+          ethereum:
+            chain_id: 1
+            providers:
+              - {id: a, url: "http://127.0.0.1:99999"}
+              - {id: b, url: "https://rpc.example:0/v1"}
+              - {id: c, url: "http://rpc.example:80a"}
+              - {id: d, url: "http://:8545"}
+              - {id: e, ws_url: "wss://[::1]:70000/ws"}
+              - {id: f, url: "http://rpc.example:"}
+              - {id: g, url: "http://[::1]:8545", ws_url: "ws://user:pw@h.example:8546/ws"}
+    """)
+    p = "chains.ethereum.providers"
+    assert errors(tmp_path, text) == [
+        (5, f"{p}[0].url", "port 99999 is out of range (1-65535) in 'http://127.0.0.1:99999'"),
+        (6, f"{p}[1].url", "port 0 is out of range (1-65535) in 'https://rpc.example:0/v1'"),
+        (7, f"{p}[2].url", "port '80a' is not a number in 'http://rpc.example:80a'"),
+        (8, f"{p}[3].url", "URL has no host: 'http://:8545'"),
+        (9, f"{p}[4].ws_url", "port 70000 is out of range (1-65535) in 'wss://[::1]:70000/ws'"),
+        (10, f"{p}[5].url", "empty port in 'http://rpc.example:'"),
+    ]
+
+
+def test_empty_chains_and_providers(tmp_path: Path) -> None:
+    """`chains: {}`, a null `chains:` and `providers: []` are errors with their line."""
+    assert errors(tmp_path, "---\nname: X\n---\nchains: {}\n") == [
+        (4, "chains", "no chains: list at least one chain")
+    ]
+    assert errors(tmp_path, "chains:\n") == [(1, "chains", "no chains: list at least one chain")]
+    text = "chains:\n  ethereum:\n    chain_id: 1\n    providers: []\n  base:\n    chain_id: 8453\n"
+    text += "    providers:\n"
+    assert errors(tmp_path, text) == [
+        (4, "chains.ethereum.providers", "no providers: list at least one"),
+        (7, "chains.base.providers", "no providers: list at least one"),
+    ]
+
+
+def test_method_name_typos(tmp_path: Path) -> None:
+    """Given the known method names, a method override or unsupported method close to one
+    is a typo; a provider's own method far from every known one is accepted; without
+    them there is no such check."""
+    text = chain("""\
+        routing:
+          method_overrides:
+            eth_getLog: {strategy: priority}
+            alchemy_getTokenBalances: {strategy: fastest}
+        providers:
+          - id: a
+            url: http://a.example
+            capabilities:
+              unsupported_methods: [eth_getBlockByNumbr, custom_thing]
+    """)
+    (tmp_path / "p.yml").write_text(dedent(text))
+    with pytest.raises(ConfigError) as info:
+        load_profiles(tmp_path, {}, known_methods=KNOWN_METHODS)
+    assert [(p.line, p.key_path, p.message) for p in info.value.problems] == [
+        (6, "chains.ethereum.routing.method_overrides.eth_getLog",
+         "unknown method 'eth_getLog', did you mean 'eth_getLogs'?"),
+        (12, "chains.ethereum.providers[0].capabilities.unsupported_methods[0]",
+         "unknown method 'eth_getBlockByNumbr', did you mean 'eth_getBlockByNumber'?"),
+    ]  # fmt: skip
+    assert "p" in load_profiles(tmp_path, {})  # no names given: no check
 
 
 def test_strategies_are_canonicalised(tmp_path: Path) -> None:
@@ -858,10 +927,30 @@ def test_env_substitution_and_defaults(tmp_path: Path) -> None:
 
 
 def test_env_empty_substitution_means_unset(tmp_path: Path) -> None:
-    """A value that substitutes to nothing is treated as absent."""
+    """A value that substitutes to nothing through a default is treated as absent."""
     text = provider('api_key: "${OPTIONAL_KEY:-}"\nws_url: ${WS:-}\n')
-    a = load(tmp_path, text).chains["ethereum"].providers[0]
+    a = load(tmp_path, text, {"OPTIONAL_KEY": ""}).chains["ethereum"].providers[0]
     assert not a.headers and a.ws_url is None
+
+
+def test_env_variable_set_but_empty_is_an_error(tmp_path: Path) -> None:
+    """A plain ${VAR} whose variable is set to "" is reported, wherever it stands."""
+    text = provider('api_key: "${KEY}"\nws_url: "wss://ws.example/${TOKEN}"\n')
+    text = text.replace("http://a.example", "${RPC_URL}")
+    p = "chains.ethereum.providers[0]"
+
+    def msg(name: str) -> str:
+        return (
+            f"environment variable {name!r} is set but empty "
+            f"(give it a value, or write ${{{name}:-}} to leave the key unset)"
+        )
+
+    env = {"RPC_URL": "", "KEY": "", "TOKEN": ""}
+    assert errors(tmp_path, text, env) == [
+        (6, f"{p}.url", msg("RPC_URL")),
+        (7, f"{p}.api_key", msg("KEY")),
+        (8, f"{p}.ws_url", msg("TOKEN")),
+    ]
 
 
 def test_env_missing_variable_is_reported_once(tmp_path: Path) -> None:
@@ -996,3 +1085,19 @@ def test_route_segments_cannot_be_chain_keys_or_aliases() -> None:
     with pytest.raises(ConfigError) as info:
         parse_profile(text, "t.yml", {})
     assert "reserved" in str(info.value)
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    """A 50,000-deep document is refused with its line, never a RecursionError."""
+    deep = "[" * 50_000 + "]" * 50_000
+    text = MINIMAL.replace("chain_id: 1", f"chain_id: 1\n    name: {deep}")
+    got = errors(tmp_path, text)
+    assert got == [(line_of(text, "name: [["), "", "nested deeper than 64 levels")]
+
+
+def test_alias_chains_cannot_nest_past_the_depth_limit(tmp_path: Path) -> None:
+    """Aliases that nest collections 70 deep are reported, not recursed into."""
+    lines = ["x0: &a0 [1]"] + [f"x{i}: &a{i} [*a{i - 1}]" for i in range(1, 70)]
+    text = MINIMAL.replace("chains:", "\n".join(lines) + "\nchains:")
+    got = errors(tmp_path, text)
+    assert any(msg == "nested deeper than 64 levels" for _, _, msg in got)

@@ -1,34 +1,106 @@
-"""The ``lasso`` command: serve, demo, check-config, sim, probe."""
+"""The ``lasso`` command: serve, demo, check-config, sim, probe, keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lasso import __version__
+from lasso.config import DEMO_PROFILE, default_profile_slug
+from lasso.kernel.methods import KNOWN_METHODS
+from lasso.logs import LEVELS
 from lasso.net.busypoll import MAX_BUSY_POLL_US
+from lasso.server.limits import DEFAULT_MAX_BATCH, MAX_BATCH_LIMIT
+
+if TYPE_CHECKING:  # imported when serving, not for `lasso --help`
+    from lasso.app import Settings
+    from lasso.config import ProfileConfig
 
 __all__ = ["main"]
 
 log = logging.getLogger("lasso")
 
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS = tuple(level.lower() for level in LEVELS)
+DEFAULT_PROFILES_DIR = "config/profiles"
 
 
-def _env_int(name: str, default: int) -> int:
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level`` with its choices listed (case-insensitive; env ``LASSO_LOG_LEVEL``)."""
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=os.environ.get("LASSO_LOG_LEVEL", default),
+        metavar="LEVEL",
+        help=f"one of {', '.join(LOG_LEVELS)} (env LASSO_LOG_LEVEL; default {default})",
+    )
+
+
+def _env_flag(name: str) -> bool | None:
+    """A yes/no environment variable: ``1/true/yes/on`` or ``0/false/no/off``; unset or
+    empty is ``None``."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"lasso: environment variable {name}={raw!r} is not a yes/no value")
+
+
+MAX_PORT = 65535
+MAX_WORKERS = 256
+
+
+class UsageError(Exception):
+    """A bad flag or environment value: ``main`` prints ``lasso: <message>`` and exits 2."""
+
+
+def env_int(name: str, default: int, lo: int, hi: int) -> int:
+    """The integer in environment variable ``name`` (unset or empty: ``default``).
+
+    Raises:
+        UsageError: the value is not an integer in ``lo..hi``.
+    """
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw.strip(), 10)
     except ValueError:
-        raise SystemExit(f"lasso: environment variable {name}={raw!r} is not an integer") from None
+        raise UsageError(f"environment variable {name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise UsageError(f"environment variable {name}={raw!r} must be between {lo} and {hi}")
+    return value
+
+
+def ranged_int(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``lo..hi`` (argparse reports anything else)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what or 'value'} {value} is not in {lo}..{hi}")
+        return value
+
+    parse.__name__ = what or "integer"
+    return parse
+
+
+port_number = ranged_int(0, MAX_PORT, "port")
+"""The argparse type of every port flag: 0 (any free port) to 65535."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -45,19 +117,42 @@ def _build_parser() -> argparse.ArgumentParser:
         help="profiles directory (env LASSO_PROFILES_DIR; default ./config/profiles)",
     )
     serve.add_argument(
+        "--default-profile",
+        default=None,
+        metavar="SLUG",
+        help="the profile for routes without /profile/<slug> (env LASSO_DEFAULT_PROFILE; "
+        "default: 'public', else the only profile there is)",
+    )
+    serve.add_argument(
+        "--demo-profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve (or skip) the demo profile (demo.yml: simulated providers, for use with "
+        "`lasso sim --demo`); default: skipped from the default ./config/profiles, served "
+        "from a directory you name (env LASSO_DEMO_PROFILE=1|0)",
+    )
+    serve.add_argument(
         "--host", default=None, help="bind address (env LASSO_HOST; default 127.0.0.1)"
     )
-    serve.add_argument("--port", type=int, default=None, help="port (env PORT; default 4000)")
+    serve.add_argument(
+        "--port", type=port_number, default=None, help="port (env PORT; default 4000)"
+    )
     serve.add_argument(
         "--node-id", default=None, help="node id, e.g. a region (env LASSO_NODE_ID; default local)"
     )
-    serve.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "info"))
+    add_log_level(serve, "info")
     serve.add_argument(
         "--workers",
-        type=int,
+        type=ranged_int(1, MAX_WORKERS, "workers"),
         default=None,
         help="SO_REUSEPORT worker processes sharing breaker/rate-limit/latency state "
         "(env LASSO_WORKERS; default 1)",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=ranged_int(1, MAX_BATCH_LIMIT, "batch size"),
+        default=None,
+        help="most requests in one JSON-RPC batch (env LASSO_MAX_BATCH; default 1000)",
     )
     serve.add_argument(
         "--busy-poll-us",
@@ -67,9 +162,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "sleeping: lower latency at low concurrency for CPU (env LASSO_BUSY_POLL_US; "
         "default 0 = off; see docs/performance.md)",
     )
+    serve.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change one hostile-client/upstream limit, e.g. max_connections=20000 "
+        "(repeatable; env LASSO_<NAME>; see docs/configuration.md#limits)",
+    )
 
     demo = sub.add_parser("demo", help="run the proxy in front of a simulated provider fleet")
-    demo.add_argument("--port", type=int, default=None, help="proxy port (default 4000)")
+    demo.add_argument(
+        "--port", type=port_number, default=None, help="proxy port (env PORT; default 4000)"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument(
         "--nodes",
@@ -78,11 +183,25 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run N nodes as regions (us-east-1, eu-west-1, ...) with region-dependent "
         "provider latency, joined in a cluster (NATS if LASSO_CLUSTER_URL is set)",
     )
-    demo.add_argument("--log-level", default=os.environ.get("LASSO_LOG_LEVEL", "warning"))
+    demo.add_argument(
+        "--no-traffic",
+        action="store_true",
+        help="do not run the light background client (a few reads per second, so the "
+        "dashboard shows live figures from the start)",
+    )
+    add_log_level(demo, "warning")
 
-    check = sub.add_parser("check-config", help="validate every profile and exit")
+    check = sub.add_parser(
+        "check-config",
+        help="validate every profile and exit",
+        description="Validate every profile of a directory (demo.yml included) the way "
+        "`lasso serve` loads them, environment substitution included. Exit 0, or 1 with "
+        "one 'file:line: key.path: message' line per problem.",
+    )
     check.add_argument(
-        "--profiles", default=None, help="profiles directory (default ./config/profiles)"
+        "--profiles",
+        default=None,
+        help="profiles directory (env LASSO_PROFILES_DIR; default ./config/profiles)",
     )
 
     sim = sub.add_parser("sim", help="run the provider simulator standalone")
@@ -90,35 +209,59 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(sim)
 
+    keys = sub.add_parser("keys", help="client API keys for a profile's auth.keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    new_key = keys_sub.add_parser("new", help="print a fresh random key and its key_sha256 entry")
+    new_key.add_argument("--id", default=None, help="the key's id in the entry (default: client)")
+
     probe = sub.add_parser(
         "probe", help="probe a provider: methods, limits, batches, archive, subscriptions"
     )
     from lasso import probe_cli
 
     probe_cli.add_arguments(probe)
+    parser.set_defaults(_commands=sub.choices)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # report them with the usage of the command they were given to
+        target = args._commands.get(args.command, parser) if args.command else parser
+        target.error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help()
         return 2
+    try:
+        return _run(parser, args)
+    except UsageError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return check_config(
-            args.profiles or os.environ.get("LASSO_PROFILES_DIR") or "config/profiles"
+            args.profiles or os.environ.get("LASSO_PROFILES_DIR") or DEFAULT_PROFILES_DIR
         )
     if args.command == "serve":
         return serve(args)
     if args.command == "demo":
         from lasso.demo import run_demo
 
+        if args.port is None:
+            args.port = env_int("PORT", 4000, 0, MAX_PORT)
+
         return run_demo(args)
     if args.command == "sim":
         from lasso.sim import cli as sim_cli
 
         return int(sim_cli.run(args))
+    if args.command == "keys":
+        from lasso.auth.keys_cli import run_keys
+
+        return run_keys(args)
     if args.command == "probe":
         from lasso import probe_cli
 
@@ -135,7 +278,7 @@ def check_config(directory: str) -> int:
         print(f"{directory}: not a directory", file=sys.stderr)
         return 1
     try:
-        profiles = load_profiles(path)
+        profiles = load_profiles(path, known_methods=KNOWN_METHODS)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -149,59 +292,67 @@ def check_config(directory: str) -> int:
     return 0
 
 
-def install_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep working without it
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def serve(args: argparse.Namespace) -> int:
+    from lasso.app import Settings, install_uvloop
     from lasso.logs import setup_logging
+    from lasso.net.limits import Limits
+    from lasso.net.redis_link import redis_url_from_env
     from lasso.profiles import ConfigError, load_profiles
-    from lasso.server.app import Settings
 
     node_id = args.node_id or os.environ.get("LASSO_NODE_ID") or "local"
-    if args.log_level.upper() not in _LEVELS:
+    if args.log_level.upper() not in LEVELS:
         print(
             f"lasso: unknown log level {args.log_level!r} "
-            f"(use one of: {', '.join(_LEVELS).lower()})",
+            f"(use one of: {', '.join(LEVELS).lower()})",
             file=sys.stderr,
         )
         return 2
     setup_logging(node_id, args.log_level)
-    directory = args.profiles or os.environ.get("LASSO_PROFILES_DIR") or "config/profiles"
+    named = args.profiles or os.environ.get("LASSO_PROFILES_DIR")
+    directory = named or DEFAULT_PROFILES_DIR
+    # The demo profile points at simulated providers: from the default directory it is
+    # noise (its circuits open) unless asked for; from a directory you name, it is yours.
+    with_demo = args.demo_profile
+    if with_demo is None:
+        with_demo = _env_flag("LASSO_DEMO_PROFILE")
+    if with_demo is None:
+        with_demo = bool(named)
+    exclude = () if with_demo else (DEMO_PROFILE,)
     busy_poll = (
-        args.busy_poll_us if args.busy_poll_us is not None else _env_int("LASSO_BUSY_POLL_US", 0)
+        args.busy_poll_us
+        if args.busy_poll_us is not None
+        else env_int("LASSO_BUSY_POLL_US", 0, 0, MAX_BUSY_POLL_US)
     )
     if not 0 <= busy_poll <= MAX_BUSY_POLL_US:
         print(f"lasso: --busy-poll-us must be between 0 and {MAX_BUSY_POLL_US}", file=sys.stderr)
         return 2
-    from lasso.net.redis_link import redis_url_from_env
-
     try:
+        limits = Limits.from_sources(os.environ, args.limit)
         redis_url = redis_url_from_env(os.environ)
     except ValueError as exc:
         print(f"lasso: {exc}", file=sys.stderr)
         return 2
     settings = Settings(
+        redis_url=redis_url,
         node_id=node_id,
         host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
-        port=args.port if args.port is not None else _env_int("PORT", 4000),
+        port=args.port if args.port is not None else env_int("PORT", 4000, 0, MAX_PORT),
         cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
         busy_poll_us=busy_poll,
-        redis_url=redis_url,
+        limits=limits,
+        default_profile=args.default_profile or os.environ.get("LASSO_DEFAULT_PROFILE") or None,
+        max_batch=(
+            args.max_batch
+            if args.max_batch is not None
+            else env_int("LASSO_MAX_BATCH", DEFAULT_MAX_BATCH, 1, MAX_BATCH_LIMIT)
+        ),
     )
-    try:
-        profiles = load_profiles(directory)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except FileNotFoundError:
-        print(f"lasso: profiles directory {directory!r} not found", file=sys.stderr)
-        return 1
+    worker = os.environ.get("LASSO_WORKER_INDEX")
+    if worker is not None and os.environ.get("LASSO_SHARED_STATE"):
+        settings.worker_index = env_int("LASSO_WORKER_INDEX", 0, 0, MAX_WORKERS - 1)
+        settings.workers = env_int("LASSO_WORKER_COUNT", 1, 1, MAX_WORKERS)
+        settings.shared_state = os.environ["LASSO_SHARED_STATE"]
+        settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
     if settings.cluster_url:
         from lasso.cluster.transport import default_interval_s
 
@@ -210,36 +361,64 @@ def serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"lasso: {exc}", file=sys.stderr)
             return 2
-    workers = args.workers if args.workers is not None else _env_int("LASSO_WORKERS", 1)
-    if workers < 1:
-        print("lasso: --workers must be at least 1", file=sys.stderr)
+    workers = (
+        args.workers if args.workers is not None else env_int("LASSO_WORKERS", 1, 1, MAX_WORKERS)
+    )
+    if workers > 1 and settings.port == 0:
+        print("lasso: --workers needs a fixed --port (not 0)", file=sys.stderr)
         return 2
+    try:
+        profiles = load_profiles(directory, exclude=exclude, known_methods=KNOWN_METHODS)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        if exclude and any("skipped: " in p.message for p in exc.problems):
+            print(
+                "lasso: only the demo profile is there; serve it with --demo-profile (next "
+                "to `lasso sim --demo`), or try `lasso demo`",
+                file=sys.stderr,
+            )
+        return 1
+    except FileNotFoundError:
+        print(f"lasso: profiles directory {directory!r} not found", file=sys.stderr)
+        return 1
+    if exclude and (Path(directory) / f"{DEMO_PROFILE}.yml").is_file():
+        log.info(
+            "demo profile skipped (pass --demo-profile to serve it)",
+            extra={"event": "config.demo_skipped", "file": str(Path(directory) / "demo.yml")},
+        )
+    try:
+        default_profile_slug(profiles.keys(), settings.default_profile)
+    except ValueError as exc:
+        print(f"lasso: {exc}", file=sys.stderr)
+        return 1
     if workers > 1:
-        if settings.port == 0:
-            print("lasso: --workers needs a fixed --port (not 0)", file=sys.stderr)
-            return 2
         from lasso.server.workers import supervise
 
         argv = ["serve", "--profiles", directory, "--host", settings.host]
         argv += ["--port", str(settings.port), "--node-id", node_id, "--log-level", args.log_level]
+        argv += ["--demo-profile" if with_demo else "--no-demo-profile"]
+        if settings.default_profile:
+            argv += ["--default-profile", settings.default_profile]
+        argv += ["--max-batch", str(settings.max_batch)]
+        argv += [f"--limit={flag}" for flag in args.limit]
         channels = sum(2 * len(c.providers) for p in profiles.values() for c in p.chains.values())
         return supervise(argv, workers, channels)
-    worker = os.environ.get("LASSO_WORKER_INDEX")
-    if worker is not None and os.environ.get("LASSO_SHARED_STATE"):
-        settings.worker_index = int(worker)
-        settings.shared_state = os.environ["LASSO_SHARED_STATE"]
-        settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
     install_uvloop()
-    return asyncio.run(_serve(profiles, settings, directory))
+    return asyncio.run(_serve(profiles, settings, directory, exclude))
 
 
-async def _serve(profiles: Mapping[str, object], settings: object, directory: str) -> int:
+async def _serve(
+    profiles: Mapping[str, ProfileConfig],
+    settings: Settings,
+    directory: str,
+    exclude: tuple[str, ...] = (),
+) -> int:
+    from lasso.app import LassoApp
     from lasso.profiles import ConfigError, load_profiles
-    from lasso.server.app import LassoApp, Settings
 
-    assert isinstance(settings, Settings)
     try:
-        app = LassoApp(profiles, settings)  # type: ignore[arg-type]
+        app = LassoApp(profiles, settings)
     except ValueError as exc:
         print(f"lasso: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -257,14 +436,26 @@ async def _serve(profiles: Mapping[str, object], settings: object, directory: st
             "host": settings.host,
             "port": port,
             "profiles": sorted(profiles),
+            "default_profile": app.runtime.default_profile,
         },
     )
+    if app.runtime.default_profile is None:
+        log.warning(
+            "no default profile: routes without /profile/<slug> answer 404 (several profiles, "
+            "none named 'public'; set LASSO_DEFAULT_PROFILE)",
+            extra={"event": "config.no_default_profile", "profiles": sorted(profiles)},
+        )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
     async def reload() -> None:
         try:
-            new = await loop.run_in_executor(None, load_profiles, directory)
+            new = await loop.run_in_executor(
+                None,
+                functools.partial(
+                    load_profiles, directory, exclude=exclude, known_methods=KNOWN_METHODS
+                ),
+            )
         except ConfigError as exc:
             log.error(
                 "reload rejected; keeping the last good profiles",
@@ -276,6 +467,13 @@ async def _serve(profiles: Mapping[str, object], settings: object, directory: st
             return
         except OSError as exc:
             log.error("reload failed", extra={"event": "config.reload_rejected", "error": str(exc)})
+            return
+        except Exception as exc:  # a loader bug must not end the reload task unhandled
+            log.error(
+                "reload failed; keeping the last good profiles",
+                exc_info=True,
+                extra={"event": "config.reload_rejected", "error": repr(exc)[:500]},
+            )
             return
         try:
             await app.reload(new)

@@ -6,7 +6,7 @@ validates every key (file, line and key path for each problem).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -21,8 +21,35 @@ STRATEGY_ALIASES = {
 
 DEFAULT_PROFILE = "public"
 PROFILE_ALIASES = {"default": "public"}
+DEMO_PROFILE = "demo"
+"""The shipped simulator profile: ``lasso serve`` skips it unless asked (see the CLI)."""
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def default_profile_slug(slugs: Collection[str], requested: str | None = None) -> str | None:
+    """The profile that routes without ``/profile/<slug>`` use (CONTRACT §3).
+
+    ``requested`` (``LASSO_DEFAULT_PROFILE``, ``--default-profile`` or the code's choice)
+    when given, else ``public``, else the only profile there is; ``None`` when there are
+    several and none of them is ``public`` (plain routes then say so).
+
+    Raises:
+        ValueError: when ``requested`` names no loaded profile.
+    """
+    if requested:
+        slug = PROFILE_ALIASES.get(requested, requested)
+        if slug not in slugs:
+            available = ", ".join(sorted(slugs)) or "none"
+            raise ValueError(
+                f"the default profile {requested!r} is not loaded (profiles: {available})"
+            )
+        return slug
+    if DEFAULT_PROFILE in slugs:
+        return DEFAULT_PROFILE
+    if len(slugs) == 1:
+        return next(iter(slugs))
+    return None
 
 
 def canonical_strategy(name: str) -> str | None:
@@ -138,16 +165,89 @@ class ChainConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """A token bucket: ``rps`` tokens per second, at most ``burst`` saved up."""
+
+    rps: int
+    burst: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MethodRules:
+    """Method scope: glob patterns (``eth_*``); a method must match ``allow`` (when it is
+    not empty) and no pattern of ``deny``."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKeyConfig:
+    """One client key of a profile (``auth.keys[]``). Only the key's SHA-256 is kept."""
+
+    id: str  # names the key in metrics, logs and the dashboard
+    key_sha256: bytes = field(repr=False)  # 32-byte digest of the secret
+    limit: RateLimit | None = None  # None: the profile's limit
+    chains: frozenset[str] | None = None  # chain keys; None: every chain
+    methods: MethodRules | None = None
+    allow_ips: tuple[str, ...] = ()  # CIDRs; empty: the profile's rule
+    max_subscriptions: int | None = None  # None: the profile's (auth.max_subscriptions)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtConfig:
+    """Bearer JWTs (``auth.jwt``): one verification key, pinned algorithms."""
+
+    id: str = "jwt"  # names JWT clients in metrics and the dashboard
+    secret: str | None = field(default=None, repr=False)  # HS* key
+    public_key: str | None = field(default=None, repr=False)  # PEM, RS*/ES*
+    algorithms: tuple[str, ...] = ()
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: int = 30
+    claim: str = "lasso"  # the claim that may narrow chains, methods and limits
+    limit: RateLimit | None = None
+    chains: frozenset[str] | None = None
+    methods: MethodRules | None = None
+    max_subscriptions: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthConfig:
+    """Client authentication of a profile (front matter ``auth:``, docs/security.md)."""
+
+    required: bool = False  # refuse requests without a valid key or token
+    keys: tuple[ApiKeyConfig, ...] = ()
+    jwt: JwtConfig | None = None
+    allow_ips: tuple[str, ...] = ()  # CIDRs; empty: every address
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    max_subscriptions: int | None = None  # per client (key, token subject, else IP)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProfileConfig:
     slug: str
     name: str
-    rps_limit: int = 100
-    burst_limit: int = 500
+    rps_limit: int | None = None  # per client (key, else IP); None: unlimited
+    burst_limit: int | None = None  # None: equal to rps_limit
     chains: Mapping[str, ChainConfig] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "<memory>"
     logo: str | None = None
     unlisted: bool = False  # hidden from profile listings, still routable
-    api_keys: tuple[str, ...] = ()  # inbound API keys (front matter); not enforced yet
+    auth: AuthConfig | None = None  # None: anyone may call (limited by rps_limit if set)
+
+    @property
+    def limit(self) -> RateLimit | None:
+        """The per-client default limit, or ``None`` when the profile sets none."""
+        if self.rps_limit is None:
+            return None
+        burst = self.burst_limit if self.burst_limit is not None else self.rps_limit
+        return RateLimit(rps=self.rps_limit, burst=burst)
+
+    @property
+    def gated(self) -> bool:
+        """Whether requests to this profile go through client checks at all."""
+        return self.auth is not None or self.rps_limit is not None
 
     def resolve_chain(self, ident: str) -> ChainConfig | None:
         """Find a chain by key, alias or decimal chain id."""

@@ -1,4 +1,9 @@
-"""``lasso demo``: a simulated provider fleet and a Lasso node in front of it."""
+"""``lasso demo``: a simulated provider fleet and a Lasso node in front of it.
+
+A light background client (:class:`~lasso.sim.traffic.SampleTraffic`, :data:`TRAFFIC_RPS`
+mixed reads per second over load-balanced and fastest routes of both chains) keeps the
+dashboard alive from the first second; ``--no-traffic`` turns it off.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,17 @@ import signal
 import sys
 from importlib import resources
 
-__all__ = ["run_demo"]
+__all__ = ["TRAFFIC_RPS", "run_demo"]
+
+TRAFFIC_RPS = 5.0
+"""Requests per second of the demo's background client."""
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from lasso.cli import _LEVELS, install_uvloop
-    from lasso.logs import setup_logging
+    from lasso.app import install_uvloop
+    from lasso.logs import LEVELS, setup_logging
 
-    if args.log_level.upper() not in _LEVELS:
+    if args.log_level.upper() not in LEVELS:
         print(f"lasso: unknown log level {args.log_level!r}", file=sys.stderr)
         return 2
     setup_logging("local", args.log_level)
@@ -28,13 +36,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    if getattr(args, "nodes", 1) != 1:  # several regions: lasso.cluster.demo_cluster
-        from lasso.cluster.demo_cluster import run_cluster_demo
+    if getattr(args, "nodes", 1) != 1:  # several regions: lasso.demo_cluster
+        from lasso.demo_cluster import run_cluster_demo
 
         return await run_cluster_demo(args)
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import ConfigError, parse_profile
-    from lasso.server.app import LassoApp, Settings
     from lasso.sim.fleet import demo_fleet, demo_profile_env
+    from lasso.sim.traffic import SampleTraffic
 
     fleet = demo_fleet(ephemeral=True, admin_port=0)
     await fleet.start()
@@ -59,6 +68,17 @@ async def _demo(args: argparse.Namespace) -> int:
     await app.start_background()
     base = f"http://{args.host}:{port}"
     admin = fleet.admin_url
+    traffic: SampleTraffic | None = None
+    if not getattr(args, "no_traffic", False):
+        routes = ("ethereum", "fastest/ethereum", "base", "fastest/base")
+        traffic = SampleTraffic([f"{base}/rpc/{r}" for r in routes], TRAFFIC_RPS)
+        traffic.start()
+        sample = (
+            f"A background client sends {TRAFFIC_RPS:g} reads/s so the dashboard is live "
+            "(--no-traffic turns it off)."
+        )
+    else:
+        sample = "No background traffic (--no-traffic): use the dashboard's load generator."
     print(
         f"""
 Lasso demo is running: 5 simulated Ethereum providers (alpha..echo) and 3 for Base.
@@ -79,6 +99,7 @@ Take a provider down and watch requests keep succeeding:
 
   curl -s -X POST {admin}/providers/alpha -d '{{"down": true}}'
 
+{sample}
 Press Ctrl-C to stop.
 """,
         flush=True,
@@ -88,6 +109,8 @@ Press Ctrl-C to stop.
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
+    if traffic is not None:
+        await traffic.stop()
     await app.stop(drain_timeout=5.0)
     await fleet.stop()
     return 0

@@ -1,15 +1,41 @@
-"""Structured logging: one JSON object per line, every line carrying the node id."""
+"""Structured logging: one JSON object per line, every line carrying the node id.
+
+The node id of a line is, in order: a ``node_id`` the call passes in ``extra``; the
+:data:`NODE_ID` context variable, which :func:`node_context` sets while a node starts (so
+every task and connection of that node inherits it: ``lasso demo --nodes N`` runs N
+nodes in one process); else the process's node id given to :func:`setup_logging`.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["LEVELS", "NODE_ID", "JsonFormatter", "node_context", "setup_logging"]
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The log levels ``--log-level`` accepts (any case)."""
+
+NODE_ID: ContextVar[str | None] = ContextVar("lasso_node_id", default=None)
+"""The node id of the code running now, when a process runs several nodes."""
+
+
+@contextmanager
+def node_context(node_id: str) -> Iterator[None]:
+    """Run the block (and every task it creates) as node ``node_id`` for the logs."""
+    token = NODE_ID.set(node_id)
+    try:
+        yield
+    finally:
+        NODE_ID.reset(token)
+
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -24,7 +50,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
-            "node_id": self.node_id,
+            "node_id": NODE_ID.get() or self.node_id,
             "logger": record.name,
             "msg": record.getMessage(),
         }

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     report["recommendation"] = recommendation(report)
-    report["snippet"] = render_snippet(report, args.provider_id)
+    # A snippet is only worth pasting for an endpoint that answered, on the right chain.
+    usable = report["reachable"] and report.get("chain_id_ok") is not False
+    report["snippet"] = render_snippet(report, args.provider_id) if usable else None
     if args.output == "json":
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -163,5 +165,13 @@ def render_table(report: dict[str, Any]) -> str:
             out.append(f"  {'connect':<24}ok, {ws['connect_ms']} ms")
             for kind, sub in ws["subscriptions"].items():
                 out.append(f"  {kind:<24}{sub['status']}: {sub['detail']}".rstrip(": "))
-    out += ["", "Profile snippet (paste under chains.<chain>.providers):", report["snippet"]]
+    if report.get("snippet"):
+        out += ["", "Profile snippet (paste under chains.<chain>.providers):", report["snippet"]]
+    elif report.get("chain_id_ok") is False:
+        out += [
+            "",
+            f"No profile snippet: this endpoint serves chain {cid}, not the --chain-id asked "
+            "for. Check the URL, or probe it without --chain-id to add it to that chain.",
+            "",
+        ]
     return "\n".join(out)

@@ -2,8 +2,9 @@
 
 One file per profile (CONTRACT §2, reference §9). A file may open with front matter
 between two ``---`` lines (``name``, ``slug``, ``rps_limit``, ``burst_limit``, ``logo``,
-``unlisted``, ``api_keys``); the rest is the body, which holds ``chains:``. A file with no
-front matter is the legacy format: chains only. Comments may precede the opening ``---``.
+``unlisted``, ``auth``: :mod:`lasso.profiles_auth`); the rest is the body, which holds
+``chains:``. A file with no front matter is the legacy format: chains only. Comments may
+precede the opening ``---``.
 
 Every problem in every file is collected first, then one :class:`ConfigError` lists them
 all, one ``file:line: key.path: message`` per line, lines being the real lines of the file.
@@ -34,10 +35,11 @@ Decisions where the reference is loose or surprising:
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from types import MappingProxyType
@@ -57,10 +59,12 @@ from lasso.config import (
     ProviderConfig,
     canonical_strategy,
 )
+from lasso.profiles_auth import parse_clients
 from lasso.profiles_schema import (
     IDENT_RULE,
     Reporter,
     Section,
+    YMap,
     YNode,
     YScalar,
     YSeq,
@@ -107,7 +111,7 @@ RULE_CATEGORIES = frozenset(
 MIN_RECOVERY_PROBE_INTERVAL_MS = 100
 """The smallest ``monitoring.recovery_probe_interval_ms`` a profile may set."""
 
-FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "api_keys")
+FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "auth")
 CHAIN_KEYS = (
     "chain_id name aliases url_aliases block_time_ms monitoring selection websocket routing "
     "cache ui-topology providers"
@@ -144,13 +148,21 @@ class ConfigError(Exception):
 
 
 def load_profiles(
-    directory: str | Path, env: Mapping[str, str] | None = None
+    directory: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    exclude: Collection[str] = (),
+    known_methods: Collection[str] = (),
 ) -> dict[str, ProfileConfig]:
     """Load every ``*.yml``/``*.yaml`` profile in ``directory`` (not those starting ``.``/``_``).
 
     Args:
         directory: the profiles directory.
         env: variables for ``${VAR}`` substitution; defaults to ``os.environ``.
+        exclude: slugs (file stems) to leave out, unread (``lasso serve`` skips the demo
+            profile of the default directory this way).
+        known_methods: method names that method names in the profiles are checked
+            against for typos (``lasso.kernel.methods.KNOWN_METHODS``); empty: no check.
 
     Returns:
         Profiles by slug, in file-name order.
@@ -162,13 +174,18 @@ def load_profiles(
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError([ConfigProblem(str(root), 0, "", "profiles directory not found")])
-    files = sorted(
+    found = sorted(
         p
         for p in root.iterdir()
         if p.suffix in (".yml", ".yaml") and not p.name.startswith((".", "_")) and p.is_file()
     )
+    files = [p for p in found if p.stem not in exclude]
     if not files:
-        raise ConfigError([ConfigProblem(str(root), 0, "", "no profiles (*.yml) found")])
+        skipped = [p.name for p in found if p.stem in exclude]
+        msg = "no profiles (*.yml) found"
+        if skipped:
+            msg = f"no profiles to serve (skipped: {', '.join(skipped)})"
+        raise ConfigError([ConfigProblem(str(root), 0, "", msg)])
     by_slug: defaultdict[str, list[Path]] = defaultdict(list)
     for path in files:
         by_slug[path.stem].append(path)
@@ -185,7 +202,7 @@ def load_profiles(
             problems.append(ConfigProblem(str(path), 0, "", f"cannot read file: {exc}"))
             continue
         try:
-            profiles[path.stem] = parse_profile(text, str(path), env)
+            profiles[path.stem] = parse_profile(text, str(path), env, known_methods=known_methods)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -193,19 +210,26 @@ def load_profiles(
     return profiles
 
 
-def parse_profile(text: str, filename: str, env: Mapping[str, str] | None = None) -> ProfileConfig:
+def parse_profile(
+    text: str,
+    filename: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    known_methods: Collection[str] = (),
+) -> ProfileConfig:
     """Parse one profile file's text; the slug is ``filename``'s stem.
 
     Args:
         text: the file's contents.
         filename: reported in problems and kept as ``ProfileConfig.source``.
         env: variables for ``${VAR}`` substitution; defaults to ``os.environ``.
+        known_methods: see :func:`load_profiles`.
 
     Raises:
         ConfigError: with every problem found in the file.
     """
     env = os.environ if env is None else env
-    rep = Reporter()
+    rep = Reporter(known_methods)
     front_text, front_line, body_text, body_line = split_front_matter(text)
     front = None
     if front_text is not None:
@@ -226,6 +250,9 @@ def parse_profile(text: str, filename: str, env: Mapping[str, str] | None = None
         ordered = sorted(unique, key=lambda p: p[0])
         raise ConfigError(ConfigProblem(filename, *p) for p in ordered)
     return profile
+
+
+_API_KEYS_HINT = "replaced by 'auth.keys': a list of {id, key or key_sha256}; see docs/security.md"
 
 
 def _as_strategy(rep: Reporter, node: YNode, path: str) -> str | None:
@@ -257,7 +284,8 @@ def _build_profile(
 ) -> ProfileConfig:
     """Check one file's front matter (``None``: legacy file) and body; build the profile."""
     body_hint = "chains belong in the body, after the closing '---'"
-    fm = Section(rep, front, "", FRONT_MATTER_KEYS, line=front_line, hints={"chains": body_hint})
+    hints = {"chains": body_hint, "api_keys": _API_KEYS_HINT}
+    fm = Section(rep, front, "", FRONT_MATTER_KEYS, line=front_line, hints=hints)
     slug = fm.get("slug", as_str)
     if slug is not None and slug != stem:
         rep.error(fm.key_line("slug"), "slug", f"slug {slug!r} must equal the file name {stem!r}")
@@ -275,14 +303,14 @@ def _build_profile(
         top = Section(rep, body, "", ("chains",), line=body_line, hints=hints)
         if "chains" not in top.entries:
             rep.error(top.line, "chains", "missing required key")
+        elif _empty(top, "chains"):
+            rep.error(top.key_line("chains"), "chains", "no chains: list at least one chain")
         chains = _build_chains(rep, top)
     values = {
         "name": fm.get("name", as_str) or stem,
-        "rps_limit": fm.get("rps_limit", as_int, 1),
-        "burst_limit": fm.get("burst_limit", as_int, 1),
         "logo": fm.get("logo", as_str),
         "unlisted": fm.get("unlisted", as_bool),
-        "api_keys": fm.get("api_keys", as_strs),
+        **parse_clients(rep, fm, chains if body_ok else None),  # rps_limit, burst_limit, auth
     }
     return ProfileConfig(
         slug=stem, source=source, chains=MappingProxyType(chains), **_given(values)
@@ -421,6 +449,7 @@ def _build_overrides(
 ) -> dict[str, MethodOverride]:
     overrides: dict[str, MethodOverride] = {}
     for method, line, node, path in routing.pairs("method_overrides"):
+        _check_method(rep, method, line, path)
         sec = Section(rep, node, path, ("strategy", "providers"), line=line)
         names: list[str] = []
         for item, ipath in sec.each("providers"):
@@ -441,7 +470,21 @@ _CAPABILITY_KEYS = ("unsupported_categories", "unsupported_methods", "limits", "
 _LIMIT_KEYS = ("max_block_range", "max_block_age", "block_age_methods")
 
 
+def _empty(sec: Section, key: str) -> bool:
+    """True when ``key`` is present but null, ``[]`` or ``{}`` (a wrong type is reported
+    elsewhere)."""
+    node = sec.node(key)
+    if node is None:
+        return key in sec.entries
+    return (isinstance(node, YSeq) and not node.items) or (
+        isinstance(node, YMap) and not node.entries
+    )
+
+
 def _build_providers(rep: Reporter, chain: Section) -> list[ProviderConfig]:
+    if chain.ok and _empty(chain, "providers"):
+        line = chain.key_line("providers")
+        rep.error(line, join(chain.path, "providers"), "no providers: list at least one")
     providers: list[ProviderConfig] = []
     first_line: dict[str, int] = {}
     for i, (item, path) in enumerate(chain.each("providers")):
@@ -513,6 +556,9 @@ def _capabilities(rep: Reporter, caps: Section) -> Capabilities:
         if category not in CATEGORIES:
             hint = suggest(category, CATEGORIES)
             rep.error(item.line, path, f"unknown method category {category!r}{hint}")
+    methods = caps.get("unsupported_methods", as_str_list) or []
+    for name, item, path in methods:
+        _check_method(rep, name, item.line, path)
     lim = caps.sub("limits", _LIMIT_KEYS)
     limits = {
         "max_block_range": lim.get("max_block_range", as_int, 0),
@@ -522,10 +568,26 @@ def _capabilities(rep: Reporter, caps: Section) -> Capabilities:
     rules = (_error_rule(rep, item, path) for item, path in caps.each("error_rules"))
     return Capabilities(
         unsupported_categories=frozenset(c for c, _, _ in categories if c in CATEGORIES),
-        unsupported_methods=frozenset(caps.get("unsupported_methods", as_strs) or ()),
+        unsupported_methods=frozenset(name for name, _, _ in methods),
         limits=Limits(**_given(limits)),
         error_rules=tuple(rule for rule in rules if rule is not None),
     )
+
+
+def _check_method(rep: Reporter, method: str, line: int, path: str) -> None:
+    """A method name that is not a known one but close to one is a typo: report it.
+
+    Names far from every known method pass: providers have their own
+    (``alchemy_getTokenBalances``), and Lasso routes them like any other. The known names
+    come from the caller (``known_methods``: the routing kernel's registry, which this
+    module may not import); without them there is no check.
+    """
+    known = rep.known_methods
+    if not known or method in known:
+        return
+    close = difflib.get_close_matches(method, known, n=1, cutoff=0.85)
+    if close:
+        rep.error(line, path, f"unknown method {method!r}, did you mean {close[0]!r}?")
 
 
 def _error_rule(rep: Reporter, node: YNode, path: str) -> ErrorRule | None:

@@ -5,7 +5,9 @@ constructed from tags) and turns the node graph into a small tree of :class:`YMa
 :class:`YSeq` and :class:`YScalar` values that keep their 1-based line. On the way it
 substitutes ``${VAR}``, ``${VAR:-default}`` (unset or empty) and ``${VAR-default}`` (unset)
 in scalar values, reports duplicate keys, expands ``<<`` merge keys (explicit keys win),
-and refuses recursive or exponentially aliased documents.
+and refuses recursive or exponentially aliased documents and collections nested deeper
+than :data:`MAX_DEPTH` (checked on the event stream before composing, since PyYAML's
+composer recurses once per level).
 
 The ``as_*`` checks and :class:`Section` read that tree the way :mod:`lasso.profiles` needs
 it: every problem goes to a :class:`Reporter` as ``(line, key path, message)`` and the
@@ -14,7 +16,8 @@ walk keeps going, so one run shows them all.
 Conventions:
 
 - A key set to ``null``, left empty, or substituted to nothing (``${KEY:-}``) means
-  "use the default", like an absent key.
+  "use the default", like an absent key. A plain ``${KEY}`` whose variable is set but
+  empty is an error: it is almost always a secret or URL that did not reach the process.
 - Booleans are not integers, and numbers are not strings: ``api_key: 12345`` is an error
   (quote it), unless the value came from a substitution: then its text is used, so
   ``api_key: ${KEY}`` works for a numeric key and ``priority: ${PRIO}`` still gets an int.
@@ -70,10 +73,16 @@ YNode = YScalar | YSeq | YMap
 
 
 class Reporter:
-    """Collects ``(line, key_path, message)`` problems in the order they are found."""
+    """Collects ``(line, key_path, message)`` problems in the order they are found.
 
-    def __init__(self) -> None:
+    Args:
+        known_methods: JSON-RPC method names that a name in the profile close to one of
+            them is checked against (a typo); empty: no such check.
+    """
+
+    def __init__(self, known_methods: Collection[str] = ()) -> None:
         self.problems: list[tuple[int, str, str]] = []
+        self.known_methods = sorted(known_methods)
 
     def error(self, line: int, path: str, message: str) -> None:
         self.problems.append((line, path, message))
@@ -229,20 +238,52 @@ def as_url(rep: Reporter, node: YNode, path: str, schemes: tuple[str, str]) -> s
     url = as_str(rep, node, path)
     if url is None:
         return None
+    want = " or ".join(f"{s}://" for s in schemes)
     try:
         parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port that is not a number
-        valid = parts.scheme.lower() in schemes and bool(parts.hostname)
-    except ValueError:  # also a bad IPv6 literal
-        valid = False
-    if not valid:
-        want = " or ".join(f"{s}://" for s in schemes)
+    except ValueError as exc:  # a bad IPv6 literal
+        rep.error(node.line, path, f"invalid URL {url!r}: {exc}")
+        return None
+    if parts.scheme.lower() not in schemes or not parts.netloc:
         rep.error(node.line, path, f"must be a URL starting with {want}, got {url!r}")
+        return None
+    problem = _port_problem(parts.netloc)
+    if problem is not None:
+        rep.error(node.line, path, f"{problem} in {url!r}")
+        return None
+    try:
+        host = parts.hostname
+    except ValueError as exc:
+        rep.error(node.line, path, f"invalid URL {url!r}: {exc}")
+        return None
+    if not host:
+        rep.error(node.line, path, f"URL has no host: {url!r}")
         return None
     if any(c.isspace() or ord(c) < 0x20 for c in url):
         rep.error(node.line, path, f"URL must not contain spaces or control characters: {url!r}")
         return None
     return url
+
+
+def _port_problem(netloc: str) -> str | None:
+    """What is wrong with the port of ``netloc`` (``user@host:port``), or ``None``."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):  # an IPv6 literal: the port follows "]:"
+        _, _, tail = hostport.partition("]")
+        if not tail.startswith(":"):
+            return None
+        port = tail[1:]
+    elif ":" in hostport:
+        port = hostport.rpartition(":")[2]
+    else:
+        return None
+    if port == "":
+        return "empty port"
+    if not port.isdigit():
+        return f"port {port!r} is not a number"
+    if not 1 <= int(port) <= 65535:
+        return f"port {int(port)} is out of range (1-65535)"
+    return None
 
 
 # --- mappings --------------------------------------------------------------------------
@@ -373,6 +414,10 @@ _COLLECTION_TAGS = (
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 )
 _MAX_NODES = 100_000  # aliases can expand exponentially ("billion laughs")
+MAX_DEPTH = 64
+"""Deepest nesting of collections a profile may use (a real one needs about 8)."""
+_OPEN_EVENTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE_EVENTS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 _PLACEHOLDER = re.compile(r"\$\{([^{}]*)\}")
 _PLACEHOLDER_SPEC = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)(.*))?", re.DOTALL)
 
@@ -388,6 +433,10 @@ def read_tree(text: str, rep: Reporter, env: Mapping[str, str]) -> tuple[YNode |
     fragment with newlines. Returns ``ok=False`` after a syntax error (already reported).
     """
     try:
+        deep = _too_deep(text)
+        if deep is not None:
+            rep.error(deep, "", f"nested deeper than {MAX_DEPTH} levels")
+            return None, False
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -411,6 +460,24 @@ def read_tree(text: str, rep: Reporter, env: Mapping[str, str]) -> tuple[YNode |
         return None, False
 
 
+def _too_deep(text: str) -> int | None:
+    """The line of the first collection nested deeper than :data:`MAX_DEPTH`, else None.
+
+    PyYAML's parser is iterative, so this is safe on any input; syntax errors raise as
+    they would from ``yaml.compose``.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, _OPEN_EVENTS):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                return mark.line + 1 if mark is not None else 1
+        elif isinstance(event, _CLOSE_EVENTS):
+            depth -= 1
+    return None
+
+
 class _TreeBuilder:
     def __init__(self, rep: Reporter, env: Mapping[str, str]) -> None:
         self.rep = rep
@@ -420,12 +487,15 @@ class _TreeBuilder:
         self.budget = _MAX_NODES
         self.active: set[int] = set()  # collections being built: a revisit is a cycle
 
-    def build(self, node: yaml.Node, path: str, line: int) -> YNode:
+    def build(self, node: yaml.Node, path: str, line: int, depth: int = 0) -> YNode:
         self.budget -= 1
         if self.budget < 0:
             raise _TooLarge
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
+        if depth >= MAX_DEPTH:  # only aliases can get here: the text itself was checked
+            self.rep.error(node.start_mark.line + 1, path, f"nested deeper than {MAX_DEPTH} levels")
+            return YScalar(None, line, bad=True)
         if node.tag not in _COLLECTION_TAGS:
             self.rep.error(node.start_mark.line + 1, path, f"unsupported YAML tag {node.tag!r}")
             return YScalar(None, line, bad=True)
@@ -436,16 +506,18 @@ class _TreeBuilder:
         try:
             if isinstance(node, yaml.SequenceNode):
                 items = tuple(
-                    self.build(item, join(path, i), item.start_mark.line + 1)
+                    self.build(item, join(path, i), item.start_mark.line + 1, depth + 1)
                     for i, item in enumerate(node.value)
                 )
                 return YSeq(items, line)
             assert isinstance(node, yaml.MappingNode)
-            return YMap(self.mapping(node, path), line)
+            return YMap(self.mapping(node, path, depth), line)
         finally:
             self.active.discard(id(node))
 
-    def mapping(self, node: yaml.MappingNode, path: str) -> dict[str, tuple[int, YNode]]:
+    def mapping(
+        self, node: yaml.MappingNode, path: str, depth: int = 0
+    ) -> dict[str, tuple[int, YNode]]:
         entries: dict[str, tuple[int, YNode]] = {}
         merges: list[yaml.Node] = []
         for key_node, value_node in node.value:
@@ -461,7 +533,10 @@ class _TreeBuilder:
                 first = entries[key][0]
                 self.rep.error(key_line, join(path, key), f"duplicate key (first at line {first})")
                 continue
-            entries[key] = (key_line, self.build(value_node, join(path, key), key_line))
+            entries[key] = (
+                key_line,
+                self.build(value_node, join(path, key), key_line, depth + 1),
+            )
         for merge in merges:  # YAML merge keys: explicit keys win, then earlier sources
             sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
             for source in sources:
@@ -469,7 +544,7 @@ class _TreeBuilder:
                     line = source.start_mark.line + 1
                     self.rep.error(line, path, "'<<' merges only mappings")
                     continue
-                for key, entry in self.mapping(source, path).items():
+                for key, entry in self.mapping(source, path, depth).items():
                     entries.setdefault(key, entry)
         return entries
 
@@ -512,6 +587,14 @@ class _TreeBuilder:
             if value is None:
                 hint = f"set it, or give a default: ${{{name}:-default}}"
                 self.rep.error(line, path, f"environment variable {name!r} is not set ({hint})")
+                failed = True
+                return match.group(0)
+            if op is None and value == "":
+                # An empty ${NAME} is almost always a missing secret or URL; leaving a key
+                # unset on purpose is spelled ${NAME:-}.
+                hint = f"give it a value, or write ${{{name}:-}} to leave the key unset"
+                msg = f"environment variable {name!r} is set but empty ({hint})"
+                self.rep.error(line, path, msg)
                 failed = True
                 return match.group(0)
             return value

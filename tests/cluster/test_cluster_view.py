@@ -63,21 +63,26 @@ def test_status_follows_the_share_of_responding_members() -> None:
     assert view.summary()["status"] == "critical"  # 1 < 5 // 2
 
 
-def test_departed_members_do_not_degrade_and_are_forgotten() -> None:
-    """A leave notice makes a member unresponsive (left) without degrading the cluster."""
+def test_departed_members_are_dropped_at_once_and_may_come_back() -> None:
+    """A leave notice drops the member at once; its replacement (same node id, same or new
+    instance) joins with its first snapshot; silent members are forgotten later."""
     clock = Clock()
     view = make_view(clock)
     view.observe(snap("eu-west-1", "pod-a"))
-    view.leave("eu-west-1", "pod-a")
-    nodes = {n["instance"]: n for n in view.nodes()}
-    assert nodes["pod-a"]["status"] == "unresponsive" and nodes["pod-a"]["reason"] == "left"
+    view.observe(snap("eu-west-1", "pod-b"))
+    assert view.leave("eu-west-1", "pod-a") and not view.leave("eu-west-1", "pod-a")
+    assert [n["instance"] for n in view.nodes()] == ["self", "pod-b"]
     summary = view.summary()
-    assert summary["status"] == "healthy" and summary["nodes_connected"] == 1
-    assert view.counts() == {"responding": 1, "unresponsive": 0, "left": 1}
+    assert summary["status"] == "healthy" and summary["nodes_total"] == 2
+    assert view.counts() == {"responding": 2, "unresponsive": 0}
+    assert view.region_counts() == {("us-east-1", "responding"): 1, ("eu-west-1", "responding"): 1}
+    view.observe(snap("eu-west-1", "pod-a"))  # restarted with the same instance name
+    assert [n["status"] for n in view.nodes()] == ["responding"] * 3
+    assert view.departed == 1
     clock.now += 59.0
     assert view.expire() == []
     clock.now += 1.0
-    assert view.expire() == ["eu-west-1/pod-a"]
+    assert sorted(view.expire()) == ["eu-west-1/pod-a", "eu-west-1/pod-b"]
     assert [n["instance"] for n in view.nodes()] == ["self"]
 
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import yaml
 
-from lasso.cluster.transport import ClusterNode, MemoryHub
+from lasso.cluster.transport import MemoryHub
 from lasso.profiles import parse_profile
 
 from support import ROOT, eventually, fleet_chain_yaml, profile_yaml
@@ -66,16 +66,18 @@ async def test_dashboard_queries_only_name_metrics_a_node_exposes(
                    "cluster"):  # fmt: skip
         assert needed in titles, needed
     fleet = await sim_fleet(["alpha", "bravo"])
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)), node_id="eu-west-1")
-    app.cluster = ClusterNode(app, MemoryHub().exchange(), interval_s=0.1)
-    app.cluster_view = app.cluster.view
-    app.cluster.start()
+    app = await lasso_node(
+        profile_yaml(fleet_chain_yaml(fleet)),
+        node_id="eu-west-1",
+        settings={"cluster_interval_s": 0.1},
+        cluster_exchange=MemoryHub().exchange(),
+    )
     body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []})
     async with aiohttp.ClientSession() as s:
         for _ in range(4):
             async with s.post(f"{app.base_url}/rpc/load-balanced/ethereum", data=body) as r:
                 assert r.status == 200
-        await eventually(lambda: app.cluster_view.connected, message="memory exchange")
+        await eventually(lambda: app.cluster.view.connected, message="memory exchange")
         async with s.get(f"{app.base_url}/metrics") as r:
             text = await r.text()
     # Series names from the TYPE lines, so families without samples yet count too.
@@ -85,7 +87,6 @@ async def test_dashboard_queries_only_name_metrics_a_node_exposes(
         for name, kind in re.findall(r"^# TYPE (lasso_\w+) (\w+)$", text, re.M)
         for suffix in suffixes.get(kind, ("",))
     }
-    await app.cluster.stop()
     used = {m for e in _exprs(dashboard) for m in re.findall(r"\blasso_\w+", e)}
     used |= {m for v in dashboard["templating"]["list"] if v["type"] == "query"
              for m in re.findall(r"\blasso_\w+", v["definition"])}  # fmt: skip

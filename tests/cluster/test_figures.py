@@ -103,9 +103,9 @@ def test_provider_status_merge_keeps_the_most_severe(words: list[str | None], rn
 
 def test_provider_merge_counts_circuits_and_keeps_height_and_worst_lag() -> None:
     """Circuit and rate-limit states become instance counts; height is the highest and
-    lag the most negative, with an unknown value adding nothing."""
+    lag the most blocks behind, with an unknown value adding nothing."""
     merged = ProviderSnap(id="a", name="A")
-    for state, height, lag in ((0, 100, -1), (2, None, -7), (2, 104, None)):
+    for state, height, lag in ((0, 100, 1), (2, None, 7), (2, 104, None)):
         merged.add(
             ProviderSnap(
                 id="a",
@@ -118,7 +118,14 @@ def test_provider_merge_counts_circuits_and_keeps_height_and_worst_lag() -> None
         )
     assert merged.circuits == {"http": [1, 0, 2], "ws": [3, 0, 0]}
     assert merged.rate_limited == {"http": 2}
-    assert (merged.height, merged.lag) == (104, -7)
+    assert (merged.height, merged.lag) == (104, 7)
+
+
+def test_negative_lag_from_an_older_node_reads_as_blocks_behind() -> None:
+    """Earlier versions sent lag negative when behind: the wire form takes its magnitude."""
+    wire = ProviderSnap(id="a", name="A", lag=6).to_wire()
+    assert ProviderSnap.from_wire("a", {**wire, "lag": -6}).lag == 6
+    assert ProviderSnap.from_wire("a", wire).lag == 6
 
 
 @settings(max_examples=60, deadline=None)

@@ -24,8 +24,8 @@ CHROMIUM_ARGS = [
 @pytest.fixture
 async def demo_node() -> AsyncIterator[Any]:
     """What ``lasso demo`` runs, in-process on a free port: the simulated fleet and a node."""
+    from lasso.app import LassoApp, Settings
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
     from lasso.sim.fleet import demo_fleet, demo_profile_env
 
     fleet = demo_fleet(ephemeral=True)

@@ -170,7 +170,8 @@ async def test_load_generator_drives_the_real_demo(browser: Any, console: Any) -
             "() => document.querySelector('#lg-start').textContent === 'Start'", timeout=10 * MS
         )
         assert await page.inner_text("#lg-err") == "0"
-        assert (await page.inner_text("#lg-avg")).endswith("ms")
+        assert (await page.inner_text("#lg-p50")).endswith("ms")
+        assert (await page.inner_text("#lg-p95")).endswith("ms")
         # The node saw them: every provider of the chain got some (load-balanced).
         for pid in ("alpha", "bravo", "charlie"):
             await page.wait_for_function(
@@ -227,7 +228,7 @@ async def test_profile_selector_sorting_and_endpoints(
 
 async def test_region_selector_drills_into_one_region(browser: Any, console: Any) -> None:
     """In a three-region demo the selector switches the data between regions."""
-    from lasso.cluster.demo_cluster import ClusterDemo
+    from lasso.demo_cluster import ClusterDemo
 
     demo = ClusterDemo(3, port=0, traffic_rps=0, interval_s=0.5)
     await demo.start()
@@ -273,6 +274,15 @@ async def test_region_selector_drills_into_one_region(browser: Any, console: Any
             )
             fastest = await page.inner_text(table + " tbody tr:last-child")
             assert re.search(r"alpha.*bravo|bravo.*alpha", fastest.replace("\n", " ")), fastest
+            # bravo down in eu-west-1 only: that region's router opens its circuit, and the
+            # cluster view follows the region's status, not its last latency figures.
+            await demo.fleets["eu-west-1"]["bravo"].update(down=True)
+            eu_bravo = f'{table} tr[data-provider="bravo"] td[data-node="eu-west-1"]'
+            await page.wait_for_selector(eu_bravo + "[data-status=circuit_open]", timeout=15 * MS)
+            assert "circuit open" in await page.inner_text(eu_bravo)
+            assert "fastest" not in (await page.get_attribute(eu_bravo, "class") or "")
+            us_bravo = f'{table} tr[data-provider="bravo"] td[data-node="us-east-1"]'
+            assert await page.get_attribute(us_bravo, "data-status") != "circuit_open"
         assert log.errors == []
         await page.close()
     finally:

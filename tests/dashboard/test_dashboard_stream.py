@@ -13,8 +13,6 @@ import orjson
 import pytest
 from yarl import URL
 
-from lasso.dashboard.routes import dashboard_of
-
 from support import UNIT, eventually, fleet_chain_yaml, profile_yaml
 
 pytestmark = pytest.mark.integration
@@ -76,10 +74,13 @@ async def test_page_and_assets_have_types_and_caching(node: Any) -> None:
     assert headers["Cache-Control"] == "no-cache"
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     refs = dict(re.findall(rb"/dashboard/static/([\w.]+)\?v=([0-9a-f]{12})", body))
-    assert set(refs) == {b"app.css", b"app.js", b"favicon.svg", b"cache.css", b"cache.js"}
+    assets = {b"app.css", b"app.js", b"favicon.svg", b"clients.css", b"clients.js"}
+    assert set(refs) == assets | {b"cache.css", b"cache.js"}
     types = {
         b"app.css": "text/css; charset=utf-8",
         b"app.js": "text/javascript; charset=utf-8",
+        b"clients.css": "text/css; charset=utf-8",
+        b"clients.js": "text/javascript; charset=utf-8",
         b"cache.css": "text/css; charset=utf-8",
         b"cache.js": "text/javascript; charset=utf-8",
         b"favicon.svg": "image/svg+xml",
@@ -189,12 +190,12 @@ async def test_bad_stream_requests_get_clear_errors(
     assert doc[key] in (["public", "team"], ["test"])
     async with aiohttp.ClientSession() as s, s.head(f"{node.base_url}/api/stream?{query}") as r:
         assert r.status == status
-    assert dashboard_of(node).hub.viewers == 0
+    assert node.dashboard.hub.viewers == 0
 
 
 async def test_viewer_limit_is_a_503(node: Any) -> None:
     """Past the viewer limit the stream is refused with 503 and Retry-After."""
-    dashboard_of(node).hub.max_viewers = 1
+    node.dashboard.hub.max_viewers = 1
     async with aiohttp.ClientSession() as s, s.get(node.base_url + "/api/stream") as first:
         await next_event(sse_events(first), "hello")
         status, body, headers = await get(node.base_url + "/api/stream")
@@ -204,7 +205,7 @@ async def test_viewer_limit_is_a_503(node: Any) -> None:
 
 async def test_one_snapshot_per_tick_is_shared_by_every_viewer(node: Any) -> None:
     """Ten viewers: each tick builds and encodes one snapshot, the same bytes for all."""
-    hub = dashboard_of(node).hub
+    hub = node.dashboard.hub
     viewers = [hub.open("public", None) for _ in range(10)]
     other = hub.open("team", None)
     try:
@@ -222,7 +223,7 @@ async def test_one_snapshot_per_tick_is_shared_by_every_viewer(node: Any) -> Non
 
 async def test_slow_viewer_keeps_only_the_newest_messages(node: Any) -> None:
     """A viewer that does not read keeps a bounded queue: the oldest messages go first."""
-    hub = dashboard_of(node).hub
+    hub = node.dashboard.hub
     hub.queue_len = 4
     viewer = hub.open(None, None)
     try:
@@ -238,7 +239,7 @@ async def test_slow_viewer_keeps_only_the_newest_messages(node: Any) -> None:
 
 async def test_events_are_batched_and_capped_per_flush(node: Any) -> None:
     """Each flush sends at most max_events per profile (the newest) and counts the rest."""
-    hub = dashboard_of(node).hub
+    hub = node.dashboard.hub
     hub.max_events = 5
     viewer = hub.open("public", None)
     try:
@@ -258,7 +259,7 @@ async def test_events_are_batched_and_capped_per_flush(node: Any) -> None:
 async def test_viewer_streams_release_their_viewer(node: Any) -> None:
     """Closing a stream, even one never iterated, frees its viewer; closing the viewer
     ends its stream."""
-    hub = dashboard_of(node).hub
+    hub = node.dashboard.hub
     unused = hub.open("public", None).stream()
     await unused.aclose()
     assert hub.viewers == 0
@@ -276,7 +277,7 @@ async def test_viewer_streams_release_their_viewer(node: Any) -> None:
 
 async def test_events_without_a_profile_reach_every_profile(node: Any) -> None:
     """A shared upstream's state event (no profile) is shown to viewers of every profile."""
-    hub = dashboard_of(node).hub
+    hub = node.dashboard.hub
     viewers = [hub.open("public", None), hub.open("team", None)]
     try:
         node.events.state({"type": "ws_upstream", "provider": "alpha", "connected": False})
@@ -294,7 +295,7 @@ async def test_events_without_a_profile_reach_every_profile(node: Any) -> None:
 
 async def test_no_viewer_no_cost(node: Any) -> None:
     """The hub listens to the event bus only while someone watches, and stops after."""
-    hub = dashboard_of(node).hub
+    hub = node.dashboard.hub
     assert hub._on_event not in node.events.listeners
     async with aiohttp.ClientSession() as s, s.get(node.base_url + "/api/stream") as resp:
         await next_event(sse_events(resp), "snapshot")

@@ -44,7 +44,7 @@ def test_status_is_the_routers_word(status: str) -> None:
     """A provider's status is the word its router snapshot carries, whatever its channels
     and lag look like: the dashboard computes no status of its own."""
     # Channels and lag that the old dashboard-only rules would have read differently.
-    p = prov(chan("open"), chan(connected=False, consecutive_failures=5), lag=-40, status=status)
+    p = prov(chan("open"), chan(connected=False, consecutive_failures=5), lag=40, status=status)
     assert provider_status(p) == status
 
 
@@ -63,7 +63,7 @@ def test_statuses_are_the_routers_most_severe_first() -> None:
 @given(
     status=st.one_of(st.none(), st.sampled_from(PROVIDER_STATUSES), st.text(max_size=12)),
     circuits=st.lists(st.sampled_from(["closed", "half_open", "open"]), max_size=2),
-    lag=st.one_of(st.none(), st.integers(-50, 5)),
+    lag=st.one_of(st.none(), st.integers(0, 50)),
 )
 def test_chain_view_keeps_every_status_and_counts_it(
     status: str | None, circuits: list[str], lag: int | None
@@ -125,8 +125,8 @@ def router_snapshot(calls: dict[str, int], lag: dict[str, int] | None = None) ->
                 "name": pid.upper(),
                 "priority": 10,
                 "archival": True,
-                "status": "lagging" if (lag or {}).get(pid, 0) < -3 else "healthy",
-                "height": 100 + (lag or {}).get(pid, 0),
+                "status": "lagging" if (lag or {}).get(pid, 0) > 3 else "healthy",
+                "height": 100 - (lag or {}).get(pid, 0),
                 "lag": (lag or {}).get(pid, 0),
                 "channels": {"http": chan()},
                 "methods": [
@@ -170,7 +170,7 @@ def test_chain_view_figures_share_and_rates() -> None:
     )
     assert before["providers"][0]["share"] is None
     after = views.chain_view(
-        router_snapshot({"a": 30, "b": 10}, lag={"b": -5}),
+        router_snapshot({"a": 30, "b": 10}, lag={"b": 5}),
         config=None,
         counters={"a": Counters(60, 58, 1200.0, 60), "b": Counters(20, 18, 400.0, 20)},
         tracker=tr,
@@ -274,4 +274,26 @@ def test_fastest_provider_per_region() -> None:
     assert entry["fastest"] == {"us": "alpha", "eu": "bravo", "ap": None, "sa": None}
     alpha, charlie, _ = entry["providers"]
     assert alpha["by_node"] == {"us": 5.0, "eu": 50.0, "ap": None}
+    assert alpha["status"] == {"us": UNKNOWN, "eu": UNKNOWN, "ap": UNKNOWN}
     assert charlie["by_node"] == {}
+
+
+def test_a_region_that_opened_a_circuit_has_no_fastest_there() -> None:
+    """The region's router status decides: an open HTTP circuit beside a WebSocket that
+    never connected (its breaker still closed) is not that region's fastest, though its
+    figures are the lowest; it is again once the region reports it healthy."""
+    doc = cluster_doc()
+    alpha = doc["providers"][0]
+    alpha["by_node"]["eu"] = {
+        "status": "circuit_open",
+        "p50_ms": 1.0,
+        "avg_latency_ms": 1.0,
+        "circuit": {"http": "open", "ws": "closed"},
+    }
+    [entry] = views.fastest_by_region([doc], ["us", "eu"])
+    assert entry["fastest"]["eu"] == "bravo"
+    assert entry["providers"][0]["by_node"]["eu"] is None
+    assert entry["providers"][0]["status"]["eu"] == "circuit_open"
+    alpha["by_node"]["eu"]["status"] = "healthy"
+    [entry] = views.fastest_by_region([doc], ["us", "eu"])
+    assert entry["fastest"]["eu"] == "alpha"

@@ -242,7 +242,9 @@ async def run_prober() -> AsyncIterator[Callable[..., HeightProber]]:
     tasks: list[asyncio.Task[None]] = []
 
     def start(app: Any) -> HeightProber:
-        prober = HeightProber(app, policy=FAST)
+        prober = HeightProber(
+            runtime=app.current_runtime, metrics=app.metrics, rng=app.rng, policy=FAST
+        )
         tasks.append(asyncio.get_running_loop().create_task(prober.run()))
         return prober
 
@@ -343,9 +345,9 @@ async def test_page_shows_the_apis_status_for_every_state(
 @pytest.fixture
 async def two_regions(sim_fleet: Any) -> AsyncIterator[dict[str, Any]]:
     """Two nodes (regions ``us`` and ``eu``) in one in-process cluster, without probes."""
-    from lasso.cluster.transport import ClusterNode, MemoryHub
+    from lasso.app import LassoApp, Settings
+    from lasso.cluster.transport import MemoryHub
     from lasso.profiles import parse_profile
-    from lasso.server.app import LassoApp, Settings
 
     fleet = await sim_fleet(["alpha", "bravo", "charlie"])
     hub = MemoryHub()
@@ -357,8 +359,7 @@ async def two_regions(sim_fleet: Any) -> AsyncIterator[dict[str, Any]]:
             settings = Settings(
                 node_id=region, probes=False, cluster_interval_s=0.1, instance_id=f"n{i}"
             )
-            app = LassoApp({profile.slug: profile}, settings)
-            app.cluster = ClusterNode(app, hub.exchange())
+            app = LassoApp({profile.slug: profile}, settings, cluster_exchange=hub.exchange())
             port = await app.start("127.0.0.1", 0)
             await app.start_background()
             app.base_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]

@@ -278,7 +278,7 @@ async def test_fifty_clients_share_one_upstream_subscription(
                 kinds.add("log" if "logIndex" in res else "head")
                 if "number" in res:
                     assert int(res["number"], 16) == head
-        text = app.metrics.render(app).decode()
+        text = app.metrics.render().decode()
         assert text.count("lasso_upstream_subscriptions{") == 2
     finally:
         for ws in socks:

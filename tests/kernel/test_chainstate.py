@@ -107,15 +107,16 @@ def test_block_time_rejects_out_of_bounds_intervals() -> None:
 
 
 def test_optimistic_lag_reference_formula() -> None:
-    """lag = height + min(elapsed // bt, 30000 // bt) - consensus."""
+    """lag = max(0, consensus - height - min(elapsed // bt, 30000 // bt)): blocks behind."""
     state = ChainState(12_000)
     state.observe_height("slow", 95, 0.0)
     state.observe_height("fast", 100, 30.0)
     # At t=30: slow has 30 s elapsed -> credit min(2, 2) = 2; consensus = 100.
-    assert state.optimistic_lag("slow", 30.0) == 95 + 2 - 100
-    assert state.raw_lag("slow", 30.0) == -5
+    assert state.optimistic_lag("slow", 30.0) == 100 - 95 - 2
+    assert state.raw_lag("slow", 30.0) == 5
     assert state.optimistic_lag("fast", 30.0) == 0
-    assert state.optimistic_lag("fast", 54.0) == 2  # 24 s later: credit 2 (cap is 2)
+    assert state.optimistic_lag("fast", 54.0) == 0  # ahead by its credit: not behind
+    assert state.raw_lag("fast", 54.0) == 0
     assert state.optimistic_lag("fast", 100.0) is None  # consensus gone stale
     assert state.optimistic_lag("nobody", 30.0) is None
     assert state.raw_lag("nobody", 30.0) is None
@@ -129,10 +130,10 @@ def test_credit_capped_at_thirty_seconds_of_blocks() -> None:
     state = ChainState(2_000)
     state.observe_height("a", 1000, 0.0)
     state.observe_height("b", 1000, 29.0)
-    assert state.optimistic_lag("a", 29.0) == 14
-    assert state.optimistic_lag("a", 29.9) == 14
+    assert state.optimistic_height("a", 29.0) == 1014
+    assert state.optimistic_height("a", 29.9) == 1014
     state.observe_height("b", 1020, 29.9)
-    assert state.optimistic_lag("a", 29.9) == 1000 + 14 - 1020
+    assert state.optimistic_lag("a", 29.9) == 1020 - 1000 - 14
     assert state.optimistic_height("a", 500.0) == 1015
 
 
@@ -142,19 +143,19 @@ def test_lagging_set_and_its_cache() -> None:
     state.observe_height("a", 100, 0.0)
     state.observe_height("b", 97, 0.0)
     state.observe_height("c", 99, 0.0)
-    assert state.lagging(0.0, 1) == {"b": -3}
+    assert state.lagging(0.0, 1) == {"b": 3}
     assert state.lagging(0.0, 3) == {}
-    assert state.lagging(11.9, 1) == {"b": -3}
-    assert state.lagging(12.0, 1) == {"b": -2}  # one block of credit
+    assert state.lagging(11.9, 1) == {"b": 3}
+    assert state.lagging(12.0, 1) == {"b": 2}  # one block of credit
     assert state.lagging(24.0, 1) == {}  # two blocks: within tolerance
     state.observe_height("a", 110, 25.0)
-    assert state.lagging(25.0, 1) == {"b": -11, "c": -9}
+    assert state.lagging(25.0, 1) == {"b": 11, "c": 9}
     assert not state.has_block("b", 105, 25.0)
     assert state.has_block("a", 105, 25.0)
     assert state.has_block("nobody", 105, 25.0)
     assert state.has_block("c", 101, 25.0)  # 99 + 2 blocks of credit
     # 50 s after their last report, the credit stays capped at 30 s worth (2 blocks).
-    assert state.lagging(50.0, 1) == {"b": -11, "c": -9}
+    assert state.lagging(50.0, 1) == {"b": 11, "c": 9}
 
 
 def test_lagging_without_consensus_is_empty() -> None:
@@ -163,7 +164,7 @@ def test_lagging_without_consensus_is_empty() -> None:
     assert state.lagging(0.0, 1) == {}
     state.observe_height("a", 100, 0.0)
     state.observe_height("b", 50, 0.0)
-    assert state.lagging(0.0, 1) == {"b": -50}
+    assert state.lagging(0.0, 1) == {"b": 50}
     assert state.lagging(31.0, 1) == {}
 
 
@@ -178,7 +179,7 @@ def test_snapshot_and_repr() -> None:
     assert snap["block_time_trusted"] is False
     assert snap["providers"] == {
         "a": {"height": 100, "age_s": 2.0, "lag": 0, "raw_lag": 0},
-        "b": {"height": 98, "age_s": 1.0, "lag": -2, "raw_lag": -2},
+        "b": {"height": 98, "age_s": 1.0, "lag": 2, "raw_lag": 2},
     }
     assert repr(state) == "<ChainState providers=2 max=100 block_time=12000ms>"
 

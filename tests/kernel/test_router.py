@@ -17,6 +17,7 @@ from lasso.kernel import router as router_module
 from lasso.kernel.breaker import BreakerConfig, BreakerState
 from lasso.kernel.classify import Category
 from lasso.kernel.clock import FakeClock
+from lasso.kernel.faults import Fault
 from lasso.kernel.router import (
     MAX_CANDIDATES,
     MAX_METHOD_ROWS,
@@ -441,6 +442,40 @@ def test_record_failure_routes_by_bucket() -> None:
     assert a.evidence.total_failures == 3
     assert a.evidence.comparable_attempts == 6
     assert row.hist_count == 5
+
+
+def test_record_failure_keeps_the_last_error_of_provider_faults_only() -> None:
+    """Provider failures and quota become the channel's last error (the adapter's fault,
+    else one named after the category); the caller's errors and capability gaps never
+    do, and a success marks the upstream reached."""
+    router = make([provider("a")])
+    a = router.channels[0]
+    router.record_failure(a, "eth_call", Category.EXECUTION_REVERT, 0.1, 1.0)
+    router.record_failure(a, "eth_call", Category.METHOD_NOT_FOUND, 0.1, 1.0)
+    assert a.health.last is None and a.health.link == "unknown"
+    router.record_failure(a, "eth_call", Category.SERVER_ERROR, 0.1, 2.0)
+    assert a.health.last == Fault(
+        cause="server_error", category="server_error", message="server error"
+    )
+    assert a.health.link == "up"  # an error answer: the upstream was reached
+    refused = Fault(cause="refused", category="network_error", message="refused")
+    router.record_failure(a, "eth_call", Category.NETWORK_ERROR, None, 3.0, fault=refused)
+    assert a.health.last is refused and a.health.link == "down"
+    router.record_failure(a, "eth_call", Category.RATE_LIMIT, 0.1, 4.0, 1.0)
+    assert a.health.last is not None and a.health.last.category == "rate_limit"
+    router.record_success(a, "eth_call", 0.01, 5.0)
+    assert a.health.link == "up"
+    router.observe_fault(a, refused, 6.0)
+    assert a.health.link == "down" and a.breaker.consecutive_failures == 0  # health only
+
+
+def test_health_is_shared_by_channels_on_one_breaker() -> None:
+    """Two profiles naming one upstream share its breaker and its last error."""
+    reg = BreakerRegistry(BreakerConfig(), random.Random(0))
+    one = make([provider("a")], registry=reg, profile="one")
+    two = make([provider("a")], registry=reg, profile="two")
+    assert one.channels[0].health is two.channels[0].health
+    assert reg.health("k", "http") is reg.health("k", "http")
 
 
 def test_record_failure_returns_trip_transition() -> None:

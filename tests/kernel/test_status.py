@@ -15,7 +15,13 @@ from lasso.kernel.chainstate import ChainState
 from lasso.kernel.channel import Channel
 from lasso.kernel.classify import Category
 from lasso.kernel.clock import FakeClock
-from lasso.kernel.status import PROVIDER_STATUSES, chain_snapshot, provider_status
+from lasso.kernel.faults import Fault
+from lasso.kernel.status import (
+    PROVIDER_STATUSES,
+    chain_snapshot,
+    connection_state,
+    provider_status,
+)
 
 from kernel_router_support import HEAD, heights, make, provider, providers_of
 
@@ -71,7 +77,7 @@ def test_snapshot_json_ready() -> None:
     assert pa["channels"]["ws"]["connected"] is False
     assert pa["methods"][0]["method"] == "eth_call"
     assert pa["methods"][0]["p50_ms"] == pytest.approx(20.0)
-    assert pb["lag"] == -4
+    assert pb["lag"] == 4  # blocks behind
     assert pb["archival"] is False
     assert pb["channels"]["http"]["tier"] == 3
     assert pb["channels"]["http"]["rate_limited_remaining_s"] == 5.0
@@ -99,12 +105,48 @@ def test_chain_snapshot_is_the_router_snapshot() -> None:
     assert direct == router.snapshot(2.0)
 
 
+def test_snapshot_carries_last_errors_and_an_honest_connection_state() -> None:
+    """Untried HTTP is not connected; a connect failure is down with its cause; the
+    provider's last error is its channels' most recent, with the transport."""
+    router = make([provider("a", ws_url="wss://a"), provider("b")])
+    a_http, a_ws, b = router.channels
+    snap = {p["id"]: p for p in router.snapshot(0.0)["providers"]}  # type: ignore[attr-defined]
+    assert snap["a"]["channels"]["http"]["connected"] is False
+    assert snap["a"]["channels"]["http"]["connection"] == "unknown"
+    assert snap["a"]["channels"]["ws"]["connection"] == "unknown"
+    assert snap["a"]["last_error"] is None
+    dns = Fault(cause="dns", category="network_error", message="cannot resolve a")
+    router.record_failure(a_http, "eth_call", Category.NETWORK_ERROR, 0.01, 1.0, fault=dns)
+    lost = Fault(cause="disconnected", category="network_error", message="lost")
+    a_ws.connected = True
+    router.observe_reached(a_ws, 1.5)
+    assert connection_state(a_ws) == "up"
+    a_ws.connected = False
+    router.observe_lost(a_ws, lost, 2.0)
+    router.record_success(b, "eth_call", 0.01, 2.0)
+    snap = {p["id"]: p for p in router.snapshot(3.0)["providers"]}  # type: ignore[attr-defined]
+    http = snap["a"]["channels"]["http"]
+    assert (http["connected"], http["connection"]) == (False, "down")
+    assert http["last_error"] == {
+        "category": "network_error",
+        "cause": "dns",
+        "message": "cannot resolve a",
+        "age_s": 2.0,
+    }
+    assert snap["a"]["channels"]["ws"]["connection"] == "down"
+    assert snap["a"]["last_error"]["transport"] == "ws"  # the most recent of the two
+    assert snap["a"]["last_error"]["cause"] == "disconnected"
+    assert snap["b"]["channels"]["http"]["connected"] is True
+    assert snap["b"]["last_error"] is None
+    json.dumps(router.snapshot(3.0))
+
+
 # -- public surface ----------------------------------------------------------------------
 
 
 def test_public_surface_and_standalone_import() -> None:
-    """__all__ lists the three views, all defined, and the module imports alone."""
-    names = ["PROVIDER_STATUSES", "chain_snapshot", "provider_status"]
+    """__all__ lists the views, all defined, and the module imports alone."""
+    names = ["PROVIDER_STATUSES", "chain_snapshot", "connection_state", "provider_status"]
     assert sorted(status_module.__all__) == names
     assert all(hasattr(status_module, name) for name in names)
     subprocess.run([sys.executable, "-c", "import lasso.kernel.status"], check=True)

@@ -11,9 +11,9 @@ import aiohttp
 import orjson
 import pytest
 
+from lasso.app import LassoApp, Settings
 from lasso.net.busypoll import MAX_BUSY_POLL_US, BusyPoller
 from lasso.profiles import parse_profile
-from lasso.server.app import LassoApp, Settings
 from lasso.sim.behavior import Behavior
 
 from support import eventually, fleet_chain_yaml, profile_yaml

@@ -8,9 +8,11 @@ and with generated input.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import subprocess
 import sys
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -38,6 +40,7 @@ from net_http_support import (
     open_pool,
     within,
 )
+from support import eventually
 
 
 def test_exported_members() -> None:
@@ -216,6 +219,80 @@ async def test_oversized_response_is_refused() -> None:
         with pytest.raises(UpstreamProtocolError, match="larger than"):
             await pool.request(b"{}", DEADLINE)
         assert pool.total == 0
+
+
+async def test_a_response_announced_too_large_fails_at_its_head() -> None:
+    """A Content-Length over max_response_size fails at once, before any body arrives."""
+
+    async def announce(conn: ServerConn, req: Request) -> None:
+        conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n{")
+
+    async with Server(announce) as srv, open_pool(srv.url, max_response_size=5_000) as pool:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(UpstreamProtocolError, match="larger than 5000"):
+            await pool.request(b"{}", DEADLINE)
+        assert loop.time() - t0 < DEADLINE / 2
+        await within(srv.conns[0].lost.wait())
+        assert pool.total == 0
+
+
+BODY_PIECE = b"b" * 65536
+
+
+async def _send_pieces(conn: ServerConn, pieces: int, chunked: bool) -> None:
+    for _ in range(pieces):
+        if conn.lost.is_set():
+            return
+        conn.write(b"10000\r\n" + BODY_PIECE + b"\r\n" if chunked else BODY_PIECE)
+        await asyncio.sleep(0)
+
+
+async def _drops_its_bytes(fault: str) -> None:
+    seen: list[_Connection] = []
+
+    async def partial(conn: ServerConn, req: Request) -> None:
+        seen.extend(pool._conns)
+        if fault == "oversize":  # no Content-Length: refused when the bytes pass the bound
+            conn.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            await _send_pieces(conn, 64, chunked=True)
+            return
+        conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 8000000\r\n\r\n")
+        await _send_pieces(conn, 48, chunked=False)
+        if fault == "cut-off":
+            conn.transport.close()
+
+    bound = 2_000_000 if fault == "oversize" else 16_000_000
+    async with Server(partial) as srv, open_pool(srv.url, max_response_size=bound) as pool:
+        before = tracemalloc.get_traced_memory()[0]
+        call = pool.request(b"{}", 0.5 if fault == "timeout" else DEADLINE)
+        if fault == "cancelled":
+            task = asyncio.ensure_future(call)
+            await within(srv.next_request())
+            await eventually(lambda: sum(len(c._chunks) for c in seen) > 4)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            with pytest.raises(UpstreamError):
+                await call
+        (conn,) = seen
+        assert conn.closed and conn._chunks == [] and conn._headers == {}
+        await within(srv.conns[0].lost.wait())
+        assert tracemalloc.get_traced_memory()[0] - before < 1_000_000, fault
+
+
+async def test_a_failed_response_drops_its_bytes_at_once() -> None:
+    """Oversize, cut off, timed out or abandoned: the bytes received so far are released
+    when the request fails, not when the garbage collector finds the connection."""
+    gc.disable()
+    tracemalloc.start()
+    try:
+        for fault in ("oversize", "cut-off", "timeout", "cancelled"):
+            await _drops_its_bytes(fault)
+    finally:
+        tracemalloc.stop()
+        gc.enable()
 
 
 # -- broken answers: resets and garbage -------------------------------------------------
@@ -428,3 +505,50 @@ def test_protocol_survives_arbitrary_bytes(data: bytes, cuts: list[int]) -> None
         assert h.pool.total == 0 or h.pool.idle == 1
     finally:
         h.close()
+
+
+def test_a_large_answer_is_read_one_piece_per_loop_turn() -> None:
+    """On uvloop, past its first MiB an answer is read one piece per loop turn, never in
+    libuv's bursts of up to 32 reads: other callbacks run between the pieces."""
+    import socket
+    import threading
+
+    import uvloop
+
+    size = 48 * 1024 * 1024
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def provider() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            conn.sendall(b"z" * size)
+            conn.recv(1)
+
+    thread = threading.Thread(target=provider, daemon=True)
+    thread.start()
+
+    async def scenario() -> int:
+        worst = 0
+        async with open_pool(f"http://127.0.0.1:{port}/") as pool:
+            call = asyncio.ensure_future(pool.request(b"{}", 30))
+            last = 0
+            while not call.done():
+                await asyncio.sleep(0)  # one loop turn
+                conns = list(pool._conns)
+                if conns:
+                    got = conns[0]._received
+                    worst = max(worst, got - last)
+                    last = got
+            assert len((await call).body) == size
+        return worst
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            worst = runner.run(scenario())
+    finally:
+        listener.close()
+        thread.join(5)
+    assert worst <= 2 * 1024 * 1024, worst  # the first MiB, then 256 KiB reads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 
@@ -51,23 +52,54 @@ def test_repr_shows_dispatched() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raised", "fragment"),
+    ("raised", "fragment", "cause"),
     [
-        (socket.gaierror(-2, "Name or service not known"), "cannot resolve"),
-        (ssl.SSLCertVerificationError("bad cert"), "TLS handshake"),
-        (TimeoutError(), "timed out"),
-        (ConnectionRefusedError(111, "refused"), "cannot connect"),
+        (socket.gaierror(-2, "Name or service not known"), "cannot resolve", "dns"),
+        (ssl.SSLCertVerificationError("bad cert"), "TLS handshake", "tls"),
+        (TimeoutError(), "timed out", "connect_timeout"),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "cannot connect", "refused"),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "cannot connect", "unreachable"),
+        (OSError(errno.ENETUNREACH, "Network is unreachable"), "cannot connect", "unreachable"),
+        (OSError(errno.EMFILE, "Too many open files"), "cannot connect", "connect"),
+        # asyncio joins the errors of several addresses into one OSError without errno.
+        (
+            OSError(
+                "Multiple exceptions: [Errno 111] Connect call failed ('127.0.0.1', 1), "
+                "[Errno 99] Cannot assign requested address"
+            ),
+            "cannot connect",
+            "refused",
+        ),
+        (
+            OSError("Multiple exceptions: [Errno 113] No route, [Errno 101] Unreachable"),
+            "cannot connect",
+            "unreachable",
+        ),
+        (OSError("Multiple exceptions: something else"), "cannot connect", "connect"),
     ],
 )
 def test_map_connect_errors_picks_the_most_specific_message(
-    raised: Exception, fragment: str
+    raised: Exception, fragment: str, cause: str
 ) -> None:
-    """OS, DNS, TLS and timeout errors become UpstreamConnectError with their cause kept."""
+    """OS, DNS, TLS and timeout errors become UpstreamConnectError with the original kept
+    as ``__cause__`` and the operator's word for it as ``cause``."""
     with pytest.raises(UpstreamConnectError, match=fragment) as info:
         with map_connect_errors("http://h:1"):
             raise raised
     assert info.value.__cause__ is raised
     assert info.value.dispatched is False
+    assert info.value.cause == cause
+
+
+def test_causes_default_per_class() -> None:
+    """Each error class names its cause; an instance may say more precisely."""
+    assert UpstreamTimeout().cause == "timeout"
+    assert UpstreamTimeout(cause="connect_timeout").cause == "connect_timeout"
+    assert UpstreamDisconnected().cause == "disconnected"
+    assert UpstreamProtocolError().cause == "protocol"
+    assert UpstreamConnectError().cause == "connect"
+    assert PoolTimeout().cause == "pool_exhausted"
+    assert PoolClosed().cause == "closed"
 
 
 def test_map_connect_errors_lets_others_through() -> None:

@@ -27,7 +27,7 @@ import lasso.net.ws
 import lasso.net.ws_frames
 from lasso.net.ws import WsClientLink
 
-from net_ws_support import FakeTransport, chunked, echo_servers, handshake, port_of, read_head
+from net_ws_support import Echo, FakeTransport, chunked, echo_servers, handshake, port_of, read_head
 from support import eventually
 
 pytestmark = pytest.mark.integration
@@ -189,6 +189,45 @@ async def test_slow_reader_is_paused_then_dropped(echo_server: Any) -> None:
     assert (code, reason) == (1008, "client too slow")
 
 
+async def test_handler_back_pressure_holds_read_frames_and_the_keepalive(
+    echo_server: Any,
+) -> None:
+    """pause_reading() holds frames already read (in order) and stops reading; missed
+    pongs do not count meanwhile; resume_reading() delivers them and reads on."""
+    app, url = await echo_server(ping_interval=0.02, pong_timeout=0.01)
+    client = ClientProtocol(parse_uri(url), state=State.OPEN)
+    for text in (b"pause-me", b"a", b"b"):
+        client.send_text(text)
+    frames = b"".join(client.data_to_send())
+    sock = handshake(port_of(url), "Sec-WebSocket-Version: 13\r\n")
+    try:
+        assert (await read_head(sock)).startswith(b"HTTP/1.1 101")
+        sock.sendall(frames)  # one write: the three frames arrive together
+        handler = app.handlers[0]
+        conn = handler.conn
+        await eventually(lambda: handler.messages == [b"pause-me"], message="pause-me")
+        assert conn.reading_paused and not conn.transport.is_reading()
+        await eventually(lambda: conn.pings_sent >= 5, message="pings while paused")
+        assert conn.open and "missed=0" in repr(conn)  # unread pongs are not misses
+        assert handler.messages == [b"pause-me"]
+        conn.resume_reading()
+        await eventually(lambda: handler.messages == [b"pause-me", b"a", b"b"], message="held")
+        assert not conn.reading_paused and conn.transport.is_reading()
+    finally:
+        sock.close()
+
+
+async def test_closing_lifts_the_pause(echo_server: Any) -> None:
+    """A paused connection still completes the closing handshake."""
+    app, url = await echo_server()
+    async with websockets.connect(url) as ws:
+        await ws.send("pause-me")
+        await eventually(lambda: app.handlers and app.handlers[0].conn.reading_paused)
+        app.handlers[0].conn.close(1001, "going away")
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    assert await asyncio.wait_for(app.handlers[0].closed, 5) == (1001, "going away")
+
+
 async def test_bytes_sent_with_the_handshake_are_processed(echo_server: Any) -> None:
     """A frame pipelined right behind the upgrade request is not lost."""
     _, url = await echo_server()
@@ -265,3 +304,162 @@ async def test_client_link_reports_a_refused_handshake() -> None:
     link.data_received(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
     with pytest.raises(UpstreamConnectError, match="404"):
         await link.ready
+
+
+# -- abuse: control-frame floods, monopolized reads, huge frames, the connection cap ------
+
+
+def masked_frames(*frames: tuple[int, bytes]) -> bytes:
+    """Client frames (opcode byte with FIN, payload), masked with a fixed key."""
+    out = bytearray()
+    key = b"\x11\x22\x33\x44"
+    for b0, payload in frames:
+        n = len(payload)
+        if n < 126:
+            out += bytes((b0, 0x80 | n))
+        elif n < 65536:
+            out += bytes((b0, 0x80 | 126)) + n.to_bytes(2, "big")
+        else:
+            out += bytes((b0, 0x80 | 127)) + n.to_bytes(8, "big")
+        out += key + lasso.net.ws_frames.apply_mask(payload, key)
+    return bytes(out)
+
+
+async def test_a_ping_flood_is_closed_1008_without_stalling_others(echo_server: Any) -> None:
+    """200,000 pings in a burst: the flooder is closed with 1008 after its budget, and
+    another client's round trips stay fast meanwhile."""
+    app, url = await echo_server(close_timeout=0.2)
+    flood = handshake(port_of(url), "Sec-WebSocket-Version: 13\r\n")
+    assert (await read_head(flood)).startswith(b"HTTP/1.1 101")
+    victim = await websockets.connect(url)
+    pings = masked_frames((0x89, b"p")) * 200_000
+    loop = asyncio.get_running_loop()
+    sender = loop.create_task(loop.sock_sendall(flood, pings))
+    worst = 0.0
+    for i in range(30):
+        t0 = loop.time()
+        await victim.send(f"m{i}")
+        assert await asyncio.wait_for(victim.recv(), 5) == f"m{i}"
+        worst = max(worst, loop.time() - t0)
+    code, reason = await asyncio.wait_for(app.handlers[0].closed, 5)
+    assert (code, reason) == (1008, "too many control frames")
+    assert worst < 0.1
+    sender.cancel()
+    await asyncio.gather(sender, return_exceptions=True)
+    flood.close()
+    await victim.close()
+
+
+async def test_pings_within_the_rate_are_each_answered() -> None:
+    """A burst up to the budget gets one pong per ping, in order."""
+    transport = FakeTransport()
+    conn = lasso.net.ws.WsServerConnection(
+        transport,  # type: ignore[arg-type]
+        asyncio.get_running_loop(),
+        ping_interval=0,
+        control_frames_per_s=10,
+    )
+    conn.start(Echo(conn))
+    conn.data_received(masked_frames(*[(0x89, b"%d" % i) for i in range(10)]))
+    client = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN)
+    client.receive_data(bytes(transport.out))
+    frames = [(f.opcode, bytes(f.data)) for f in client.events_received()]  # type: ignore[union-attr]
+    assert frames == [(Opcode.PONG, b"%d" % i) for i in range(10)]
+    assert conn.open
+    conn.data_received(masked_frames((0x89, b"one too many")))
+    assert not conn.open and not transport.reading
+
+
+async def test_one_read_of_many_frames_yields_to_the_loop() -> None:
+    """At most frames_per_read messages per loop turn; the rest follow, reading paused
+    meanwhile, and nothing is lost or reordered."""
+    transport = FakeTransport()
+    conn = lasso.net.ws.WsServerConnection(
+        transport,  # type: ignore[arg-type]
+        asyncio.get_running_loop(),
+        ping_interval=0,
+        frames_per_read=4,
+    )
+    handler = Echo(conn)
+    conn.start(handler)
+    conn.data_received(masked_frames(*[(0x81, b"m%d" % i) for i in range(10)]))
+    assert handler.messages == [b"m0", b"m1", b"m2", b"m3"]
+    assert not transport.reading
+    await eventually(lambda: len(handler.messages) == 10)
+    assert handler.messages == [b"m%d" % i for i in range(10)]
+    assert transport.reading
+
+
+async def test_the_application_can_hold_messages_back() -> None:
+    """pause_reading from the handler stops delivery at once; resume_reading delivers the
+    rest in order and reads again."""
+    transport = FakeTransport()
+    conn = lasso.net.ws.WsServerConnection(
+        transport,  # type: ignore[arg-type]
+        asyncio.get_running_loop(),
+        ping_interval=0,
+    )
+
+    class Holding(Echo):
+        def on_message(self, data: bytes) -> None:
+            super().on_message(data)
+            if len(self.messages) == 2:
+                conn.pause_reading()
+
+    handler = Holding(conn)
+    conn.start(handler)
+    conn.data_received(masked_frames(*[(0x81, b"m%d" % i) for i in range(6)]))
+    assert handler.messages == [b"m0", b"m1"] and not transport.reading
+    conn.resume_reading()
+    await eventually(lambda: len(handler.messages) == 6)
+    assert handler.messages == [b"m%d" % i for i in range(6)] and transport.reading
+
+
+async def test_a_large_frame_in_small_pieces_is_assembled_in_linear_time() -> None:
+    """A 6 MB message arriving 2 KiB at a time is joined once, not re-copied per piece."""
+    transport = FakeTransport()
+    conn = lasso.net.ws.WsServerConnection(
+        transport,  # type: ignore[arg-type]
+        asyncio.get_running_loop(),
+        ping_interval=0,
+    )
+    handler = Echo(conn)
+    conn.start(handler)
+    payload = b"q" * 6_000_000
+    wire = masked_frames((0x82, payload))
+    t0 = asyncio.get_running_loop().time()
+    for i in range(0, len(wire), 2048):
+        conn.data_received(wire[i : i + 2048])
+    assert handler.messages == [payload]
+    assert asyncio.get_running_loop().time() - t0 < 1.0
+    assert conn._buf == b"" and conn._more == []
+
+
+async def test_an_upgraded_connection_keeps_its_place_under_the_cap(echo_server: Any) -> None:
+    """A WebSocket counts against the connection cap until it closes."""
+    app, url = await echo_server()
+    ws = await websockets.connect(url)
+    await ws.send("x")
+    await ws.recv()
+    server = app.server
+    assert server.acceptor.open == 1 and not server.connections
+    await ws.close()
+    await eventually(lambda: server.acceptor.open == 0)
+
+
+async def test_a_client_link_closes_an_upstream_that_floods_pings() -> None:
+    """An upstream sending pings beyond the rate is dropped (1008), not answered for ever."""
+    from websockets.server import ServerProtocol
+
+    link = WsClientLink(
+        lambda data: None, ClientProtocol(parse_uri("ws://x/ws")), {}, asyncio.get_running_loop()
+    )
+    wire = FakeTransport()
+    link.connection_made(wire)  # type: ignore[arg-type]
+    server = ServerProtocol()
+    server.receive_data(bytes(wire.out))
+    server.send_response(server.accept(server.events_received()[0]))  # type: ignore[arg-type]
+    for _ in range(500):
+        server.send_ping(b"z")
+    link.data_received(b"".join(server.data_to_send()))
+    assert wire.closed and not wire.reading

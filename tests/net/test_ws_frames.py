@@ -32,6 +32,7 @@ from lasso.net.ws_frames import (
     WIRE_LOG,
     _FrameStream,
     accept_handshake,
+    apply_mask,
     frame_header,
     frame_span,
     text_frame,
@@ -247,8 +248,10 @@ class Recorder(_FrameStream):
         # What both connections do once open.
         if self._slow:
             self._feed(data)
-        else:
-            self._receive(self._buf + data if self._buf else data, 0)
+            return
+        buf = self._take(data)
+        if buf is not None:
+            self._receive(buf, 0)
 
     def _deliver(self, payload: bytes) -> None:
         self.messages.append(bytes(payload))
@@ -258,15 +261,23 @@ class Recorder(_FrameStream):
 
 
 class FromClient(Recorder):
-    """A server's frame layer: incoming frames must be masked."""
+    """A server's frame layer: incoming frames must be masked; pongs go out plain."""
 
     _masked = 0x80
 
+    def _send_pong(self, payload: bytes) -> None:
+        self.transport.write(bytes((0x8A, len(payload))) + payload)  # type: ignore[union-attr]
+
 
 class FromServer(Recorder):
-    """A client's frame layer: incoming frames must not be masked."""
+    """A client's frame layer: incoming frames must not be masked; pongs go out masked."""
 
     _masked = 0
+
+    def _send_pong(self, payload: bytes) -> None:
+        mask = b"\x01\x02\x03\x04"
+        out = bytes((0x8A, 0x80 | len(payload))) + mask + apply_mask(payload, mask)
+        self.transport.write(out)  # type: ignore[union-attr]
 
 
 PAYLOADS = st.one_of(

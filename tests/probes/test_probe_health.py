@@ -24,6 +24,7 @@ from lasso.probes.health import (
     judge_error,
     judge_probe,
     parse_quantity,
+    probe_result_fault,
     recovery_gap,
 )
 
@@ -448,3 +449,27 @@ def test_answer_from_a_past_open_period_counts_for_nothing() -> None:
     assert b.probe_streak == 0
     tr = apply_recovery_probe(ok, b, 50.0, opened_at=1.0)  # deadline passed meanwhile
     assert tr is not None and tr.event == "proactive_recovery"
+
+
+def test_probe_result_faults() -> None:
+    """Probe verdicts as the channel's last error: good is no fault; 401, wrong chain, 5xx,
+    429 and junk each say so."""
+    assert probe_result_fault(judge_probe(200, b'{"result":"0x10"}'), 200) is None
+    f = probe_result_fault(judge_probe(401, b""), 401)
+    assert f is not None and (f.cause, f.category, f.status) == ("http_status", "auth_error", 401)
+    wrong = judge_probe(200, b'{"result":"0x2105"}', expect_chain_id=1)
+    f = probe_result_fault(wrong, 200)
+    assert f is not None and (f.cause, f.category) == ("wrong_chain", "chain_error")
+    assert "wrong chain id 8453" in f.message
+    f = probe_result_fault(judge_probe(502, b"bad gateway"), 502)
+    assert f is not None and (f.cause, f.category, f.status) == ("http_status", "server_error", 502)
+    f = probe_result_fault(judge_probe(429, b""), 429)
+    assert f is not None and (f.category, f.status) == ("rate_limit", 429)
+    f = probe_result_fault(judge_probe(200, b"<html>"), 200)
+    assert f is not None and f.cause == "protocol"
+    in_500 = judge_probe(500, b'{"error":{"code":-32603,"message":"internal error"}}')
+    f = probe_result_fault(in_500, 500)
+    assert f is not None and f.message == "HTTP 500: -32603: internal error"
+    err = judge_probe(200, b'{"error":{"code":-32603,"message":"db down"}}')
+    f = probe_result_fault(err, 200)
+    assert f is not None and (f.cause, f.message) == ("rpc_error", "-32603: db down")

@@ -20,7 +20,7 @@ from lasso.probes.health import ProbePolicy
 from lasso.probes.heights import HeightProber
 from lasso.sim.behavior import Behavior
 
-from support import eventually, profile_yaml, routed_chain_yaml
+from support import eventually, profile_yaml, routed_chain_yaml, status_server
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,9 @@ async def run_prober() -> AsyncIterator[Callable[..., HeightProber]]:
     tasks: list[asyncio.Task[None]] = []
 
     def start(app: Any, policy: ProbePolicy = FAST) -> HeightProber:
-        prober = HeightProber(app, policy=policy)
+        prober = HeightProber(
+            runtime=app.current_runtime, metrics=app.metrics, rng=app.rng, policy=policy
+        )
         tasks.append(asyncio.get_running_loop().create_task(prober.run()))
         return prober
 
@@ -53,31 +55,6 @@ async def run_prober() -> AsyncIterator[Callable[..., HeightProber]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-@contextlib.asynccontextmanager
-async def status_server(
-    status: int, body: bytes = b"", headers: dict[str, str] | None = None
-) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A real HTTP endpoint answering every request with one fixed response."""
-    hits: list[bytes] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        hits.append(await request.read())
-        return web.Response(
-            status=status, body=body, headers=headers, content_type="application/json"
-        )
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site.port}", hits
-    finally:
-        await runner.cleanup()
 
 
 def chain_with(extra_providers: dict[str, str], fleet: Any, extra: str = "") -> str:
@@ -274,7 +251,7 @@ async def test_lag_crossing_publishes_lagging_and_caught_up(
     await eventually(lambda: events(app, "provider.lagging"))
     (event,) = events(app, "provider.lagging")
     assert event["provider"] == "slow" and event["threshold"] == 3
-    assert -52 <= event["lag"] <= -48
+    assert 48 <= event["lag"] <= 52  # blocks behind
     assert set(prober.lagging("public", "ethereum")) == {"slow"}
     record = next(r for r in caplog.records if getattr(r, "event", "") == "provider.lagging")
     assert record.levelno == logging.WARNING

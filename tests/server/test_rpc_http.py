@@ -71,6 +71,26 @@ async def test_provider_override_pins_the_provider(node: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "headers", "provider"),
+    [
+        ("/rpc/ethereum?provider=bravo", {}, "bravo"),
+        ("/rpc/ethereum?provider_id=alpha", {"X-Lasso-Provider": "bravo"}, "alpha"),
+        ("/rpc/ethereum?provider_override=bravo&provider_id=alpha", {}, "bravo"),
+        ("/rpc/ethereum", {"X-Lasso-Provider": "bravo"}, "bravo"),
+        ("/rpc/provider/alpha/ethereum?provider=bravo", {"X-Lasso-Provider": "bravo"}, "alpha"),
+    ],
+)
+async def test_provider_override_from_query_and_header(
+    node: Any, path: str, headers: dict[str, str], provider: str
+) -> None:
+    """Query parameters and X-Lasso-Provider pin the provider; the path wins over both."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "web3_clientVersion"}
+    for _ in range(3):
+        status, doc, _ = await post(node.base_url + path, body, headers=headers)
+        assert status == 200 and doc["result"].endswith("/" + provider)
+
+
+@pytest.mark.parametrize(
     ("raw", "status", "code"),
     [
         (b"{not json", 400, -32700),
@@ -79,7 +99,7 @@ async def test_provider_override_pins_the_provider(node: Any) -> None:
         (b'{"jsonrpc":"2.0","id":1}', 400, -32600),
         (b'{"jsonrpc":"1.0","id":1,"method":"eth_blockNumber"}', 400, -32600),
         (b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":5}', 400, -32602),
-        (orjson.dumps([BN] * 51), 400, -32600),
+        (orjson.dumps([BN] * 1001), 400, -32600),
     ],
     ids=[
         "malformed",
@@ -88,7 +108,7 @@ async def test_provider_override_pins_the_provider(node: Any) -> None:
         "no-method",
         "bad-version",
         "scalar-params",
-        "batch-51",
+        "batch-1001",
     ],
 )
 async def test_invalid_requests_get_the_contract_errors(

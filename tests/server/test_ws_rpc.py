@@ -16,10 +16,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from lasso.sim.behavior import Behavior
 
+from server_rpc_support import ScriptedUpstream, chain_yaml
 from support import eventually, fleet_chain_yaml, profile_yaml
 
 pytestmark = pytest.mark.integration
 
+BALANCE = {"jsonrpc": "2.0", "method": "eth_getBalance", "params": ["0x" + "00" * 20, "latest"]}
 BN = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
 
 
@@ -85,6 +87,14 @@ async def http_post(url: str, body: Any) -> Any:
         return orjson.loads(await r.read())
 
 
+async def http_post_with(url: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, data=orjson.dumps(body), headers=headers) as r,
+    ):
+        return r.status, orjson.loads(await r.read())
+
+
 async def call(ws: Any, body: Any) -> Any:
     await ws.send(body if isinstance(body, str | bytes) else orjson.dumps(body).decode())
     return orjson.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -101,6 +111,9 @@ async def call(ws: Any, body: Any) -> Any:
         ("/ws/rpc/provider/bravo/ethereum", "bravo"),
         ("/ws/rpc/ethereum/alpha", "alpha"),
         ("/ws/rpc/ethereum?provider_id=bravo", "bravo"),
+        ("/ws/rpc/ethereum?provider=bravo", "bravo"),
+        ("/ws/rpc/ethereum?provider_override=alpha&provider_id=bravo", "alpha"),
+        ("/ws/rpc/ethereum/alpha?provider=bravo", "alpha"),
         ("/ws/rpc/profile/public/ethereum", None),
         ("/ws/rpc/profile/team/fastest/other", None),
         ("/ws/rpc/profile/team/provider/alpha/other", "alpha"),
@@ -118,9 +131,49 @@ async def test_every_path_serves_unary_calls(node: Any, path: str, provider: str
 
 
 @pytest.mark.parametrize(
+    ("query", "provider"),
+    [("", "bravo"), ("?provider=alpha", "alpha")],
+)
+async def test_provider_header_pins_the_socket_like_http(
+    node: Any, query: str, provider: str
+) -> None:
+    """X-Lasso-Provider pins a socket's calls as it pins an HTTP request; the query wins."""
+    async with websockets.connect(
+        node.ws_url + "/ws/rpc/ethereum" + query, additional_headers={"X-Lasso-Provider": "bravo"}
+    ) as ws:
+        for i in range(3):
+            doc = await call(ws, {"jsonrpc": "2.0", "id": i, "method": "web3_clientVersion"})
+            assert doc["result"].endswith("/" + provider)
+    status, doc = await http_post_with(
+        node.base_url + "/rpc/ethereum" + query,
+        {"jsonrpc": "2.0", "id": 1, "method": "web3_clientVersion"},
+        {"X-Lasso-Provider": "bravo"},
+    )
+    assert status == 200 and doc["result"].endswith("/" + provider)
+
+
+async def test_unknown_provider_header_rejects_the_upgrade(node: Any) -> None:
+    """An X-Lasso-Provider the chain lacks: 400 / -32602, the same answer as over HTTP."""
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(
+            node.ws_url + "/ws/rpc/ethereum", additional_headers={"X-Lasso-Provider": "zulu"}
+        ):
+            pass  # pragma: no cover
+    ws_doc = orjson.loads(info.value.response.body)
+    status, http_doc = await http_post_with(
+        node.base_url + "/rpc/ethereum", BN, {"X-Lasso-Provider": "zulu"}
+    )
+    assert info.value.response.status_code == status == 400
+    assert ws_doc["error"] == http_doc["error"]
+    assert ws_doc["error"]["code"] == -32602
+    assert (ws_doc["id"], http_doc["id"]) == (None, 1)  # an upgrade carries no request id
+
+
+@pytest.mark.parametrize(
     ("path", "status", "code"),
     [
         ("/ws/rpc/nochain", 400, -32602),
+        ("/ws/rpc/ethereum?provider=zulu", 400, -32602),
         ("/ws/rpc/profile/nobody/ethereum", 404, -32000),
         ("/ws/rpc/provider/zulu/ethereum", 400, -32602),
         ("/ws/rpc/a/b/c/d", 404, -32601),
@@ -211,44 +264,65 @@ async def test_bad_frames_get_json_rpc_errors(node: Any, frame: str, code: int) 
         assert "result" in await call(ws, BN)
 
 
+async def test_batch_items_with_a_non_string_method_are_invalid_not_fatal(node: Any) -> None:
+    """A batch item whose method is a list or an object gets -32600; the socket stays."""
+    async with websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws:
+        doc = await call(
+            ws,
+            '[{"jsonrpc":"2.0","id":1,"method":["eth_subscribe"]},'
+            '{"jsonrpc":"2.0","id":2,"method":{"a":1}}]',
+        )
+        assert [(d["id"], d["error"]["code"]) for d in doc] == [(1, -32600), (2, -32600)]
+        assert "result" in await call(ws, BN)
+
+
 async def test_batches_and_notifications(node: Any) -> None:
     """A batch is answered in one array frame, in order; notifications get no answer."""
     batch = [{**BN, "id": i} for i in range(5)] + [{"jsonrpc": "2.0", "method": "eth_chainId"}]
     async with websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws:
         doc = await call(ws, batch)
         assert [item["id"] for item in doc] == list(range(5))
-        too_big = [{**BN, "id": i} for i in range(51)]
+        too_big = [{**BN, "id": i} for i in range(1001)]
         assert (await call(ws, too_big))["error"]["code"] == -32600
         await ws.send(orjson.dumps({"jsonrpc": "2.0", "method": "eth_blockNumber"}).decode())
         assert (await call(ws, {**BN, "id": "after"}))["id"] == "after"
 
 
-async def test_request_capacity_is_bounded_per_connection(sim_fleet: Any, lasso_node: Any) -> None:
-    """The 33rd concurrent request on one socket gets -32008 at once; others are unaffected."""
-    fleet = await sim_fleet({"stuck": Behavior(hang=True)})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
-    url = app.base_url.replace("http://", "ws://") + "/ws/rpc/ethereum"
-    async with websockets.connect(url) as ws, websockets.connect(url) as other:
-        for i in range(32):
-            await ws.send(orjson.dumps({**BN, "id": i}).decode())
-        doc = await call(ws, {**BN, "id": "over"})
-        assert doc == {
-            "jsonrpc": "2.0",
-            "error": {"code": -32008, "message": "Local request capacity unavailable"},
-            "id": "over",
-        }
-        assert (await call(ws, {"jsonrpc": "2.0", "id": "local", "method": "eth_chainId"}))[
-            "result"
-        ] == "0x1"
-        client = next(c for c in app.ws.clients if c.inflight)
-        assert client.inflight == 32
-        await other.send(orjson.dumps(BN).decode())
-        await eventually(lambda: sum(c.inflight for c in app.ws.clients) == 33)
+async def test_requests_beyond_the_inflight_bound_wait_instead_of_failing(
+    lasso_node: Any,
+) -> None:
+    """100 requests at once on one socket: 32 run, the socket stops being read (no -32008),
+    the rest follow in order as answers go out; other sockets are unaffected."""
+    up = await ScriptedUpstream().start()
+    up.held.add("eth_getBalance")
+    try:
+        app = await lasso_node(profile_yaml(chain_yaml(up)))
+        url = app.base_url.replace("http://", "ws://") + "/ws/rpc/ethereum"
+        async with websockets.connect(url) as ws, websockets.connect(url) as other:
+            for i in range(100):
+                await ws.send(orjson.dumps({**BALANCE, "id": i}).decode())
+            await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": "local", "method": "eth_chainId"}))
+            await eventually(lambda: up.inflight == 32, message="32 in flight")
+            client = next(c for c in app.ws.clients if c.inflight)
+            assert client.inflight == 32 and client.conn.reading_paused
+            assert up.calls["eth_getBalance"] == 32
+            assert (await call(other, {"jsonrpc": "2.0", "id": 7, "method": "eth_chainId"}))[
+                "result"
+            ] == "0x1"
+            up.release()
+            answers = [orjson.loads(await ws.recv()) for _ in range(101)]
+        assert sorted(a["id"] for a in answers if a["id"] != "local") == list(range(100))
+        assert all(a["result"] for a in answers)
+        # Read in order behind the 100: only once at most 31 of them were in flight.
+        assert [a["id"] for a in answers].index("local") >= 100 - 32
+        assert up.peak == 32
+    finally:
+        await up.stop()
 
 
 async def test_subscription_capacity_and_unsubscribe(node: Any) -> None:
     """128 subscriptions per socket, then -32008; unsubscribe frees a slot; ids are per socket."""
-    subs = node.subscriptions = FakeSubscriptions()
+    subs = node.ws.subscriptions = FakeSubscriptions()
     async with (
         websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws,
         websockets.connect(node.ws_url + "/ws/rpc/ethereum") as other,
@@ -280,7 +354,7 @@ async def test_subscription_capacity_and_unsubscribe(node: Any) -> None:
 
 async def test_notification_racing_the_answer_follows_it(node: Any) -> None:
     """An event sent while eth_subscribe is still answering arrives after the answer."""
-    node.subscriptions = FakeSubscriptions(client_notifies=True)
+    node.ws.subscriptions = FakeSubscriptions(client_notifies=True)
     async with websockets.connect(node.ws_url + "/ws/rpc/ethereum") as ws:
         doc = await call(
             ws, {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
@@ -295,7 +369,7 @@ async def test_notification_racing_the_answer_follows_it(node: Any) -> None:
 
 async def test_vanishing_client_is_cleaned_up(node: Any) -> None:
     """An aborted TCP connection frees its slot, its gauge and its subscriptions."""
-    subs = node.subscriptions = FakeSubscriptions()
+    subs = node.ws.subscriptions = FakeSubscriptions()
     ws = await websockets.connect(node.ws_url + "/ws/rpc/ethereum")
     sub = {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
     doc = await call(ws, sub)

@@ -40,6 +40,17 @@ def test_demo_flag_builds_the_demo_fleet() -> None:
     assert {p.port for p in cli.build_fleet(parse("--demo", "--base-port", "0"))} == {0}
 
 
+def test_base_port_moves_the_demo_fleet_too() -> None:
+    """--demo --base-port 5100 puts the admin API on 5100 and the providers on 5101..5113,
+    and prints the variables that point demo.yml at them."""
+    fleet = cli.build_fleet(parse("--demo", "--base-port", "5100"))
+    assert {p.port for p in fleet} == {5101, 5102, 5103, 5104, 5105, 5111, 5112, 5113}
+    assert fleet["alpha-base"].port == 5111
+    hint = cli.demo_env_hint(fleet)
+    assert "export LASSO_SIM_ALPHA_URL=http://127.0.0.1:5101" in hint
+    assert "export LASSO_SIM_BASE_CHARLIE_WS=ws://127.0.0.1:5113/ws" in hint
+
+
 def test_spec_file(tmp_path: Path) -> None:
     """A YAML spec gives chains and providers, flat or nested behaviour, default ports."""
     spec = tmp_path / "fleet.yml"

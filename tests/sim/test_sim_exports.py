@@ -17,6 +17,7 @@ MODULES = [
     "node",
     "provider",
     "subscriptions",
+    "traffic",
 ]
 
 
@@ -32,6 +33,7 @@ def test_exported_members() -> None:
             "ProviderSpec",
             "ProviderStats",
             "RpcError",
+            "SampleTraffic",
             "SimFleet",
             "SimProvider",
             "SyntheticChain",
@@ -50,7 +52,8 @@ def test_imports_in_a_fresh_interpreter() -> None:
     """lasso.sim imports in a fresh interpreter; every submodule comes with it (no cycles)."""
     code = (
         "import sys, lasso.sim.cli; "
-        "mods = 'admin behavior chain cli fleet keccak node provider subscriptions'.split(); "
+        "mods = 'admin behavior chain cli fleet keccak node provider subscriptions "
+        "traffic'.split(); "
         "assert all('lasso.sim.' + m in sys.modules for m in mods)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,8 +6,10 @@
   merge rules and wire form;
 * :mod:`lasso.cluster.view`: this node's view of the cluster (membership, status, the
   aggregate and per-region documents of the operations API);
-* :mod:`lasso.cluster.transport`: the heartbeat task and its exchanges (NATS, in-process);
-* :mod:`lasso.cluster.demo_cluster`: ``lasso demo --nodes N``.
+* :mod:`lasso.cluster.transport`: the heartbeat task and its exchanges (NATS, in-process).
+
+``lasso demo --nodes N`` (:mod:`lasso.demo_cluster`) builds whole nodes, so it sits above
+the composition root, outside this package.
 
 See ``docs/deployment.md``.
 """

@@ -23,7 +23,7 @@ same way, at any depth. The rules:
   ``pct_calls`` records that node's calls so the rule holds across merge levels. The
   client-facing chain percentiles are exact instead: their histograms add up
   (:func:`histogram_quantile` reads them);
-* height and consensus height take the maximum, lag the worst (most negative);
+* height and consensus height take the maximum, lag the worst (the most blocks behind);
 * circuit state becomes counts of instances per state, ``[closed, half_open, open]``
   (:data:`CIRCUIT_STATES`);
 * the provider status (each node's ``ChainRouter.provider_status``, the word its
@@ -154,7 +154,7 @@ class ProviderSnap:
 
     def add(self, other: ProviderSnap) -> None:
         self.height = _max_opt(self.height, other.height)
-        self.lag = _min_opt(self.lag, other.lag)
+        self.lag = _max_opt(self.lag, other.lag)
         for transport, counts in other.circuits.items():
             mine = self.circuits.setdefault(transport, [0, 0, 0])
             for i in range(3):
@@ -202,7 +202,7 @@ class ProviderSnap:
             id=pid,
             name=_str(raw.get("name", pid)),
             height=_opt_int(raw.get("height")),
-            lag=_opt_int(raw.get("lag"), signed=True),
+            lag=_lag(raw.get("lag")),
             circuits=circuits,
             rate_limited={_str(t): _count(n) for t, n in _dict(raw.get("rate_limited")).items()},
             status=_status(raw.get("status")),
@@ -306,8 +306,12 @@ def _max_opt(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _min_opt(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
+def _lag(v: Any) -> int | None:
+    """A lag from the wire, in blocks behind (``lasso.kernel.chainstate.LAG_CONVENTION``).
+    A negative one comes from a node of an earlier version, which counted blocks behind
+    as negative: its magnitude is taken."""
+    lag = _opt_int(v, signed=True)
+    return None if lag is None else abs(lag)
 
 
 def _worst_status(a: str | None, b: str | None) -> str | None:

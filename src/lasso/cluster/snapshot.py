@@ -21,7 +21,7 @@ On the wire a snapshot is a JSON object tagged ``"v": SCHEMA, "type": "snapshot"
 :meth:`NodeSnapshot.from_wire` rejects other versions, malformed fields and oversized
 messages with :class:`ValueError`, and ignores keys it does not know.
 
-Everything here is plain computation on values; :func:`build_snapshot` reads a live app's
+Everything here is plain computation on values; :func:`build_snapshot` reads a live node's
 routers and counters but does no IO. The figure types and :func:`histogram_quantile` are
 defined in :mod:`lasso.cluster.figures` and re-exported here.
 """
@@ -45,7 +45,9 @@ from lasso.cluster.figures import (
 )
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
+    from lasso.server.node import NodeInfo
+    from lasso.server.runtime import Runtime
 
 # The figure types live in lasso.cluster.figures; they are re-exported because the
 # transport, the view and the tests meet them through the snapshot.
@@ -241,19 +243,28 @@ def merge_snapshots(snaps: Iterable[NodeSnapshot], *, node_id: str) -> NodeSnaps
 
 
 def build_snapshot(
-    app: LassoApp, *, instance: str, seq: int, interval_s: float, now: float, wall: float
+    node: NodeInfo,
+    metrics: Metrics,
+    runtime: Runtime,
+    *,
+    instance: str,
+    seq: int,
+    interval_s: float,
+    now: float,
+    wall: float,
 ) -> NodeSnapshot:
     """This node's snapshot, read from its routers and request counters.
 
     Args:
-        app: the node.
+        node: this node's identity.
+        metrics: its request counters.
+        runtime: the runtime serving now (its routers).
         instance: the process identity within the region.
         seq: heartbeat sequence number.
         interval_s: the heartbeat interval (receivers use 3 of them as the silence limit).
         now: monotonic seconds (breaker and lag state are read at this time).
         wall: wall-clock seconds, informational.
     """
-    metrics = app.metrics
     per_chain: dict[tuple[str, str], list[int]] = {}  # requests, errors
     for (profile, chain, _m, _s, status), n in metrics.requests.items():
         acc = per_chain.setdefault((profile, chain), [0, 0])
@@ -261,7 +272,7 @@ def build_snapshot(
         if status == "error":
             acc[1] += n
     chains: dict[str, ChainSnap] = {}
-    for rt in app.runtime.chains():
+    for rt in runtime.chains():
         router = rt.router
         state = router.state
         counts = per_chain.get((rt.profile, rt.key), [0, 0])
@@ -329,12 +340,12 @@ def build_snapshot(
                 totals.pct_calls = totals.calls
         chains[cs.key] = cs
     return NodeSnapshot(
-        node_id=app.node_id,
+        node_id=node.node_id,
         instance=instance,
         seq=seq,
-        version=app.version,
+        version=node.version,
         interval_s=interval_s,
-        uptime_s=round(app.uptime(), 3),
+        uptime_s=round(node.uptime(), 3),
         sent_at=wall,
         ws_connections=metrics.ws_connections,
         chains=chains,

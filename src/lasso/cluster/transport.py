@@ -1,6 +1,6 @@
 """Cluster transport: heartbeats and snapshots over NATS (or an in-process hub).
 
-:class:`ClusterNode` is a background task of the app. Every heartbeat interval it builds
+:class:`ClusterNode` is a background task of the node. Every heartbeat interval it builds
 this node's :class:`~lasso.cluster.snapshot.NodeSnapshot`, publishes it on
 :data:`SUBJECT` and expires silent members; the subscription feeds every snapshot it
 receives into the :class:`~lasso.cluster.view.ClusterView`. Nothing here is on the
@@ -17,6 +17,13 @@ The exchange is a narrow seam (:class:`Exchange`) with two implementations:
 The exchange counts as working only while our own heartbeats come back to us (NATS
 delivers a publisher's messages to its own subscriptions), which checks the whole round
 trip rather than only the TCP connection.
+
+Leaving: :meth:`ClusterNode.leave` stops the heartbeat and publishes a leave notice,
+flushed to the server; the others drop the member at once. The app calls it first thing
+on shutdown, before draining, so neither a long drain nor the SIGKILL that ends a
+Kubernetes grace period can lose it, and no heartbeat can follow it (NATS keeps one
+publisher's messages in order). The replacement process, with the same ``node_id`` and the
+same or a new instance, joins with its first heartbeat.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ from lasso.cluster.snapshot import SCHEMA, NodeSnapshot, build_snapshot
 from lasso.cluster.view import MISSED_HEARTBEATS, ClusterView
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
+    from lasso.server.node import NodeInfo
+    from lasso.server.runtime import Runtime
 
 __all__ = [
     "SUBJECT",
@@ -284,33 +293,36 @@ class ClusterNode:
     """The cluster background task of one node, and its :class:`ClusterView`.
 
     Args:
-        app: the node.
         exchange: where heartbeats go (see :class:`Exchange`).
-        interval_s: heartbeat interval (default: ``Settings.cluster_interval_s``, else
-            ``LASSO_CLUSTER_INTERVAL_MS``, else 1 s).
+        node: this node's identity.
+        metrics: its request counters; the node's cluster families are registered there
+            while it runs.
+        runtime: the runtime serving now (reloads swap it), read at every heartbeat.
+        interval_s: heartbeat interval (default: ``LASSO_CLUSTER_INTERVAL_MS``, else 1 s).
         instance: process identity within the region (default
             :func:`default_instance_id`).
     """
 
     def __init__(
         self,
-        app: LassoApp,
         exchange: Exchange,
         *,
+        node: NodeInfo,
+        metrics: Metrics,
+        runtime: Callable[[], Runtime],
         interval_s: float | None = None,
         instance: str | None = None,
     ) -> None:
-        self.app = app
         self.exchange = exchange
-        configured = getattr(app.settings, "cluster_interval_s", None)
-        self.interval_s = interval_s or configured or default_interval_s()
-        self.instance = (
-            instance or getattr(app.settings, "instance_id", None) or (default_instance_id())
-        )
+        self.node = node
+        self.metrics = metrics
+        self._runtime = runtime
+        self.interval_s = interval_s or default_interval_s()
+        self.instance = instance or default_instance_id()
         self.seq = 0
         self.view = ClusterView(
             self.local_snapshot,
-            node_id=app.node_id,
+            node_id=node.node_id,
             instance=self.instance,
             exchange=exchange.name,
             interval_s=self.interval_s,
@@ -322,18 +334,38 @@ class ClusterNode:
         self._task: asyncio.Task[None] | None = None
         self._connect: asyncio.Task[None] | None = None
         self._subscribed = False
+        self.left = False
 
     @classmethod
-    def over_nats(cls, app: LassoApp, url: str) -> ClusterNode:
-        """A node on the NATS server(s) of ``url`` (``LASSO_CLUSTER_URL``)."""
-        exchange = NatsExchange(url, name=f"lasso-{app.node_id}")
-        node = cls(app, exchange)
-        exchange.reconnect_wait_s = max(0.1, min(2.0, node.interval_s))
-        return node
+    def over_nats(
+        cls,
+        url: str,
+        *,
+        node: NodeInfo,
+        metrics: Metrics,
+        runtime: Callable[[], Runtime],
+        interval_s: float | None = None,
+        instance: str | None = None,
+    ) -> ClusterNode:
+        """A node on the NATS server(s) of ``url`` (``LASSO_CLUSTER_URL``); the other
+        arguments are the constructor's."""
+        exchange = NatsExchange(url, name=f"lasso-{node.node_id}")
+        cluster = cls(
+            exchange,
+            node=node,
+            metrics=metrics,
+            runtime=runtime,
+            interval_s=interval_s,
+            instance=instance,
+        )
+        exchange.reconnect_wait_s = max(0.1, min(2.0, cluster.interval_s))
+        return cluster
 
     def local_snapshot(self) -> NodeSnapshot:
         return build_snapshot(
-            self.app,
+            self.node,
+            self.metrics,
+            self._runtime(),
             instance=self.instance,
             seq=self.seq,
             interval_s=self.interval_s,
@@ -345,13 +377,35 @@ class ClusterNode:
     def start(self) -> None:
         """Start connecting and heartbeating in the background; returns at once."""
         loop = asyncio.get_running_loop()
-        self.app.metrics.extra_collectors.append(self.collect)
+        self.metrics.register(self.collect)
         self._connect = loop.create_task(self._connect_forever())
         self._task = loop.create_task(self._heartbeat())
 
-    async def stop(self, *, leave: bool = True) -> None:
-        """Stop heartbeating; with ``leave`` tell the others first (a graceful shutdown
-        shows as ``left`` rather than as a silent node)."""
+    async def leave(self) -> bool:
+        """Stop heartbeating and tell the others this process is going (idempotent).
+
+        The view keeps receiving the others' heartbeats. Returns whether the notice
+        reached the server (else the others see this process go silent).
+        """
+        if self.left:
+            return False
+        self.left = True
+        await self._cancel_tasks()
+        if not (self._subscribed and self.exchange.is_connected()):
+            return False
+        try:
+            await self.exchange.publish(SUBJECT, self._leave_message())
+            await asyncio.wait_for(self.exchange.flush(1.0), 2.0)
+        except Exception as exc:  # the others notice the silence anyway
+            log.warning(
+                "cluster leave notice not sent",
+                extra={"event": "cluster.leave_failed", "error": repr(exc)},
+            )
+            return False
+        log.info("left the cluster", extra={"event": "cluster.left", "instance": self.instance})
+        return True
+
+    async def _cancel_tasks(self) -> None:
         for task in (self._task, self._connect):
             if task is not None:
                 task.cancel()
@@ -361,18 +415,19 @@ class ClusterNode:
                     await task
                 except (asyncio.CancelledError, Exception):
                     pass
-        try:
-            if leave and self._subscribed and self.exchange.is_connected():
-                await self.exchange.publish(SUBJECT, self._leave_message())
-                await asyncio.wait_for(self.exchange.flush(0.5), 1.0)
-        except Exception as exc:  # best effort: the others notice the silence anyway
-            log.debug("leave notice not sent", extra={"error": repr(exc)})
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop heartbeating and close the exchange; with ``leave`` (unless
+        :meth:`leave` already ran) tell the others first."""
+        if leave:
+            await self.leave()
+        else:
+            await self._cancel_tasks()
         try:
             await asyncio.wait_for(self.exchange.close(), 2.0)
         except Exception as exc:
             log.debug("exchange close failed", extra={"error": repr(exc)})
-        if self.collect in self.app.metrics.extra_collectors:
-            self.app.metrics.extra_collectors.remove(self.collect)
+        self.metrics.unregister(self.collect)
 
     async def _connect_forever(self) -> None:
         wait = max(0.1, min(2.0, self.interval_s))
@@ -443,7 +498,7 @@ class ClusterNode:
 
     def _leave_message(self) -> bytes:
         return orjson.dumps(
-            {"v": SCHEMA, "type": "leave", "node_id": self.app.node_id, "instance": self.instance}
+            {"v": SCHEMA, "type": "leave", "node_id": self.node.node_id, "instance": self.instance}
         )
 
     def _on_message(self, data: bytes) -> None:
@@ -451,11 +506,15 @@ class ClusterNode:
             raw = orjson.loads(data)
             kind = raw.get("type") if isinstance(raw, dict) else None
             if kind == "leave":
-                if raw.get("instance") != self.instance:
-                    self.view.leave(str(raw.get("node_id")), str(raw.get("instance")))
+                node_id, instance = str(raw.get("node_id")), str(raw.get("instance"))
+                if instance != self.instance and self.view.leave(node_id, instance):
+                    log.info(
+                        "cluster member left",
+                        extra={"event": "cluster.member_left", "member": f"{node_id}/{instance}"},
+                    )
                 return
             if isinstance(raw, dict) and raw.get("instance") == self.instance:
-                if raw.get("node_id") == self.app.node_id:
+                if raw.get("node_id") == self.node.node_id:
                     self.last_echo = monotonic()  # the round trip works
                     self._set_connected(self._subscribed)
                     return
@@ -477,7 +536,7 @@ class ClusterNode:
 
     # -- metrics -------------------------------------------------------------------------
     def collect(self, node: str, now: float) -> Iterable[Metric]:
-        """Prometheus families (an ``extra_collectors`` entry of the app's metrics)."""
+        """Prometheus families (registered with the node's metrics at start)."""
         del now
         view = self.view
         nodes = GaugeMetricFamily(
@@ -487,7 +546,7 @@ class ClusterNode:
         )
         by = view.region_counts()
         for region in view.regions():
-            for status in ("responding", "unresponsive", "left"):
+            for status in ("responding", "unresponsive"):
                 nodes.add_metric([node, region, status], float(by.get((region, status), 0)))
         yield nodes
         connected = GaugeMetricFamily(
@@ -508,9 +567,10 @@ class ClusterNode:
         yield messages
 
     def __repr__(self) -> str:
-        c = self.view.counts()
+        view = self.view
+        c = view.counts()
         return (
-            f"<ClusterNode {self.app.node_id}/{self.instance} exchange={self.exchange.name} "
+            f"<ClusterNode {self.node.node_id}/{self.instance} exchange={self.exchange.name} "
             f"connected={self.view.connected} responding={c['responding']} "
-            f"unresponsive={c['unresponsive']} left={c['left']}>"
+            f"unresponsive={c['unresponsive']} departed={view.departed}>"
         )

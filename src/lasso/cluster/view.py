@@ -10,9 +10,11 @@ Membership rules:
 * a member is one process, ``node_id/instance``; its region is its ``node_id``, and
   every instance of a region is merged into one region figure;
 * a member is ``responding`` while its last snapshot arrived less than
-  :data:`MISSED_HEARTBEATS` of *its own* heartbeat intervals ago, else ``unresponsive``;
-  a member that announced its shutdown is ``unresponsive`` at once, with reason ``left``,
-  and no longer counts as connected (a rolling restart is not an outage);
+  :data:`MISSED_HEARTBEATS` of *its own* heartbeat intervals ago, else ``unresponsive``
+  (reason ``silent``);
+* a member that announced its shutdown (a leave notice, sent on SIGTERM) is dropped from
+  the view at once: a rolling restart is not an outage, and the process that replaces it
+  (same ``node_id``, same or new instance) joins as a new member with its first snapshot;
 * a member silent for ``forget_after_s`` (5 minutes) is dropped from the view;
 * this node is always ``responding`` and its figures are read fresh on every call.
 
@@ -52,11 +54,8 @@ class Member:
     snapshot: NodeSnapshot
     last_seen: float  # our monotonic clock at receipt (never the sender's clock)
     first_seen: float
-    left: bool = False
 
     def responding(self, now: float) -> bool:
-        if self.left:
-            return False
         return now - self.last_seen < MISSED_HEARTBEATS * self.snapshot.interval_s
 
 
@@ -90,6 +89,7 @@ class ClusterView:
         self._clock = clock
         self.forget_after_s = forget_after_s
         self.members: dict[str, Member] = {}
+        self.departed = 0  # members dropped on a leave notice
         self.connected = False  # the exchange is up and our own heartbeats come back
         self.last_error: str | None = None
 
@@ -101,13 +101,14 @@ class ClusterView:
         if member is None:
             self.members[snap.identity] = Member(snap, now, now)
         else:
-            member.snapshot, member.last_seen, member.left = snap, now, False
+            member.snapshot, member.last_seen = snap, now
 
-    def leave(self, node_id: str, instance: str) -> None:
-        """A process announced its shutdown."""
-        member = self.members.get(f"{node_id}/{instance}")
-        if member is not None:
-            member.left = True
+    def leave(self, node_id: str, instance: str) -> bool:
+        """A process announced its shutdown: forget it now. Returns whether it was known."""
+        if self.members.pop(f"{node_id}/{instance}", None) is None:
+            return False
+        self.departed += 1
+        return True
 
     def expire(self) -> list[str]:
         """Drop members silent for ``forget_after_s``; returns their identities."""
@@ -119,19 +120,19 @@ class ClusterView:
 
     # -- reading --------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Members by status, this node included: responding, unresponsive, left."""
+        """Members by status, this node included: responding, unresponsive."""
         now = self._clock()
-        out = {"responding": 1, "unresponsive": 0, "left": 0}
+        out = {"responding": 1, "unresponsive": 0}
         for m in self.members.values():
-            out["left" if m.left else "responding" if m.responding(now) else "unresponsive"] += 1
+            out["responding" if m.responding(now) else "unresponsive"] += 1
         return out
 
     def region_counts(self) -> dict[tuple[str, str], int]:
-        """(region, status) → members, status being responding, unresponsive or left."""
+        """(region, status) → members, status being responding or unresponsive."""
         now = self._clock()
         out = {(self.node_id, "responding"): 1}
         for m in self.members.values():
-            status = "left" if m.left else "responding" if m.responding(now) else "unresponsive"
+            status = "responding" if m.responding(now) else "unresponsive"
             key = (m.snapshot.node_id, status)
             out[key] = out.get(key, 0) + 1
         return out
@@ -154,7 +155,7 @@ class ClusterView:
         out: dict[str, Any] = {
             "enabled": True,
             "status": status,
-            "nodes_total": connected + c["left"],
+            "nodes_total": connected,
             "nodes_responding": c["responding"],
             "nodes_connected": connected,
             "regions": self.regions(),
@@ -172,7 +173,7 @@ class ClusterView:
         for key in sorted(self.members):
             m = self.members[key]
             status = "responding" if m.responding(now) else "unresponsive"
-            reason = "left" if m.left else None if status == "responding" else "silent"
+            reason = None if status == "responding" else "silent"
             out.append(self._node_entry(m.snapshot, status, reason, now - m.last_seen, False))
         return out
 
@@ -258,7 +259,7 @@ class ClusterView:
                     "instances": merged.instances,
                     "regions": sorted(regions),
                     "responding": c["responding"],
-                    "total": c["responding"] + c["unresponsive"] + c["left"],
+                    "total": c["responding"] + c["unresponsive"],
                     "exchange_connected": self.connected,
                     "stale": stale,
                 },

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from time import monotonic, time
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,10 @@ from lasso.dashboard import views
 from lasso.dashboard.views import HISTORY_POINTS, RateTracker
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.events import EventBus
+    from lasso.server.metrics import Metrics
+    from lasso.server.node import ClusterStatus, NodeInfo
+    from lasso.server.runtime import Runtime
 
 __all__ = [
     "DashboardHub",
@@ -189,7 +193,11 @@ class DashboardHub:
     """Shared producer of the dashboard stream for one node.
 
     Args:
-        app: the node.
+        node: this node's identity.
+        runtime: the runtime serving now (reloads swap it).
+        events: the node's event bus (subscribed to only while someone watches).
+        metrics: the node's request counters (the page's request figures).
+        cluster: the cluster status (:class:`~lasso.server.node.Standalone` alone).
         tick_s: snapshot period.
         flush_s: event batch period.
         queue_len: messages kept per viewer before the oldest is dropped.
@@ -198,15 +206,23 @@ class DashboardHub:
 
     def __init__(
         self,
-        app: LassoApp,
         *,
+        node: NodeInfo,
+        runtime: Callable[[], Runtime],
+        events: EventBus,
+        metrics: Metrics,
+        cluster: ClusterStatus,
         tick_s: float = TICK_S,
         flush_s: float = FLUSH_S,
         queue_len: int = QUEUE_LEN,
         max_viewers: int = MAX_VIEWERS,
         max_events: int = MAX_EVENTS_PER_FLUSH,
     ) -> None:
-        self.app = app
+        self.node = node
+        self.runtime = runtime
+        self.events = events
+        self.metrics = metrics
+        self.cluster_status = cluster
         self.tick_s = tick_s
         self.flush_s = flush_s
         self.queue_len = queue_len
@@ -247,7 +263,7 @@ class DashboardHub:
             self.close(viewer)
             raise
         if self._unsubscribe is None:
-            self._unsubscribe = self.app.events.subscribe(self._on_event)
+            self._unsubscribe = self.events.subscribe(self._on_event)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         return viewer
@@ -259,12 +275,15 @@ class DashboardHub:
         Raises:
             UnknownProfile, UnknownNode.
         """
-        prof = self.app.runtime.profile(profile)
+        runtime = self.runtime()
+        prof = runtime.profile(profile)
+        if prof is None and profile is None and runtime.profiles:
+            prof = runtime.profiles[min(runtime.profiles)]  # no default profile: the first
         if prof is None:
             raise UnknownProfile(profile)
-        if node is not None and node != self.app.node_id and node not in self.node_ids():
+        if node is not None and node != self.node.node_id and node not in self.node_ids():
             raise UnknownNode(node)
-        if node == self.app.node_id and not self._clustered():
+        if node == self.node.node_id and not self._clustered():
             node = None
         return prof.config.slug, node
 
@@ -279,7 +298,7 @@ class DashboardHub:
         self.viewers -= 1
         if not feed.viewers:
             feed.last = None  # keep the history and rates; rebuild the snapshot on return
-            if self.app.runtime.profile(feed.profile) is None:  # removed by a reload
+            if self.runtime().profile(feed.profile) is None:  # removed by a reload
                 del self.feeds[feed.key]
         if self.viewers == 0:
             if self._unsubscribe is not None:
@@ -329,7 +348,7 @@ class DashboardHub:
                 by_profile[key] = sorted(
                     by_profile[key] + shared, key=lambda e: float(e.get("ts") or 0.0)
                 )
-        local = self.app.node_id
+        local = self.node.node_id
         for slug, events in by_profile.items():
             dropped = max(0, len(events) - self.max_events)
             self.events_dropped += dropped
@@ -367,12 +386,12 @@ class DashboardHub:
         drills into one region, both from the cluster view; if that fails the page gets
         this node's figures and a ``cluster_error``.
         """
-        app = self.app
-        prof = app.runtime.profile(feed.profile)
+        me = self.node.node_id
+        prof = self.runtime().profile(feed.profile)
         cluster = self._cluster()
         doc: dict[str, Any] = {
             "ts": round(wall, 3),
-            "node_id": app.node_id,
+            "node_id": me,
             "profile": feed.profile,
             "node": feed.node,
             "scope": "node",
@@ -380,14 +399,13 @@ class DashboardHub:
             "cluster": cluster,
             "chains": [],
             "viewers": self.viewers,
-            "sampled_out": app.events.sampled_out,
+            "sampled_out": self.events.sampled_out,
         }
         if prof is None:
             doc["error"] = f"profile {feed.profile!r} is no longer served"
             return doc
-        view: Any = getattr(app, "cluster_view", None)
-        clustered = bool(cluster["enabled"]) and view is not None
-        remote = feed.node is not None and feed.node != app.node_id
+        clustered = bool(cluster["enabled"])
+        remote = feed.node is not None and feed.node != me
         use_cluster = clustered and (remote or feed.node is None)
         if use_cluster:
             doc["scope"] = "cluster" if feed.node is None else "node"
@@ -414,7 +432,7 @@ class DashboardHub:
                     (mdoc or {}).get("error") or self._last_cluster_error or "no cluster data"
                 )
                 doc["scope"] = "node"  # fell back to this node's own figures
-            requests = app.metrics.chain_summary(rt.profile, key)
+            requests = self.metrics.chain_summary(rt.profile, key)
             chains.append(views.local_chain_view(rt, tracker=feed.tracker, t=t, requests=requests))
         doc["chains"] = chains
         if clustered:
@@ -427,15 +445,14 @@ class DashboardHub:
         return doc
 
     def _cluster_doc(self, slug: str, chain: str, node: str | None, t: float) -> Any:
-        """``cluster_view.chain_metrics``, at most once per tick per (profile, chain, node):
-        feeds of one profile share it."""
+        """The cluster status' ``chain_metrics``, at most once per tick per (profile, chain,
+        node): feeds of one profile share it."""
         key = (slug, chain, node)
         cached = self._cluster_cache.get(key)
         if cached is not None and cached[0] == t:
             return cached[1]
-        view: Any = getattr(self.app, "cluster_view", None)
         try:
-            doc = view.chain_metrics(slug, chain, node=node) if view is not None else None
+            doc = self.cluster_status.chain_metrics(slug, chain, node=node)
         except Exception as exc:  # another subsystem: the page falls back to local data
             self._last_cluster_error = f"{type(exc).__name__}: {exc}"
             log.warning(
@@ -449,20 +466,20 @@ class DashboardHub:
         return doc
 
     def _hello(self, feed: Feed) -> dict[str, Any]:
-        app = self.app
+        node, events = self.node, self.events
         recent = [
             e
-            for e in list(app.events.decisions)[-RECENT_EVENTS:]
-            + list(app.events.state_events)[-RECENT_EVENTS:]
+            for e in list(events.decisions)[-RECENT_EVENTS:]
+            + list(events.state_events)[-RECENT_EVENTS:]
             if e.get("profile") in (feed.profile, None)
         ]
-        if feed.node not in (None, app.node_id):
+        if feed.node not in (None, node.node_id):
             recent = []  # another region's view: this node's events do not belong there
         recent.sort(key=lambda e: e.get("ts", 0.0))
         return {
-            "node_id": app.node_id,
-            "version": app.version,
-            "uptime_s": int(app.uptime()),
+            "node_id": node.node_id,
+            "version": node.version,
+            "uptime_s": int(node.uptime()),
             "profile": feed.profile,
             "node": feed.node,
             "tick_s": self.tick_s,
@@ -474,28 +491,20 @@ class DashboardHub:
     def _profiles(self) -> list[dict[str, Any]]:
         return [
             {"slug": slug, "name": p.config.name, "chains": list(p.chains)}
-            for slug, p in self.app.runtime.profiles.items()
+            for slug, p in self.runtime().profiles.items()
         ]
 
     def _clustered(self) -> bool:
         return bool(self._cluster()["enabled"])
 
     def _cluster(self) -> dict[str, Any]:
-        from lasso.server import api
-
-        summary = dict(api.cluster_summary(self.app))
-        summary["nodes"] = self._cluster_nodes()
+        summary = dict(self.cluster_status.summary())
+        summary["nodes"] = self.cluster_status.nodes()
         summary.setdefault("enabled", False)
         return summary
 
-    def _cluster_nodes(self) -> list[dict[str, Any]]:
-        from lasso.server import api
-
-        nodes: list[dict[str, Any]] = api.cluster(self.app)["nodes"]
-        return nodes
-
     def node_ids(self) -> set[str]:
-        return {str(n.get("node_id")) for n in self._cluster_nodes()}
+        return {str(n.get("node_id")) for n in self.cluster_status.nodes()}
 
     def __repr__(self) -> str:
         return (

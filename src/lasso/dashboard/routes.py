@@ -19,7 +19,7 @@ import html
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -27,10 +27,7 @@ import orjson
 from lasso.dashboard.hub import DashboardHub, TooManyViewers, UnknownNode, UnknownProfile
 from lasso.net.http_server import HttpRequest, Response, StreamingResponse
 
-if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
-
-__all__ = ["Dashboard", "StaticFiles", "route", "dashboard_of"]
+__all__ = ["Dashboard", "StaticFiles"]
 
 CONTENT_TYPES = {
     ".html": b"text/html; charset=utf-8",
@@ -115,25 +112,34 @@ def _walk(node: Traversable, prefix: str) -> list[tuple[str, bytes]]:
 
 
 class Dashboard:
-    """The dashboard of one node: its assets and its stream hub."""
+    """The dashboard of one node: its assets and its stream hub.
 
-    def __init__(self, app: LassoApp, *, static: StaticFiles | None = None) -> None:
-        self.app = app
-        self.static = static if static is not None else StaticFiles()
-        self.hub = DashboardHub(app)
+    Args:
+        hub: the live stream's producer (it also knows the node and its runtime).
+        static: the page's files; by default read from the package on first use, so a
+            node nobody looks at never reads them.
+    """
+
+    def __init__(self, hub: DashboardHub, *, static: StaticFiles | None = None) -> None:
+        self.hub = hub
+        self._static = static
+
+    @property
+    def static(self) -> StaticFiles:
+        if self._static is None:
+            self._static = StaticFiles()
+        return self._static
+
+    def route(self, req: HttpRequest, path: str) -> Response:
+        """Answer a dashboard path (``path`` without a trailing slash); ``HEAD`` gets the
+        same status and headers without the body."""
+        resp = _route(self, req, path)
+        if req.method == "HEAD" and resp.body:
+            return Response(resp.status, b"", content_type=resp.content_type, headers=resp.headers)
+        return resp
 
     def __repr__(self) -> str:
-        return f"<Dashboard {self.static!r} {self.hub!r}>"
-
-
-def dashboard_of(app: LassoApp) -> Dashboard:
-    """The app's :class:`Dashboard`, created on first use (inside the running loop)."""
-    dash = getattr(app, "dashboard", None)
-    if dash is None:
-        dash = Dashboard(app)
-        app.dashboard = dash  # type: ignore[attr-defined]
-    assert isinstance(dash, Dashboard)
-    return dash
+        return f"<Dashboard {self._static!r} {self.hub!r}>"
 
 
 def _json(status: int, doc: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -142,15 +148,6 @@ def _json(status: int, doc: Any, headers: list[tuple[str, str]] | None = None) -
 
 def _query(req: HttpRequest) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(req.query).items()} if req.query else {}
-
-
-def route(app: LassoApp, req: HttpRequest, path: str) -> Response:
-    """Answer a dashboard path (``path`` without a trailing slash); ``HEAD`` gets the same
-    status and headers without the body."""
-    resp = _route(dashboard_of(app), req, path)
-    if req.method == "HEAD" and resp.body:
-        return Response(resp.status, b"", content_type=resp.content_type, headers=resp.headers)
-    return resp
 
 
 def _route(dash: Dashboard, req: HttpRequest, path: str) -> Response:
@@ -168,7 +165,7 @@ def _route(dash: Dashboard, req: HttpRequest, path: str) -> Response:
 
 def page(dash: Dashboard, profile: str | None) -> Response:
     """The page, for the default profile or ``profile`` (404 page when unknown)."""
-    runtime = dash.app.runtime
+    runtime = dash.hub.runtime()
     if profile is not None and runtime.profile(profile) is None:
         links = "".join(
             f'<li><a href="/dashboard/{html.escape(s)}">{html.escape(s)}</a></li>'
@@ -205,13 +202,13 @@ def static(dash: Dashboard, req: HttpRequest, name: str) -> Response:
 def stream(dash: Dashboard, req: HttpRequest) -> Response:
     """The server-sent event stream of ``?profile=&node=`` (see :mod:`.hub`)."""
     q = _query(req)
-    app = dash.app
+    hub = dash.hub
     node = q.get("node") or None
     try:
         if req.method == "GET":
-            viewer = dash.hub.open(q.get("profile") or None, node)
+            viewer = hub.open(q.get("profile") or None, node)
         else:  # HEAD: the same checks, no stream
-            dash.hub.resolve(q.get("profile") or None, node)
+            hub.resolve(q.get("profile") or None, node)
             viewer = None
     except UnknownProfile:
         return _json(
@@ -219,7 +216,7 @@ def stream(dash: Dashboard, req: HttpRequest) -> Response:
             {
                 "error": "Profile not found",
                 "profile": q.get("profile"),
-                "available_profiles": sorted(app.runtime.profiles),
+                "available_profiles": sorted(hub.runtime().profiles),
             },
         )
     except UnknownNode:
@@ -228,7 +225,7 @@ def stream(dash: Dashboard, req: HttpRequest) -> Response:
             {
                 "error": "Node not found",
                 "node": node,
-                "available_nodes": sorted(dash.hub.node_ids() | {app.node_id}),
+                "available_nodes": sorted(hub.node_ids() | {hub.node.node_id}),
             },
         )
     except TooManyViewers as exc:

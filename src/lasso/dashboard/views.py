@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STATUSES",
     "UNKNOWN",
+    "UNUSABLE",
     "HISTORY_POINTS",
     "RATE_WINDOW_S",
     "QUALITY_WINDOW_S",
@@ -222,6 +223,8 @@ def _transport(ch: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "circuit": ch.get("circuit", "closed"),
         "connected": ch.get("connected", True),
+        "connection": ch.get("connection"),
+        "last_error": ch.get("last_error"),
         "rate_limited": bool(ch.get("rate_limited")),
         "rate_limit_s": _num(ch.get("rate_limited_remaining_s")) or 0.0,
         "retry_after_s": _round(_num(ch.get("retry_after_s")), 1),
@@ -318,6 +321,7 @@ def chain_view(
                 "status": provider_status(p),
                 "height": p.get("height"),
                 "lag": p.get("lag"),
+                "last_error": p.get("last_error"),
                 "calls": c.calls,
                 "success_rate": _round(c.successes / c.calls, 4) if c.calls else None,
                 "window_success_rate": _round(rates.success_rate, 4),
@@ -448,11 +452,21 @@ def from_cluster_document(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
     return snap, counters
 
 
+UNUSABLE = frozenset({"circuit_open", "misconfigured"})
+"""Statuses of a provider that a region does not route to: never its fastest there."""
+
+
 def region_p50(brief: Mapping[str, Any]) -> float | None:
     """One region's typical latency of a provider (``by_node`` entry of a cluster
-    document): its p50, else its mean; ``None`` while every circuit there is open."""
+    document): its p50, else its mean; ``None`` while that region's router does not use
+    it (its status there is in :data:`UNUSABLE`, e.g. an open HTTP circuit beside a
+    WebSocket that never connected), or, for a node that sends no status, while every
+    circuit there is open."""
+    status = brief.get("status")
+    if status in UNUSABLE:
+        return None
     circuits = brief.get("circuit") or {}
-    if circuits and all(v == "open" for v in circuits.values()):
+    if status is None and circuits and all(v == "open" for v in circuits.values()):
         return None
     value = _num(brief.get("p50_ms"))
     if value is None:
@@ -472,22 +486,26 @@ def fastest_by_region(
 
     Returns:
         One entry per chain: ``{"chain", "nodes", "providers": [{"id", "by_node": {node:
-        p50_ms}}], "fastest": {node: provider id or None}}`` (see :func:`region_p50`).
+        p50_ms}, "status": {node: status}}], "fastest": {node: provider id or None}}``
+        (see :func:`region_p50`; ``status`` is each region's router status, ``unknown``
+        when the node sent none).
     """
     out = []
     for doc in docs:
         order = list(dict.fromkeys(nodes))
         rows: list[dict[str, Any]] = []
         for p in doc.get("providers") or ():
-            by_node = {
-                str(r): region_p50(brief)
+            briefs = {
+                str(r): brief
                 for r, brief in (p.get("by_node") or {}).items()
                 if isinstance(brief, Mapping)
             }
+            by_node = {r: region_p50(brief) for r, brief in briefs.items()}
+            status = {r: provider_status(brief) for r, brief in briefs.items()}
             for r in by_node:
                 if r not in order:
                     order.append(r)
-            rows.append({"id": str(p.get("id")), "by_node": by_node})
+            rows.append({"id": str(p.get("id")), "by_node": by_node, "status": status})
         fastest: dict[str, str | None] = {}
         for node in order:
             best: tuple[float, str] | None = None

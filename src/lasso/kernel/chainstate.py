@@ -1,5 +1,10 @@
 """Per-chain block heights: consensus height, block time and provider lag (reference §6).
 
+Lag is how many blocks a provider is behind the consensus head: a positive number, 0 at
+or above the head (:data:`LAG_CONVENTION`). The reference counted it negative; one sign
+everywhere (API, metrics, logs, dashboard) is easier to read, so Lasso counts blocks
+behind.
+
 Heights arrive from block-sync polls, newHeads and probes through
 :meth:`ChainState.observe_height`; routing reads :meth:`ChainState.consensus` and
 :meth:`ChainState.optimistic_lag` on every request, so the consensus is cached until a new
@@ -15,6 +20,7 @@ __all__ = [
     "BLOCK_TIME_WARMUP",
     "CONSENSUS_WINDOW_S",
     "FALLBACK_BLOCK_TIME_MS",
+    "LAG_CONVENTION",
     "LAG_CREDIT_CAP_MS",
     "ChainState",
 ]
@@ -27,6 +33,8 @@ BLOCK_TIME_MAX_MS = 60_000
 BLOCK_TIME_WARMUP = 5
 FALLBACK_BLOCK_TIME_MS = 12_000
 LAG_CREDIT_CAP_MS = 30_000
+LAG_CONVENTION = "blocks behind the consensus head (>= 0)"
+"""What every ``lag`` figure means, in the API, the metrics, the logs and the dashboard."""
 
 
 class ChainState:
@@ -164,22 +172,26 @@ class ChainState:
         return entry[0] + self._credit(entry[1], now)
 
     def optimistic_lag(self, provider_id: str, now: float) -> int | None:
-        """``height + credit - consensus`` (negative = behind), ``None`` when either the
-        provider's height or the consensus is unknown."""
+        """How many blocks the provider is behind the consensus head, counting the blocks
+        it has probably seen since it reported: ``max(0, consensus - (height + credit))``
+        (:data:`LAG_CONVENTION`); ``None`` when either the provider's height or the
+        consensus is unknown."""
         entry = self._heights.get(provider_id)
         if entry is None:
             return None
         cons = self.consensus(now)
         if cons is None:
             return None
-        return entry[0] + self._credit(entry[1], now) - cons
+        behind = cons - entry[0] - self._credit(entry[1], now)
+        return behind if behind > 0 else 0
 
     def lagging(self, now: float, max_lag_blocks: int) -> dict[str, int]:
-        """Providers whose optimistic lag is below ``-max_lag_blocks``, with that lag.
+        """Providers whose optimistic lag is more than ``max_lag_blocks``, with that lag
+        (positive: blocks behind).
 
         Empty without a consensus; providers without a height are never lagging. The
         router calls this on every request, so the answer is cached: an optimistic lag only
-        grows with time (the credit increases, capped) while the consensus and the block
+        shrinks with time (the credit increases, capped) while the consensus and the block
         time stay fixed, so the set can only change when a new height arrives, the
         consensus' inputs age out, or a lagging provider's credit steps up. The cache
         expires at the earliest of those. The returned dict must not be modified.
@@ -201,7 +213,7 @@ class ChainState:
                 if credit > cap:
                     credit = cap
                 if height + credit < floor:
-                    out[pid] = height + credit - cons
+                    out[pid] = cons - height - credit
                     if credit < cap:
                         step = at + (credit + 1) * bt / 1000.0  # when the credit grows by one
                         if step < until:
@@ -219,12 +231,16 @@ class ChainState:
         return entry[0] + self._credit(entry[1], now) >= block
 
     def raw_lag(self, provider_id: str, now: float) -> int | None:
-        """``height - consensus`` without the elapsed-time credit."""
+        """Blocks behind the consensus by the last report alone, without the elapsed-time
+        credit: ``max(0, consensus - height)``."""
         entry = self._heights.get(provider_id)
         if entry is None:
             return None
         cons = self.consensus(now)
-        return None if cons is None else entry[0] - cons
+        if cons is None:
+            return None
+        behind = cons - entry[0]
+        return behind if behind > 0 else 0
 
     def snapshot(self, now: float) -> dict[str, object]:
         """A JSON-ready view: consensus, block time and per-provider height and lag."""

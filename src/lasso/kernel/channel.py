@@ -23,6 +23,7 @@ from lasso.config import ProviderConfig
 
 from .breaker import BreakerConfig, CircuitBreaker
 from .clock import Rng
+from .faults import ChannelHealth
 from .stats import ChannelEvidence, MethodStats
 
 __all__ = [
@@ -92,19 +93,22 @@ def breaker_key(provider: ProviderConfig, url: str, profile: str) -> str:
 
 
 class BreakerRegistry:
-    """Circuit breakers keyed by (:func:`breaker_key`, transport), shared by profiles.
+    """Circuit breakers keyed by (:func:`breaker_key`, transport), shared by profiles,
+    and beside each the upstream's :class:`~lasso.kernel.faults.ChannelHealth` (last
+    error and connection state), shared the same way and kept across reloads too.
 
     Args:
         config: the breaker configuration every breaker gets.
         rng: randomness for the recovery jitter.
     """
 
-    __slots__ = ("_breakers", "_config", "_rng")
+    __slots__ = ("_breakers", "_config", "_health", "_rng")
 
     def __init__(self, config: BreakerConfig, rng: Rng) -> None:
         self._config = config
         self._rng = rng
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._health: dict[tuple[str, str], ChannelHealth] = {}
 
     def get(self, instance_key: str, transport: str) -> CircuitBreaker:
         """The breaker of ``(instance_key, transport)``, created closed on first use.
@@ -114,6 +118,15 @@ class BreakerRegistry:
         if breaker is None:
             breaker = self._breakers[key] = CircuitBreaker(self._config, self._rng)
         return breaker
+
+    def health(self, instance_key: str, transport: str) -> ChannelHealth:
+        """The :class:`ChannelHealth` of ``(instance_key, transport)``, created on first use
+        (same keys as :meth:`get`)."""
+        key = (instance_key, transport)
+        health = self._health.get(key)
+        if health is None:
+            health = self._health[key] = ChannelHealth()
+        return health
 
     def __iter__(self) -> Iterator[tuple[tuple[str, str], CircuitBreaker]]:
         return iter(list(self._breakers.items()))
@@ -129,10 +142,13 @@ class BreakerRegistry:
 class Channel:
     """One (provider, transport): its shared breaker, its evidence and its method rows.
 
-    ``connected`` is always true for HTTP; the WebSocket module flips it for WS channels.
+    ``connected`` is the routing flag: always true for HTTP (a pool connects on demand);
+    the WebSocket module flips it for WS channels. ``health`` is the upstream's last error
+    and connection state (:class:`~lasso.kernel.faults.ChannelHealth`), what the API and
+    logs report; shared with every channel on the same breaker.
     The underscored slots belong to :class:`~lasso.kernel.router.ChainRouter`: capability
-    fields precomputed here so its per-request filters read plain attributes, and
-    ``_rank``, scratch for one ``candidates()`` call.
+    fields precomputed here so its per-request filters read plain attributes. Nothing
+    here is written per request (channels are shared by concurrent requests).
     """
 
     __slots__ = (
@@ -141,13 +157,13 @@ class Channel:
         "_has_limits",
         "_max_block_age",
         "_max_block_range",
-        "_rank",
         "_unsupported_categories",
         "_unsupported_methods",
         "archival",
         "breaker",
         "connected",
         "evidence",
+        "health",
         "key",
         "methods",
         "priority",
@@ -158,7 +174,11 @@ class Channel:
     )
 
     def __init__(
-        self, provider: ProviderConfig, transport: Transport, breaker: CircuitBreaker
+        self,
+        provider: ProviderConfig,
+        transport: Transport,
+        breaker: CircuitBreaker,
+        health: ChannelHealth | None = None,
     ) -> None:
         self.provider = provider
         self.provider_id = provider.id
@@ -167,6 +187,7 @@ class Channel:
         self.transport: Transport = transport
         self.key = f"{provider.id}:{transport}"
         self.breaker = breaker
+        self.health = health if health is not None else ChannelHealth()
         self.evidence = ChannelEvidence()
         self.methods: dict[str, MethodStats] = {}
         self.connected = transport == "http"
@@ -184,8 +205,6 @@ class Channel:
             frozenset(lim.block_age_methods) if lim.block_age_methods else DEFAULT_BLOCK_AGE_METHODS
         )
         self._has_limits = lim.max_block_range is not None or lim.max_block_age is not None
-        # Scratch for candidates(): tier plus preference classes, valid during one call.
-        self._rank = 1
 
     def supports(self, method: str, category: str | None) -> bool:
         """False when the provider's capabilities list ``method`` or its category."""

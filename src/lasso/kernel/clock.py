@@ -1,14 +1,12 @@
-"""Time and randomness as injected values: the kernel never reads a clock itself."""
+"""Time and randomness as injected values: the kernel never reads a clock itself.
+
+Kernel methods take ``now`` (monotonic seconds) as an argument; :class:`FakeClock` is the
+clock tests drive. Randomness comes in as an :class:`Rng`.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Monotonic seconds."""
-        ...
 
 
 class Rng(Protocol):

@@ -42,13 +42,13 @@ noted):
    the pipeline cannot fail over from, whereas a lower tier costs at most a retry.
 
 Then the strategy orders the survivors (:mod:`.selection`), the tiers of §2.3 are applied
-by a stable sort (:mod:`.tiering`), and the list is cut to :data:`MAX_CANDIDATES`.
+by a stable sort (:func:`.tiering.tier` gives each channel's tier), and the list is cut
+to :data:`MAX_CANDIDATES`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from operator import attrgetter
 
 from lasso.config import STRATEGY_ALIASES, ChainConfig
 
@@ -64,10 +64,19 @@ from .channel import (
 )
 from .classify import Bucket, Category, bucket_of
 from .clock import Rng
-from .methods import KNOWN_METHODS, block_params, is_replay_safe, logs_block_range, method_category
+from .faults import Fault
+from .methods import (
+    KNOWN_METHODS,
+    BlockRef,
+    block_params,
+    is_replay_safe,
+    logs_block_range,
+    method_category,
+)
 from .selection import EXPLORE_P, order
 from .stats import MethodStats
 from .status import PROVIDER_STATUSES, chain_snapshot, provider_status
+from .tiering import tier
 
 # Channel, BreakerRegistry, normalize_url and the status words live in .channel and
 # .status; they are re-exported because the adapters meet them through the router.
@@ -92,8 +101,8 @@ OTHER_METHOD = "other"
 
 _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
+_LINK_UP = "up"
 _BUCKET: dict[str, Bucket] = {c.value: bucket_of(c) for c in Category}
-_rank_of = attrgetter("_rank")
 
 
 class ChainRouter:
@@ -105,6 +114,23 @@ class ChainRouter:
         rng: randomness for the strategies.
         profile: the profile slug, for snapshots and ``repr``.
     """
+
+    __slots__ = (
+        "_any_caps",
+        "_any_limits",
+        "_archival_threshold",
+        "_beta",
+        "_by_provider",
+        "_channels",
+        "_last_now",
+        "_max_lag",
+        "_overrides",
+        "_priority_pool",
+        "_rng",
+        "chain",
+        "profile",
+        "state",
+    )
 
     def __init__(
         self, chain: ChainConfig, breakers: BreakerRegistry, rng: Rng, *, profile: str
@@ -119,11 +145,13 @@ class ChainRouter:
             # Shared by profiles per URL and auth headers, or isolated: see breaker_key.
             mine = by_provider.setdefault(p.id, [])
             if p.url:
-                breaker = breakers.get(breaker_key(p, p.url, profile), "http")
-                mine.append(Channel(p, "http", breaker))
+                key = breaker_key(p, p.url, profile)
+                mine.append(
+                    Channel(p, "http", breakers.get(key, "http"), breakers.health(key, "http"))
+                )
             if p.ws_url:
-                breaker = breakers.get(breaker_key(p, p.ws_url, profile), "ws")
-                mine.append(Channel(p, "ws", breaker))
+                key = breaker_key(p, p.ws_url, profile)
+                mine.append(Channel(p, "ws", breakers.get(key, "ws"), breakers.health(key, "ws")))
             channels.extend(mine)
         self._channels = channels
         self._priority_pool = order("priority", channels, None, 0.0, _NO_RNG)
@@ -194,27 +222,22 @@ class ChainRouter:
             ValueError: for an unknown strategy.
         """
         self._last_now = now
-        state = self.state
+        # Rank of each channel ordered after the healthy ones: its tier (§2.3) plus the
+        # preference classes of step 3. Absent means 1 (closed, not rate-limited), so a
+        # healthy chain never fills it. Local to this call: channels are shared objects.
+        ranks: dict[Channel, int] = {}
         pool = self._channels
         presorted = False  # True: the pool's order is final, the strategy is skipped
-        ov = self._overrides.get(method) if self._overrides else None
-        if ov is not None:
-            if ov[0] is not None:
-                strategy = ov[0]
-            if ov[1] is not None and provider_id is None:
-                pool = ov[1]
-                presorted = ov[0] is None  # listed providers without a strategy: that order
-        if provider_id is not None:
-            pool = self._by_provider.get(provider_id, [])
-        elif strategy == "priority" and pool is self._channels:
+        if provider_id is not None or self._overrides:
+            strategy, pool, presorted = self._pinned_pool(method, strategy, provider_id)
+        if strategy == "priority" and pool is self._channels:
             pool = self._priority_pool  # filtering keeps the order: no sort per request
             presorted = True
-
-        # 1. hard filters: connected, exclude, open circuit, lag.
+        # 1. hard filters: connected, not excluded, circuit not open, not lagging. Inline:
+        # this loop runs for every request, and a method call here costs ~4 % of it.
         max_lag = self._max_lag
-        lagging = state.lagging(now, max_lag) if max_lag is not None else None
+        lagging = self.state.lagging(now, max_lag) if max_lag is not None else None
         alive: list[Channel] = []
-        demoted = False
         skipped: list[Channel] | None = None
         for ch in pool:
             if not ch.connected:
@@ -224,67 +247,23 @@ class ChainRouter:
             s = ch.breaker.state(now)
             if s is _OPEN:
                 continue
-            if s is _CLOSED:
-                rank = 1  # the tiers of §2.3, inlined (see tiering.tier)
-            else:
-                rank = 2
-                demoted = True
-            if ch.evidence.rate_limited_until > now:
-                rank += 2
-                demoted = True
-            ch._rank = rank
+            limited = ch.evidence.rate_limited_until > now
+            if limited or s is not _CLOSED:
+                ranks[ch] = tier(s, limited)
             if lagging and ch.provider_id in lagging:
                 if skipped is None:
                     skipped = []
                 skipped.append(ch)
                 continue
             alive.append(ch)
-        if not alive:
-            if not skipped or lagging is None:
-                return alive
-            # Every live provider lags: re-admit those within tolerance of the best one.
-            best = max(lagging[ch.provider_id] for ch in skipped)
-            floor = best - (max_lag or 0)
-            alive = [ch for ch in skipped if lagging[ch.provider_id] >= floor]
-
-        # 2. capability: unsupporting channels only when nothing supports the method.
+        if not alive and skipped and lagging is not None:
+            alive = _least_lagging(skipped, lagging, max_lag or 0)
         if self._any_caps and len(alive) > 1:
-            category = method_category(method)
-            supported = [ch for ch in alive if ch.supports(method, category)]
-            if supported:
-                alive = supported
-
-        # 3. block references: parameter limits, archival need, min block.
+            alive = self._capable(alive, method)  # 2. capability
         refs = block_params(method, params)
-        if refs:
-            cons = state.consensus(now)
-            need_archival = False
-            highest = -1
-            oldest: int | None = None
-            for r in refs:
-                if type(r) is int:
-                    if cons is None or r < cons - self._archival_threshold:
-                        need_archival = True
-                    if r > highest:
-                        highest = r
-                    if oldest is None or r < oldest:
-                        oldest = r
-                elif r == "earliest":
-                    need_archival = True
-                    oldest = 0
-            if self._any_limits:
-                alive = self._apply_limits(alive, method, params, cons, oldest)
-            if need_archival or highest >= 0:
-                for ch in alive:
-                    if need_archival and not ch.archival:
-                        ch._rank += 200
-                        demoted = True
-                    if highest >= 0 and not state.has_block(ch.provider_id, highest, now):
-                        ch._rank += 100
-                        demoted = True
-
-        # 4. strategy, then tiers (a stable sort keeps the strategy's order per rank).
-        if presorted or len(alive) == 1:
+        if refs and alive:
+            alive = self._block_fit(alive, method, params, refs, now, ranks)  # 3. blocks
+        if presorted or len(alive) < 2:  # 4. the strategy's order
             ordered = alive  # a fresh list already
         elif strategy == "fastest" or strategy == "latency-weighted":
             explore = EXPLORE_P if is_replay_safe(method) else 0.0
@@ -299,11 +278,73 @@ class ChainRouter:
             )
         else:
             ordered = order(strategy, alive, None, now, self._rng, self._beta)
-        if demoted:
-            ordered.sort(key=_rank_of)
+        if ranks:  # 5. tiers: a stable sort keeps the strategy's order per rank
+            ordered.sort(key=lambda ch: ranks.get(ch, 1))
         if len(ordered) > MAX_CANDIDATES:
             del ordered[MAX_CANDIDATES:]
         return ordered
+
+    def _pinned_pool(
+        self, method: str, strategy: str, provider_id: str | None
+    ) -> tuple[str, list[Channel], bool]:
+        """The pool of a provider override, else of a ``method_overrides`` entry: the
+        channels, the strategy ordering them, and whether their order is already final."""
+        pool = self._channels
+        presorted = False
+        ov = self._overrides.get(method) if self._overrides else None
+        if ov is not None:
+            if ov[0] is not None:
+                strategy = ov[0]
+            if ov[1] is not None and provider_id is None:
+                pool = ov[1]
+                presorted = ov[0] is None  # listed providers without a strategy: that order
+        if provider_id is not None:
+            pool = self._by_provider.get(provider_id, [])
+        return strategy, pool, presorted
+
+    @staticmethod
+    def _capable(alive: list[Channel], method: str) -> list[Channel]:
+        """Step 2: unsupporting channels only when nothing supports the method."""
+        category = method_category(method)
+        supported = [ch for ch in alive if ch.supports(method, category)]
+        return supported or alive
+
+    def _block_fit(
+        self,
+        alive: list[Channel],
+        method: str,
+        params: object,
+        refs: list[BlockRef],
+        now: float,
+        ranks: dict[Channel, int],
+    ) -> list[Channel]:
+        """Step 3, the blocks a request reads: parameter limits drop violators (unless all
+        violate); a need for archival data and a block above a provider's height demote."""
+        state = self.state
+        cons = state.consensus(now)
+        need_archival = False
+        highest = -1
+        oldest: int | None = None
+        for r in refs:
+            if type(r) is int:
+                if cons is None or r < cons - self._archival_threshold:
+                    need_archival = True
+                if r > highest:
+                    highest = r
+                if oldest is None or r < oldest:
+                    oldest = r
+            elif r == "earliest":
+                need_archival = True
+                oldest = 0
+        if self._any_limits:
+            alive = self._apply_limits(alive, method, params, cons, oldest)
+        if need_archival or highest >= 0:
+            for ch in alive:
+                if need_archival and not ch.archival:
+                    ranks[ch] = ranks.get(ch, 1) + 200
+                if highest >= 0 and not state.has_block(ch.provider_id, highest, now):
+                    ranks[ch] = ranks.get(ch, 1) + 100
+        return alive
 
     def _apply_limits(
         self,
@@ -382,6 +423,9 @@ class ChainRouter:
         ms = latency_s * 1000.0
         channel.evidence.record_success(ms, now)
         self._row(channel, method).record_success(ms, now)
+        health = channel.health
+        if health.link != _LINK_UP:
+            health.reached(now)
         return channel.breaker.on_success(now)
 
     def record_failure(
@@ -392,6 +436,7 @@ class ChainRouter:
         latency_s: float | None,
         now: float,
         retry_after_s: float | None = None,
+        fault: Fault | None = None,
     ) -> Transition | None:
         """A dispatched attempt that failed with ``category`` (a :class:`Category` value).
 
@@ -400,12 +445,18 @@ class ChainRouter:
         to the breaker; capability and deterministic errors are neutral but counted in the
         method row. Unknown category strings count as provider failures.
 
+        Quota and provider failures also become the channel's last error
+        (:attr:`Channel.health`): ``fault`` as the adapter describes it (cause, message),
+        else one named after the category. The caller's own errors never do.
+
         Returns:
             The breaker transition, if any (closed → open, half-open → open).
         """
         bucket = _BUCKET.get(category, Bucket.PROVIDER_FAILURE)
         ms = None if latency_s is None else latency_s * 1000.0
         row = self._row(channel, method)
+        if bucket is Bucket.QUOTA or bucket is Bucket.PROVIDER_FAILURE:
+            channel.health.fault(fault if fault is not None else _fault_of(category), now)
         if bucket is Bucket.QUOTA:
             channel.evidence.record_rate_limit(now, retry_after_s)
             row.record_outcome("rate_limited", now, ms)
@@ -428,6 +479,20 @@ class ChainRouter:
         if dispatched:
             channel.evidence.record_neutral(now)
         return channel.breaker.on_neutral(now)
+
+    def observe_fault(self, channel: Channel, fault: Fault, now: float) -> None:
+        """A failure seen outside client traffic (a health probe, a WebSocket connect):
+        the channel's last error and connection state only; breakers and evidence are
+        fed by their own paths."""
+        channel.health.fault(fault, now)
+
+    def observe_lost(self, channel: Channel, fault: Fault, now: float) -> None:
+        """A standing connection (an upstream WebSocket) dropped: ``down``, with ``fault``."""
+        channel.health.lost(fault, now)
+
+    def observe_reached(self, channel: Channel, now: float) -> None:
+        """The upstream answered outside client traffic (a probe, a WebSocket connect)."""
+        channel.health.reached(now)
 
     def observe_height(self, provider_id: str, height: int, now: float) -> None:
         """A provider's block height from polling, newHeads or a probe."""
@@ -483,6 +548,20 @@ class _NoRng:
 
 
 _NO_RNG = _NoRng()
+
+
+def _fault_of(category: str) -> Fault:
+    """A fault for a failure the caller did not describe: named after its category."""
+    return Fault(cause=category, category=category, message=category.replace("_", " "))
+
+
+def _least_lagging(skipped: list[Channel], lagging: dict[str, int], max_lag: int) -> list[Channel]:
+    """Every live provider lags: re-admit those within ``max_lag`` blocks of the least
+    lagging one (lags count blocks behind; the *decision* of filter 4 in the module
+    docstring)."""
+    best = min(lagging[ch.provider_id] for ch in skipped)
+    ceiling = best + max_lag
+    return [ch for ch in skipped if lagging[ch.provider_id] <= ceiling]
 
 
 def _resolve(ref: int | str, cons: int | None) -> int | None:

@@ -17,7 +17,7 @@ from .chainstate import ChainState
 from .channel import Channel
 from .tiering import tier
 
-__all__ = ["PROVIDER_STATUSES", "chain_snapshot", "provider_status"]
+__all__ = ["PROVIDER_STATUSES", "chain_snapshot", "connection_state", "provider_status"]
 
 PROVIDER_STATUSES = (
     "healthy",
@@ -74,9 +74,25 @@ def provider_status(
             rank = r
     if rank == 0:
         lag = state.optimistic_lag(provider_id, now)
-        if lag is not None and lag < -lag_alert_threshold_blocks:
+        if lag is not None and lag > lag_alert_threshold_blocks:
             rank = 1
     return PROVIDER_STATUSES[rank]
+
+
+def connection_state(channel: Channel) -> str:
+    """``up``, ``down`` or ``unknown``: whether the channel's upstream can be reached now.
+
+    HTTP: the upstream's :class:`~lasso.kernel.faults.ChannelHealth` state (``up`` once it
+    answered, ``down`` after a connect-level failure, ``unknown`` before any attempt).
+    WebSocket: ``up`` exactly while its socket is open; otherwise ``down`` when the last
+    connect failed or the socket dropped, ``unknown`` while the first connect is pending.
+    """
+    link = channel.health.link
+    if channel.transport == "ws":
+        if channel.connected:
+            return "up"
+        return "down" if link == "down" else "unknown"
+    return link
 
 
 def chain_snapshot(
@@ -106,12 +122,21 @@ def chain_snapshot(
             continue
         channels: dict[str, object] = {}
         method_rows: list[dict[str, object]] = []
+        last_error: dict[str, object] | None = None
+        last_at = float("-inf")
         for ch in chans:
             s = ch.breaker.state(now)
             rl = ch.evidence.rate_limited(now)
+            connection = connection_state(ch)
+            error = ch.health.last_error(now)
+            if error is not None and (ch.health.last_at or 0.0) > last_at:
+                last_at = ch.health.last_at or 0.0
+                last_error = {"transport": ch.transport, **error}
             channels[ch.transport] = {
                 "key": ch.key,
-                "connected": ch.connected,
+                "connected": connection == "up",
+                "connection": connection,
+                "last_error": error,
                 "circuit": BreakerState(s).name.lower(),
                 "circuit_value": int(s),
                 "tier": tier(s, rl),
@@ -133,6 +158,7 @@ def chain_snapshot(
                 "archival": p.archival,
                 "status": provider_status(chans, state, pid, chain.lag_alert_threshold_blocks, now),
                 "channels": channels,
+                "last_error": last_error,
                 "height": state.height(pid),
                 "lag": state.optimistic_lag(pid, now),
                 "raw_lag": state.raw_lag(pid, now),

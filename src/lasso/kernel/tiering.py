@@ -1,5 +1,8 @@
 """Health tiers (reference §2.3): applied after every strategy, keeping its order per tier.
 
+The router ranks channels by :func:`tier` with a stable sort after its strategy; the status
+views show it.
+
 ==== ========= ============
 tier circuit   rate-limited
 ==== ========= ============
@@ -17,14 +20,9 @@ while a rate-limited channel is known to refuse work until its expiry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
-
 from .breaker import BreakerState
 
-__all__ = ["EXCLUDED", "partition", "tier"]
-
-T = TypeVar("T")
+__all__ = ["EXCLUDED", "tier"]
 
 EXCLUDED = 0
 """The tier of an open circuit: the channel is not a candidate."""
@@ -39,21 +37,3 @@ def tier(breaker_state: int, rate_limited: bool) -> int:
     if breaker_state == _OPEN:
         return EXCLUDED
     return (2 if breaker_state == _HALF_OPEN else 1) + (2 if rate_limited else 0)
-
-
-def partition(items: Sequence[T], tiers: Sequence[int]) -> list[T]:
-    """Stable-partition ``items`` by ``tiers`` (same length), dropping tier 0.
-
-    Lower tiers come first; items of the same tier keep their relative order. Tiers may be
-    any non-negative ints (the router folds extra preference classes into larger ones).
-
-    Raises:
-        ValueError: when the two sequences differ in length.
-    """
-    if len(items) != len(tiers):
-        raise ValueError("items and tiers must have the same length")
-    # The common case on a healthy chain: every channel in tier 1, nothing to move.
-    if all(t == 1 for t in tiers):
-        return list(items)
-    order = sorted(range(len(items)), key=tiers.__getitem__)  # sorted() is stable
-    return [items[i] for i in order if tiers[i] != EXCLUDED]

@@ -26,8 +26,11 @@ request may be sent elsewhere whatever the method; when it is true the provider 
 executed it, so only replay-safe methods may be retried on another provider.
 
 ``category`` names the matching ``lasso.kernel.classify.Category`` value (a ``StrEnum``, so
-the plain strings compare equal) and ``provider_fault`` says whether the failure should
-count against the provider's health. Non-2xx HTTP statuses are not errors at this layer:
+the plain strings compare equal), ``provider_fault`` says whether the failure should
+count against the provider's health, and ``cause`` says what happened in the words an
+operator looks for (``dns``, ``refused``, ``unreachable``, ``tls``, ``connect_timeout``,
+``connect``, ``timeout``, ``disconnected``, ``protocol``, ...; the connect-level ones are
+``lasso.kernel.faults.CONNECT_CAUSES``). Non-2xx HTTP statuses are not errors at this layer:
 the pool returns them as responses.
 
 OS, ``ssl`` and ``httptools`` exceptions are caught only inside ``lasso.net``; the
@@ -36,6 +39,8 @@ originating exception is kept as ``__cause__``.
 
 from __future__ import annotations
 
+import errno
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -66,10 +71,14 @@ class UpstreamError(Exception):
     category: ClassVar[str] = "network_error"
     provider_fault: ClassVar[bool] = True
     default_dispatched: ClassVar[bool] = True
+    default_cause: ClassVar[str] = "network"
 
-    def __init__(self, message: str = "", *, dispatched: bool | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, dispatched: bool | None = None, cause: str | None = None
+    ) -> None:
         super().__init__(message)
         self.dispatched: bool = self.default_dispatched if dispatched is None else dispatched
+        self.cause: str = self.default_cause if cause is None else cause
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r}, dispatched={self.dispatched})"
@@ -79,34 +88,41 @@ class UpstreamConnectError(UpstreamError):
     """No connection could be made: DNS, refused, unreachable, TLS or connect timeout."""
 
     default_dispatched = False
+    default_cause = "connect"
 
 
 class UpstreamNotConnected(UpstreamConnectError):
     """An upstream WebSocket is down right now: nothing was sent, nobody is to blame."""
 
     provider_fault = False
+    default_cause = "not_connected"
 
 
 class UpstreamTimeout(UpstreamError):
     """The deadline passed: mid-exchange (connection closed) or while connecting."""
 
     category = "timeout"
+    default_cause = "timeout"
 
 
 class PoolTimeout(UpstreamTimeout):
     """No connection became free before the deadline (or too many waiters); nothing sent."""
 
     default_dispatched = False
+    default_cause = "pool_exhausted"
 
 
 class UpstreamDisconnected(UpstreamError):
     """The connection was reset or closed before a complete response arrived."""
+
+    default_cause = "disconnected"
 
 
 class UpstreamProtocolError(UpstreamError):
     """The provider answered with bytes that are not a valid (or acceptable) HTTP response."""
 
     category = "protocol_error"
+    default_cause = "protocol"
 
 
 class UpstreamRpcError(UpstreamError):
@@ -125,6 +141,7 @@ class UpstreamRpcError(UpstreamError):
 
     category = "unknown_error"
     provider_fault = False
+    default_cause = "rpc_error"
 
     def __init__(self, code: int, message: str = "", data: object = None) -> None:
         super().__init__(f"{code}: {message}", dispatched=True)
@@ -139,24 +156,55 @@ class PoolClosed(UpstreamError):
     category = "internal_error"
     provider_fault = False
     default_dispatched = False
+    default_cause = "closed"
 
 
 @contextmanager
 def map_connect_errors(target: str) -> Iterator[None]:
     """Translate errors raised while connecting to ``target`` into :class:`UpstreamConnectError`.
 
-    Picks the most specific message: DNS failure, TLS failure, timeout, other OS error.
-    Cancellation and our own errors pass through untouched.
+    Picks the most specific message and ``cause``: DNS failure (``dns``), TLS failure
+    (``tls``), timeout (``connect_timeout``), refused (``refused``), no route to the host
+    or network (``unreachable``), another OS error (``connect``). Cancellation and our own
+    errors pass through untouched.
     """
     try:
         yield
     except UpstreamError:
         raise
     except socket.gaierror as exc:
-        raise UpstreamConnectError(f"cannot resolve {target}: {exc}") from exc
+        raise UpstreamConnectError(f"cannot resolve {target}: {exc}", cause="dns") from exc
     except ssl.SSLError as exc:  # also covers certificate verification failures
-        raise UpstreamConnectError(f"TLS handshake with {target} failed: {exc}") from exc
+        msg = f"TLS handshake with {target} failed: {exc}"
+        raise UpstreamConnectError(msg, cause="tls") from exc
     except TimeoutError as exc:
-        raise UpstreamConnectError(f"connect to {target} timed out") from exc
+        msg = f"connect to {target} timed out"
+        raise UpstreamConnectError(msg, cause="connect_timeout") from exc
     except OSError as exc:
-        raise UpstreamConnectError(f"cannot connect to {target}: {exc}") from exc
+        msg = f"cannot connect to {target}: {exc}"
+        raise UpstreamConnectError(msg, cause=_os_cause(exc)) from exc
+
+
+_REFUSED = frozenset({errno.ECONNREFUSED})
+_UNREACHABLE = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}
+)
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\]")
+
+
+def _os_cause(exc: OSError) -> str:
+    """``refused``, ``unreachable`` or ``connect`` for an OS error while connecting.
+
+    asyncio joins the errors of several addresses into one ``OSError`` without an errno
+    ("Multiple exceptions: [Errno 111] ..., [Errno 99] ..."): the codes are then read from
+    its text. One refusal makes it ``refused`` (the host is there: typically localhost with
+    IPv6 unavailable); only unreachable addresses make it ``unreachable``.
+    """
+    codes = {exc.errno} if exc.errno is not None else set()
+    if not codes:
+        codes = {int(n) for n in _ERRNO_TEXT.findall(str(exc))}
+    if codes & _REFUSED:
+        return "refused"
+    if codes and codes <= _UNREACHABLE:
+        return "unreachable"
+    return "connect"

@@ -338,7 +338,9 @@ class HttpUpstreamPool:
                     if not by_deadline:
                         raise  # a connect error: the provider was too slow to accept
                     raise UpstreamTimeout(
-                        "the deadline passed while connecting", dispatched=False
+                        f"the deadline passed while connecting to {self._origin}",
+                        dispatched=False,
+                        cause="connect_timeout",
                     ) from None
         except BaseException:
             self._connecting -= 1

@@ -37,6 +37,15 @@ Errors
     larger than ``max_response_size``, or a protocol switch) and ``PoolClosed`` (the pool
     closed under it). Non-2xx responses are responses, not errors.
 
+Memory
+    A response over ``max_response_size`` fails as soon as its ``Content-Length`` says so
+    (before any body byte is kept), else when the bytes pass it. The body's pieces are
+    kept in a list and joined once, when the response is complete (the only copy); a
+    response that fails or is abandoned (timeout, reset, cut off, oversize, cancelled)
+    drops its pieces at once rather than leaving them to the garbage collector. Past its
+    first MiB, an answer is read one piece per loop turn (reading paused until the next
+    turn), so a large or hostile one shares the loop with everyone else.
+
 ``_Connection``, ``_StaleConnection`` and ``_FRAMING_HEADERS`` are shared with
 :mod:`lasso.net.http_client` only: the pool drives a connection through ``send``,
 ``abandon``, ``shutdown`` and ``_close``, and the connection reports back through the pool's
@@ -64,6 +73,7 @@ if TYPE_CHECKING:
 
 __all__ = ["UpstreamResponse"]
 
+_YIELD_AFTER = 1 << 20  # bytes of one answer after which each read yields the loop
 # Always kept: they tell a close-delimited body from a truncated one.
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 
@@ -86,6 +96,10 @@ class _StaleConnection(Exception):
 
 class _TrailingData(Exception):
     """Bytes after a complete response: the connection cannot be trusted any more."""
+
+
+class _Refused(Exception):
+    """Raised in a parser callback that failed the request: stop parsing."""
 
 
 class _Connection(asyncio.Protocol):
@@ -169,6 +183,11 @@ class _Connection(asyncio.Protocol):
         if received > self._max_size:
             self._fail(UpstreamProtocolError(f"response larger than {self._max_size} bytes"))
             return
+        if received > _YIELD_AFTER and self._transport is not None:
+            # A large answer: one read per loop turn, so that it cannot hold the loop
+            # for a burst of reads (libuv reads up to 32 times per wake-up).
+            self._transport.pause_reading()
+            self._loop.call_soon(self._resume_reading)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -179,6 +198,8 @@ class _Connection(asyncio.Protocol):
                 self._fail(UpstreamProtocolError("provider switched protocols"))
             return
         except httptools.HttpParserError as exc:
+            if self._waiter is None:  # a callback already failed the request
+                return
             if self._complete:  # the response itself was fine; what followed was not
                 self._finish(reuse=False)
             else:
@@ -186,6 +207,10 @@ class _Connection(asyncio.Protocol):
             return
         if self._complete:
             self._finish(reuse=self._keep_alive)
+
+    def _resume_reading(self) -> None:
+        if not self.closed and self._transport is not None:
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool:
         self._lost(None)
@@ -213,6 +238,11 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        length = self._headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_size:
+            # Announced too large: refuse before one byte of it is buffered.
+            self._fail(UpstreamProtocolError(f"response larger than {self._max_size} bytes"))
+            raise _Refused
 
     def on_message_complete(self) -> None:
         parser = self._parser
@@ -252,6 +282,7 @@ class _Connection(asyncio.Protocol):
     def abandon(self) -> None:
         """The caller gave up (cancelled): the response is unwanted, so is the connection."""
         self._waiter = None
+        self._release_buffers()
         self._close(abort=True)
 
     def shutdown(self, on_lost: asyncio.Future[None]) -> None:
@@ -268,7 +299,9 @@ class _Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(deadline, self._on_timer)
             self._timer_at = deadline
             return
-        self._fail(UpstreamTimeout("no complete response before the deadline"))
+        self._fail(
+            UpstreamTimeout(f"{self._pool._origin}: no complete response before the deadline")
+        )
 
     def _finish(self, reuse: bool) -> None:
         waiter = self._waiter
@@ -288,6 +321,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
         self._waiter = None
+        self._release_buffers()
         self._close(abort=True)
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
@@ -318,10 +352,17 @@ class _Connection(asyncio.Protocol):
             self._chunks.clear()
             waiter.set_result(UpstreamResponse(status, body, self._headers))
         else:
+            self._release_buffers()
             reason = f": {exc}" if exc is not None else ""
             waiter.set_exception(
                 UpstreamDisconnected(f"connection closed before a complete response{reason}")
             )
+
+    def _release_buffers(self) -> None:
+        """Drop a failed response's bytes now: the connection and its parser reference
+        each other, so without this they would wait for a full garbage collection."""
+        self._chunks.clear()
+        self._headers = {}
 
     def _close(self, abort: bool = False) -> None:
         if self.closed:

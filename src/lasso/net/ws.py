@@ -34,6 +34,16 @@ Server connections add:
   notifications, which a slow reader could let grow without bound) refuses once more than
   ``max_send_buffer`` bytes are queued and drops the client: close 1008 ("client too
   slow"), the transport aborted if the close does not complete in ``close_timeout``.
+* **Back-pressure from the handler**: :meth:`WsServerConnection.pause_reading` stops
+  handing messages to the handler and reading the socket (frames already read wait, at
+  most one read's worth plus one message); :meth:`~WsServerConnection.resume_reading`
+  delivers them (on the next loop turn) and reads again, unless another reason to pause
+  remains (the write buffer, the per-read budget). Keepalive misses are not counted while
+  paused (the pong is unread), and closing lifts the pause so the closing handshake can
+  be read.
+* **Abuse** (:mod:`lasso.net.ws_frames`): more than ``control_frames_per_s`` pings/pongs
+  close with 1008 ("too many control frames") and stop reading; at most
+  ``frames_per_read`` frames are handled per loop turn.
 * **Close**: :meth:`WsServerConnection.close` starts the closing handshake; a close from
   the client is echoed; the server closes TCP once both close frames have passed (RFC 6455
   §7.1.1). However the connection ends, ``on_close(code, reason)`` is called exactly once,
@@ -57,6 +67,11 @@ from websockets.server import ServerProtocol
 
 from lasso.net.errors import UpstreamConnectError, UpstreamNotConnected
 from lasso.net.ws_frames import (
+    _PAUSE_APP,
+    _PAUSE_CLOSED,
+    _PAUSE_WRITE,
+    DEFAULT_CONTROL_FRAMES_PER_S,
+    DEFAULT_FRAMES_PER_READ,
     WIRE_LOG,
     _FrameStream,
     accept_handshake,
@@ -113,6 +128,12 @@ class WsServerConnection(_FrameStream):
         high_water, low_water: write-buffer watermarks that pause and resume reading.
         close_timeout: seconds the closing handshake may take before the transport is
             aborted.
+        control_frames_per_s: pings and pongs the client may send per second (and as a
+            burst); beyond, close 1008.
+        frames_per_read: frames handled per read before the loop serves others.
+
+    ``on_lost``, when set (the HTTP server sets it to give the connection's place under
+    the connection cap back), is called once when the connection is gone.
     """
 
     _masked = 0x80
@@ -130,9 +151,14 @@ class WsServerConnection(_FrameStream):
         high_water: int = 256 * 1024,
         low_water: int = 64 * 1024,
         close_timeout: float = 2.0,
+        control_frames_per_s: float = DEFAULT_CONTROL_FRAMES_PER_S,
+        frames_per_read: int = DEFAULT_FRAMES_PER_READ,
     ) -> None:
         super().__init__(
-            ServerProtocol(state=_OPEN, max_size=max_message, logger=WIRE_LOG), max_message
+            ServerProtocol(state=_OPEN, max_size=max_message, logger=WIRE_LOG),
+            max_message,
+            control_frames_per_s=control_frames_per_s,
+            frames_per_read=frames_per_read,
         )
         self.transport = transport
         self.loop = loop
@@ -150,7 +176,7 @@ class WsServerConnection(_FrameStream):
         self._pong_handle: asyncio.TimerHandle | None = None
         self._close_handle: asyncio.TimerHandle | None = None
         self._closed = False
-        self._paused = False
+        self.on_lost: Callable[[], None] | None = None
         transport.set_write_buffer_limits(high=high_water, low=low_water)
 
     def start(self, handler: WsHandler, rest: bytes = b"") -> None:
@@ -177,7 +203,7 @@ class WsServerConnection(_FrameStream):
         return (
             f"<WsServerConnection {self.proto.state.name.lower()} buffered={self.buffered}"
             f" pings={self.pings_sent} pongs={self.pongs_received} missed={self._missed}"
-            f" paused={self._paused}>"
+            f" paused={self._pauses}>"
         )
 
     # -- sending ------------------------------------------------------------------------
@@ -209,6 +235,7 @@ class WsServerConnection(_FrameStream):
         proto = self.proto
         if self._closed:
             return
+        self._unpause(_PAUSE_APP)  # the client's close frame must be read
         if proto.state is _OPEN:
             proto.send_close(code, reason)
             self._flush()
@@ -220,13 +247,39 @@ class WsServerConnection(_FrameStream):
         if not self._closed and self.transport is not None:
             self.transport.abort()
 
+    def pause_reading(self) -> None:
+        """Stop handing messages to the handler (back-pressure) until :meth:`resume_reading`.
+
+        Messages already read wait; the client's further frames wait in the kernel.
+        Independent of the connection's own pauses (slow reader, per-read budget)."""
+        self._pause(_PAUSE_APP)
+
+    def resume_reading(self) -> None:
+        """Undo :meth:`pause_reading`: messages read ahead are delivered first (on the
+        next loop turn), then the socket is read again."""
+        self._unpause(_PAUSE_APP)
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while :meth:`pause_reading` is in effect."""
+        return bool(self._pauses & _PAUSE_APP)
+
     # -- asyncio.Protocol ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self._slow:
             self._feed(data)
             return
+        buf = self._take(data)
+        if buf is None:
+            return
+        if self._pauses:  # read although paused (one read may race the pause)
+            self._buf = buf
+            return
+        self._handle(buf)
+
+    def _handle(self, buf: bytes) -> None:
         try:
-            self._receive(self._buf + data if self._buf else data, 0)
+            self._receive(buf, 0)
         except Exception:  # a handler bug must not leave a half-served socket
             _log.exception("websocket handler failed", extra={"event": "ws.handler_error"})
             self._give_up(b"")
@@ -241,6 +294,11 @@ class WsServerConnection(_FrameStream):
         if self._closed:
             return
         self._closed = True
+        self._buf = b""
+        self._more = []
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
         for handle in (self._ping_handle, self._pong_handle, self._close_handle):
             if handle is not None:
                 handle.cancel()
@@ -258,19 +316,25 @@ class WsServerConnection(_FrameStream):
                 )
 
     def pause_writing(self) -> None:
-        self._paused = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        self._pause(_PAUSE_WRITE)
 
     def resume_writing(self) -> None:
-        self._paused = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self._unpause(_PAUSE_WRITE)
 
     # -- internals ----------------------------------------------------------------------
     def _deliver(self, payload: bytes) -> None:
         if self.handler is not None:
             self.handler.on_message(payload)
+
+    def _send_pong(self, payload: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self._closed:
+            transport.write(bytes((0x8A, len(payload))) + payload)
+
+    def _abuse(self, reason: str) -> None:
+        self._buf = b""
+        self._pause(_PAUSE_CLOSED)  # read nothing more; the close timeout aborts
+        self.close(1008, reason)
 
     def _on_pong(self) -> None:
         self._awaiting_pong = False
@@ -290,8 +354,8 @@ class WsServerConnection(_FrameStream):
 
     def _pong_due(self) -> None:
         self._pong_handle = None
-        if not self._awaiting_pong or not self.open:
-            return
+        if not self._awaiting_pong or not self.open or self._pauses & _PAUSE_APP:
+            return  # answered, closing, or unreadable while the handler holds reading
         self._awaiting_pong = False
         self._missed += 1
         if self._missed >= self.max_missed_pongs:
@@ -364,7 +428,12 @@ class WsClientLink(_FrameStream):
         if self._slow:
             self._feed(data)
             return
-        buf = self._buf + data if self._buf else data
+        buf = self._take(data)
+        if buf is None:
+            return
+        if self._pauses:
+            self._buf = buf
+            return
         pos = 0
         if self.proto.state is _CONNECTING:
             head_end = buf.find(b"\r\n\r\n")
@@ -406,12 +475,7 @@ class WsClientLink(_FrameStream):
         transport = self.transport
         if transport is None or self.proto.state is not _OPEN:
             raise UpstreamNotConnected("websocket is not open")
-        pos = self._mask_pos
-        if pos >= len(self._masks):
-            self._masks = os.urandom(4096)
-            pos = 0
-        mask = self._masks[pos : pos + 4]
-        self._mask_pos = pos + 4
+        mask = self._mask()
         n = len(payload)
         if n < 126:
             head = bytes((0x81, 0x80 | n))
@@ -439,8 +503,31 @@ class WsClientLink(_FrameStream):
             self.transport.abort()
 
     # -- internals ----------------------------------------------------------------------
+    def _mask(self) -> bytes:
+        pos = self._mask_pos
+        if pos >= len(self._masks):
+            self._masks = os.urandom(4096)
+            pos = 0
+        self._mask_pos = pos + 4
+        return self._masks[pos : pos + 4]
+
     def _deliver(self, payload: bytes) -> None:
         self.on_message(payload)
+
+    def _send_pong(self, payload: bytes) -> None:
+        transport = self.transport
+        if transport is not None:
+            mask = self._mask()
+            transport.write(bytes((0x8A, 0x80 | len(payload))) + mask + apply_mask(payload, mask))
+
+    def _abuse(self, reason: str) -> None:
+        _log.warning("upstream websocket closed: %s", reason, extra={"event": "ws.upstream_abuse"})
+        self._buf = b""
+        self._pause(_PAUSE_CLOSED)
+        if self.open:
+            self.proto.send_close(1008, reason)
+            self._flush()
+        self.abort()
 
     def _on_pong(self) -> None:
         self._awaiting_pong = False

@@ -63,11 +63,12 @@ from lasso.net.http_client import USER_AGENT, UpstreamResponse
 from lasso.net.ws import WsClientLink
 from lasso.net.ws_frames import WIRE_LOG
 
-__all__ = ["UpstreamWs", "StateListener"]
+__all__ = ["ErrorListener", "UpstreamWs", "StateListener"]
 
 log = logging.getLogger("lasso.ws.upstream")
 
 StateListener = Callable[[bool], None]
+ErrorListener = Callable[[UpstreamError], None]
 _NO_HEADERS: Mapping[str, str] = {}
 
 
@@ -167,6 +168,7 @@ class UpstreamWs:
         self._subs: dict[str, _Sub] = {}
         self._ignored: set[str] = set()  # subscription ids whose late notifications we drop
         self._listeners: list[StateListener] = []
+        self._error_listeners: list[ErrorListener] = []
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,6 +182,12 @@ class UpstreamWs:
         return link is not None and link.open
 
     @property
+    def origin(self) -> str:
+        """``ws(s)://host:port``: how logs and errors name the upstream (never its path or
+        query, which may carry an API key)."""
+        return self._origin
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 
@@ -190,6 +198,10 @@ class UpstreamWs:
     def add_state_listener(self, fn: StateListener) -> None:
         """Call ``fn(True)`` on every (re)connect and ``fn(False)`` on every drop."""
         self._listeners.append(fn)
+
+    def add_error_listener(self, fn: ErrorListener) -> None:
+        """Call ``fn(exc)`` after every failed connect attempt (``exc.cause`` says why)."""
+        self._error_listeners.append(fn)
 
     def reconnect_delay(self, attempts: int) -> float:
         """Seconds to wait before connect attempt number ``attempts + 1`` (0: at once)."""
@@ -247,6 +259,11 @@ class UpstreamWs:
                         "attempts": attempts,
                     },
                 )
+                for fn in list(self._error_listeners):
+                    try:
+                        fn(exc)
+                    except Exception:
+                        log.exception("websocket error listener failed")
                 continue
             up_at = loop.time()
             self._attach(link)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from typing import Any
 
@@ -145,7 +146,7 @@ class _Http:
         except TimeoutError:
             return None, None, (time.perf_counter() - t0) * 1000, "timeout"
         except aiohttp.ClientError as exc:
-            return None, None, (time.perf_counter() - t0) * 1000, f"{type(exc).__name__}: {exc}"
+            return None, None, (time.perf_counter() - t0) * 1000, describe_client_error(exc)
         ms = (time.perf_counter() - t0) * 1000
         try:
             return status, orjson.loads(raw), ms, None
@@ -159,6 +160,26 @@ class _Http:
         return await self.post(
             {"jsonrpc": "2.0", "id": self._id, "method": method, "params": params}
         )
+
+
+def describe_client_error(exc: aiohttp.ClientError) -> str:
+    """An aiohttp failure in plain words: what failed (resolution, refusal, TLS...) and
+    where, without aiohttp's ``ssl:default``-style internals."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}"
+        os_error = exc.os_error
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return f"TLS certificate of {where} rejected: {exc.certificate_error}"
+        if isinstance(exc, aiohttp.ClientConnectorSSLError):
+            return f"TLS handshake with {where} failed: {os_error}"
+        if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
+            os_error, socket.gaierror
+        ):
+            return f"cannot resolve {exc.host}: {os_error.strerror or os_error}"
+        if isinstance(os_error, ConnectionRefusedError) or "[Errno 111]" in str(os_error):
+            return f"connection refused by {where}"
+        return f"cannot connect to {where}: {os_error.strerror or os_error}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _error_of(doc: Any) -> tuple[int | None, str, Any]:

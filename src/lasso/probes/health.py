@@ -74,6 +74,7 @@ from lasso.kernel.classify import (
     penalizes_breaker,
 )
 from lasso.kernel.clock import Rng
+from lasso.kernel.faults import Fault
 
 __all__ = [
     "AUTH_BACKOFF_S",
@@ -95,6 +96,7 @@ __all__ = [
     "judge_error",
     "judge_probe",
     "parse_quantity",
+    "probe_result_fault",
     "recovery_gap",
 ]
 
@@ -231,6 +233,44 @@ def judge_probe(
             detail=f"wrong chain id {value}, configured {expect_chain_id}",
         )
     return ProbeResult(ProbeKind.OK, value=value)
+
+
+def probe_result_fault(result: ProbeResult, status: int, ts: float | None = None) -> Fault | None:
+    """The fault of a health probe's HTTP answer (``None`` when it was good), for the
+    channel's last error (:class:`~lasso.kernel.faults.ChannelHealth`).
+
+    Args:
+        result: what :func:`judge_probe` made of the answer.
+        status: the answer's HTTP status.
+        ts: wall-clock seconds of the answer, for display.
+    """
+    kind = result.kind
+    if kind is ProbeKind.OK:
+        return None
+    detail = result.detail or str(kind)
+    if kind is ProbeKind.RATE_LIMITED:
+        category = "rate_limit"
+    elif kind is ProbeKind.MISCONFIGURED:
+        category = "chain_error" if result.value is not None else "auth_error"
+    else:
+        category = str(result.category or "unknown_error")
+    if result.value is not None and kind is ProbeKind.MISCONFIGURED:
+        cause = "wrong_chain"
+    elif status != 200:
+        cause = "http_status"
+        if not detail.startswith("HTTP "):
+            detail = f"HTTP {status}: {detail}"  # a JSON-RPC error in an error status
+    elif detail == "invalid response":
+        cause = "protocol"
+    else:
+        cause = "rpc_error"
+    return Fault(
+        cause=cause,
+        category=category,
+        message=detail[:200],
+        status=status if status != 200 else None,
+        ts=ts,
+    )
 
 
 def judge_error(category: str, detail: str) -> ProbeResult:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from lasso.kernel.breaker import BreakerState, CircuitBreaker, Transition
 from lasso.kernel.classify import parse_retry_after
+from lasso.kernel.faults import Fault
 from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamError
 from lasso.net.http_client import HttpUpstreamPool
@@ -52,11 +53,15 @@ from lasso.probes.health import (
     apply_to_breaker,
     judge_error,
     judge_probe,
+    probe_result_fault,
 )
+from lasso.server.faults import fault_of
+from lasso.server.health_log import HealthLog
 from lasso.server.runtime import ChainRuntime, Runtime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.kernel.clock import Rng
+    from lasso.server.metrics import Metrics
 
 __all__ = ["HeightProber", "parse_block_number"]
 
@@ -141,15 +146,24 @@ class HeightProber:
     """Polls idle upstream instances for their head and health; watches lag and limits.
 
     Args:
-        app: the node; its current runtime is re-read every tick, so reloads are picked
-            up without restarting the prober, and probe state survives them.
+        runtime: the runtime serving now; re-read every tick, so reloads are picked up
+            without restarting the prober, and probe state survives them.
+        metrics: the node's metrics; the probe counters are registered there.
+        rng: randomness for the recovery-probe jitter and back-offs.
         policy: back-offs, timeouts and thresholds (:class:`~lasso.probes.health.ProbePolicy`).
     """
 
-    def __init__(self, app: LassoApp, *, policy: ProbePolicy = DEFAULT_POLICY) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        runtime: Callable[[], Runtime],
+        metrics: Metrics,
+        rng: Rng,
+        policy: ProbePolicy = DEFAULT_POLICY,
+    ) -> None:
+        self.runtime = runtime
         self.policy = policy
-        self.rng = app.rng
+        self.rng = rng
         self.states: dict[GroupKey, ProbeState] = {}
         self.polls = 0
         self.failures = 0
@@ -161,7 +175,8 @@ class HeightProber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._rate_limited: dict[tuple[str, str, str], bool] = {}
         self._lagging: dict[tuple[str, str], dict[str, int]] = {}
-        app.metrics.extra_collectors.append(self.collect)
+        self.health_log = HealthLog()  # provider.unreachable / .reachable / .error lines
+        metrics.register(self.collect)
 
     def __repr__(self) -> str:
         return (
@@ -197,7 +212,7 @@ class HeightProber:
     # -- polling ----------------------------------------------------------------------
 
     def _refresh(self) -> list[_Group]:
-        runtime = self.app.runtime
+        runtime = self.runtime()
         if runtime is self._runtime:
             return self._groups
         groups: dict[GroupKey, _Group] = {}
@@ -285,7 +300,9 @@ class HeightProber:
         opened_at: float | None,
     ) -> None:
         self._inflight.add(g.key)
-        task = self.app.loop.create_task(self._probe(g, state, holds_slot, report, opened_at))
+        task = asyncio.get_running_loop().create_task(
+            self._probe(g, state, holds_slot, report, opened_at)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -314,6 +331,7 @@ class HeightProber:
                     state.next_due = monotonic() + g.interval
                     return
                 result = judge_error(exc.category, str(exc) or type(exc).__name__)
+                fault: Fault | None = fault_of(exc)
             else:
                 retry_after = parse_retry_after(resp.headers.get(b"retry-after"), time.time())
                 result = judge_probe(
@@ -322,7 +340,10 @@ class HeightProber:
                     retry_after_s=retry_after,
                     expect_chain_id=g.chain_id if verifying else None,
                 )
-            self._finish(g, state, result, holds_slot, report, verifying, monotonic(), opened_at)
+                fault = probe_result_fault(result, resp.status, time.time())
+            now = monotonic()
+            self._note_health(g, fault, now)
+            self._finish(g, state, result, holds_slot, report, verifying, now, opened_at)
         except asyncio.CancelledError:
             if holds_slot:
                 g.breaker.on_neutral(monotonic())
@@ -333,6 +354,15 @@ class HeightProber:
                 g.breaker.on_neutral(monotonic())
         finally:
             self._inflight.discard(g.key)
+
+    def _note_health(self, g: _Group, fault: Fault | None, now: float) -> None:
+        """The probe's outcome as the instance's last error and connection state (the
+        members share one breaker, hence one :class:`~lasso.kernel.faults.ChannelHealth`)."""
+        rt, ch = g.members[0]
+        if fault is None:
+            rt.router.observe_reached(ch, now)
+        else:
+            rt.router.observe_fault(ch, fault, now)
 
     def _finish(
         self,
@@ -412,7 +442,7 @@ class HeightProber:
     def watch(self, now: float) -> None:
         """Publish due breaker recoveries, rate-limit starts/ends and lag crossings."""
         breakers: dict[int, tuple[CircuitBreaker, list[tuple[ChainRuntime, Channel]]]] = {}
-        for rt in self.app.runtime.chains():
+        for rt in self.runtime().chains():
             router = rt.router
             for ch in router.channels:
                 entry = breakers.get(id(ch.breaker))
@@ -425,6 +455,7 @@ class HeightProber:
                     self._rate_limited[key] = limited
                     if limited:
                         remaining = round(ch.evidence.rate_limit_remaining(now), 3)
+                        last = ch.health.last
                         self._event(
                             rt,
                             "provider.rate_limited",
@@ -432,6 +463,11 @@ class HeightProber:
                             provider=ch.provider_id,
                             transport=ch.transport,
                             remaining_s=remaining,
+                            **(
+                                {"error": last.message}
+                                if last is not None and last.category == "rate_limit"
+                                else {}
+                            ),
                         )
                     else:
                         self._event(
@@ -446,6 +482,7 @@ class HeightProber:
             tr = breaker.tick(now)
             if tr is not None:
                 self._publish_transition(members, tr)
+        self.health_log.watch(self.runtime())
 
     def _watch_lag(self, rt: ChainRuntime, now: float) -> None:
         state = rt.router.state
@@ -459,7 +496,7 @@ class HeightProber:
                 if pid in previous:  # no consensus for now: keep the last verdict
                     current[pid] = previous[pid]
                 continue
-            if lag < -threshold:
+            if lag > threshold:
                 current[pid] = lag
                 if pid not in previous:
                     self._event(

@@ -1,11 +1,15 @@
 """Operations endpoints (CONTRACT §5): health, chains, metrics, cluster, Prometheus.
 
 These are low-traffic GET routes behind a small router; none of them calls an upstream.
+The dashboard's paths (``/dashboard...``, ``/api/stream``) are answered by the ``pages``
+handler the composition root mounts (:mod:`lasso.dashboard.routes`); this module does not
+know the dashboard.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -15,11 +19,16 @@ import orjson
 from lasso.net.http_server import HttpRequest, Response
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
+    from lasso.server.node import ClusterStatus, NodeInfo
+    from lasso.server.runtime import ChainRuntime, ProfileRuntime, Runtime
 
-__all__ = ["route", "not_found"]
+__all__ = ["OpsApi", "Pages", "not_found"]
 
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+Pages = Callable[[HttpRequest, str], Response]
+"""A handler for the dashboard's paths: the request and its path without trailing slash."""
 
 
 def _json(status: int, doc: Any) -> Response:
@@ -36,176 +45,194 @@ def _query(req: HttpRequest) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(req.query).items()}
 
 
-def route(app: LassoApp, req: HttpRequest) -> Response:
-    path = req.path.rstrip("/") or "/"
-    if path == "/api/health":
-        return _json(200, health(app))
-    if path == "/metrics":
-        return Response(200, app.metrics.render(app), content_type=_PROM_TYPE)
-    if path == "/api/chains":
-        return chains(app, _query(req))
-    if path.startswith("/api/metrics/"):
-        return chain_metrics(app, path[len("/api/metrics/") :], _query(req))
-    if path == "/api/cluster":
-        return _json(200, cluster(app))
-    if path == "/api/profiles":
-        return _json(200, profiles(app))
-    if path == "/api/cache":
-        return cache(app, _query(req))
-    if path == "/":
-        return Response(302, b"", headers=[("Location", "/dashboard")])
-    if path == "/api/stream" or path == "/dashboard" or path.startswith("/dashboard/"):
-        from lasso.dashboard import routes as dashboard  # the page, assets, live stream
+class OpsApi:
+    """The ``GET``/``HEAD`` routes of a node.
 
-        return dashboard.route(app, req, path)
-    return not_found(req)
+    Args:
+        node: this node's identity.
+        runtime: the runtime serving now (reloads swap it).
+        metrics: the node's counters and Prometheus exposition.
+        cluster: the cluster status (:class:`~lasso.server.node.Standalone` alone).
+        pages: the dashboard's handler; without it those paths are 404.
+        clients: a profile slug to its per-client view (``/api/clients``,
+            :meth:`lasso.auth.ClientAccess.view`); without it that path is 404.
+        cache: a profile slug to its response cache view (``/api/cache``,
+            :func:`lasso.server.cache.report.view`); without it that path is 404.
+    """
 
+    def __init__(
+        self,
+        *,
+        node: NodeInfo,
+        runtime: Callable[[], Runtime],
+        metrics: Metrics,
+        cluster: ClusterStatus,
+        pages: Pages | None = None,
+        clients: Callable[[str], dict[str, Any]] | None = None,
+        cache: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
+        self.node = node
+        self.runtime = runtime
+        self.metrics = metrics
+        self.cluster_status = cluster
+        self.pages = pages
+        self.client_view = clients
+        self.cache_view = cache
 
-def cluster_summary(app: LassoApp) -> dict[str, Any]:
-    view = getattr(app, "cluster_view", None)
-    if view is None:
+    def __repr__(self) -> str:
+        return f"<OpsApi node={self.node.node_id} pages={self.pages is not None}>"
+
+    def route(self, req: HttpRequest) -> Response:
+        path = req.path.rstrip("/") or "/"
+        if path == "/api/health":
+            return _json(200, self.health())
+        if path == "/metrics":
+            return Response(200, self.metrics.render(), content_type=_PROM_TYPE)
+        if path == "/api/chains":
+            return self.chains(_query(req))
+        if path.startswith("/api/metrics/"):
+            return self.chain_metrics(path[len("/api/metrics/") :], _query(req))
+        if path == "/api/cluster":
+            return _json(200, self.cluster())
+        if path == "/api/profiles":
+            return _json(200, self.profiles())
+        if path == "/api/clients" and self.client_view is not None:
+            return self.clients(_query(req))
+        if path == "/api/cache" and self.cache_view is not None:
+            return self.cache(_query(req))
+        if path == "/":
+            return Response(302, b"", headers=[("Location", "/dashboard")])
+        if self.pages is not None and (
+            path == "/api/stream" or path == "/dashboard" or path.startswith("/dashboard/")
+        ):
+            return self.pages(req, path)
+        return not_found(req)
+
+    def health(self) -> dict[str, Any]:
+        node = self.node
         return {
-            "enabled": False,
-            "status": "standalone",
-            "nodes_total": 1,
-            "nodes_responding": 1,
-            "nodes_connected": 1,
-            "regions": [app.node_id],
+            "status": "healthy",
+            "node_id": node.node_id,
+            "version": node.version,
+            "uptime_seconds": int(node.uptime()),
+            "timestamp": _iso_now(),
+            "cluster": self.cluster_status.summary(),
+            "worker": node.worker_index,  # --workers N: which process answered
+            "pid": os.getpid(),
         }
-    summary: dict[str, Any] = view.summary()
-    return summary
 
+    def cluster(self) -> dict[str, Any]:
+        status = self.cluster_status
+        return {"node_id": self.node.node_id, "cluster": status.summary(), "nodes": status.nodes()}
 
-def health(app: LassoApp) -> dict[str, Any]:
-    return {
-        "status": "healthy",
-        "node_id": app.node_id,
-        "version": app.version,
-        "uptime_seconds": int(app.uptime()),
-        "timestamp": _iso_now(),
-        "cluster": cluster_summary(app),
-        "worker": app.settings.worker_index,  # --workers N: which process answered
-        "pid": os.getpid(),
-    }
+    def profiles(self) -> dict[str, Any]:
+        return {
+            "profiles": [
+                {"slug": slug, "name": p.config.name, "chains": sorted(p.chains)}
+                for slug, p in self.runtime().profiles.items()
+            ]
+        }
 
+    def clients(self, q: dict[str, str]) -> Response:
+        """Per-client counts of a profile (``?profile=``): key ids only, never a secret."""
+        prof = self._profile_or_error(q)
+        if isinstance(prof, Response):
+            return prof
+        assert self.client_view is not None
+        return _json(200, self.client_view(prof.config.slug))
 
-def cluster(app: LassoApp) -> dict[str, Any]:
-    view = getattr(app, "cluster_view", None)
-    if view is not None:
-        nodes: list[dict[str, Any]] = view.nodes()
-    else:
-        nodes = [
-            {
-                "node_id": app.node_id,
-                "region": app.node_id,
-                "status": "responding",
-                "last_seen_s": 0.0,
-                "self": True,
-            }
-        ]
-    return {"node_id": app.node_id, "cluster": cluster_summary(app), "nodes": nodes}
+    def cache(self, q: dict[str, str]) -> Response:
+        """The response cache of a profile (``?profile=``): per chain and method, hits,
+        misses, coalesced requests, upstream calls saved, memory (the dashboard's panel)."""
+        prof = self._profile_or_error(q)
+        if isinstance(prof, Response):
+            return prof
+        assert self.cache_view is not None
+        return _json(200, self.cache_view(prof.config.slug))
 
-
-def cache(app: LassoApp, q: dict[str, str]) -> Response:
-    """The response cache of a profile (``?profile=``): per chain and method, hits,
-    misses, coalesced requests, upstream calls saved, memory (the dashboard's panel)."""
-    from lasso.server.cache import report
-
-    prof = _profile_or_error(app, q)
-    if isinstance(prof, Response):
-        return prof
-    return _json(200, report.view(app.cache, prof.config.slug))
-
-
-def profiles(app: LassoApp) -> dict[str, Any]:
-    return {
-        "profiles": [
-            {"slug": slug, "name": p.config.name, "chains": sorted(p.chains)}
-            for slug, p in app.runtime.profiles.items()
-        ]
-    }
-
-
-def _profile_or_error(app: LassoApp, q: dict[str, str]) -> Any:
-    prof = app.runtime.profile(q.get("profile"))
-    if prof is None:
-        return _json(
-            404,
-            {
-                "error": "Profile not found",
-                "profile": q.get("profile"),
-                "available_profiles": sorted(app.runtime.profiles),
-            },
-        )
-    return prof
-
-
-def chains(app: LassoApp, q: dict[str, str]) -> Response:
-    prof = _profile_or_error(app, q)
-    if isinstance(prof, Response):
-        return prof
-    now = monotonic()
-    out = []
-    for key, rt in prof.chains.items():
-        snap = rt.router.snapshot(now)
-        out.append(
-            {
-                "chain": key,
-                "chain_id": str(rt.config.chain_id),
-                "name": rt.config.name,
-                "aliases": list(rt.config.aliases),
-                "supported": True,
-                "default_strategy": rt.config.default_strategy,
-                "block_height": snap.get("consensus_height"),
-                "providers": snap.get("providers", []),
-                "endpoints": {
-                    "http": f"/rpc/profile/{rt.profile}/{key}",
-                    "ws": f"/ws/rpc/profile/{rt.profile}/{key}",
+    def _profile_or_error(self, q: dict[str, str]) -> ProfileRuntime | Response:
+        runtime = self.runtime()
+        prof = runtime.profile(q.get("profile"))
+        if prof is None:
+            return _json(
+                404,
+                {
+                    "error": "Profile not found",
+                    "message": runtime.profile_not_found(q.get("profile")),
+                    "profile": q.get("profile"),
+                    "available_profiles": sorted(runtime.profiles),
                 },
-            }
-        )
-    return _json(200, {"profile": prof.config.slug, "node_id": app.node_id, "chains": out})
-
-
-def chain_metrics(app: LassoApp, ident: str, q: dict[str, str]) -> Response:
-    prof = _profile_or_error(app, q)
-    if isinstance(prof, Response):
+            )
         return prof
-    rt = prof.resolve(ident)
-    if rt is None:
-        return _json(
-            404,
-            {"error": "Chain not found", "chain": ident, "available_chains": sorted(prof.chains)},
-        )
-    scope = q.get("scope", "node")
-    node = q.get("node")
-    view = getattr(app, "cluster_view", None)
-    if (scope == "cluster" or (node and node != app.node_id)) and view is not None:
-        doc: dict[str, Any] = view.chain_metrics(prof.config.slug, rt.key, node=node)
-        return _json(404 if "error" in doc else 200, doc)
-    if node and node != app.node_id:
-        return _json(
-            404, {"error": "Node not found", "node": node, "available_nodes": [app.node_id]}
-        )
-    return _json(200, local_chain_metrics(app, rt))
 
+    def chains(self, q: dict[str, str]) -> Response:
+        prof = self._profile_or_error(q)
+        if isinstance(prof, Response):
+            return prof
+        now = monotonic()
+        out = []
+        for key, rt in prof.chains.items():
+            snap = rt.router.snapshot(now)
+            out.append(
+                {
+                    "chain": key,
+                    "chain_id": str(rt.config.chain_id),
+                    "name": rt.config.name,
+                    "aliases": list(rt.config.aliases),
+                    "supported": True,
+                    "default_strategy": rt.config.default_strategy,
+                    "block_height": snap.get("consensus_height"),
+                    "providers": snap.get("providers", []),
+                    "endpoints": {
+                        "http": f"/rpc/profile/{rt.profile}/{key}",
+                        "ws": f"/ws/rpc/profile/{rt.profile}/{key}",
+                    },
+                }
+            )
+        doc = {"profile": prof.config.slug, "node_id": self.node.node_id, "chains": out}
+        return _json(200, doc)
 
-def local_chain_metrics(app: LassoApp, rt: Any) -> dict[str, Any]:
-    now = monotonic()
-    snap = rt.router.snapshot(now)
-    requests = app.metrics.chain_summary(rt.profile, rt.key)
-    return {
-        "chain": rt.key,
-        "chain_id": str(rt.config.chain_id),
-        "profile": rt.profile,
-        "node_id": app.node_id,
-        "scope": "node",
-        "timestamp": _iso_now(),
-        "consensus_height": snap.get("consensus_height"),
-        "block_time_ms": snap.get("block_time_ms"),
-        "chain_performance": requests,
-        "providers": snap.get("providers", []),
-    }
+    def chain_metrics(self, ident: str, q: dict[str, str]) -> Response:
+        prof = self._profile_or_error(q)
+        if isinstance(prof, Response):
+            return prof
+        rt = prof.resolve(ident)
+        if rt is None:
+            return _json(
+                404,
+                {
+                    "error": "Chain not found",
+                    "chain": ident,
+                    "available_chains": sorted(prof.chains),
+                },
+            )
+        scope = q.get("scope", "node")
+        node = q.get("node")
+        me = self.node.node_id
+        if scope == "cluster" or (node and node != me):
+            doc = self.cluster_status.chain_metrics(prof.config.slug, rt.key, node=node)
+            if doc is not None:
+                return _json(404 if "error" in doc else 200, doc)
+        if node and node != me:
+            return _json(404, {"error": "Node not found", "node": node, "available_nodes": [me]})
+        return _json(200, self.local_chain_metrics(rt))
+
+    def local_chain_metrics(self, rt: ChainRuntime) -> dict[str, Any]:
+        now = monotonic()
+        snap = rt.router.snapshot(now)
+        requests = self.metrics.chain_summary(rt.profile, rt.key)
+        return {
+            "chain": rt.key,
+            "chain_id": str(rt.config.chain_id),
+            "profile": rt.profile,
+            "node_id": self.node.node_id,
+            "scope": "node",
+            "timestamp": _iso_now(),
+            "consensus_height": snap.get("consensus_height"),
+            "block_time_ms": snap.get("block_time_ms"),
+            "chain_performance": requests,
+            "providers": snap.get("providers", []),
+        }
 
 
 def _iso_now() -> str:

@@ -23,6 +23,9 @@ __all__ = ["EventBus"]
 
 log = logging.getLogger("lasso.events")
 
+_RECENT_FAULT_S = 60.0
+"""A breaker transition names the channel's last error when it is at most this old."""
+
 Listener = Callable[[dict[str, Any]], None]
 
 
@@ -105,6 +108,11 @@ class EventBus:
             "to": str(tr.new),
             "reason": str(tr.event),
         }
+        last = ch.health.last
+        at = ch.health.last_at
+        if last is not None and at is not None and monotonic() - at <= _RECENT_FAULT_S:
+            event["cause"] = last.cause  # what made it fail (or what it failed with last)
+            event["error"] = last.message
         level = logging.WARNING if str(tr.new) == "open" else logging.INFO
         log.log(
             level,

@@ -25,12 +25,14 @@ from prometheus_client.core import (
 from lasso.kernel.methods import KNOWN_METHODS
 from lasso.kernel.router import PROVIDER_STATUSES
 from lasso.kernel.stats import HISTOGRAM_BUCKETS_S
+from lasso.kernel.status import connection_state
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
-    from lasso.server.runtime import ChainRuntime
+    from lasso.kernel.router import Channel
+    from lasso.server.node import NodeInfo
+    from lasso.server.runtime import ChainRuntime, Runtime
 
-__all__ = ["Metrics", "Histogram"]
+__all__ = ["Collector", "Histogram", "Metrics"]
 
 _BOUNDS = HISTOGRAM_BUCKETS_S[:-1]
 
@@ -76,24 +78,56 @@ class Histogram:
         return lower
 
 
-def method_label(method: str) -> str:
-    return method if method in KNOWN_METHODS else "other"
+Collector = Callable[[str, float], Iterable[Metric]]
+"""A component's Prometheus families: called with the node id and monotonic now at each
+scrape (see :meth:`Metrics.register`)."""
 
 
 class Metrics:
-    """Per-node request metrics."""
+    """Per-node request metrics, and the registry of the other components' collectors.
 
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
+    Args:
+        node: this node (its id labels every series; its version is ``lasso_node_info``).
+        runtime: the current runtime (reloads swap it): its routers are read at scrape
+            time for the upstream, breaker and provider families.
+        peer_snapshots: with ``--workers N``, the other workers' latest counter snapshots
+            (:meth:`lasso.server.workers.WorkerSnapshots.peers`), merged into the
+            exposition so that any worker serves node-wide counts.
+    """
+
+    def __init__(
+        self,
+        node: NodeInfo,
+        runtime: Callable[[], Runtime],
+        *,
+        peer_snapshots: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.node = node
+        self.node_id = node.node_id
         self.requests: dict[tuple[str, str, str, str, str], int] = {}
         self.durations: dict[tuple[str, str, str], Histogram] = {}
         self.failovers: dict[tuple[str, str], int] = {}
         self.ws_connections = 0
         self.subscriptions: dict[tuple[str, str], int] = {}
-        self.extra_collectors: list[Any] = []
-        # --workers N: the other workers' latest counter snapshots (lasso.server.workers),
-        # merged into the exposition so that any worker serves node-wide counts.
-        self.peer_snapshots: Callable[[], list[dict[str, Any]]] | None = None
+        self._runtime = runtime
+        self._collectors: list[Collector] = []
+        self._peer_snapshots = peer_snapshots
+
+    def __repr__(self) -> str:
+        return (
+            f"<Metrics node={self.node_id} series={len(self.requests)} "
+            f"collectors={len(self._collectors)}>"
+        )
+
+    def register(self, collector: Collector) -> None:
+        """Add ``collector``'s families to every scrape (once, however often registered)."""
+        if collector not in self._collectors:
+            self._collectors.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        """Stop scraping ``collector`` (no-op when it is not registered)."""
+        if collector in self._collectors:
+            self._collectors.remove(collector)
 
     def record_request(
         self,
@@ -148,32 +182,44 @@ class Metrics:
         }
 
     # -- exposition -------------------------------------------------------------------
-    def render(self, app: LassoApp) -> bytes:
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this node (built now, from live state)."""
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(self, app))
+        registry.register(_Collector(self))
         return generate_latest(registry)
 
 
+UpstreamKey = tuple[str, str, str, str, str]  # profile, chain, provider, transport, method
+
+
 class _Collector:
-    def __init__(self, metrics: Metrics, app: LassoApp) -> None:
+    """One scrape: every family, built in steps from the counters, routers and collectors."""
+
+    def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
-        self.app = app
+        self.node = metrics.node_id
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
         m = self.m
-        node = m.node_id
-        app = self.app
         now = monotonic()
-        peers = m.peer_snapshots() if m.peer_snapshots is not None else []
+        peers = m._peer_snapshots() if m._peer_snapshots is not None else []
+        yield from self._client_families(peers)
+        yield from self._routing_families(m._runtime(), peers, now)
+        yield from self._node_families()
+        for extra in list(m._collectors):
+            yield from extra(self.node, now)
+
+    def _client_families(self, peers: list[dict[str, Any]]) -> Iterable[Metric]:
+        """Client requests, their durations and failovers, this worker's plus its peers'."""
+        m, node = self.m, self.node
         requests = dict(m.requests)
         durations = {k: (list(h.counts), h.total) for k, h in m.durations.items()}
         failovers = dict(m.failovers)
         for snap in peers:
             _merge_requests(snap, requests, durations, failovers)
-
         req = CounterMetricFamily(
             "lasso_rpc_requests",
             "Client JSON-RPC requests by outcome",
@@ -182,7 +228,6 @@ class _Collector:
         for (profile, chain, method, strategy, status), n in sorted(requests.items()):
             req.add_metric([node, profile, chain, method, strategy, status], n)
         yield req
-
         dur = HistogramMetricFamily(
             "lasso_rpc_request_duration_seconds",
             "End-to-end duration of client JSON-RPC requests",
@@ -191,7 +236,6 @@ class _Collector:
         for (profile, chain, method), (counts, total) in sorted(durations.items()):
             dur.add_metric([node, profile, chain, method], _cumulative(counts), total)
         yield dur
-
         fo = CounterMetricFamily(
             "lasso_failovers",
             "Attempts retried on another provider",
@@ -201,89 +245,26 @@ class _Collector:
             fo.add_metric([node, profile, chain], n)
         yield fo
 
-        up = CounterMetricFamily(
-            "lasso_upstream_requests",
-            "Upstream attempts by outcome",
-            labels=["node_id", "profile", "chain", "provider", "transport", "method", "outcome"],
-        )
-        up_dur = HistogramMetricFamily(
-            "lasso_upstream_request_duration_seconds",
-            "Upstream attempt latency",
-            labels=["node_id", "profile", "chain", "provider", "transport", "method"],
-        )
-        breaker = GaugeMetricFamily(
-            "lasso_circuit_breaker_state",
-            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
-            labels=["node_id", "profile", "chain", "provider", "transport"],
-        )
-        rate_limited = GaugeMetricFamily(
-            "lasso_provider_rate_limited",
-            "1 while the provider channel is rate-limited",
-            labels=["node_id", "profile", "chain", "provider", "transport"],
-        )
-        height = GaugeMetricFamily(
-            "lasso_provider_block_height",
-            "Last seen block height",
-            labels=["node_id", "profile", "chain", "provider"],
-        )
-        lag = GaugeMetricFamily(
-            "lasso_provider_lag_blocks",
-            "Blocks behind the consensus height (negative = behind)",
-            labels=["node_id", "profile", "chain", "provider"],
-        )
-        pstatus = GaugeMetricFamily(
-            "lasso_provider_status",
-            "1 for the provider's current status (healthy, lagging, degraded, recovering, "
-            "rate_limited, circuit_open, misconfigured), 0 for the others",
-            labels=["node_id", "profile", "chain", "provider", "status"],
-        )
-        up_counts: dict[tuple[str, str, str, str, str], dict[str, int]] = {}
-        up_hist: dict[tuple[str, str, str, str, str], tuple[list[int], float]] = {}
-        for rt in app.runtime.chains():
-            router = rt.router
-            for ch in router.channels:
-                pid = ch.provider.id
-                labels = [node, rt.profile, rt.key, pid, ch.transport]
-                breaker.add_metric(labels, float(int(ch.breaker.state(now))))
-                rate_limited.add_metric(labels, 1.0 if ch.evidence.rate_limited(now) else 0.0)
-                for method, row in ch.methods.items():
-                    ukey: tuple[str, str, str, str, str] = (
-                        rt.profile, rt.key, pid, ch.transport, method
-                    )  # fmt: skip
-                    ocounts = up_counts.setdefault(ukey, {})
-                    for outcome, n in row.outcomes.items():
-                        if n:
-                            ocounts[outcome] = ocounts.get(outcome, 0) + n
-                    if row.hist_count:
-                        up_hist[ukey] = (list(row.bucket_counts), row.hist_sum_s)
-            state = router.state
-            for provider in rt.config.providers:
-                current = router.provider_status(provider.id, now)
-                for st in PROVIDER_STATUSES:
-                    pstatus.add_metric(
-                        [node, rt.profile, rt.key, provider.id, st], 1.0 if st == current else 0.0
-                    )
-                head = state.height(provider.id)
-                if head is not None:
-                    height.add_metric([node, rt.profile, rt.key, provider.id], float(head))
-                    lg = state.optimistic_lag(provider.id, now)
-                    if lg is not None:
-                        lag.add_metric([node, rt.profile, rt.key, provider.id], float(lg))
+    def _routing_families(
+        self, runtime: Runtime, peers: list[dict[str, Any]], now: float
+    ) -> Iterable[Metric]:
+        """Per channel (upstream attempts, breaker, rate limit) and per provider (height,
+        lag, status) families, read from the routers of ``runtime``."""
+        channel = _ChannelFamilies(self.node)
+        provider = _ProviderFamilies(self.node)
+        for rt in runtime.chains():
+            for ch in rt.router.channels:
+                channel.add(rt, ch, now)
+            for p in rt.config.providers:
+                provider.add(rt, p.id, now)
         for snap in peers:
-            _merge_upstream(snap, up_counts, up_hist)
-        for ukey2, ocounts2 in sorted(up_counts.items()):
-            for outcome, n in ocounts2.items():
-                up.add_metric([node, *ukey2, outcome], n)
-        for ukey2, (bcounts, total) in sorted(up_hist.items()):
-            up_dur.add_metric([node, *ukey2], _cumulative(bcounts), total)
-        yield up
-        yield up_dur
-        yield breaker
-        yield rate_limited
-        yield height
-        yield lag
-        yield pstatus
+            _merge_upstream(snap, channel.counts, channel.hists)
+        yield from channel.families()
+        yield from provider.families()
 
+    def _node_families(self) -> Iterable[Metric]:
+        """WebSocket connections, client subscriptions and the node's identity."""
+        m, node = self.m, self.node
         ws = GaugeMetricFamily(
             "lasso_ws_connections", "Open client WebSocket connections", labels=["node_id"]
         )
@@ -298,10 +279,129 @@ class _Collector:
             subs.add_metric([node, chain, kind], float(n))
         yield subs
         info = GaugeMetricFamily("lasso_node_info", "Node identity", labels=["node_id", "version"])
-        info.add_metric([node, app.version], 1.0)
+        info.add_metric([node, m.node.version], 1.0)
         yield info
-        for extra in m.extra_collectors:
-            yield from extra(node, now)
+
+
+class _ChannelFamilies:
+    """Upstream attempts by outcome and latency, breaker state, rate limit, connection state
+    and last error per channel."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.counts: dict[UpstreamKey, dict[str, int]] = {}
+        self.hists: dict[UpstreamKey, tuple[list[int], float]] = {}
+        self.breaker = GaugeMetricFamily(
+            "lasso_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            labels=["node_id", "profile", "chain", "provider", "transport"],
+        )
+        self.rate_limited = GaugeMetricFamily(
+            "lasso_provider_rate_limited",
+            "1 while the provider channel is rate-limited",
+            labels=["node_id", "profile", "chain", "provider", "transport"],
+        )
+        self.connected = GaugeMetricFamily(
+            "lasso_provider_connected",
+            "1 while the provider channel's upstream can be reached (HTTP: it answered last; "
+            "WS: its socket is open), 0 after connect failures; absent before any attempt",
+            labels=["node_id", "profile", "chain", "provider", "transport"],
+        )
+        self.last_error = GaugeMetricFamily(
+            "lasso_provider_last_error_timestamp_seconds",
+            "Unix time of the provider channel's last error, labelled with its category, "
+            "cause and message; absent before the first error",
+            labels=[
+                "node_id", "profile", "chain", "provider", "transport", "category", "cause",
+                "message",
+            ],
+        )  # fmt: skip
+
+    def add(self, rt: ChainRuntime, ch: Channel, now: float) -> None:
+        pid = ch.provider.id
+        labels = [self.node, rt.profile, rt.key, pid, ch.transport]
+        self.breaker.add_metric(labels, float(int(ch.breaker.state(now))))
+        self.rate_limited.add_metric(labels, 1.0 if ch.evidence.rate_limited(now) else 0.0)
+        link = connection_state(ch)
+        if link != "unknown":
+            self.connected.add_metric(labels, 1.0 if link == "up" else 0.0)
+        fault = ch.health.last
+        if fault is not None and fault.ts is not None:
+            self.last_error.add_metric(
+                [*labels, fault.category, fault.cause, fault.message], fault.ts
+            )
+        for method, row in ch.methods.items():
+            key: UpstreamKey = (rt.profile, rt.key, pid, ch.transport, method)
+            counts = self.counts.setdefault(key, {})
+            for outcome, n in row.outcomes.items():
+                if n:
+                    counts[outcome] = counts.get(outcome, 0) + n
+            if row.hist_count:
+                self.hists[key] = (list(row.bucket_counts), row.hist_sum_s)
+
+    def families(self) -> Iterable[Metric]:
+        node = self.node
+        up = CounterMetricFamily(
+            "lasso_upstream_requests",
+            "Upstream attempts by outcome",
+            labels=["node_id", "profile", "chain", "provider", "transport", "method", "outcome"],
+        )
+        for key, counts in sorted(self.counts.items()):
+            for outcome, n in counts.items():
+                up.add_metric([node, *key, outcome], n)
+        up_dur = HistogramMetricFamily(
+            "lasso_upstream_request_duration_seconds",
+            "Upstream attempt latency",
+            labels=["node_id", "profile", "chain", "provider", "transport", "method"],
+        )
+        for key, (bcounts, total) in sorted(self.hists.items()):
+            up_dur.add_metric([node, *key], _cumulative(bcounts), total)
+        yield up
+        yield up_dur
+        yield self.breaker
+        yield self.rate_limited
+        yield self.connected
+        yield self.last_error
+
+
+class _ProviderFamilies:
+    """Block height, lag and status per provider."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.height = GaugeMetricFamily(
+            "lasso_provider_block_height",
+            "Last seen block height",
+            labels=["node_id", "profile", "chain", "provider"],
+        )
+        self.lag = GaugeMetricFamily(
+            "lasso_provider_lag_blocks",
+            "Blocks behind the consensus height (0 at or above it)",
+            labels=["node_id", "profile", "chain", "provider"],
+        )
+        self.status = GaugeMetricFamily(
+            "lasso_provider_status",
+            "1 for the provider's current status (healthy, lagging, degraded, recovering, "
+            "rate_limited, circuit_open, misconfigured), 0 for the others",
+            labels=["node_id", "profile", "chain", "provider", "status"],
+        )
+
+    def add(self, rt: ChainRuntime, pid: str, now: float) -> None:
+        router, labels = rt.router, [self.node, rt.profile, rt.key, pid]
+        current = router.provider_status(pid, now)
+        for st in PROVIDER_STATUSES:
+            self.status.add_metric([*labels, st], 1.0 if st == current else 0.0)
+        head = router.state.height(pid)
+        if head is not None:
+            self.height.add_metric(labels, float(head))
+            lag = router.state.optimistic_lag(pid, now)
+            if lag is not None:
+                self.lag.add_metric(labels, float(lag))
+
+    def families(self) -> Iterable[Metric]:
+        yield self.height
+        yield self.lag
+        yield self.status
 
 
 def _cumulative(counts: list[int]) -> list[tuple[str, float]]:

@@ -43,6 +43,7 @@ from lasso.kernel.methods import (
 )
 from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from lasso.server.faults import answer_fault, fault_of
 from lasso.server.runtime import ChainRuntime
 
 __all__ = ["Outcome", "execute", "encode_upstream_request", "MIN_ATTEMPT_S"]
@@ -296,7 +297,7 @@ async def execute(
             else:
                 msg = "Upstream connection lost"
             if exc.provider_fault and not isinstance(exc, PoolTimeout):
-                tr = router.record_failure(ch, mkey, cat, t1 - t0, t1)
+                tr = router.record_failure(ch, mkey, cat, t1 - t0, t1, fault=fault_of(exc))
                 if tr is not None:
                     rt.events.transition(rt, ch, tr)
                 if shared is not None:
@@ -336,7 +337,8 @@ async def execute(
             return out
         cat = verdict.category or Category.UNKNOWN_ERROR
         bucket = bucket_of(cat)
-        tr = router.record_failure(ch, mkey, cat, lat, t1, verdict.retry_after)
+        fault = answer_fault(resp.status, cat, verdict.message, verdict.error)
+        tr = router.record_failure(ch, mkey, cat, lat, t1, verdict.retry_after, fault=fault)
         if tr is not None:
             rt.events.transition(rt, ch, tr)
         if shared is not None:

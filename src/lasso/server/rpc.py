@@ -1,14 +1,17 @@
-"""JSON-RPC over HTTP: routes, validation, batches, local answers and responses.
+"""JSON-RPC over HTTP: validation, batches, local answers and responses.
 
-Route grammar (CONTRACT §3)::
+The route (profile, chain, strategy, provider override, meta mode) comes from
+:class:`lasso.server.route.RouteResolver`, the rule the WebSocket endpoint shares; this
+module answers its rejections and runs the calls.
 
-    /rpc[/profile/<profile>]/<chain>
-    /rpc[/profile/<profile>]/<strategy>/<chain>
-    /rpc[/profile/<profile>]/provider/<provider_id>/<chain>
-    /rpc[/profile/<profile>]/<chain>/<provider_id>
-
-Literal strategy names and ``provider`` win over chain names, so ``/rpc/fastest/1`` is
-always the fastest strategy on chain 1.
+Validation (JSON-RPC 2.0 §4, §5, §6): an object that is not a valid request (not an
+object, a bad ``id``, ``jsonrpc`` or ``method``, ``params`` not an array or object, or
+nested deeper than :data:`~lasso.server.limits.MAX_PARAMS_DEPTH`) gets an error with its
+``id`` or ``null``, even without an ``id``; a valid notification is executed (or refused)
+silently. Ids come back exactly as sent (:mod:`lasso.server.rpc_envelope`). Batches hold up
+to ``Settings.max_batch`` items, run concurrently under a per-batch and a node-wide bound
+(:mod:`lasso.server.limits`), answered in order. A failure inside Lasso while serving an
+item is ``-32603`` with the item's id, never an HTTP 500.
 """
 
 from __future__ import annotations
@@ -16,75 +19,41 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import logging
 import os
 from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
-from lasso.config import canonical_strategy
+from lasso.auth.client import Client, Refusal
+from lasso.auth.gate import ProfileGate, refusal_response
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response
+from lasso.server.cache import ResponseCache
+from lasso.server.limits import (
+    BATCH_CONCURRENCY,
+    DEFAULT_MAX_BATCH,
+    MAX_PARAMS_DEPTH,
+    NODE_BATCH_CONCURRENCY,
+)
 from lasso.server.pipeline import Outcome
+from lasso.server.route import Rejection, RouteResolver
+from lasso.server.rpc_envelope import RequestIds, splice_id
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
 
-__all__ = [
-    "RpcRoute",
-    "parse_rpc_path",
-    "RpcHandler",
-    "error_body",
-    "finish_item",
-    "batch_cache_status",
-    "MAX_BATCH",
-]
+__all__ = ["RpcHandler", "batch_cache_status", "batch_too_large", "error_body", "finish_item"]
 
-MAX_BATCH = 50
-BATCH_CONCURRENCY = 4
+log = logging.getLogger("lasso.rpc")
+
 MAX_META_HEADER = 4096
 
 _REQ_PREFIX = os.urandom(4).hex()
 _req_counter = itertools.count(1)
-
-
-class RpcRoute:
-    __slots__ = ("profile", "strategy", "chain", "provider_id")
-
-    def __init__(
-        self, profile: str | None, strategy: str | None, chain: str, provider_id: str | None
-    ):
-        self.profile = profile
-        self.strategy = strategy
-        self.chain = chain
-        self.provider_id = provider_id
-
-    def __repr__(self) -> str:
-        return f"<RpcRoute {self.profile}/{self.strategy}/{self.chain}/{self.provider_id}>"
-
-
-def parse_rpc_path(path: str, prefix: str = "/rpc/") -> RpcRoute | None:
-    """Split an RPC path into its parts, or ``None`` when it matches no route."""
-    if not path.startswith(prefix):
-        return None
-    segs = [s for s in path[len(prefix) :].split("/") if s]
-    profile = None
-    if len(segs) >= 2 and segs[0] == "profile":
-        profile = segs[1]
-        segs = segs[2:]
-    if len(segs) == 1:
-        return RpcRoute(profile, None, segs[0], None)
-    if len(segs) == 2:
-        strategy = canonical_strategy(segs[0])
-        if strategy is not None:
-            return RpcRoute(profile, strategy, segs[1], None)
-        return RpcRoute(profile, None, segs[0], segs[1])
-    if len(segs) == 3 and segs[0] == "provider":
-        return RpcRoute(profile, None, segs[2], segs[1])
-    return None
 
 
 def error_body(code: int, message: str, id_json: bytes = b"null", data: Any = None) -> bytes:
@@ -100,13 +69,16 @@ def _error_response(status: int, code: int, message: str, data: Any = None) -> R
 
 _PARSE_ERROR = _error_response(400, -32700, "Parse error: Invalid JSON")
 _EMPTY_BATCH = _error_response(400, -32600, "Invalid Request: empty batch")
-_BATCH_TOO_LARGE = _error_response(
-    400, -32600, f"Invalid Request: batch too large (max {MAX_BATCH})"
-)
 _NOT_REQUEST = _error_response(400, -32600, "Invalid Request: expected a JSON-RPC object or array")
 _NO_CONTENT = Response(204)
 
 _MISSING = object()
+_TOO_DEEP = f"Invalid params: nested deeper than {MAX_PARAMS_DEPTH} levels"
+
+
+def batch_too_large(max_batch: int) -> bytes:
+    """The -32600 answer to a batch of more than ``max_batch`` items."""
+    return error_body(-32600, f"Invalid Request: batch too large (max {max_batch})")
 
 
 class _Item:
@@ -133,133 +105,168 @@ class _Meta:
 
 
 class RpcHandler:
-    """Serves ``POST /rpc/...``."""
+    """Serves ``POST /rpc/...``.
 
-    def __init__(self, app: LassoApp) -> None:
-        self.app = app
-        self._routes: dict[str, RpcRoute | None] = {}
+    Args:
+        routes: the route resolver (shared with the WebSocket endpoint).
+        metrics: the node's request counters.
+        cache: the response cache and coalescing every item goes through
+            (:mod:`lasso.server.cache`, around the pipeline).
+        max_batch: most items in one batch (``Settings.max_batch``).
+        batch_concurrency: items of one batch in flight at once.
+        batch_node_concurrency: batch items in flight on the node, every batch (HTTP and
+            WebSocket) together.
+    """
+
+    def __init__(
+        self,
+        *,
+        routes: RouteResolver,
+        metrics: Metrics,
+        cache: ResponseCache,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_concurrency: int = BATCH_CONCURRENCY,
+        batch_node_concurrency: int = NODE_BATCH_CONCURRENCY,
+    ) -> None:
+        self.routes = routes
+        self.metrics = metrics
+        self.cache = cache
+        self.max_batch = max_batch
+        self.batch_concurrency = batch_concurrency
+        self.batch_slots = asyncio.Semaphore(batch_node_concurrency)
+        self._too_large = Response(400, batch_too_large(max_batch))
+
+    def __repr__(self) -> str:
+        return f"<RpcHandler {self.routes!r} max_batch={self.max_batch}>"
 
     # -- entry point ------------------------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
-        route: Any = self._routes.get(req.path, _MISSING)
-        if route is _MISSING:
-            route = parse_rpc_path(req.path)
-            if len(self._routes) < 4096:
-                self._routes[req.path] = route
-        if route is None:
-            return _error_response(404, -32601, f"No JSON-RPC route at {req.path}")
-        assert isinstance(route, RpcRoute)
-        runtime = self.app.runtime
-        profile = runtime.profile(route.profile)
-        if profile is None:
-            return _error_response(
-                404,
-                -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
-                {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
-            )
-        rt = profile.resolve(route.chain)
-        if rt is None:
-            return _error_response(
-                400,
-                -32602,
-                f"Unsupported chain: Unknown chain '{route.chain}' "
-                f"in profile '{profile.config.slug}'",
-                {"available_chains": sorted(profile.chains)},
-            )
-        strategy = route.strategy or rt.config.default_strategy
+        route = self.routes.resolve(req)
+        if isinstance(route, Rejection):
+            return _refuse(req, route.status, route.code, route.message, route.data)
+        rt = route.rt
+        strategy = route.strategy
         provider_id = route.provider_id
-        meta_mode = ""
-        if req.query:
-            qs = parse_qs(req.query)
-            meta_mode = (qs.get("include_meta") or [""])[0]
-            override = (
-                qs.get("provider_override") or qs.get("provider_id") or qs.get("provider") or [""]
-            )[0]
-            if provider_id is None and override:
-                provider_id = override
-            if route.strategy is None:
-                qstrat = (qs.get("strategy") or [""])[0]
-                if qstrat and canonical_strategy(qstrat):
-                    strategy = canonical_strategy(qstrat) or strategy
-        if not meta_mode:
-            meta_mode = req.headers.get("x-lasso-include-meta", "")
-        if provider_id is None:
-            provider_id = req.headers.get("x-lasso-provider") or None
-        if provider_id is not None and rt.config.provider(provider_id) is None:
-            return _error_response(
-                400,
-                -32602,
-                f"Provider '{provider_id}' not found for chain '{rt.key}'",
-                {"available_providers": [p.id for p in rt.config.providers]},
-            )
-        if meta_mode not in ("headers", "body"):
-            meta_mode = ""
-
-        no_cache = "no-cache" in req.headers.get("cache-control", "")
+        meta_mode = route.meta
         try:
             doc = orjson.loads(req.body)
         except orjson.JSONDecodeError:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
-        if isinstance(doc, dict):
-            item = self.validate_item(doc, rt, provider_id, req.path)
+        gate = route.gate  # None: the profile has no auth and no limits
+        no_cache = "no-cache" in req.headers.get("cache-control", "")
+        if type(doc) is dict:
+            item = self.validate_item(doc, rt, provider_id, req.path, RequestIds(req.body))
+            if gate is not None:
+                return self._gated(
+                    gate, req, rt, [item], strategy, provider_id, meta, True, no_cache
+                )
             if item.early is not None:
                 if item.notification and item.early_status == 200:
                     return _NO_CONTENT
                 return Response(item.early_status, item.early)
             t0 = monotonic()
-            served = self.app.cache.serve(
-                rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
-            )
-            if isinstance(served, tuple):  # answered from the cache: no task needed
-                return self._respond(rt, item, strategy, meta, served, t0)
-            return self._run_single(rt, item, strategy, meta, served, t0)
-        if isinstance(doc, list):
+            try:
+                served = self.cache.serve(
+                    rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+                )
+                if isinstance(served, tuple):  # answered from the cache: no task needed
+                    done = self._finish(rt, item, strategy, None, served, t0)
+                    return _respond(item, rt, strategy, meta, *done)
+            except Exception:  # a bug costs this request an error, never a 500
+                return _respond(item, rt, strategy, meta, *self._internal(item, None))
+            return self._run_single(rt, item, strategy, provider_id, meta, served=(served, t0))
+        if type(doc) is list:
             if not doc:
                 return _EMPTY_BATCH
-            if len(doc) > MAX_BATCH:
-                return _BATCH_TOO_LARGE
-            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path, no_cache)
+            if len(doc) > self.max_batch:
+                return self._too_large
+            ids = RequestIds(req.body, doc)
+            if gate is not None:
+                items = [
+                    self.validate_item(d, rt, provider_id, req.path, ids, i)
+                    for i, d in enumerate(doc)
+                ]
+                return self._gated(
+                    gate, req, rt, items, strategy, provider_id, meta, False, no_cache
+                )
+            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path, ids, no_cache)
         return _NOT_REQUEST
+
+    # -- client checks (lasso.auth) ---------------------------------------------------
+    async def _gated(
+        self,
+        gate: ProfileGate,
+        req: HttpRequest,
+        rt: ChainRuntime,
+        items: list[_Item],
+        strategy: str,
+        provider_id: str | None,
+        meta: _Meta | None,
+        single: bool,
+        no_cache: bool = False,
+    ) -> Response:
+        """The profile's client checks (key, scopes, rate), then the usual answer."""
+        now = monotonic()
+        client = gate.identify(req.headers, req.query, req.client, now)
+        if isinstance(client, Refusal):
+            gate.count_refused(client, len(items))
+            return refusal_response(client, items, single)
+        verdict = gate.screen(client, rt.key, items, now)
+        if verdict is not None and not isinstance(verdict, Refusal):
+            verdict = await verdict
+        if verdict is not None:
+            return refusal_response(verdict, items, single)
+        if not single:
+            return await self.run_items(
+                rt, items, strategy, provider_id, meta, client, no_cache=no_cache
+            )
+        item = items[0]
+        if item.early is not None:
+            if item.notification and item.early_status == 200:
+                return _NO_CONTENT
+            return Response(item.early_status, item.early)
+        return await self._run_single(rt, item, strategy, provider_id, meta, client, no_cache)
 
     # -- validation -------------------------------------------------------------------
     def validate_item(
-        self, doc: Any, rt: ChainRuntime, provider_id: str | None, path: str
+        self,
+        doc: Any,
+        rt: ChainRuntime,
+        provider_id: str | None,
+        path: str,
+        ids: RequestIds,
+        index: int = 0,
     ) -> _Item:
+        """Check one request object of a body (item ``index`` of a batch) and decide what
+        can be decided without a provider: an error, or a local answer in ``item.early``."""
         item = _Item()
-        if not isinstance(doc, dict):
-            item.early = error_body(-32600, "Invalid Request: expected an object")
-            item.early_status = 400
-            return item
+        if type(doc) is not dict:
+            return _invalid(item, -32600, "Invalid Request: expected an object")
         rid = doc.get("id", _MISSING)
         if rid is _MISSING:
             item.notification = True
-        elif rid is None or isinstance(rid, str | int | float) and not isinstance(rid, bool):
+        elif rid is None:
+            pass
+        elif type(rid) is int and rid:  # the common case: re-encoding is exact
             item.id_json = orjson.dumps(rid)
+        elif type(rid) is str or type(rid) is int or type(rid) is float:
+            item.id_json = ids.encode(rid, index)
         else:
-            item.early = error_body(-32600, "Invalid Request: id must be a string, number or null")
-            item.early_status = 400
-            return item
+            return _invalid(item, -32600, "Invalid Request: id must be a string, number or null")
         method = doc.get("method")
         version = doc.get("jsonrpc", "2.0")
         if version != "2.0":
-            item.early = error_body(-32600, 'Invalid Request: jsonrpc must be "2.0"', item.id_json)
-            item.early_status = 400
-            return item
-        if not isinstance(method, str) or not method:
-            item.early = error_body(-32600, "Invalid Request: missing method", item.id_json)
-            item.early_status = 400
-            return item
+            return _invalid(item, -32600, 'Invalid Request: jsonrpc must be "2.0"')
+        if type(method) is not str or not method:
+            return _invalid(item, -32600, "Invalid Request: missing method")
         params = doc.get("params")
         if params is None:
             params = []
-        elif not isinstance(params, list | dict):
-            item.early = error_body(
-                -32602, "Invalid params: params must be an array or object", item.id_json
-            )
-            item.early_status = 400
-            return item
+        elif type(params) is not list and type(params) is not dict:
+            return _invalid(item, -32602, "Invalid params: params must be an array or object")
+        elif not ids.params_ok(params):
+            return _invalid(item, -32602, _TOO_DEEP, {"max_depth": MAX_PARAMS_DEPTH})
         item.method = method
         item.params = params
         if method in WS_ONLY_METHODS:
@@ -282,46 +289,75 @@ class RpcHandler:
             )
         return item
 
-    # -- single -----------------------------------------------------------------------
+    # -- execution ------------------------------------------------------------------
+    async def _execute(
+        self,
+        rt: ChainRuntime,
+        item: _Item,
+        strategy: str,
+        provider_id: str | None,
+        client: Client | None = None,
+        no_cache: bool = False,
+        served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
+    ) -> tuple[bytes, Outcome | None, str | None]:
+        """Run one item through the response cache and the pipeline (``served``: a call
+        already started, and when); its answer bytes (our error on a Lasso failure), its
+        outcome and how the cache answered, counted for ``client`` when the profile checks
+        its clients."""
+        try:
+            if served is None:
+                t0 = monotonic()
+                answer = await self.cache.execute(
+                    rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+                )
+            else:
+                t0 = served[1]
+                answer = await served[0]
+            return self._finish(rt, item, strategy, client, answer, t0)
+        except Exception:  # a bug must cost one item an error, never the batch or a 500
+            return self._internal(item, client)
+
+    def _finish(
+        self,
+        rt: ChainRuntime,
+        item: _Item,
+        strategy: str,
+        client: Client | None,
+        answer: tuple[Outcome, str | None],
+        t0: float,
+    ) -> tuple[bytes, Outcome | None, str | None]:
+        out, cache = answer
+        body = finish_item(out, item.id_json)
+        elapsed = monotonic() - t0
+        self.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
+        if client is not None:
+            client.count(out.status)
+        rt.events.decision(rt, item.method, strategy, out, elapsed)
+        return body, out, cache
+
+    def _internal(self, item: _Item, client: Client | None) -> tuple[bytes, None, None]:
+        log.exception(
+            "request failed inside lasso",
+            extra={"event": "rpc.internal_error", "method": item.method[:100]},
+        )
+        if client is not None:
+            client.count("error")
+        return error_body(-32603, "Internal error", item.id_json), None, None
+
     async def _run_single(
         self,
         rt: ChainRuntime,
         item: _Item,
         strategy: str,
+        provider_id: str | None,
         meta: _Meta | None,
-        pending: Awaitable[tuple[Outcome, str | None]],
-        t0: float,
+        client: Client | None = None,
+        no_cache: bool = False,
+        served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
     ) -> Response:
-        return self._respond(rt, item, strategy, meta, await pending, t0)
+        done = await self._execute(rt, item, strategy, provider_id, client, no_cache, served)
+        return _respond(item, rt, strategy, meta, *done)
 
-    def _respond(
-        self,
-        rt: ChainRuntime,
-        item: _Item,
-        strategy: str,
-        meta: _Meta | None,
-        served: tuple[Outcome, str | None],
-        t0: float,
-    ) -> Response:
-        out, cache = served
-        body = finish_item(out, item.id_json)
-        elapsed = monotonic() - t0
-        self.app.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
-        rt.events.decision(rt, item.method, strategy, out, elapsed)
-        if item.notification:
-            return _NO_CONTENT
-        if meta is None:
-            return Response(200, body, headers=_CACHE_HEADER[cache])
-        info = _meta_object(meta, rt, strategy, out, monotonic())
-        if cache is not None:
-            info["cache"] = cache
-        if meta.mode == "body" and body.endswith(b"}"):
-            body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
-            headers = [("X-Lasso-Request-Id", meta.request_id), *_CACHE_HEADER[cache]]
-            return Response(200, body, headers=headers)
-        return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
-
-    # -- batch ------------------------------------------------------------------------
     async def run_batch(
         self,
         rt: ChainRuntime,
@@ -330,35 +366,43 @@ class RpcHandler:
         provider_id: str | None,
         meta: _Meta | None,
         path: str,
+        ids: RequestIds,
         no_cache: bool = False,
     ) -> Response:
-        items = [self.validate_item(d, rt, provider_id, path) for d in docs]
-        results: list[bytes | None] = [None] * len(items)
+        """Answer a batch (already checked for size): every item concurrently, at most
+        ``batch_concurrency`` of this batch and ``batch_slots`` of the node at a time; the
+        answers in request order, notifications left out (204 when none is left)."""
+        items = [self.validate_item(d, rt, provider_id, path, ids, i) for i, d in enumerate(docs)]
+        return await self.run_items(rt, items, strategy, provider_id, meta, no_cache=no_cache)
+
+    async def run_items(
+        self,
+        rt: ChainRuntime,
+        items: list[_Item],
+        strategy: str,
+        provider_id: str | None,
+        meta: _Meta | None,
+        client: Client | None = None,
+        *,
+        no_cache: bool = False,
+    ) -> Response:
+        """Answer validated batch items (:meth:`run_batch`'s rule): early answers as they
+        are, the others executed and, for a checked client, counted."""
+        results: list[bytes | None] = [it.early for it in items]
         outcomes: list[Outcome | None] = [None] * len(items)
         caches: list[str | None] = [None] * len(items)
-        execute = self.app.cache.execute
         pending = [i for i, it in enumerate(items) if it.early is None]
-        for i, it in enumerate(items):
-            if it.early is not None:
-                results[i] = it.early
         queue = iter(pending)
+        slots = self.batch_slots
 
         async def worker() -> None:
             for i in queue:
-                it = items[i]
-                t0 = monotonic()
-                out, caches[i] = await execute(
-                    rt, it.method, it.params, strategy, provider_id, no_cache=no_cache
-                )
-                elapsed = monotonic() - t0
-                self.app.metrics.record_request(
-                    rt, it.method, strategy, out.status, elapsed, out.retries
-                )
-                rt.events.decision(rt, it.method, strategy, out, elapsed)
-                outcomes[i] = out
-                results[i] = finish_item(out, it.id_json)
+                async with slots:
+                    results[i], outcomes[i], caches[i] = await self._execute(
+                        rt, items[i], strategy, provider_id, client, no_cache
+                    )
 
-        n = min(BATCH_CONCURRENCY, len(pending))
+        n = min(self.batch_concurrency, len(pending))
         if n == 1:
             await worker()
         elif n > 1:
@@ -404,11 +448,73 @@ def batch_cache_status(caches: list[str | None]) -> str | None:
     return "miss" if "miss" in seen else "bypass"
 
 
+def _respond(
+    item: _Item,
+    rt: ChainRuntime,
+    strategy: str,
+    meta: _Meta | None,
+    body: bytes,
+    out: Outcome | None,
+    cache: str | None,
+) -> Response:
+    """The answer to a single request: ``X-Lasso-Cache`` when it was cacheable, and
+    ``include_meta`` (with ``cache``) when asked."""
+    if item.notification:
+        return _NO_CONTENT
+    if meta is None:
+        return Response(200, body, headers=_CACHE_HEADER[cache])
+    info = _meta_object(meta, rt, strategy, out, monotonic())
+    if cache is not None:
+        info["cache"] = cache
+    if meta.mode == "body" and body.endswith(b"}"):
+        body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
+        headers = [("X-Lasso-Request-Id", meta.request_id), *_CACHE_HEADER[cache]]
+        return Response(200, body, headers=headers)
+    return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
+
+
+def _refuse(req: HttpRequest, status: int, code: int, message: str, data: Any = None) -> Response:
+    """Refuse a request for its route: the error carries the request's own id when the
+    body is one request object (else ``null``)."""
+    id_json = b"null"
+    try:
+        doc = orjson.loads(req.body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if type(doc) is dict:
+        rid = doc.get("id")
+        if type(rid) is str or type(rid) is int or type(rid) is float:
+            id_json = RequestIds(req.body).encode(rid)
+    return Response(status, error_body(code, message, id_json, data))
+
+
+def _invalid(item: _Item, code: int, message: str, data: Any = None) -> _Item:
+    """Make ``item`` an invalid request: answered (id or null) even without an id."""
+    item.notification = False
+    item.early = error_body(code, message, item.id_json, data)
+    item.early_status = 400
+    return item
+
+
 def finish_item(out: Outcome, id_json: bytes) -> bytes:
     """The client-facing bytes: upstream bytes with the client's id restored, or our error."""
     if out.body is not None:
-        return out.body.replace(out.tid, id_json, 1)
-    return b'{"jsonrpc":"2.0","error":%s,"id":%s}' % (orjson.dumps(out.error), id_json)
+        return splice_id(out.body, out.tid, id_json)
+    try:
+        err = orjson.dumps(out.error)
+    except orjson.JSONEncodeError:  # an upstream error object orjson cannot re-encode
+        err = orjson.dumps(_plain_error(out.error))
+    return b'{"jsonrpc":"2.0","error":%s,"id":%s}' % (err, id_json)
+
+
+def _plain_error(error: Any) -> dict[str, Any]:
+    """``error`` without ``data``, its code and message checked (for odd upstream errors)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return {
+        "code": code if type(code) is int else -32603,
+        "message": message if isinstance(message, str) else "Upstream error",
+    }
 
 
 def _meta_object(
@@ -434,7 +540,7 @@ def _meta_object(
         if out.provider_id is not None:
             info["selected_provider"] = {"id": out.provider_id, "protocol": out.transport}
         if out.error is not None:
-            info["error"] = {"code": out.error.get("code"), "message": out.error.get("message")}
+            info["error"] = _plain_error(out.error)
     return info
 
 

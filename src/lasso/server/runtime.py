@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lasso.config import (
-    DEFAULT_PROFILE,
     PROFILE_ALIASES,
     ChainConfig,
     ProfileConfig,
     ProviderConfig,
+    default_profile_slug,
 )
 from lasso.kernel.router import BreakerRegistry, ChainRouter, normalize_url
 from lasso.net.http_client import HttpUpstreamPool
@@ -45,8 +45,9 @@ def instance_key(provider: ProviderConfig) -> str:
 class PoolRegistry:
     """Upstream HTTP pools shared by instance key, kept across reloads."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_response_size: int = 128 * 1024 * 1024) -> None:
         self._pools: dict[str, HttpUpstreamPool] = {}
+        self.max_response_size = max_response_size  # Limits.max_upstream_response
 
     def get(self, provider: ProviderConfig) -> HttpUpstreamPool | None:
         if not provider.url:
@@ -54,7 +55,11 @@ class PoolRegistry:
         key = instance_key(provider)
         pool = self._pools.get(key)
         if pool is None:
-            pool = HttpUpstreamPool(provider.url, headers=dict(provider.headers))
+            pool = HttpUpstreamPool(
+                provider.url,
+                headers=dict(provider.headers),
+                max_response_size=self.max_response_size,
+            )
             self._pools[key] = pool
         return pool
 
@@ -127,7 +132,15 @@ class ProfileRuntime:
 
 
 class Runtime:
-    """Everything routing needs for one generation of the profile set."""
+    """Everything routing needs for one generation of the profile set.
+
+    ``default_profile`` is the profile for routes without ``/profile/<slug>``: the
+    ``default_profile`` argument when given, else ``public``, else the only profile, else
+    ``None`` (:func:`lasso.config.default_profile_slug`).
+
+    Raises:
+        ValueError: when ``default_profile`` names no profile of ``profiles``.
+    """
 
     def __init__(
         self,
@@ -137,12 +150,12 @@ class Runtime:
         breakers: BreakerRegistry,
         rng: random.Random,
         generation: int = 1,
-        default_profile: str = DEFAULT_PROFILE,
+        default_profile: str | None = None,
         events: EventBus | None = None,
     ) -> None:
         self.events = events if events is not None else EventBus("local")
         self.generation = generation
-        self.default_profile = default_profile
+        self.default_profile = default_profile_slug(profiles.keys(), default_profile)
         self.profiles: dict[str, ProfileRuntime] = {}
         self.instance_keys: set[str] = set()
         for slug, profile in profiles.items():
@@ -159,10 +172,25 @@ class Runtime:
             self.profiles[slug] = ProfileRuntime(profile, chains)
 
     def profile(self, slug: str | None) -> ProfileRuntime | None:
+        """The profile ``slug`` (an alias works), or the default one for ``None``; ``None``
+        when there is no such profile (see :meth:`profile_not_found`)."""
         if not slug:
             slug = self.default_profile
+            if slug is None:
+                return None
         slug = PROFILE_ALIASES.get(slug, slug)
         return self.profiles.get(slug)
+
+    def profile_not_found(self, slug: str | None) -> str:
+        """The message for a route whose profile (``None``: the default) does not exist."""
+        if slug:
+            return f"Profile '{slug}' not found"
+        if self.default_profile is not None:
+            return f"Profile '{self.default_profile}' not found"
+        return (
+            "No default profile: this node serves several profiles and none is 'public'; "
+            "use /rpc/profile/<slug>/... or set LASSO_DEFAULT_PROFILE"
+        )
 
     def chains(self) -> list[ChainRuntime]:
         return [c for p in self.profiles.values() for c in p.chains.values()]

@@ -27,6 +27,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,8 @@ import orjson
 from lasso.server.shared_state import SharedTable
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.server.metrics import Metrics
+    from lasso.server.runtime import Runtime
 
 __all__ = ["WorkerSnapshots", "supervise", "SNAPSHOT_INTERVAL_S"]
 
@@ -52,12 +54,19 @@ class WorkerSnapshots:
         self.dir = Path(directory)
         self.index = index
         self.path = self.dir / f"worker-{index}.json"
+        self._sources: dict[str, Callable[[], Any]] = {}
 
-    def snapshot(self, app: LassoApp) -> dict[str, Any]:
-        """This worker's counters as plain JSON-ready lists."""
-        m = app.metrics
+    def include(self, name: str, source: Callable[[], Any]) -> None:
+        """Add ``source()`` (JSON-ready) to every snapshot under ``name`` (other components'
+        counters, such as the client counters of :mod:`lasso.auth`)."""
+        self._sources[name] = source
+
+    def snapshot(self, metrics: Metrics, runtime: Runtime) -> dict[str, Any]:
+        """This worker's counters (``metrics`` and the routers of ``runtime``) as plain
+        JSON-ready lists."""
+        m = metrics
         upstream: list[list[Any]] = []
-        for rt in app.runtime.chains():
+        for rt in runtime.chains():
             for ch in rt.router.channels:
                 for method, row in ch.methods.items():
                     outcomes = {k: n for k, n in row.outcomes.items() if n}
@@ -72,13 +81,14 @@ class WorkerSnapshots:
             "durations": [[*k, list(h.counts), h.total] for k, h in m.durations.items()],
             "failovers": [[*k, n] for k, n in m.failovers.items()],
             "upstream": upstream,
+            **{name: source() for name, source in self._sources.items()},
         }
 
-    def write(self, app: LassoApp) -> None:
+    def write(self, metrics: Metrics, runtime: Runtime) -> None:
         """Replace this worker's file atomically (readers never see half a file)."""
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_bytes(orjson.dumps(self.snapshot(app)))
+            tmp.write_bytes(orjson.dumps(self.snapshot(metrics, runtime)))
             os.replace(tmp, self.path)
         except OSError as exc:  # the directory went away (parent gone): nothing to share
             log.debug("snapshot not written: %s", exc)
@@ -99,10 +109,11 @@ class WorkerSnapshots:
                 out.append(doc)
         return out
 
-    async def run(self, app: LassoApp) -> None:
-        """Write a snapshot every :data:`SNAPSHOT_INTERVAL_S` until cancelled."""
+    async def run(self, metrics: Metrics, runtime: Callable[[], Runtime]) -> None:
+        """Write a snapshot every :data:`SNAPSHOT_INTERVAL_S` until cancelled (``runtime``
+        is re-read each time: reloads swap it)."""
         while True:
-            self.write(app)
+            self.write(metrics, runtime())
             await asyncio.sleep(SNAPSHOT_INTERVAL_S)
 
 
@@ -135,6 +146,7 @@ async def _supervise(argv: list[str], n: int, shm_name: str, directory: str) -> 
         env = dict(os.environ)
         env.update(
             LASSO_WORKERS="1",
+            LASSO_WORKER_COUNT=str(n),
             LASSO_WORKER_INDEX=str(index),
             LASSO_SHARED_STATE=shm_name,
             LASSO_WORKER_DIR=directory,

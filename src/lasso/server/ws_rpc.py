@@ -1,15 +1,11 @@
 """JSON-RPC over WebSocket for clients: ``/ws/rpc/...`` (CONTRACT §4, reference §1.3, §7.5).
 
-Route grammar (the HTTP one under ``/ws/rpc/``, :func:`lasso.server.rpc.parse_rpc_path`)::
-
-    /ws/rpc[/profile/<profile>]/<chain>
-    /ws/rpc[/profile/<profile>]/<strategy>/<chain>
-    /ws/rpc[/profile/<profile>]/provider/<provider_id>/<chain>
-    /ws/rpc[/profile/<profile>]/<chain>/<provider_id>
-
-plus the query parameters ``strategy`` and ``provider_id``. An unknown route, profile,
-chain or provider rejects the upgrade with the HTTP status and JSON-RPC error body the
-HTTP endpoint would answer (404/400), a malformed handshake with 400/405/426.
+Routes are the HTTP ones under ``/ws/rpc/``, resolved by the same rule
+(:class:`lasso.server.route.RouteResolver`): strategy and provider override from the path,
+the query (``strategy``; ``provider_override``, ``provider_id``, ``provider``) and the
+``X-Lasso-Provider`` header. An unknown route, profile, chain or provider rejects the
+upgrade with the HTTP status and JSON-RPC error body the HTTP endpoint would answer
+(404/400), a malformed handshake with 400/405/426.
 
 Each text (or binary) message is one JSON-RPC request or a batch:
 
@@ -17,17 +13,21 @@ Each text (or binary) message is one JSON-RPC request or a batch:
   ``-32600``; ``eth_chainId`` is answered locally, signing methods with ``-32601``;
 * every other request runs through the response cache and coalescing
   (:meth:`lasso.server.cache.ResponseCache.execute`) and the pipeline exactly like an
-  HTTP one (same cache, strategies, failover, per-method deadlines), concurrently: answers go
+  HTTP one (same strategies, failover, per-method deadlines), concurrently: answers go
   out as they finish, possibly out of order, as the upstream bytes with the client's id
-  restored. Batches (up to 50 items, 4 in flight) are answered in one array frame;
-* ``eth_subscribe``/``eth_unsubscribe`` go to ``app.subscriptions`` (the subscription
-  manager); they cannot be batched.
+  restored. Batches (up to ``max_batch`` items, run as over HTTP) are answered in one
+  array frame;
+* ``eth_subscribe``/``eth_unsubscribe`` go to the subscription manager
+  (:class:`lasso.server.subscriptions.SubscriptionManager`); they cannot be batched.
 
-Per connection at most 32 requests (a batch counts once) and 32 MiB of request bytes are
-in flight, and 128 subscriptions exist or are being set up; beyond, ``-32008`` "Local
-request capacity unavailable" / "Subscription capacity unavailable". Messages above the
-node's body limit (8 MB) close the connection with 1009; the transport rules (keepalive,
-slow clients) are in :mod:`lasso.net.ws`.
+A client may keep any number of requests in flight (CONTRACT §4): once 32 requests (a
+batch counts once) or 32 MiB of request bytes are in flight on a connection, Lasso stops
+reading it (back-pressure: :meth:`~lasso.net.ws.WsServerConnection.pause_reading`) and
+reads on as answers go out; no request is ever refused for capacity. At most 128
+subscriptions exist or are being set up per connection; beyond, ``-32008``
+"Subscription capacity unavailable". Messages above the node's body limit (8 MB) close
+the connection with 1009; the transport rules (keepalive, slow clients) are in
+:mod:`lasso.net.ws`.
 """
 
 from __future__ import annotations
@@ -35,22 +35,29 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
+from collections.abc import Awaitable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
-from lasso.config import canonical_strategy
+from lasso.auth.client import Refusal, unauthorized
+from lasso.auth.session import Session
 from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
-from lasso.server.rpc import MAX_BATCH, error_body, finish_item, parse_rpc_path
+from lasso.net.ws_frames import DEFAULT_CONTROL_FRAMES_PER_S, DEFAULT_FRAMES_PER_READ
+from lasso.server.route import Rejection, RouteResolver
+from lasso.server.rpc import RpcHandler, batch_too_large, error_body, finish_item
+from lasso.server.rpc_envelope import RequestIds
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    from lasso.auth.service import ClientAccess
+    from lasso.server.metrics import Metrics
+    from lasso.server.subscriptions import SubscriptionManager
 
 __all__ = ["WsClient", "WsRpcEndpoint", "MAX_INFLIGHT", "MAX_SUBSCRIPTIONS"]
 
@@ -65,11 +72,9 @@ MAX_HELD = 1024
 _PARSE_ERROR = error_body(-32700, "Parse error: Invalid JSON")
 _NOT_REQUEST = error_body(-32600, "Invalid Request: expected a JSON-RPC object or array")
 _EMPTY_BATCH = error_body(-32600, "Invalid Request: empty batch")
-_BATCH_TOO_LARGE = error_body(-32600, f"Invalid Request: batch too large (max {MAX_BATCH})")
 _BATCHED_SUBSCRIPTION = error_body(
     -32600, "Invalid Request: eth_subscribe and eth_unsubscribe cannot be batched"
 )
-_CAPACITY = "Local request capacity unavailable"
 _SUB_CAPACITY = "Subscription capacity unavailable"
 _NOTIFICATION = (
     b'{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":%s,"result":%s}}'
@@ -77,18 +82,44 @@ _NOTIFICATION = (
 _UNSET = object()
 
 
+def _is_subscription(method: Any) -> bool:
+    return type(method) is str and method in WS_ONLY_METHODS
+
+
 class WsRpcEndpoint:
     """Accepts ``/ws/rpc/...`` upgrades and owns the live client connections.
 
     The limits are attributes so that an operator (or a test) can tune them before
     connections arrive.
+
+    Args:
+        routes: the route resolver (shared with the HTTP endpoint).
+        rpc: the HTTP endpoint, whose validation and batch runner messages share.
+        metrics: the node's request counters.
+        subscriptions: the node's subscription manager.
+        max_message: the largest message accepted (the node's body limit).
+        access: the node's client access (:mod:`lasso.auth`): subscription caps, and the
+            gates sockets are checked against again after a reload.
     """
 
-    def __init__(self, app: LassoApp) -> None:
-        self.app = app
+    def __init__(
+        self,
+        *,
+        routes: RouteResolver,
+        rpc: RpcHandler,
+        metrics: Metrics,
+        subscriptions: SubscriptionManager,
+        max_message: int,
+        access: ClientAccess | None = None,
+    ) -> None:
+        self.routes = routes
+        self.rpc = rpc
+        self.metrics = metrics
+        self.subscriptions = subscriptions
+        self.access = access
         self.clients: set[WsClient] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.max_message = app.settings.max_body
+        self.max_message = max_message
         self.max_inflight = MAX_INFLIGHT
         self.max_inflight_bytes = MAX_INFLIGHT_BYTES
         self.max_subscriptions = MAX_SUBSCRIPTIONS
@@ -97,6 +128,8 @@ class WsRpcEndpoint:
         self.pong_timeout = 5.0
         self.max_missed_pongs = 2
         self.close_timeout = 2.0
+        self.control_frames_per_s = DEFAULT_CONTROL_FRAMES_PER_S  # Limits (lasso.net.limits)
+        self.frames_per_read = DEFAULT_FRAMES_PER_READ
         self.accepted = 0
         self.rejected = 0
         self._ids = itertools.count(1)
@@ -117,49 +150,14 @@ class WsRpcEndpoint:
 
         Returns the connection protocol, or None after writing a rejection.
         """
-        route = parse_rpc_path(req.path, "/ws/rpc/")
-        if route is None:
-            self._reject(transport, 404, -32601, f"No WebSocket JSON-RPC route at {req.path}")
+        route = self.routes.resolve(req, websocket=True)
+        if isinstance(route, Rejection):
+            self._reject(transport, route)
             return None
-        runtime = self.app.runtime
-        profile = runtime.profile(route.profile)
-        if profile is None:
-            self._reject(
-                transport,
-                404,
-                -32000,
-                f"Profile '{route.profile or runtime.default_profile}' not found",
-                {"error_type": "profile_not_found", "available_profiles": sorted(runtime.profiles)},
-            )
-            return None
-        rt = profile.resolve(route.chain)
-        if rt is None:
-            self._reject(
-                transport,
-                400,
-                -32602,
-                f"Unsupported chain: Unknown chain '{route.chain}' "
-                f"in profile '{profile.config.slug}'",
-                {"available_chains": sorted(profile.chains)},
-            )
-            return None
-        strategy = route.strategy or rt.config.default_strategy
-        provider_id = route.provider_id
-        if req.query:
-            qs = parse_qs(req.query)
-            if provider_id is None:
-                provider_id = (qs.get("provider_id") or qs.get("provider_override") or [""])[0]
-                provider_id = provider_id or None
-            if route.strategy is None:
-                strategy = canonical_strategy((qs.get("strategy") or [""])[0]) or strategy
-        if provider_id is not None and rt.config.provider(provider_id) is None:
-            self._reject(
-                transport,
-                400,
-                -32602,
-                f"Provider '{provider_id}' not found for chain '{rt.key}'",
-                {"available_providers": [p.id for p in rt.config.providers]},
-            )
+        session = Session(route.rt.profile, route.rt.key, req.headers, req.query, req.client)
+        refusal = session.check(route.gate, monotonic())
+        if refusal is not None:  # the profile's client checks (lasso.auth)
+            self._reject(transport, refusal)
             return None
         ok, answer = accept_handshake(req)
         transport.write(answer)
@@ -170,28 +168,46 @@ class WsRpcEndpoint:
         self.accepted += 1
         conn = WsServerConnection(
             transport,
-            self.app.loop,
+            asyncio.get_running_loop(),
             max_message=self.max_message,
             ping_interval=self.ping_interval,
             pong_timeout=self.pong_timeout,
             max_missed_pongs=self.max_missed_pongs,
             max_send_buffer=self.max_send_buffer,
             close_timeout=self.close_timeout,
+            control_frames_per_s=self.control_frames_per_s,
+            frames_per_read=self.frames_per_read,
         )
-        client = WsClient(self, conn, rt, strategy, provider_id, req.path)
+        client = WsClient(
+            self, conn, route.rt, route.strategy, route.provider_id, req.path, session
+        )
         self.clients.add(client)
-        self.app.metrics.ws_connections += 1
+        self.metrics.ws_connections += 1
         conn.start(client, rest)
         return conn
 
-    def _reject(
-        self, transport: asyncio.Transport, status: int, code: int, message: str, data: Any = None
-    ) -> None:
+    def _reject(self, transport: asyncio.Transport, why: Rejection | Refusal) -> None:
         """Answer an upgrade we will not accept, as the HTTP endpoint would, and close."""
         self.rejected += 1
-        body = error_body(code, message, b"null", data)
-        transport.write(encode_response(Response(status, body), False))
+        if isinstance(why, Refusal):
+            answer = Response(why.status, why.body(), headers=why.headers())
+        else:
+            answer = Response(why.status, error_body(why.code, why.message, b"null", why.data))
+        transport.write(encode_response(answer, False))
         transport.close()
+
+    def recheck_clients(self) -> None:
+        """After a reload: every socket is checked under its profile's new client rules;
+        one they refuse is closed (1008), the others carry on under the new limits."""
+        access = self.access
+        if access is None:
+            return
+        now = monotonic()
+        for client in list(self.clients):
+            session = client.session
+            refusal = session.check(access.gate(session.profile), now)
+            if refusal is not None:
+                client.end(refusal)
 
     # -- shared helpers -----------------------------------------------------------------
     def encode_result(self, result: Any) -> bytes:
@@ -203,7 +219,7 @@ class WsRpcEndpoint:
             return self._enc_bytes
         data = orjson.dumps(result)
         if self._enc_obj is _UNSET:
-            self.app.loop.call_soon(self._forget_encoding)
+            asyncio.get_running_loop().call_soon(self._forget_encoding)
         self._enc_obj = result
         self._enc_bytes = data
         return data
@@ -213,7 +229,7 @@ class WsRpcEndpoint:
         self._enc_bytes = b""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = self.app.loop.create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -250,7 +266,6 @@ class WsClient:
         "strategy",
         "path",
         "endpoint",
-        "app",
         "conn",
         "inflight",
         "inflight_bytes",
@@ -258,6 +273,8 @@ class WsClient:
         "pending_subs",
         "closed",
         "_held",
+        "session",
+        "_expiry",
     )
 
     def __init__(
@@ -268,10 +285,10 @@ class WsClient:
         strategy: str,
         provider_id: str | None,
         path: str,
+        session: Session,
     ) -> None:
         self.id = next(endpoint._ids)
         self.endpoint = endpoint
-        self.app = endpoint.app
         self.conn = conn
         self.rt = rt
         self.strategy = strategy
@@ -283,6 +300,13 @@ class WsClient:
         self.pending_subs = 0
         self.closed = False
         self._held: deque[tuple[str, bytes]] = deque()
+        self.session = session  # the client's standing (lasso.auth); client None: ungated
+        self._expiry: asyncio.TimerHandle | None = None
+        expires = session.expires_at()
+        if expires is not None:  # a JWT: the socket ends with it
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, expires - time.time()), self.end, unauthorized("token_expired")
+            )
 
     def __repr__(self) -> str:
         return (
@@ -323,29 +347,67 @@ class WsClient:
             self.conn.send_text(_PARSE_ERROR)
             return
         if type(doc) is dict:
-            self._request(doc, len(data))
+            self._request(doc, data)
         elif type(doc) is list:
-            self._batch(doc, len(data))
+            self._batch(doc, data)
         else:
             self.conn.send_text(_NOT_REQUEST)
 
     def on_close(self, code: int, reason: str) -> None:
         self.closed = True
         self._held.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._release_subscriptions(len(self.sub_ids))
         endpoint = self.endpoint
         if self in endpoint.clients:
             endpoint.clients.discard(self)
-            self.app.metrics.ws_connections -= 1
-        manager = getattr(self.app, "subscriptions", None)
-        if manager is not None:
-            try:
-                manager.drop_client(self)
-            except Exception:
-                log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
+            endpoint.metrics.ws_connections -= 1
+        try:
+            endpoint.subscriptions.drop_client(self)
+        except Exception:
+            log.exception("subscription cleanup failed", extra={"event": "ws.drop_failed"})
 
     # -- requests -----------------------------------------------------------------------
-    def _request(self, doc: dict[str, Any], size: int) -> None:
-        item = self.app.rpc.validate_item(doc, self.rt, self.provider_id, self.path)
+    def end(self, refusal: Refusal) -> None:
+        """Close the socket because its credentials no longer pass (1008)."""
+        if not self.closed:
+            self.conn.close(1008, refusal.message[:120])
+
+    def _request(self, doc: dict[str, Any], data: bytes) -> None:
+        size = len(data)
+        item = self.endpoint.rpc.validate_item(
+            doc, self.rt, self.provider_id, self.path, RequestIds(data)
+        )
+        if self.session.client is not None:  # the profile's client checks (lasso.auth)
+            if item.method in WS_ONLY_METHODS:
+                item.early, item.early_status = None, 200  # served below, over WebSocket
+            verdict = self.session.screen((item,), monotonic(), time.time())
+            if verdict is not None and not isinstance(verdict, Refusal):
+                self._admit(size)  # the wait for Redis holds a slot: back-pressure applies
+                self.endpoint.spawn(self._screened(verdict, item, size))
+                return
+            if verdict is not None:
+                self._refused(verdict, item)
+                return
+        self._dispatch(item, size)
+
+    async def _screened(self, verdict: Awaitable[Refusal | None], item: Any, size: int) -> None:
+        try:
+            refusal = await verdict
+        finally:
+            self._done(size)
+        if refusal is not None:
+            self._refused(refusal, item)
+        elif not self.closed:
+            self._dispatch(item, size)
+
+    def _refused(self, refusal: Refusal, item: Any) -> None:
+        self._reply(item, item.early or refusal.body(item.id_json))
+        if refusal.reason == "token_expired":
+            self.end(refusal)
+
+    def _dispatch(self, item: Any, size: int) -> None:
         method = item.method
         if method in WS_ONLY_METHODS:
             if method == "eth_subscribe":
@@ -357,35 +419,45 @@ class WsClient:
             if not (item.notification and item.early_status == 200):
                 self.conn.send_text(item.early)
             return
-        if not self._admit(size):
-            if not item.notification:
-                self.conn.send_text(error_body(-32008, _CAPACITY, item.id_json))
-            return
+        self._admit(size)
         self.endpoint.spawn(self._unary(item, size))
 
-    def _admit(self, size: int) -> bool:
+    def _admit(self, size: int) -> None:
+        """Count a request in flight; at the bound, stop reading the socket."""
+        self.inflight += 1
+        self.inflight_bytes += size
         endpoint = self.endpoint
         if (
             self.inflight >= endpoint.max_inflight
-            or self.inflight_bytes + size > endpoint.max_inflight_bytes
+            or self.inflight_bytes >= endpoint.max_inflight_bytes
         ):
-            return False
-        self.inflight += 1
-        self.inflight_bytes += size
-        return True
+            self.conn.pause_reading()
+
+    def _done(self, size: int) -> None:
+        """A request in flight was answered; read on once below the bound."""
+        self.inflight -= 1
+        self.inflight_bytes -= size
+        endpoint = self.endpoint
+        if (
+            self.inflight < endpoint.max_inflight
+            and self.inflight_bytes < endpoint.max_inflight_bytes
+        ):
+            self.conn.resume_reading()
 
     async def _unary(self, item: Any, size: int) -> None:
         rt = self.rt
         strategy = self.strategy
         try:
             t0 = monotonic()
-            out, _ = await self.app.cache.execute(
+            out, _ = await self.endpoint.rpc.cache.execute(
                 rt, item.method, item.params, strategy, self.provider_id
             )
             elapsed = monotonic() - t0
-            self.app.metrics.record_request(
+            self.endpoint.metrics.record_request(
                 rt, item.method, strategy, out.status, elapsed, out.retries
             )
+            if self.session.client is not None:
+                self.session.client.count(out.status)
             rt.events.decision(rt, item.method, strategy, out, elapsed)
             if not item.notification:
                 self.conn.send_text(finish_item(out, item.id_json))
@@ -394,41 +466,69 @@ class WsClient:
             if not item.notification:
                 self.conn.send_text(error_body(-32603, "Internal error", item.id_json))
         finally:
-            self.inflight -= 1
-            self.inflight_bytes -= size
+            self._done(size)
 
-    def _batch(self, docs: list[Any], size: int) -> None:
+    def _batch(self, docs: list[Any], data: bytes) -> None:
+        size = len(data)
+        max_batch = self.endpoint.rpc.max_batch
         if not docs:
             self.conn.send_text(_EMPTY_BATCH)
-        elif len(docs) > MAX_BATCH:
-            self.conn.send_text(_BATCH_TOO_LARGE)
-        elif any(type(d) is dict and d.get("method") in WS_ONLY_METHODS for d in docs):
+        elif len(docs) > max_batch:
+            self.conn.send_text(batch_too_large(max_batch))
+        elif any(type(d) is dict and _is_subscription(d.get("method")) for d in docs):
             self.conn.send_text(_BATCHED_SUBSCRIPTION)
-        elif not self._admit(size):
-            self.conn.send_text(error_body(-32008, _CAPACITY))
         else:
-            self.endpoint.spawn(self._run_batch(docs, size))
+            self._admit(size)
+            self.endpoint.spawn(self._run_batch(docs, data))
 
-    async def _run_batch(self, docs: list[Any], size: int) -> None:
+    async def _run_batch(self, docs: list[Any], data: bytes) -> None:
+        size = len(data)
         try:
-            resp = await self.app.rpc.run_batch(
-                self.rt, docs, self.strategy, self.provider_id, None, self.path
-            )
+            if self.session.client is not None:
+                resp = await self._run_screened_batch(docs, RequestIds(data, docs))
+            else:
+                resp = await self.endpoint.rpc.run_batch(
+                    self.rt,
+                    docs,
+                    self.strategy,
+                    self.provider_id,
+                    None,
+                    self.path,
+                    RequestIds(data, docs),
+                )
             if resp.body:  # empty when every item was a notification
                 self.conn.send_text(resp.body)
         except Exception:
             log.exception("websocket batch failed", extra={"event": "ws.request_error"})
             self.conn.send_text(error_body(-32603, "Internal error"))
         finally:
-            self.inflight -= 1
-            self.inflight_bytes -= size
+            self._done(size)
+
+    async def _run_screened_batch(self, docs: list[Any], ids: RequestIds) -> Response:
+        """A batch under the client checks: refused items answered in place."""
+        rpc = self.endpoint.rpc
+        items = [
+            rpc.validate_item(d, self.rt, self.provider_id, self.path, ids, i)
+            for i, d in enumerate(docs)
+        ]
+        verdict = self.session.screen(items, monotonic(), time.time())
+        if verdict is not None and not isinstance(verdict, Refusal):
+            verdict = await verdict
+        if verdict is not None and verdict.reason == "token_expired":
+            self.end(verdict)
+        client = self.session.client
+        return await rpc.run_items(self.rt, items, self.strategy, self.provider_id, None, client)
 
     # -- subscriptions ------------------------------------------------------------------
     def _subscribe(self, item: Any) -> None:
-        manager = getattr(self.app, "subscriptions", None)
-        if manager is None:
-            self._reply(item, error_body(-32601, "Subscriptions are not available", item.id_json))
-        elif len(self.sub_ids) + self.pending_subs >= self.endpoint.max_subscriptions:
+        manager = self.endpoint.subscriptions
+        client, access = self.session.client, self.endpoint.access
+        if client is not None and access is not None:
+            refusal = access.acquire_subscription(client)  # the client's cap (lasso.auth)
+            if refusal is not None:
+                self._reply(item, refusal.body(item.id_json))
+                return
+        if len(self.sub_ids) + self.pending_subs >= self.endpoint.max_subscriptions:
             self._reply(item, error_body(-32008, _SUB_CAPACITY, item.id_json))
         elif not isinstance(item.params, list):
             self._reply(
@@ -438,8 +538,12 @@ class WsClient:
         else:
             self.pending_subs += 1
             self.endpoint.spawn(self._run_subscribe(manager, item))
+            return
+        if client is not None:
+            client.count("rpc_error")
+            self._release_subscriptions(1)  # refused above: not held
 
-    async def _run_subscribe(self, manager: Any, item: Any) -> None:
+    async def _run_subscribe(self, manager: SubscriptionManager, item: Any) -> None:
         sub_id: str | None = None
         t0 = monotonic()
         try:
@@ -457,9 +561,13 @@ class WsClient:
                 status = "error"
         finally:
             self.pending_subs -= 1
-        self.app.metrics.record_request(
+        self.endpoint.metrics.record_request(
             self.rt, "eth_subscribe", self.strategy, status, monotonic() - t0, 0
         )
+        if self.session.client is not None:
+            self.session.client.count(status)
+            if sub_id is None or self.closed:
+                self._release_subscriptions(1)
         if self.closed:  # gone while subscribing: drop_client() ran before this existed
             if sub_id is not None:
                 manager.unsubscribe(self, sub_id)
@@ -478,15 +586,23 @@ class WsClient:
             )
             return
         sub_id = params[0]
-        manager = getattr(self.app, "subscriptions", None)
         ok = False
-        if sub_id in self.sub_ids and manager is not None:
-            ok = bool(manager.unsubscribe(self, sub_id))
+        if sub_id in self.sub_ids:
+            ok = self.endpoint.subscriptions.unsubscribe(self, sub_id)
             self.sub_ids.discard(sub_id)
+            self._release_subscriptions(1)
+        if self.session.client is not None:
+            self.session.client.count("success")
         self._reply(
             item,
             b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (item.id_json, b"true" if ok else b"false"),
         )
+
+    def _release_subscriptions(self, n: int) -> None:
+        """``n`` fewer subscriptions held under the client's cap (lasso.auth)."""
+        client, access = self.session.client, self.endpoint.access
+        if n and client is not None and access is not None:
+            access.release_subscription(client, n)
 
     def _reply(self, item: Any, body: bytes) -> None:
         if not item.notification:

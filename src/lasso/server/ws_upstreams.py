@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,17 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lasso.config import ChainConfig, ProviderConfig
+from lasso.kernel.faults import Fault
+from lasso.kernel.router import Channel
 from lasso.net.errors import UpstreamError
 from lasso.net.ws_upstream import UpstreamWs
+from lasso.server.faults import fault_of
 from lasso.server.runtime import ChainRuntime, Runtime, instance_key
 
 if TYPE_CHECKING:
-    from lasso.server.app import LassoApp
+    import random
+
+    from lasso.server.metrics import Metrics
 
 __all__ = ["WsUpstreamRegistry", "follows_new_heads"]
 
@@ -68,13 +74,14 @@ class WsUpstreamRegistry:
     """Upstream WebSocket connections keyed by instance.
 
     Args:
-        app: the node (its loop, rng, events and metrics).
+        metrics: the node's metrics; the connection gauges are registered there.
+        rng: randomness for the reconnect jitter.
         options: keyword arguments for every :class:`UpstreamWs` (``reconnect_base``,
             ``heartbeat``, ``startup_jitter``...); tests shorten the timings with them.
     """
 
-    def __init__(self, app: LassoApp, **options: Any) -> None:
-        self.app = app
+    def __init__(self, *, metrics: Metrics, rng: random.Random, **options: Any) -> None:
+        self.rng = rng
         self.options: dict[str, Any] = {"startup_jitter": 1.0, **options}
         self.head_retry = HEAD_RETRY_S
         self.heads_seen = 0
@@ -86,7 +93,7 @@ class WsUpstreamRegistry:
         self._heads: dict[str, _HeadFeed] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._started = False
-        app.metrics.extra_collectors.append(self._collect)
+        metrics.register(self._collect)
 
     def __repr__(self) -> str:
         live = sum(1 for up in self._ups.values() if up.connected)
@@ -131,7 +138,7 @@ class WsUpstreamRegistry:
         for key in [k for k in self._ups if k not in refs]:
             self._stop_heads(key)
             up = self._ups.pop(key)
-            task = self.app.loop.create_task(up.aclose())
+            task = asyncio.get_running_loop().create_task(up.aclose())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         for key, up in self._ups.items():
@@ -150,11 +157,32 @@ class WsUpstreamRegistry:
     def _create(self, key: str, provider: ProviderConfig) -> UpstreamWs:
         assert provider.ws_url is not None
         up = UpstreamWs(
-            provider.id, provider.ws_url, headers=provider.headers, rng=self.app.rng, **self.options
+            provider.id, provider.ws_url, headers=provider.headers, rng=self.rng, **self.options
         )
         up.add_state_listener(lambda connected: self._on_state(key, up, connected))
+        up.add_error_listener(lambda exc: self._on_connect_error(key, up, exc))
         self._ups[key] = up
         return up
+
+    def _health_members(self, key: str) -> list[tuple[ChainRuntime, Channel]]:
+        """One WS channel per distinct :class:`~lasso.kernel.faults.ChannelHealth` among
+        the referencing chains (channels on the same breaker share one)."""
+        seen: set[int] = set()
+        out: list[tuple[ChainRuntime, Channel]] = []
+        for rt, pid in self._refs.get(key, ()):
+            ch = rt.router.channel(pid, "ws")
+            if ch is not None and id(ch.health) not in seen:
+                seen.add(id(ch.health))
+                out.append((rt, ch))
+        return out
+
+    def _on_connect_error(self, key: str, up: UpstreamWs, exc: UpstreamError) -> None:
+        if self._ups.get(key) is not up:
+            return
+        fault = fault_of(exc)
+        now = monotonic()
+        for rt, ch in self._health_members(key):
+            rt.router.observe_fault(ch, fault, now)
 
     def _on_state(self, key: str, up: UpstreamWs, connected: bool) -> None:
         if self._ups.get(key) is not up:
@@ -162,6 +190,12 @@ class WsUpstreamRegistry:
         refs = self._refs.get(key, ())
         for rt, pid in refs:
             rt.router.set_connected(pid, connected)
+        now = monotonic()
+        for rt, ch in self._health_members(key):
+            if connected:
+                rt.router.observe_reached(ch, now)
+            else:
+                rt.router.observe_lost(ch, _lost_fault(up), now)
         log.info(
             "upstream websocket %s",
             "connected" if connected else "disconnected",
@@ -194,7 +228,7 @@ class WsUpstreamRegistry:
             return
         feed = _HeadFeed(up.connection_id)
         self._heads[key] = feed
-        feed.task = self.app.loop.create_task(self._follow_heads(key, up, feed))
+        feed.task = asyncio.get_running_loop().create_task(self._follow_heads(key, up, feed))
 
     def _wants_heads(self, key: str) -> bool:
         for rt, pid in self._refs.get(key, ()):
@@ -216,7 +250,7 @@ class WsUpstreamRegistry:
             and up.connected
             and up.connection_id == feed.connection_id
         ):
-            task = self.app.loop.create_task(up.unsubscribe(feed.sub_id))
+            task = asyncio.get_running_loop().create_task(up.unsubscribe(feed.sub_id))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
@@ -275,6 +309,15 @@ class WsUpstreamRegistry:
                 connects.add_metric([node, rt.key, pid], float(up.connects))
         yield up_g
         yield connects
+
+
+def _lost_fault(up: UpstreamWs) -> Fault:
+    return Fault(
+        cause="disconnected",
+        category="network_error",
+        message=f"{up.origin}: websocket connection lost",
+        ts=time.time(),
+    )
 
 
 def _ignore_end(reason: str) -> None:

@@ -6,7 +6,8 @@
 - :class:`SimFleet`: several providers and an admin HTTP API; :func:`demo_fleet` builds the
   one behind ``lasso demo``.
 
-``lasso sim`` runs a fleet standalone (:mod:`lasso.sim.cli`).
+``lasso sim`` runs a fleet standalone (:mod:`lasso.sim.cli`); :class:`SampleTraffic` is the
+demos' light background client.
 """
 
 from lasso.sim.behavior import Behavior, ProviderStats, TokenBucket
@@ -21,6 +22,7 @@ from lasso.sim.fleet import (
 )
 from lasso.sim.node import NodeView, RpcError
 from lasso.sim.provider import SimProvider
+from lasso.sim.traffic import SampleTraffic
 
 __all__ = [
     "TOKEN_ADDRESSES",
@@ -31,6 +33,7 @@ __all__ = [
     "ProviderSpec",
     "ProviderStats",
     "RpcError",
+    "SampleTraffic",
     "SimFleet",
     "SimProvider",
     "SyntheticChain",

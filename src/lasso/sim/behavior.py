@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from dataclasses import replace as _dataclass_replace
 from typing import Any, Literal, Protocol, get_args
 
+from lasso.sim.hostile import HOSTILE_MODES, HostileMode
+
 __all__ = [
     "Behavior",
     "ErrorMode",
@@ -37,7 +39,8 @@ class Behavior:
     """One provider's simulated behaviour; every field can change while it runs.
 
     Fault precedence for a request: ``down`` (connection closed), rate limit, ``hang``,
-    latency, ``drop``, ``error_rate``, ``malformed``, then a normal answer.
+    latency, ``drop``, ``hostile`` (HTTP only), ``error_rate``, ``malformed``, then a
+    normal answer.
 
     Attributes:
         latency_ms: median response delay.
@@ -67,6 +70,13 @@ class Behavior:
         unsupported_methods: methods answered with ``-32601``.
         max_batch_size: largest JSON-RPC batch (None = unlimited, 0 = no batches).
         websocket: serve ``/ws``.
+        hostile: answer every HTTP request in one hostile mode (None = off): ``slow_drip``,
+            ``huge``, ``truncated``, ``wrong_id``, ``id_in_result``,
+            ``absurd_retry_after`` or ``html_200`` (see :mod:`lasso.sim.hostile`).
+        huge_bytes: size of the ``result`` string of a ``huge`` answer (default 160 MiB,
+            over Lasso's default 128 MiB bound).
+        drip_bytes, drip_interval_ms: a ``slow_drip`` answer sends this many bytes, then
+            waits this long, until it is all out.
     """
 
     latency_ms: float = 0.0
@@ -88,6 +98,10 @@ class Behavior:
     unsupported_methods: frozenset[str] = frozenset()
     max_batch_size: int | None = None
     websocket: bool = True
+    hostile: HostileMode | None = None
+    huge_bytes: int = 160 * 1024 * 1024
+    drip_bytes: int = 1
+    drip_interval_ms: float = 100.0
 
     def __post_init__(self) -> None:
         _non_negative(self, "latency_ms")
@@ -100,6 +114,11 @@ class Behavior:
         _optional_positive(self, "max_block_range", int)
         _integer(self, "lag_blocks")
         _integer(self, "archive_depth")
+        if self.hostile is not None:
+            _choice(self, "hostile", HOSTILE_MODES)
+        _optional_positive(self, "huge_bytes", int)
+        _optional_positive(self, "drip_bytes", int)
+        _non_negative(self, "drip_interval_ms")
         if self.max_batch_size is not None:
             _integer(self, "max_batch_size")
         for name in ("hang", "down", "drop", "malformed", "archival", "websocket"):

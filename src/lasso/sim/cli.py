@@ -38,7 +38,14 @@ import yaml
 
 from lasso.sim.behavior import Behavior
 from lasso.sim.chain import SyntheticChain
-from lasso.sim.fleet import ProviderSpec, SimFleet, default_demo_chains, default_demo_specs
+from lasso.sim.fleet import (
+    DEMO_BASE_PORT,
+    ProviderSpec,
+    SimFleet,
+    default_demo_chains,
+    default_demo_specs,
+    demo_profile_env,
+)
 
 __all__ = ["add_arguments", "build_fleet", "load_spec", "run"]
 
@@ -55,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--base-port",
         type=int,
         default=4100,
-        help="admin API port; providers take the following ports (default 4100; 0 = ephemeral)",
+        help="admin API port; providers take the following ports (default 4100; 0 = ephemeral "
+        "ports everywhere)",
     )
     parser.add_argument("--no-admin", action="store_true", help="do not serve the admin API")
     which = parser.add_mutually_exclusive_group()
@@ -64,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument(
         "--demo",
         action="store_true",
-        help="the demo profile's fleet (ports 4101-4105 and 4111-4113; --base-port 0 = ephemeral)",
+        help="the demo profile's fleet, on --base-port + 1..5 and + 11..13 (4101-4105 and "
+        "4111-4113 by default, where config/profiles/demo.yml looks)",
     )
     parser.add_argument("--chain-id", type=int, default=1, help="chain id (default 1)")
     parser.add_argument("--block-time-ms", type=int, default=2000, help="default 2000")
@@ -117,7 +126,8 @@ def build_fleet(args: argparse.Namespace, *, clock: Callable[[], float] = time.t
     ephemeral = args.base_port == 0
     admin_port = None if args.no_admin else args.base_port
     if args.demo:
-        specs = default_demo_specs(ephemeral=ephemeral, host=args.host)
+        base = args.base_port if not ephemeral else DEMO_BASE_PORT
+        specs = default_demo_specs(ephemeral=ephemeral, host=args.host, base_port=base)
         chains = default_demo_chains(now, args.seed)
         return SimFleet(chains, specs, admin_port=admin_port, clock=clock, seed=args.seed)
 
@@ -199,7 +209,14 @@ def describe_fleet(fleet: SimFleet) -> str:
     return "\n".join(lines)
 
 
-async def _serve(fleet: SimFleet) -> None:
+def demo_env_hint(fleet: SimFleet) -> str:
+    """For a demo fleet off its default ports: the variables that point ``demo.yml`` at it."""
+    lines = ["config/profiles/demo.yml looks at ports 4101-4113; point it at this fleet with:"]
+    lines += [f"  export {k}={v}" for k, v in sorted(demo_profile_env(fleet).items())]
+    return "\n".join(lines)
+
+
+async def _serve(fleet: SimFleet, hint: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -207,6 +224,8 @@ async def _serve(fleet: SimFleet) -> None:
     await fleet.start()
     try:
         print(describe_fleet(fleet), flush=True)
+        if hint:
+            print(demo_env_hint(fleet), flush=True)
         await stop.wait()
     finally:
         await fleet.stop()
@@ -230,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lasso sim: {exc}", file=sys.stderr)
         return 2
     try:
-        _run_loop(_serve(fleet))
+        _run_loop(_serve(fleet, hint=args.demo and args.base_port != DEMO_BASE_PORT))
     except OSError as exc:  # typically a port already in use
         print(f"lasso sim: {exc}", file=sys.stderr)
         return 1

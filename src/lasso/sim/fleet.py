@@ -255,12 +255,20 @@ def default_demo_chains(start_time: float, seed: object = "lasso-demo") -> list[
     ]
 
 
-def default_demo_specs(*, ephemeral: bool = False, host: str = "127.0.0.1") -> list[ProviderSpec]:
+DEMO_BASE_PORT = 4100
+"""The port the demo fleet's ports count from (its admin API's, under ``lasso sim``)."""
+
+
+def default_demo_specs(
+    *, ephemeral: bool = False, host: str = "127.0.0.1", base_port: int = DEMO_BASE_PORT
+) -> list[ProviderSpec]:
     """Return the demo providers, matching ``config/profiles/demo.yml``.
 
-    Chain 1: ``alpha`` .. ``echo`` on ports 4101..4105; chain 8453: ``alpha-base``,
-    ``bravo-base``, ``charlie-base`` on 4111..4113. With ``ephemeral`` every port is 0
-    and the caller rewrites the profile URLs from :meth:`SimFleet.urls`.
+    Chain 1: ``alpha`` .. ``echo`` on ports ``base_port`` + 1..5; chain 8453:
+    ``alpha-base``, ``bravo-base``, ``charlie-base`` on ``base_port`` + 11..13 (4101..4105
+    and 4111..4113 by default, the ports ``demo.yml`` names). With ``ephemeral`` every
+    port is 0 and the caller rewrites the profile URLs from :meth:`SimFleet.urls`
+    (:func:`demo_profile_env`).
 
     Profiles: alpha fast and steady; bravo a little slower with a rate limit; charlie slow
     with a long tail; delta caps ``eth_getLogs`` at 500 blocks; echo fast but non-archival
@@ -295,7 +303,7 @@ def default_demo_specs(*, ephemeral: bool = False, host: str = "127.0.0.1") -> l
                 ProviderSpec(
                     id=pid,
                     chain_id=chain_id,
-                    port=0 if ephemeral else port,
+                    port=0 if ephemeral else port - DEMO_BASE_PORT + base_port,
                     host=host,
                     behavior=behavior,
                 )

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from lasso.sim import node
+from lasso.sim import hostile, node
 from lasso.sim.behavior import Behavior, ProviderStats, TokenBucket, sample_latency_s
 from lasso.sim.chain import JSON, SyntheticChain
 from lasso.sim.subscriptions import (
@@ -291,6 +291,8 @@ class SimProvider:
             return self._reset(request, "down")
         if b.drop:
             return self._reset(request, "dropped")
+        if b.hostile is not None:
+            return await self._hostile(request, b, payload)
         if b.error_rate and self._rng.random() < b.error_rate:
             self.stats.faults["error"] += 1
             if b.error_mode == "http500":
@@ -301,6 +303,22 @@ class SimProvider:
         if b.malformed:
             return self._malformed(answer)
         return self._respond(answer, 200)
+
+    async def _hostile(self, request: web.Request, b: Behavior, payload: Any) -> web.StreamResponse:
+        assert b.hostile is not None
+        self.stats.faults[b.hostile] += 1
+        answer = node.answer_payload(self.view(), payload, max_batch_size=b.max_batch_size)
+        resp = await hostile.respond(
+            request,
+            b.hostile,
+            payload,
+            answer,
+            huge_bytes=b.huge_bytes,
+            drip_bytes=b.drip_bytes,
+            drip_interval_s=b.drip_interval_ms / 1000,
+        )
+        self.stats.statuses[str(resp.status)] += 1
+        return resp
 
     def _count_calls(self, payload: Any) -> list[str]:
         calls = payload if isinstance(payload, list) else [payload]

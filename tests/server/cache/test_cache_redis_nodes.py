@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
+from lasso.app import LassoApp, Settings
 from lasso.profiles import parse_profile
-from lasso.server.app import LassoApp, Settings
 
 from redis_support import RedisServer
 from support import eventually, fleet_chain_yaml, profile_yaml

@@ -40,7 +40,7 @@ async def test_upstream_drop_fails_over_without_gaps(lasso_node: Any, sim_fleet:
     assert consecutive(nums), nums
     assert stream.failovers == 3
     assert stream.machine.dropped == 0
-    text = app.metrics.render(app).decode()
+    text = app.metrics.render().decode()
     assert 'lasso_subscription_failovers_total{chain="ethereum",kind="newHeads"' in text
 
 

@@ -42,5 +42,5 @@ async def test_slow_client_loses_its_subscription(lasso_node: Any, sim_fleet: An
     assert mgr.unsubscribe(slow, s1) is False
     (stream,) = mgr.streams
     assert stream.slow_drops == 1
-    text = app.metrics.render(app).decode()
+    text = app.metrics.render().decode()
     assert 'reason="slow_client"} 1.0' in text

@@ -39,7 +39,7 @@ async def test_clients_share_one_upstream_per_key(lasso_node: Any, sim_fleet: An
     await eventually(lambda: all(len(c.numbers(i)) >= 3 for c, i in zip(clients, ids, strict=True)))
     first = clients[0].numbers(ids[0])
     assert consecutive(first)
-    metrics = app.metrics.render(app).decode()
+    metrics = app.metrics.render().decode()
     assert 'lasso_subscriptions{chain="ethereum",kind="newHeads",node_id="test"} 50.0' in metrics
     assert "lasso_upstream_subscriptions{" in metrics
     assert mgr.unsubscribe(clients[0], ids[0]) is True

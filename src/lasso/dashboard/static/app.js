@@ -38,7 +38,8 @@
   const fmtPct = (v) => (isNum(v) ? (v * 100).toFixed(v >= 0.9995 ? 0 : 1) + "%" : "—");
   const fmtRate = (v) => (isNum(v) ? (v >= 100 ? v.toFixed(0) : v.toFixed(1)) : "—");
   const fmtInt = (v) => (isNum(v) ? v.toLocaleString("en-US") : "—");
-  const fmtLag = (v) => (isNum(v) ? (v > 0 ? "+" + v : String(v)) : "—");
+  // Lag is blocks behind the consensus head (0 at or above it), as the API reports it.
+  const fmtLag = (v) => (isNum(v) ? String(v) : "—");
   const statusLabel = (s) => STATUS_LABEL[s] || s;
   const clockTime = (ts) => {
     const d = new Date(ts * 1000);
@@ -269,6 +270,7 @@
   function renderChains(s) {
     const host = $("#chains");
     const html = s.chains.map((c) => chainCard(c)).join("");
+    host.dataset.count = String(Math.min(s.chains.length, 3)); // 1, 2 or "3 and more": see app.css
     host.innerHTML = html || `<div class="panel empty-note">This profile has no chains.</div>`;
   }
 
@@ -278,24 +280,27 @@
     const counts = STATUS_ORDER.filter((st) => c.status_counts[st])
       .map((st) => `<span class="pill st-${st}">${c.status_counts[st]} ${statusLabel(st)}</span>`)
       .join("");
+    const kv = (k, v) => `<dt>${k}</dt><dd title="${esc(v)}">${esc(v)}</dd>`;
     return `<article class="chain-card" data-chain="${esc(c.chain)}">
-      <div>
-        <h3>${esc(c.name)} <small>chain ${esc(c.chain_id)} · ${esc(c.chain)}</small></h3>
-        ${topology(c)}
+      <h3><span class="chain-name">${esc(c.name)}</span> <small>chain ${esc(c.chain_id)} · ${esc(c.chain)}</small></h3>
+      <div class="chain-body">
+        <div class="topo-box">${topology(c)}</div>
+        <div class="chain-side">
+          <dl class="kv">
+            ${kv("head", fmtInt(c.consensus_height))}
+            ${kv("block time", isNum(c.block_time_ms) ? (c.block_time_ms / 1000).toFixed(1) + " s" : "—")}
+            ${kv("calls/s", fmtRate(sum.calls_s))}
+            ${kv("success (60 s)", fmtPct(sum.window_success_rate))}
+            ${kv("client p50", fmtMs(sum.p50_latency_ms))}
+            ${kv("client p95", fmtMs(sum.p95_latency_ms))}
+            ${kv("requests", fmtInt(sum.total_calls))}
+            ${kv("failovers", fmtInt(sum.failovers))}
+            ${kv("strategy", c.default_strategy || "load-balanced")}
+          </dl>
+          <div class="status-mini">${counts}</div>
+        </div>
       </div>
-      <div class="chain-side">
-        <dl class="kv">
-          <dt>head</dt><dd>${fmtInt(c.consensus_height)}</dd>
-          <dt>block time</dt><dd>${isNum(c.block_time_ms) ? (c.block_time_ms / 1000).toFixed(1) + " s" : "—"}</dd>
-          <dt>calls/s</dt><dd>${fmtRate(sum.calls_s)}</dd>
-          <dt>success (60 s)</dt><dd>${fmtPct(sum.window_success_rate)}</dd>
-          <dt>client p50</dt><dd>${fmtMs(sum.p50_latency_ms)}</dd>
-          <dt>client p95</dt><dd>${fmtMs(sum.p95_latency_ms)}</dd>
-          <dt>requests</dt><dd>${fmtInt(sum.total_calls)}</dd>
-          <dt>failovers</dt><dd>${fmtInt(sum.failovers)}</dd>
-          <dt>strategy</dt><dd>${esc(c.default_strategy || "load-balanced")}</dd>
-        </dl>
-        <div class="status-mini">${counts}</div>
+      <div class="endpoints">
         <div class="endpoint"><span class="tag">HTTP</span><code title="${esc(urls.http)}">${esc(urls.http)}</code>
           <button type="button" class="copy" data-copy="${esc(urls.http)}">copy</button></div>
         <div class="endpoint"><span class="tag">WS</span><code title="${esc(urls.ws)}">${esc(urls.ws)}</code>
@@ -304,14 +309,35 @@
     </article>`;
   }
 
+  // The topology's geometry follows the number of providers: the ring grows so that
+  // circles never overlap, circles shrink and labels thin out past 10 and 16 providers
+  // (the table below has every figure), and the SVG is scaled to fit a bounded box.
+  function topoGeometry(n) {
+    const r = n <= 8 ? 21 : n <= 14 ? 17 : n <= 20 ? 14 : 11;
+    const labels = n <= 10 ? "full" : n <= 16 ? "id" : "none";
+    const spacing = 2 * r + (labels === "full" ? 64 : labels === "id" ? 44 : 8);
+    const rx = Math.max(150, ((n * spacing) / (2 * Math.PI)) * 1.25);
+    const ry = Math.max(42 + r + 40, rx * 0.62);
+    const padX = r + (labels === "none" ? 6 : 58), padY = r + (labels === "full" ? 32 : labels === "id" ? 20 : 6);
+    const W = Math.round(2 * (rx + padX)), H = Math.round(2 * (ry + padY));
+    return { r, labels, rx, ry, padX, padY, W, H, cx: W / 2, cy: H / 2 };
+  }
+
+  const clip = (text, max) => (text.length > max ? text.slice(0, max - 1) + "…" : text);
+
   function topology(c) {
-    const W = 440, H = 310, cx = W / 2, cy = 157;
     const n = c.providers.length || 1;
-    const rx = 160, ry = 100;
+    const g = topoGeometry(n);
+    const { r, cx, cy } = g;
     let links = "", nodes = "";
+    // The drawing's extent, to crop the view box to what is drawn (the hub and its ring
+    // first): few providers leave part of the ellipse empty.
+    let minX = cx - 56, maxX = cx + 56, minY = cy - 56, maxY = cy + 56;
     c.providers.forEach((p, i) => {
       const a = -Math.PI / 2 + (i * 2 * Math.PI) / n;
-      const x = cx + rx * Math.cos(a), y = cy + ry * Math.sin(a);
+      const x = cx + g.rx * Math.cos(a), y = cy + g.ry * Math.sin(a);
+      minX = Math.min(minX, x - g.padX); maxX = Math.max(maxX, x + g.padX);
+      minY = Math.min(minY, y - g.padY); maxY = Math.max(maxY, y + g.padY);
       const share = isNum(p.share) ? p.share : 0;
       const w = (1.2 + share * 9).toFixed(1);
       const flow = isNum(p.calls_s) && p.calls_s > 0.05 ? " flow" : "";
@@ -319,24 +345,34 @@
       links += `<line class="link st-${st}${flow}" x1="${cx}" y1="${cy}" x2="${x.toFixed(1)}" y2="${y.toFixed(1)}" stroke-width="${w}"/>`;
       const lag = isNum(p.lag) && p.lag !== 0 ? ` · lag ${fmtLag(p.lag)}` : "";
       const height = isNum(p.height) ? "#" + p.height : "no height";
-      const lat = isNum(p.p50_ms) ? Math.round(p.p50_ms) + "ms" : "—";
+      const lat = isNum(p.p50_ms) ? Math.round(p.p50_ms) + (g.labels === "none" ? "" : "ms") : "—";
+      const err = p.last_error ? `\nlast error (${p.last_error.transport}): ${p.last_error.message}` : "";
       const title = `${p.name} (${p.id}): ${statusLabel(p.status)}\nheight ${p.height ?? "?"}, lag ${p.lag ?? "?"}\n` +
-        `p50 ${fmtMs(p.p50_ms)}, success ${fmtPct(p.window_success_rate ?? p.success_rate)}, share ${fmtPct(p.share)}`;
+        `p50 ${fmtMs(p.p50_ms)}, success ${fmtPct(p.window_success_rate ?? p.success_rate)}, share ${fmtPct(p.share)}${err}`;
       const above = Math.sin(a) < -0.5; // labels of the top nodes go above, clear of the hub
+      let text = "";
+      if (g.labels !== "none") {
+        text += `<text class="pid" y="${above ? -(r + 19) : r + 14}">${esc(clip(p.id, 14))}</text>`;
+      }
+      if (g.labels === "full") {
+        text += `<text class="sub" y="${above ? -(r + 7) : r + 26}">${esc(height + lag)}</text>`;
+      }
       nodes += `<g class="prov st-${st}" data-provider="${esc(p.id)}" data-status="${st}" transform="translate(${x.toFixed(1)},${y.toFixed(1)})">
         <title>${esc(title)}</title>
-        <circle r="21"/>
-        <text class="lat" y="4">${esc(lat)}</text>
-        <text class="pid" y="${above ? -40 : 35}">${esc(p.id)}</text>
-        <text class="sub" y="${above ? -28 : 47}">${esc(height + lag)}</text>
+        <circle r="${r}"/>
+        <text class="lat${g.labels === "none" ? " small" : ""}" y="${g.labels === "none" ? 3 : 4}">${esc(lat)}</text>
+        ${text}
       </g>`;
     });
+    const name = clip(c.chain, 12);
     const hub = `<g class="hub" transform="translate(${cx},${cy})">
         <circle class="ring" r="50"/><circle r="42"/>
-        <text class="name" y="-2">${esc(c.name)}</text>
+        <text class="name" y="-2"${name.length > 8 ? ' textLength="74" lengthAdjust="spacingAndGlyphs"' : ""}>${esc(name)}</text>
         <text class="h" y="14">${isNum(c.consensus_height) ? "#" + c.consensus_height : "—"}</text>
       </g>`;
-    return `<svg class="topology" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(c.name)} providers">${links}${hub}${nodes}</svg>`;
+    const [x0, y0, w, h] = [minX, minY, maxX - minX, maxY - minY].map((v) => Math.round(v));
+    // width/height are the drawing's own size: the page may shrink it, never enlarge it.
+    return `<svg class="topology" viewBox="${x0} ${y0} ${w} ${h}" width="${w}" height="${h}" data-providers="${n}" role="img" aria-label="${esc(c.name)} providers">${links}${hub}${nodes}</svg>`;
   }
 
   // -- provider table --------------------------------------------------------------------------
@@ -353,6 +389,8 @@
           http: http ? http.circuit : "",
           ws: ws ? (ws.connected ? "up " : "down ") + ws.circuit : "",
           rate_limit: rl,
+          // Sorting by last error puts the most recent first (ascending age).
+          last_error_age: p.last_error && isNum(p.last_error.age_s) ? p.last_error.age_s : null,
           _http: http,
           _ws: ws,
         });
@@ -377,10 +415,29 @@
     return `<span class="pill ${esc(t.circuit)}">${esc(t.circuit.replace("_", "-"))}${retry}</span>`;
   }
 
+  // An HTTP channel whose last attempts could not connect: said beside its breaker.
+  function unreachablePill(t) {
+    if (!t || t.connection !== "down") return "";
+    const why = t.last_error ? ` title="${esc(t.last_error.message)}"` : "";
+    return ` <span class="pill down"${why}>unreachable</span>`;
+  }
+
+  function fmtAge(s) {
+    if (!isNum(s)) return "";
+    return s < 60 ? Math.round(s) + "s ago" : s < 3600 ? Math.round(s / 60) + "m ago" : Math.round(s / 3600) + "h ago";
+  }
+
+  function lastErrorCell(e) {
+    if (!e) return `<span class="muted">—</span>`;
+    const what = e.status ? `HTTP ${e.status}` : e.cause.replace(/_/g, " ");
+    const tip = `${e.transport}: ${e.message}\n(${e.category}, ${fmtAge(e.age_s)})`;
+    return `<span class="last-error" title="${esc(tip)}">${esc(what)} <span class="muted">${esc(fmtAge(e.age_s))}</span></span>`;
+  }
+
   function renderProviderTable(s) {
     const rows = providerRows(s);
     const body = rows.map((r) => {
-      const lagCls = isNum(r.lag) && r.lag < 0 ? " neg" : "";
+      const lagCls = isNum(r.lag) && r.lag > 0 ? " neg" : "";
       const succCls = isNum(r.success) ? (r.success < 0.9 ? " bad" : r.success < 0.99 ? " warn" : "") : "";
       const share = isNum(r.share) ? r.share : 0;
       const wsConn = !r._ws || r._ws.connected === null ? ""
@@ -400,9 +457,10 @@
         <td class="num"><span class="share"><svg viewBox="0 0 100 6" preserveAspectRatio="none"><rect class="track" width="100" height="6" rx="3"/><rect class="bar" width="${(share * 100).toFixed(1)}" height="6" rx="3"/></svg>${fmtPct(r.share)}</span></td>
         <td class="num" data-col="calls_s">${fmtRate(r.calls_s)}</td>
         <td class="num" data-col="calls">${fmtInt(r.calls)}</td>
-        <td>${breakerPill(r._http)}</td>
+        <td>${breakerPill(r._http)}${unreachablePill(r._http)}</td>
         <td>${ws}</td>
         <td class="num">${rl}</td>
+        <td data-col="last_error">${lastErrorCell(r.last_error)}</td>
       </tr>`;
     }).join("");
     $("#provider-table tbody").innerHTML = body;
@@ -428,6 +486,7 @@
     const key = s.chains.map((c) => c.chain + ":" + c.providers.map((p) => p.id).join(",")).join("|");
     if (key !== state.chainsKey) {
       state.chainsKey = key;
+      host.dataset.many = s.chains.length > 4 ? "1" : "";
       host.innerHTML = s.chains.map((c) => `<div class="chart" data-chain="${esc(c.chain)}">
           <h3>${esc(c.name)}</h3><canvas></canvas><div class="keys"></div></div>`).join("");
     }
@@ -531,10 +590,14 @@
     return true;
   }
 
+  const cause = (e) => (e.status ? `HTTP ${e.status}` : String(e.cause || "").replace(/_/g, " "));
   const STATE_TEXT = {
+    "provider.unreachable": (e) => `unreachable (${cause(e)}): ${e.error || ""}`,
+    "provider.reachable": (e) => `reachable again${isNum(e.down_s) ? ` after ${e.down_s.toFixed(0)} s` : ""}`,
+    "provider.error": (e) => `error (${cause(e)}): ${e.error || ""}${e.repeats ? ` (+${e.repeats} since)` : ""}`,
     "provider.rate_limited": (e) => `rate-limited${isNum(e.remaining_s) ? ` for ${e.remaining_s.toFixed(0)} s` : ""}`,
     "provider.rate_limit_cleared": () => "rate limit cleared",
-    "provider.lagging": (e) => `lagging ${fmtLag(e.lag)} blocks`,
+    "provider.lagging": (e) => `lagging: ${fmtLag(e.lag)} blocks behind`,
     "provider.caught_up": () => "caught up",
   };
 
@@ -553,7 +616,7 @@
         <span>⚡ ${esc(e.chain)} · <b>${esc(e.provider)}</b>/${esc(e.transport)} circuit ${esc(e.from)} → <b>${esc(e.to)}</b> <span class="muted">${esc(e.reason || "")}</span></span></div>`;
     }
     if (e.type !== "decision") {
-      const bad = /rate_limited|lagging/.test(e.event || "") || e.connected === false ? " to-warn" : "";
+      const bad = /rate_limited|lagging|unreachable|provider\.error/.test(e.event || "") || e.connected === false ? " to-warn" : "";
       const where = [e.chain, e.provider].filter(Boolean).map(esc).join(" · ");
       return `<div class="ev circuit${bad}${f}" data-type="${esc(e.type)}" data-provider="${esc(e.provider || "")}"><time>${clockTime(e.ts || 0)}</time>
         <span>● ${where}${e.transport ? "/" + esc(e.transport) : ""} ${esc(stateText(e))}</span></div>`;
@@ -682,8 +745,12 @@
         `<td class="num">${esc(r.fastest[n] || "—")}</td>`).join("")}</tr>`;
       const rows = r.providers.map((p) => `<tr data-provider="${esc(p.id)}"><td>${esc(p.id)}</td>${r.nodes.map((n) => {
         const v = p.by_node[n];
+        const st = (p.status || {})[n] || "unknown";
         const cls = (r.fastest[n] === p.id ? " fastest" : "") + (n === state.node ? " selected-node" : "");
-        return `<td class="num${cls}">${fmtMs(v)}</td>`;
+        // A provider its region does not route to shows that region's status, not a latency.
+        const text = v == null && (st === "circuit_open" || st === "misconfigured")
+          ? `<span class="st-${esc(st)}"><span class="dot"></span>${esc(statusLabel(st))}</span>` : fmtMs(v);
+        return `<td class="num${cls}" data-node="${esc(n)}" data-status="${esc(st)}">${text}</td>`;
       }).join("")}</tr>`).join("");
       return `<h3>${esc(r.chain)}</h3><table class="grid region-table" data-chain="${esc(r.chain)}"><thead>${head}</thead><tbody>${rows}${fastestRow}</tbody></table>`;
     }).join("") || `<div class="empty-note">Waiting for the first measurements from the regions…</div>`;
@@ -703,6 +770,7 @@
   const MIX = Object.keys(METHODS);
   const lg = { running: false, timer: null };
   const LG_MAX_INFLIGHT = 5;
+  const LG_KEEP = 2000; // round trips kept for the percentiles (the latest ones)
 
   function renderLoadgenChains(s) {
     const sel = $("#lg-chain");
@@ -726,7 +794,7 @@
       (strategy ? encodeURIComponent(strategy) + "/" : "") + encodeURIComponent(chain);
     Object.assign(lg, {
       running: true, path, method, rate, duration, started: performance.now(),
-      sent: 0, ok: 0, err: 0, inflight: 0, latSum: 0, latN: 0, seq: 0, lastError: "",
+      sent: 0, ok: 0, err: 0, inflight: 0, lat: [], seq: 0, lastError: "",
     });
     $("#lg-start").textContent = "Stop";
     $("#lg-start").classList.add("running");
@@ -773,8 +841,8 @@
         lg.lastError = `${m}: ${doc.error.code} ${doc.error.message}`;
       } else if (r.ok) {
         lg.ok++;
-        lg.latSum += ms;
-        lg.latN++;
+        lg.lat.push(ms);
+        if (lg.lat.length > LG_KEEP) lg.lat.shift();
       } else {
         lg.err++;
         lg.lastError = `${m}: HTTP ${r.status}`;
@@ -793,7 +861,10 @@
     $("#lg-sent").textContent = fmtInt(lg.sent);
     $("#lg-ok").textContent = fmtInt(lg.ok);
     $("#lg-err").textContent = fmtInt(lg.err);
-    $("#lg-avg").textContent = lg.latN ? fmtMs(lg.latSum / lg.latN) : "—";
+    const sorted = lg.lat.slice().sort((a, b) => a - b);
+    const q = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null);
+    $("#lg-p50").textContent = fmtMs(q(0.5));
+    $("#lg-p95").textContent = fmtMs(q(0.95));
     $("#lg-inflight").textContent = fmtInt(lg.inflight);
     $("#lg-actual").textContent = fmtRate(lg.sent / Math.min(elapsed, lg.duration)) + "/s";
     $("#lg-last").textContent = lg.lastError ? "last error: " + lg.lastError

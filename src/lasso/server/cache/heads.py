@@ -212,7 +212,8 @@ class HeadWatch:
         cc.polls[kind] = cc.polls.get(kind, 0) + 1
         method = "eth_getBlockByHash" if kind == "walk" else "eth_getBlockByNumber"
         strategy = rt.config.default_strategy
-        return await self.cache.inner(rt, method, params, strategy, None, self.cache.loop)
+        loop = asyncio.get_running_loop()
+        return await self.cache.inner(rt, method, params, strategy, None, loop)
 
     async def _poll_latest(self, cc: ChainCache, rt: ChainRuntime) -> None:
         out = await self._call(cc, rt, "latest", ["latest", False])

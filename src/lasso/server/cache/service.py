@@ -120,7 +120,6 @@ class ResponseCache:
 
     Args:
         inner: the executor to wrap.
-        loop: the event loop (for the inner executor and background work).
         redis: the shared store, or ``None`` for memory only.
         clock: monotonic seconds.
         wall: wall-clock seconds (compared with block timestamps).
@@ -129,14 +128,12 @@ class ResponseCache:
     def __init__(
         self,
         inner: Inner,
-        loop: asyncio.AbstractEventLoop,
         *,
         redis: RedisStore | None = None,
         clock: Callable[[], float] = monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.inner = inner
-        self.loop = loop
         self.redis = redis
         self.clock = clock
         self.wall = wall
@@ -228,12 +225,17 @@ class ResponseCache:
     ) -> tuple[Outcome, str | None]:
         """Never cacheable (or the chain's cache is off): coalesced if a shareable read."""
         if no_cache or not rt.config.coalesce or not is_replay_safe(method):
-            return await self.inner(rt, method, params, strategy, provider_id, self.loop), None
+            return await self.inner(
+                rt, method, params, strategy, provider_id, asyncio.get_running_loop()
+            ), None
         ckey = cache_key(method, params)
         if provider_id is not None:
             ckey += b"\x01" + provider_id.encode()
         out, shared = await cc.coalescer.run(
-            ckey, lambda: self.inner(rt, method, params, strategy, provider_id, self.loop)
+            ckey,
+            lambda: self.inner(
+                rt, method, params, strategy, provider_id, asyncio.get_running_loop()
+            ),
         )
         if shared:
             cc.count_coalesced(method)
@@ -313,7 +315,9 @@ class ResponseCache:
             if stamp is None and req.number is not None and depends is Depends.BLOCK:
                 if finalized is not None and finalized < req.number:
                     cc.want_hash(req.number)  # the head watch walks the window down
-        out = await self.inner(rt, method, params, strategy, provider_id, self.loop)
+        out = await self.inner(
+            rt, method, params, strategy, provider_id, asyncio.get_running_loop()
+        )
         if out.body is not None and out.status == "success":
             try:
                 self._store(rt, cc, req, key, rkey, stamp, out, method)

@@ -1,6 +1,6 @@
 """Shared, gap-free client subscriptions over upstream WebSockets (CONTRACT §4, reference §7).
 
-:class:`SubscriptionManager` (``app.subscriptions``) is what the WebSocket endpoint calls
+:class:`SubscriptionManager` is what the WebSocket endpoint calls
 for ``eth_subscribe``/``eth_unsubscribe``. Clients asking for the same thing on the same
 chain share one stream: one upstream subscription for N clients, kept for a grace period
 after the last client leaves. Each stream is a thin adapter around the pure

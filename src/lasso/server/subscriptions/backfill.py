@@ -114,7 +114,7 @@ async def _call(
     Raises:
         BackfillError: no provider (of up to three tried) answered with a result.
     """
-    loop = stream.mgr.app.loop
+    loop = asyncio.get_running_loop()
     override = stream.override
     tried: set[str] = set()
     last = "no provider"

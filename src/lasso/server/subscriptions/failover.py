@@ -14,6 +14,7 @@ its events can still fill in (deduplicated).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from time import monotonic
 from typing import TYPE_CHECKING
@@ -48,7 +49,7 @@ def lose(stream: Stream, reason: str, *, keep: bool) -> None:
     stream.failovers += 1
     if keep and up.live:
         stream.olds.append(up)
-        stream.mgr.app.loop.call_later(stream.mgr.overlap_s, _retire, stream, up)
+        asyncio.get_running_loop().call_later(stream.mgr.overlap_s, _retire, stream, up)
     log.warning(
         "subscription failing over",
         extra={
@@ -97,7 +98,7 @@ def schedule_retry(stream: Stream, delay: float) -> None:
     """Retry a degraded stream in ``delay`` seconds (replacing any earlier plan)."""
     if stream.retry_handle is not None:
         stream.retry_handle.cancel()
-    stream.retry_handle = stream.mgr.app.loop.call_later(delay, _retry, stream)
+    stream.retry_handle = asyncio.get_running_loop().call_later(delay, _retry, stream)
 
 
 def _retry(stream: Stream) -> None:
@@ -110,7 +111,7 @@ def _retry(stream: Stream) -> None:
 def watch(stream: Stream) -> None:
     """Start the stream's watchdog unless it runs already."""
     if stream.watch_handle is None and not stream.closed:
-        stream.watch_handle = stream.mgr.app.loop.call_later(
+        stream.watch_handle = asyncio.get_running_loop().call_later(
             _watch_interval(stream), _watch, stream
         )
 

@@ -1,4 +1,4 @@
-"""The node's client subscriptions: :class:`SubscriptionManager` (``app.subscriptions``).
+"""The node's client subscriptions: :class:`SubscriptionManager`.
 
 Clients asking for the same thing on the same chain (profile, chain, provider override
 and normalized params, see :func:`lasso.kernel.subscriptions.parse_subscription`) share
@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -40,8 +40,9 @@ from lasso.server.ws_upstreams import follows_new_heads
 
 if TYPE_CHECKING:
     from lasso.net.ws_upstream import UpstreamWs
-    from lasso.server.app import LassoApp
-    from lasso.server.runtime import ChainRuntime
+    from lasso.server.events import EventBus
+    from lasso.server.metrics import Metrics
+    from lasso.server.runtime import ChainRuntime, Runtime
     from lasso.server.subscriptions.fanout import SubscriptionClient
 
 __all__ = ["SubscriptionError", "SubscriptionManager"]
@@ -65,6 +66,11 @@ class SubscriptionError(Exception):
 class SubscriptionManager:
     """Client subscriptions of one node, shared per (profile, chain, override, key).
 
+    Args:
+        runtime: the runtime serving now (reloads swap it; streams re-read their chain).
+        metrics: the node's metrics: subscription counts, and the stream families.
+        events: the node's event bus (circuit openings move streams off a provider).
+
     Attributes (tune them before clients arrive; tests shorten them):
         grace_s: seconds an upstream subscription outlives its last client (30).
         establish_timeout_s: how long a first ``eth_subscribe`` waits for an upstream (5).
@@ -77,8 +83,11 @@ class SubscriptionManager:
         retry_base_s, retry_cap_s: the degraded backoff, ``base × 2^n`` up to ``cap``.
     """
 
-    def __init__(self, app: LassoApp) -> None:
-        self.app = app
+    def __init__(
+        self, *, runtime: Callable[[], Runtime], metrics: Metrics, events: EventBus
+    ) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
         self.grace_s = 30.0
         self.establish_timeout_s = 5.0
         self.subscribe_timeout_s = 10.0
@@ -94,8 +103,8 @@ class SubscriptionManager:
         self._watched: weakref.WeakSet[UpstreamWs] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        app.metrics.extra_collectors.append(partial(collect, self))
-        app.events.subscribe(self._on_bus_event)
+        metrics.register(partial(collect, self))
+        events.subscribe(self._on_bus_event)
 
     def __repr__(self) -> str:
         return (
@@ -154,7 +163,7 @@ class SubscriptionManager:
         stream.prefixes[sub_id] = frame_prefix(sub_id)
         self._subs[sub_id] = (client, stream)
         self._by_client.setdefault(client.id, set()).add(sub_id)
-        counts = self.app.metrics.subscriptions
+        counts = self.metrics.subscriptions
         mkey = (rt.key, key.kind)
         counts[mkey] = counts.get(mkey, 0) + 1
         return sub_id
@@ -239,7 +248,7 @@ class SubscriptionManager:
             mine.discard(sub_id)
             if not mine:
                 del self._by_client[client.id]
-        counts = self.app.metrics.subscriptions
+        counts = self.metrics.subscriptions
         mkey = (stream.chain, stream.kind)
         counts[mkey] = max(0, counts.get(mkey, 0) - 1)
         self._maybe_release(stream)
@@ -250,7 +259,9 @@ class SubscriptionManager:
         if not stream.ready.is_set() or self._closed:
             self._close(stream)  # never served anyone: nothing to keep warm
             return
-        stream.grace_handle = self.app.loop.call_later(self.grace_s, self._grace_over, stream)
+        stream.grace_handle = asyncio.get_running_loop().call_later(
+            self.grace_s, self._grace_over, stream
+        )
 
     def _grace_over(self, stream: Stream) -> None:
         stream.grace_handle = None
@@ -270,7 +281,7 @@ class SubscriptionManager:
             self._maybe_release(heads)
 
     def _spawn(self, coro: Any) -> None:
-        task = self.app.loop.create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -32,7 +32,7 @@ def counters(stream: Stream) -> tuple[tuple[str, int], ...]:
 
 
 def collect(mgr: SubscriptionManager, node: str, now: float) -> Iterable[Metric]:
-    """The families for ``/metrics`` (a ``Metrics.extra_collectors`` entry, ``mgr`` bound)."""
+    """The families for ``/metrics`` (registered with :meth:`Metrics.register`, ``mgr`` bound)."""
     upstreams = GaugeMetricFamily(
         "lasso_upstream_subscriptions",
         "Upstream subscriptions feeding client subscriptions (shared by all their clients)",

@@ -106,7 +106,7 @@ class Stream:
 
     def rt(self) -> ChainRuntime:
         """The chain runtime of the current profile generation (reloads swap it)."""
-        prof = self.mgr.app.runtime.profiles.get(self.profile)
+        prof = self.mgr.runtime().profiles.get(self.profile)
         rt = prof.chains.get(self.chain) if prof is not None else None
         if rt is not None:
             self._rt_cache = rt
@@ -142,7 +142,7 @@ class Stream:
                 )
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = self.mgr.app.loop.create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task

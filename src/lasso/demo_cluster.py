@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import math
 import os
@@ -27,11 +26,11 @@ import sys
 import time
 from importlib import resources
 
-import orjson
-
-from lasso.cluster.transport import ClusterNode, MemoryHub
-from lasso.server.app import LassoApp, Settings
+from lasso.app import LassoApp, Settings
+from lasso.cluster.transport import MemoryHub
+from lasso.logs import node_context
 from lasso.sim.fleet import SimFleet, default_demo_chains, default_demo_specs, demo_profile_env
+from lasso.sim.traffic import SampleTraffic
 
 __all__ = ["REGIONS", "TRAFFIC_RPS", "ClusterDemo", "region_latency_ms", "run_cluster_demo"]
 
@@ -58,12 +57,6 @@ HOMES = {
 
 TRAFFIC_RPS = 4.0
 """Sample requests per second each region sends itself (half load-balanced, half fastest)."""
-
-_SAMPLE_CALLS: tuple[tuple[str, list[object]], ...] = (
-    ("eth_blockNumber", []),
-    ("eth_getBalance", ["0x00000000000000000000000000000000000000aa", "latest"]),
-    ("eth_getBlockByNumber", ["latest", False]),
-)
 
 
 def _distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -119,7 +112,7 @@ class ClusterDemo:
         self.fleets: dict[str, SimFleet] = {}
         self.apps: dict[str, LassoApp] = {}
         self.urls: dict[str, str] = {}
-        self._traffic: list[asyncio.Task[None]] = []
+        self._traffic: list[SampleTraffic] = []
 
     async def start(self) -> None:
         """Start every fleet, node and traffic loop (everything started is stopped again
@@ -158,50 +151,35 @@ class ClusterDemo:
                     cluster_interval_s=self.interval_s,
                     instance_id=f"demo-{i + 1}",
                 )
-                app = LassoApp({profile.slug: profile}, settings)
-                if not self.cluster_url:
-                    app.cluster = ClusterNode(app, self.hub.exchange())
-                port = await app.start()
-                self.apps[region] = app
-                await app.start_background()
+                exchange = None if self.cluster_url else self.hub.exchange()
+                # Every task and connection this node starts logs with its own node id.
+                with node_context(region):
+                    app = LassoApp({profile.slug: profile}, settings, cluster_exchange=exchange)
+                    port = await app.start()
+                    self.apps[region] = app
+                    await app.start_background()
                 self.urls[region] = f"http://{self.host}:{port}"
             if self.traffic_rps > 0:
-                loop = asyncio.get_running_loop()
                 for region in self.regions:
-                    self._traffic.append(loop.create_task(self._sample_traffic(region)))
+                    # Alternate load-balanced requests, which measure every provider, and
+                    # fastest ones, which then go to the region's best.
+                    base = self.urls[region]
+                    urls = (f"{base}/rpc/ethereum", f"{base}/rpc/fastest/ethereum")
+                    traffic = SampleTraffic(urls, self.traffic_rps)
+                    traffic.start()
+                    self._traffic.append(traffic)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
-        for task in self._traffic:
-            task.cancel()
-        for task in self._traffic:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for traffic in self._traffic:
+            await traffic.stop()
         self._traffic.clear()
         for app in self.apps.values():
             await app.stop(drain_timeout=2.0)
         for fleet in self.fleets.values():
             await fleet.stop()
-
-    async def _sample_traffic(self, region: str) -> None:
-        import aiohttp
-
-        # Alternate load-balanced requests, which measure every provider, and fastest
-        # ones, which then go to the region's best.
-        urls = (f"{self.urls[region]}/rpc/ethereum", f"{self.urls[region]}/rpc/fastest/ethereum")
-        period = 1.0 / self.traffic_rps
-        i = 0
-        async with aiohttp.ClientSession() as session:
-            while True:
-                method, params = _SAMPLE_CALLS[i % len(_SAMPLE_CALLS)]
-                body = orjson.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params})
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    async with session.post(urls[i % 2], data=body) as resp:
-                        await resp.read()
-                i += 1
-                await asyncio.sleep(period)  # a pacing timer, not a wait for a condition
 
     def banner(self) -> str:
         first = self.urls[self.regions[0]]
@@ -228,9 +206,15 @@ class ClusterDemo:
             f"  One region    {first}/api/metrics/ethereum?node={other}",
             f"  Health        {first}/api/health    Prometheus {first}/metrics",
             "",
-            f"Each region sends itself {self.traffic_rps:g} requests/s of sample traffic, half "
-            "load-balanced (to measure every provider)",
-            "and half through /rpc/fastest/ethereum (which then picks the region's best).",
+            (
+                f"Each region sends itself {self.traffic_rps:g} requests/s of sample traffic, "
+                "half load-balanced (to measure every provider)\n"
+                "and half through /rpc/fastest/ethereum (which then picks the region's best; "
+                "--no-traffic turns it off)."
+                if self.traffic_rps > 0
+                else "No sample traffic (--no-traffic): send some, or use the dashboard's "
+                "load generator."
+            ),
             "",
             f"Take bravo down in {other} only (the other regions keep using it):",
             "",
@@ -252,6 +236,7 @@ async def run_cluster_demo(args: argparse.Namespace) -> int:
             host=args.host,
             port=port,
             cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
+            traffic_rps=0 if getattr(args, "no_traffic", False) else TRAFFIC_RPS,
         )
     except ValueError as exc:
         print(f"lasso demo: {exc}", file=sys.stderr)

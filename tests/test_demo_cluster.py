@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from lasso.cluster.demo_cluster import ClusterDemo, region_latency_ms
+from lasso.demo_cluster import ClusterDemo, region_latency_ms
 
 from support import ROOT, eventually, free_port
 
@@ -98,7 +98,8 @@ def free_ports(n: int) -> int:
 
 @pytest.fixture
 async def demo_process(tmp_path: Path) -> AsyncIterator[tuple[dict[str, str], dict[str, str]]]:
-    """`python -m lasso demo --nodes 3` on free ports; yields (region URLs, admin URLs)."""
+    """`python -m lasso demo --nodes 3` on free ports; yields (region URLs, admin URLs).
+    Its stderr (the JSON log) is in ``tmp_path / "stderr.txt"``."""
     port = free_ports(3)
     err = tmp_path / "stderr.txt"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LASSO_CLUSTER_INTERVAL_MS": "250"}
@@ -150,6 +151,23 @@ async def test_lasso_demo_nodes_3_runs_three_regions_in_one_cluster(
         async with s.get(f"{urls['us-east-1']}/api/health") as r:
             health = orjson.loads(await r.read())
         assert health["node_id"] == "us-east-1" and health["cluster"]["status"] == "healthy"
+
+
+async def test_each_node_of_the_demo_logs_with_its_own_node_id(
+    demo_process: tuple[dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    """bravo down in eu-west-1 only: the warnings about it carry node_id eu-west-1."""
+    _urls, admins = demo_process
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{admins['eu-west-1']}/providers/bravo", data=b'{"down": true}') as r:
+            assert r.status == 200
+
+    def bravo_lines() -> list[dict[str, Any]]:
+        lines = [orjson.loads(x) for x in (tmp_path / "stderr.txt").read_bytes().splitlines()]
+        return [d for d in lines if d.get("provider") == "bravo"]
+
+    lines = await eventually(bravo_lines, timeout=15, message="a warning about bravo")
+    assert {d["node_id"] for d in lines} == {"eu-west-1"}, lines
 
 
 async def test_an_outage_in_one_region_trips_only_that_regions_breaker() -> None:

@@ -1,0 +1,130 @@
+"""The HTTP/1.1 messages of the client-facing server and their wire encoding.
+
+:class:`HttpRequest` is what :mod:`lasso.net.http_server` hands the application;
+:class:`Response` and :class:`StreamingResponse` are what the application answers.
+:func:`encode_response` and :func:`encode_stream_head` turn an answer into bytes, and
+:func:`rpc_error` builds the JSON-RPC error bodies the server itself answers with (a
+request it refuses before the application sees it has no id to echo: ``null``).
+All of them are re-exported by :mod:`lasso.net.http_server`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+__all__ = [
+    "HttpRequest",
+    "Response",
+    "StreamingResponse",
+    "encode_response",
+    "encode_head",
+    "encode_stream_head",
+    "rpc_error",
+    "LARGE_BODY",
+]
+
+LARGE_BODY = 256 * 1024
+"""Bodies from this size on are written after their head rather than copied into one
+buffer with it (one copy less of a large upstream answer)."""
+
+
+class HttpRequest:
+    """One parsed HTTP request. Header names are lower-cased ``str``; values ``str``."""
+
+    __slots__ = ("method", "path", "query", "headers", "body", "client", "keep_alive")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        client: str,
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.client = client
+        self.keep_alive = keep_alive
+
+    def __repr__(self) -> str:
+        return f"<HttpRequest {self.method} {self.path} body={len(self.body)}B>"
+
+
+@dataclass(slots=True)
+class Response:
+    """An HTTP response. ``headers`` are extra header lines beyond the defaults."""
+
+    status: int
+    body: bytes = b""
+    content_type: bytes = b"application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StreamingResponse(Response):
+    """A response whose body is produced over time by ``stream`` (chunked encoding).
+
+    The server closes ``stream`` (``aclose``) when the client goes away or the server
+    drains; an exception raised by it cuts the connection without a final chunk.
+    """
+
+    stream: AsyncIterator[bytes] | None = None
+
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()
+}
+_COMMON = b"Access-Control-Allow-Origin: *\r\nServer: lasso\r\n"
+
+
+def _head_parts(resp: Response, keep_alive: bool) -> list[bytes]:
+    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+    parts = [status_line, _COMMON]
+    if resp.status != 204 and resp.status != 304:
+        parts.append(
+            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (resp.content_type, len(resp.body))
+        )
+    for name, value in resp.headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+    parts.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    return parts
+
+
+def encode_head(resp: Response, keep_alive: bool) -> bytes:
+    """The status line and headers of ``resp`` (with its ``Content-Length``), no body."""
+    return b"".join(_head_parts(resp, keep_alive))
+
+
+def encode_response(resp: Response, keep_alive: bool, head: bool = False) -> bytes:
+    """Serialize ``resp`` into one buffer (status line, headers, body; no body for HEAD)."""
+    parts = _head_parts(resp, keep_alive)
+    if resp.status != 204 and resp.status != 304 and not head:
+        parts.append(resp.body)
+    return b"".join(parts)
+
+
+def encode_stream_head(resp: Response, keep_alive: bool) -> bytes:
+    """Status line and headers of a chunked response (the body follows in chunks)."""
+    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+    parts = [status_line, _COMMON, b"Content-Type: %s\r\n" % resp.content_type]
+    parts.append(b"Transfer-Encoding: chunked\r\n")
+    for name, value in resp.headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+    parts.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    return b"".join(parts)
+
+
+def rpc_error(code: int, message: str) -> bytes:
+    """A JSON-RPC error body with ``id: null`` (``message`` must need no JSON escaping)."""
+    return b'{"jsonrpc":"2.0","error":{"code":%d,"message":"%s"},"id":null}' % (
+        code,
+        message.encode(),
+    )

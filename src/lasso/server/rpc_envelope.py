@@ -1,0 +1,234 @@
+"""Exact bytes of the JSON-RPC envelope: ids echoed as sent, upstream ids spliced in place.
+
+CONTRACT §3: the client's ``id`` comes back byte for byte, whatever the upstream answer
+contains. Parsing with orjson loses the spelling of some ids (integers beyond 64 bits
+become floats, ``1.10`` becomes ``1.1``, ``"\\u0041"`` becomes ``"A"``, ``-0`` becomes
+``0``), so the raw token is taken from the request bytes when re-encoding could differ:
+
+* :class:`RequestIds` gives the bytes to echo for each id. The common ids (``null``,
+  non-zero integers, strings in a body without a backslash) are re-encoded, which is exact
+  for them; the rest are read from the body (:func:`member_spans`), checked against the
+  parsed value, and re-encoded only if the body spells its ``id`` key in an unusual way
+  (escaped, or repeated inside one batch item).
+* :func:`splice_id` replaces Lasso's transport id in an upstream answer with the client's
+  id: the ``id`` member of the top-level object, never an equal string elsewhere (an
+  upstream may put ``result`` before ``id``, and a result may contain anything). Checks
+  on a few bytes settle the usual layouts (``{"jsonrpc":"2.0","id":…`` first, or
+  ``…,"id":…}`` last) without a scan; anything else takes :func:`member_spans`.
+
+:func:`member_spans` finds the values of ``"id"`` members at one nesting depth with
+C-speed scans only (a regular expression for the keys, string removal and bracket
+counts between them), so a hostile body costs O(size), never a Python loop per token.
+
+:func:`params_too_deep` bounds the nesting of ``params`` (:data:`MAX_PARAMS_DEPTH`):
+orjson parses 1,024 levels but encodes only 254, and the upstream request re-encodes
+``params``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from lasso.server.limits import MAX_PARAMS_DEPTH
+
+__all__ = ["RequestIds", "member_spans", "params_too_deep", "splice_id"]
+
+# An "id" key and the separator after it. In valid JSON this only matches a real key: a
+# quote that opens a string value is never followed by ':', and a quote inside a string
+# is escaped (the match is then preceded by a backslash, and skipped).
+_ID_KEY = re.compile(rb'"id"[ \t\n\r]*:[ \t\n\r]*')
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_SCALAR = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9][0-9.eE+-]*|null|true|false')
+_WS = b" \t\r\n"
+_HEADS = {22: b'{"jsonrpc":"2.0","id":', 6: b'{"id":'}  # where the usual answers put the id
+_ORJSON_MAX_DEPTH = 254  # orjson.dumps refuses deeper documents
+
+
+def member_spans(body: bytes, depth: int) -> list[tuple[int, int]]:
+    """The ``(start, end)`` of the value of every ``"id"`` member at nesting ``depth``.
+
+    Args:
+        body: a valid JSON document (as orjson accepted it).
+        depth: 1 for members of the top-level object, 2 for members of the objects of a
+            top-level array (a batch).
+
+    Returns:
+        Spans in document order. A value that is an object or array gets an empty span at
+        its start (it is not an id anyone could echo).
+    """
+    spans: list[tuple[int, int]] = []
+    level = 0
+    pos = 0  # always outside any string: the start of the document or of a key
+    strip = _STRING.sub
+    for match in _ID_KEY.finditer(body):
+        start = match.start()
+        if start and body[start - 1] == 0x5C:  # an escaped quote inside some key
+            continue
+        seg = strip(b"", body[pos:start])
+        level += seg.count(b"{") + seg.count(b"[") - seg.count(b"}") - seg.count(b"]")
+        pos = start
+        if level == depth:
+            value = _SCALAR.match(body, match.end())
+            end = value.end() if value is not None else match.end()
+            spans.append((match.end(), end))
+    return spans
+
+
+def _after_id_key(body: bytes, i: int) -> bool:
+    """Whether ``body[i:]`` starts right after an ``"id":`` key (whitespace allowed)."""
+    head = body[max(0, i - 40) : i].rstrip(_WS)
+    if not head.endswith(b":"):
+        return False
+    head = head[:-1].rstrip(_WS)
+    return head.endswith(b'"id"') and not head.endswith(b'\\"id"')
+
+
+def splice_id(body: bytes, tid: bytes, id_json: bytes) -> bytes:
+    """``body`` (an upstream answer whose top-level ``id`` is ``tid``) with ``id_json`` as id.
+
+    Only the top-level object's ``id`` member is replaced; the rest of the bytes are kept
+    as they are, except in the last resort of an answer whose ``id`` cannot be found in
+    its bytes at all, which is re-encoded around the parsed answer.
+    """
+    i = body.find(tid)
+    head = _HEADS.get(i)
+    if head is not None and body.startswith(head):  # geth, anvil, reth, erigon, the sim
+        return body.replace(tid, id_json, 1)
+    n = len(tid)
+    if (
+        5 < i < 256
+        and (body[i - 5 : i] == b'"id":' and body[i - 6] != 0x5C or _after_id_key(body, i))
+        # One '{' (the document's own), no array and no escape before it: depth 1.
+        and body.count(b"{", 0, i) == 1
+        and body.find(b"[", 0, i) < 0
+        and body.find(b"\\", 0, i) < 0
+    ):
+        return body.replace(tid, id_json, 1)  # the first occurrence is the one
+    k = body.rfind(tid)
+    if k > 0 and body[k + n :].strip(_WS) == b"}" and _after_id_key(body, k):
+        return body[:k] + id_json + body[k + n :]  # the top-level object's last member
+    return _splice_slow(body, tid, id_json)
+
+
+def _splice_slow(body: bytes, tid: bytes, id_json: bytes) -> bytes:
+    want = orjson.loads(tid)
+    parts: list[bytes] = []
+    last = 0
+    for start, end in member_spans(body, 1):
+        raw = body[start:end]
+        if raw == tid or (raw[:1] == b'"' and _loads(raw) == want):
+            parts += (body[last:start], id_json)
+            last = end
+    if parts:
+        parts.append(body[last:])
+        return b"".join(parts)
+    try:  # no id member in the bytes: rebuild the envelope around what was parsed
+        doc = orjson.loads(body)
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+        doc.pop("id", None)
+        doc.pop("jsonrpc", None)
+        rest = orjson.dumps(doc)[1:]
+        sep = b"," if rest != b"}" else b""
+        return b'{"jsonrpc":"2.0","id":%s%s%s' % (id_json, sep, rest)
+    except (ValueError, TypeError):  # orjson's errors are ValueErrors
+        return (
+            b'{"jsonrpc":"2.0","error":{"code":-32603,'
+            b'"message":"Internal error: unreadable upstream answer"},"id":%s}' % id_json
+        )
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _NO_VALUE
+
+
+_NO_VALUE = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+class RequestIds:
+    """The bytes to echo for the ids of one request body (a single object or a batch).
+
+    Args:
+        body: the request body, valid JSON.
+        docs: the parsed batch (a list), or None for a single object.
+    """
+
+    __slots__ = ("body", "docs", "_spans", "_order", "_bounded")
+
+    def __init__(self, body: bytes, docs: list[Any] | None = None) -> None:
+        self.body = body
+        self.docs = docs
+        self._spans: list[tuple[int, int]] | None = None
+        self._order: dict[int, int] = {}
+        self._bounded: bool | None = None
+
+    def encode(self, rid: Any, index: int = 0) -> bytes:
+        """The JSON bytes of id ``rid`` (a str, int or float) of item ``index``, as sent."""
+        body = self.body
+        if type(rid) is str:
+            if b"\\" not in body:  # no escape anywhere: orjson spells it as the client did
+                return orjson.dumps(rid)
+        elif type(rid) is int and (rid or b"-0" not in body):
+            return orjson.dumps(rid)
+        raw = self._raw(index)
+        if raw is not None and _same(_loads(raw), rid):
+            return raw
+        return orjson.dumps(rid)  # an unusual spelling of the key: the value, re-encoded
+
+    def _raw(self, index: int) -> bytes | None:
+        spans = self._spans
+        if spans is None:
+            spans = self._spans = member_spans(self.body, 1 if self.docs is None else 2)
+            if self.docs is not None:  # the k-th span belongs to the k-th item with an id
+                items = [i for i, d in enumerate(self.docs) if type(d) is dict and "id" in d]
+                if len(items) == len(spans):
+                    self._order = {item: k for k, item in enumerate(items)}
+        if self.docs is None:
+            pick = len(spans) - 1  # orjson keeps the last of repeated keys
+        else:
+            pick = self._order.get(index, -1)
+        if pick < 0:
+            return None
+        start, end = spans[pick]
+        return self.body[start:end]
+
+    def params_ok(self, params: Any) -> bool:
+        """Whether ``params`` (of an item of this body) is within :data:`MAX_PARAMS_DEPTH`.
+
+        A body with fewer brackets than the limit passes at once; a batch is checked
+        whole once, then item by item only if some item is too deep.
+        """
+        bounded = self._bounded
+        if bounded is None:
+            body = self.body
+            bounded = body.count(b"[") + body.count(b"{") <= MAX_PARAMS_DEPTH
+            if not bounded and self.docs is not None:  # params sit two levels down
+                bounded = not params_too_deep(self.docs, MAX_PARAMS_DEPTH + 2)
+            self._bounded = bounded
+        return bounded or not params_too_deep(params)
+
+
+def params_too_deep(params: Any, limit: int = MAX_PARAMS_DEPTH) -> bool:
+    """Whether ``params`` nests more than ``limit`` levels (``[]`` is one level).
+
+    Runs in C: orjson refuses to encode more than 254 levels, so ``params`` wrapped in
+    ``254 - limit`` more lists encodes exactly when it is within the limit.
+    """
+    wrapped = params
+    for _ in range(_ORJSON_MAX_DEPTH - limit):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError:
+        return True
+    return False
