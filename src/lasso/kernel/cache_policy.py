@@ -317,7 +317,7 @@ def ticket(
     if depends is Depends.HEAD:
         if head is None or ttl_s <= 0:
             return None
-        return Stamp(Kind.HEAD, number=head, epoch=window.epoch, expires=now + ttl_s)
+        return Stamp(Kind.HEAD, head, None, window.epoch, now + ttl_s)
     if depends is Depends.BLOCK:
         n = req.number
         assert n is not None

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
+from lasso.server.cache.service import result_bytes
 from lasso.sim.behavior import Behavior
 
 from support import eventually, fleet_chain_yaml, profile_yaml
@@ -323,3 +324,25 @@ async def test_metrics_and_the_cache_api(node: Any) -> None:
     row = next(r for r in chain["methods"] if r["method"] == m)
     assert (row["hit"], row["miss"], row["saved"]) == (2, 1, 2)
     assert chain["entries"] >= 1 and chain["bytes"] > 0 and doc["redis"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"jsonrpc":"2.0","id":"lasso-t","result":{"a":[1,2]}}', b'{"a":[1,2]}'),
+        (b'{"jsonrpc": "2.0", "id": "lasso-t", "result": "0x1" }\n', b'"0x1"'),
+        (b'{"result":"0x1","id":"lasso-t","jsonrpc":"2.0"}', b'"0x1"'),
+        (b'{"jsonrpc":"2.0","id":"lasso-t","result":null}', b"null"),
+    ],
+)
+def test_result_bytes_slices_or_re_encodes(body: bytes, expected: bytes) -> None:
+    """The stored bytes are the provider's result, sliced when it is the last member,
+    re-encoded otherwise (never a slice that includes a following member)."""
+    assert result_bytes(body, orjson.loads(body), b'"lasso-t"') == expected
+    assert orjson.loads(result_bytes(body, orjson.loads(body))) == orjson.loads(expected)
+
+
+def test_result_bytes_with_an_extra_member_after_the_result_re_encodes() -> None:
+    """An answer with a member after ``result`` is re-encoded, not sliced."""
+    body = b'{"jsonrpc":"2.0","id":"lasso-t","result":"0x1","extra":1}'
+    assert result_bytes(body, orjson.loads(body), b'"lasso-t"') == b'"0x1"'

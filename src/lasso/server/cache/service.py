@@ -92,13 +92,17 @@ def cache_key(method: str, params: Any) -> bytes:
     return method.encode() + b"\x00" + orjson.dumps(normalize(params), option=orjson.OPT_SORT_KEYS)
 
 
-def result_bytes(body: bytes, doc: dict[str, Any]) -> bytes:
-    """The raw ``result`` of an upstream answer ``body`` (parsed as ``doc``).
+def result_bytes(body: bytes, doc: dict[str, Any], tid: bytes = b"") -> bytes:
+    """The raw ``result`` of an upstream answer ``body`` (parsed as ``doc``; ``tid``: the
+    id Lasso sent it with).
 
     Sliced from the body when ``result`` is its last member (what nodes send), so the
     bytes are the provider's; re-encoded otherwise.
     """
     if len(doc) == 3:
+        head = b'{"jsonrpc":"2.0","id":' + tid + b',"result":'
+        if tid and body.startswith(head) and body.endswith(b"}"):
+            return body[len(head) : -1]  # the usual layout, compact
         at = body.find(b'"result"')
         head = body[:at]
         if at > 0 and b'"jsonrpc"' in head and b'"id"' in head:
@@ -372,7 +376,7 @@ class ResponseCache:
         )
         if kept is None:
             return
-        raw = result_bytes(body, doc)
+        raw = result_bytes(body, doc, out.tid)
         cc.store.put(key, raw, kept)
         if self.redis is not None and rkey and kept.kind is not Kind.HEAD:
             self.redis.put(rkey, raw, kept, self._redis_ttl(cc, kept, state.block_time_ms))
