@@ -56,8 +56,9 @@ class MemoryStore:
         if size > self.max_bytes // 8:
             self.discard(key)
             return False
-        self.discard(key)
         entries = self._entries
+        if key in entries:
+            self.discard(key)
         while self.bytes + size > self.max_bytes and entries:
             old_key, _ = next(iter(entries.items()))
             self.discard(old_key)
