@@ -63,6 +63,7 @@ import orjson  # noqa: E402
 
 from bench.common import (  # noqa: E402
     CLK_TCK,
+    RESULTS,
     LassoProcess,
     chain_profile,
     cpu_delta,
@@ -457,6 +458,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--allowance-ms", type=float, default=50.0, help="how late a head answer may be"
     )
     parser.add_argument("--quick", action="store_true", help="15 s per mode")
+    parser.add_argument("--out-dir", default=str(RESULTS), help="where the report goes")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 15.0
@@ -473,7 +475,7 @@ async def amain(args: argparse.Namespace) -> int:
             results.append(await run_mode(mode, args, Path(tmp)))
     markdown = render(results, meta, args)
     doc = {"meta": meta, "args": vars(args), "modes": [r.__dict__ for r in results]}
-    paths = save_report("cache", stamp, doc, markdown, None)
+    paths = save_report("cache", stamp, doc, markdown, None, Path(args.out_dir))
     print(markdown)
     log(f"wrote {paths['md']}")
     wrong = sum(r.verdicts.get("wrong", 0) for r in results)

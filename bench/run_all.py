@@ -45,7 +45,15 @@ from bench.common import (  # noqa: E402
     timestamp,
 )
 
-BENCHMARKS = ("overhead", "routing_quality", "failover", "client_limits", "subscriptions", "soak")
+BENCHMARKS = (
+    "overhead",
+    "routing_quality",
+    "failover",
+    "client_limits",
+    "cache",
+    "subscriptions",
+    "soak",
+)
 
 
 @dataclass
@@ -95,7 +103,7 @@ def plan(
     for name in args.only:
         if name == "overhead":
             steps.append(Step(name, name, [*module(name), *quick, *out]))
-        elif name in ("routing_quality", "failover", "client_limits"):
+        elif name in ("routing_quality", "failover", "client_limits", "cache"):
             steps.append(Step(name, name, [*module(name), *quick, *out]))
         elif name == "soak":
             length = ["--quick"] if args.quick else ["--minutes", f"{args.soak_minutes:g}"]
