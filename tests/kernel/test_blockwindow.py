@@ -95,6 +95,18 @@ def test_gap_restarts_and_walk_back_reconnects() -> None:
     assert w.detached == 0
 
 
+def test_a_head_without_parent_above_the_top_starts_anew() -> None:
+    """The next height with no parent known cannot be linked: a new segment, no reorg."""
+    w = BlockWindow()
+    feed(w, 100, 103)
+    assert w.observe(104, h(104), None) is None
+    assert (w.bottom, w.top, w.epoch) == (104, 104, 0) and w.detached == 5
+    assert w.wanted(floor=0) == h(104)  # learn its parent, then reconnect
+    w.fetched()
+    w.observe(104, h(104), h(103), head=False)
+    assert (w.bottom, w.top) == (99, 104) and w.detached == 0
+
+
 def test_walk_back_finds_the_fork_point() -> None:
     """After a deep reorg seen with a gap, walk-back goes down until the forks agree."""
     w = BlockWindow()
@@ -317,6 +329,13 @@ def test_finality_takes_the_lowest_fresh_report_capped_at_the_head() -> None:
     f.report("c", 990, 20.0)
     f.forget("c")
     assert f.height(1000, 20.0) == 936
+
+
+def test_finality_repr() -> None:
+    """The repr shows the depth and the reports held."""
+    f = Finality(12)
+    f.report("a", 5, 0.0)
+    assert repr(f) == "<Finality depth=12 reports=1>"
 
 
 def test_finality_depth_must_be_positive() -> None:

@@ -346,6 +346,7 @@ def test_valid_rules() -> None:
     w.observe(105, bh(105, 1), bh(104))
     assert not valid(anchored, head=110, window=w, now=0)
     assert not valid(head, head=110, window=w, now=1.0)  # the epoch moved
+    assert not valid(from_answer(100), head=110, window=w, now=0)  # a ticket, never stored
 
 
 # -- property: random interleavings of heads, reorgs and requests -------------------------

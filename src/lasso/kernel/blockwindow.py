@@ -222,9 +222,7 @@ class BlockWindow:
     # -- internals ----------------------------------------------------------------------
 
     def _put(self, number: int, block_hash: str, parent_hash: str | None) -> None:
-        old = self._hash.get(number)
-        if old is not None:
-            self._height.pop(old, None)
+        """Hold a block at a height not held (callers drop a replaced one first)."""
         self._hash[number] = block_hash
         self._parent[number] = parent_hash
         self._height[block_hash] = number
@@ -308,17 +306,13 @@ class BlockWindow:
         bottom = self.bottom
         if not detached or bottom is None:
             return
-        same = detached.get(bottom)
-        if same is not None and same[0] == self._hash[bottom] and self._parent[bottom] is None:
-            self._parent[bottom] = same[1]
         parent = self._parent.get(bottom)
         below = detached.get(bottom - 1)
         if parent is not None and below is not None and below[0] == parent:
+            # The detached segment is linked in itself: its blocks below are ancestors.
             k = bottom - 1
             while k in detached and len(self._hash) < self.capacity:
                 h, p = detached[k]
-                if k < bottom - 1 and h != self._parent.get(k + 1):
-                    break  # not linked any more (cannot happen for a linked segment)
                 self._put(k, h, p)
                 self.bottom = k
                 k -= 1
