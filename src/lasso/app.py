@@ -224,7 +224,10 @@ class LassoApp:
             execute, redis=RedisStore(self.redis) if self.redis is not None else None
         )
         self.cache_watch = HeadWatch(self.cache, self._chain_runtime)
-        self.metrics.register(cache_report.collector(self.cache))
+        peers = self.snapshots.peers if self.snapshots is not None else None
+        self.metrics.register(cache_report.collector(self.cache, peers))
+        if self.snapshots is not None:
+            self.snapshots.include("cache", lambda: cache_report.snapshot(self.cache))
         # Client keys, scopes and limits (lasso.auth): a gate for each profile that asks.
         self.clients = ClientAccess(
             profiles,
@@ -320,7 +323,8 @@ class LassoApp:
         return prof.chains.get(chain) if prof is not None else None
 
     def _cache_view(self, profile: str) -> dict[str, Any]:
-        return cache_report.view(self.cache, profile)
+        peers = self.snapshots.peers if self.snapshots is not None else None
+        return cache_report.view(self.cache, profile, peers)
 
     def _cluster(self, exchange: Exchange | None) -> ClusterNode | None:
         settings = self.settings
