@@ -521,8 +521,13 @@ def chain_profile(
     block_time_ms: int = 2000,
     default_strategy: str | None = None,
     ws_urls: Mapping[str, str] | None = None,
+    cache: bool = True,
 ) -> str:
-    """A ``public`` profile with one chain: ``providers`` as ``(id, url, priority)``."""
+    """A ``public`` profile with one chain: ``providers`` as ``(id, url, priority)``.
+
+    ``cache=False`` turns the response cache and coalescing off, for benchmarks that
+    measure routing: every request then reaches a provider.
+    """
     lines = [
         "---",
         "name: Bench",
@@ -533,8 +538,12 @@ def chain_profile(
         f"    chain_id: {chain_id}",
         f"    block_time_ms: {block_time_ms}",
     ]
+    if default_strategy or not cache:
+        lines.append("    routing:")
     if default_strategy:
-        lines += ["    routing:", f"      default_strategy: {default_strategy}"]
+        lines.append(f"      default_strategy: {default_strategy}")
+    if not cache:
+        lines += ["      coalesce: false", "    cache:", "      enabled: false"]
     lines.append("    providers:")
     for pid, url, priority in providers:
         lines += [f"      - id: {pid}", f"        url: {url}", f"        priority: {priority}"]

@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # pragma: no cover - run as a script
 
 from bench.overhead import (  # noqa: E402 - after the script-mode path fix
     CLK_TCK,
+    NO_CACHE,
     Proc,
     Unavailable,
     cpu_delta,
@@ -472,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (profiles / "public.yml").write_text(profile_text(f"http://127.0.0.1:{anvil_port}"))
             nodes = [start_node(work, name, profiles) for name in ("node-a", "node-b")]
             script = work / "bench.lua"
-            script.write_text(wrk_lua_script(request_body("eth_blockNumber")))
+            script.write_text(wrk_lua_script(request_body("eth_blockNumber"), NO_CACHE))
             log(f"warm-up {args.warmup:g} s")
             run_wrks(
                 [

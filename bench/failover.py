@@ -167,7 +167,7 @@ async def run_kind(args: argparse.Namespace, sim: SimProcess, kind: str, workdir
     client = RpcClient(timeout_s=30.0)
     inject, heal = FAULTS[kind]
     providers = [(pid, sim.url(pid), 10 * (i + 1)) for i, pid in enumerate(FLEET)]
-    lasso = LassoProcess(chain_profile(providers), workdir, f"lasso-{kind}")
+    lasso = LassoProcess(chain_profile(providers, cache=False), workdir, f"lasso-{kind}")
     try:
         for pid, behavior in FLEET.items():
             await admin_update(client, sim, pid, down=False, hang=False, error_rate=0.0, **behavior)

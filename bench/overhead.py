@@ -5,7 +5,11 @@ Contenders (each a separate process between the load driver and one real ``anvil
 * ``direct``      wrk straight to anvil (reference; "proxy CPU" is anvil's own CPU)
 * ``floor``       bare aiohttp forwarder (bench/floor_aiohttp.py)
 * ``lean-floor``  raw asyncio.Protocol + httptools server and client (bench/floor_lean.py)
-* ``lasso``       the real proxy (``lasso serve`` with a generated profile)
+* ``lasso``       the real proxy (``lasso serve`` with a generated profile); every request
+                  carries ``Cache-Control: no-cache``, so each one is a hop to anvil (the
+                  response cache is skipped on read and refreshed, the costliest path)
+* ``lasso-hit``   (opt-in) the same proxy without that header: the answers come from its
+                  response cache (the hit path, docs/caching.md)
 
 For each round (order rotated every round) and each contender: start it, validate one
 JSON-RPC answer with Python, warm up, then measure a ``wrk -t1 -c64`` window (throughput,
@@ -48,7 +52,12 @@ ALL_CONTENDERS = ("direct", "floor", "lean-floor", "lasso")
 KEYED = "lasso-key"
 """Lasso with a client key on every request and a per-key limit (never reached): what the
 key check and the limit add to a hop (docs/security.md). Add it with --contenders."""
-KNOWN_CONTENDERS = (*ALL_CONTENDERS, KEYED)
+HIT = "lasso-hit"
+"""Lasso answering from its response cache: every other Lasso contender sends
+``Cache-Control: no-cache`` (a hop each time), this one does not (docs/caching.md). Add it
+with --contenders."""
+KNOWN_CONTENDERS = (*ALL_CONTENDERS, KEYED, HIT)
+NO_CACHE = {"Cache-Control": "no-cache"}
 BENCH_KEY = "lasso_bench-overhead-key-000000000000"
 
 DEFAULT_LASSO_CMD = "{root}/.venv/bin/lasso serve --profiles {profiles} --port {port}"
@@ -70,6 +79,8 @@ DEFAULT_HEALTH_PATH = "/api/health"
 _ACCOUNT0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 METHOD_PARAMS: dict[str, list[Any]] = {
     "eth_blockNumber": [],
+    "eth_chainId": [],  # answered by Lasso itself: the floor of a JSON-RPC request
+    "eth_syncing": [],  # never cached: the uncacheable path
     "eth_getBalance": [_ACCOUNT0, "latest"],
     "eth_call": [
         {
@@ -268,7 +279,12 @@ def summarize(contenders: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 row[key] = m[key] - base[key]  # type: ignore[operator]
         added[name] = row
     ratios: dict[str, float | None] = {}
-    for num, den in (("lasso", "floor"), ("lasso", "lean-floor"), ("floor", "lean-floor")):
+    for num, den in (
+        ("lasso", "floor"),
+        ("lasso", "lean-floor"),
+        ("floor", "lean-floor"),
+        (HIT, "lasso"),
+    ):
         a = medians.get(num, {}).get("proxy_cpu_us_c64")
         b = medians.get(den, {}).get("proxy_cpu_us_c64")
         ratios[f"{num}/{den}"] = a / b if a is not None and b else None
@@ -334,7 +350,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     lines += [
         "",
         "Proxy CPU = user+system time of the proxy process tree during the c=64 window / "
-        "requests completed (for `direct`: anvil's). `+` columns = latency added vs `direct` "
+        "requests completed (for `direct`: anvil's). Lasso contenders send "
+        "`Cache-Control: no-cache` (a hop every time), except `lasso-hit` (answered from the "
+        "response cache). `+` columns = latency added vs `direct` "
         "in this run. Identical forwarders differ by up to ±15% between runs: compare within "
         "one run. The load driver, proxy and anvil share the host's cores.",
         "",
@@ -550,7 +568,8 @@ class Spec:
     argv: list[str] | None  # None: no process (direct)
     path: str
     probe: str
-    headers: dict[str, str] = field(default_factory=dict)  # on every request (lasso-key)
+    headers: dict[str, str] = field(default_factory=dict)  # on every request
+    hit: bool = False  # lasso-hit: no Cache-Control: no-cache (the shared script)
     script: Path | None = None  # its wrk script when not the shared one
     reason: str = ""  # set when it is unavailable
     log_tail: str = ""
@@ -580,7 +599,7 @@ def build_argv(env: Env, name: str, port: int) -> list[str] | None:
         return [py, str(BENCH / "floor_aiohttp.py"), "--port", str(port), "--upstream", up]
     if name == "lean-floor":
         return [py, str(BENCH / "floor_lean.py"), "--port", str(port), "--upstream", up]
-    template = env.args.lasso_cmd if name in ("lasso", KEYED) else env.args.extra[name]
+    template = env.args.lasso_cmd if name in ("lasso", KEYED, HIT) else env.args.extra[name]
     text = template.format(
         root=ROOT,
         python=py,
@@ -727,10 +746,13 @@ def make_specs(args: argparse.Namespace) -> list[Spec]:
         elif name in ("floor", "lean-floor"):
             specs.append(Spec(name, [], DEFAULT_RPC_PATH, DEFAULT_HEALTH_PATH))
         elif name == KEYED:
-            headers = {"X-Lasso-Api-Key": BENCH_KEY}
+            headers = {"X-Lasso-Api-Key": BENCH_KEY, **NO_CACHE}
             specs.append(Spec(name, [], args.rpc_path, args.health_path, headers=headers))
-        else:  # lasso and --extra contenders speak the lasso protocol
-            specs.append(Spec(name, [], args.rpc_path, args.health_path))
+        elif name == HIT:
+            specs.append(Spec(name, [], args.rpc_path, args.health_path, hit=True))
+        else:  # lasso and --extra contenders speak the lasso protocol: a hop each time
+            headers = dict(NO_CACHE)
+            specs.append(Spec(name, [], args.rpc_path, args.health_path, headers=headers))
     return specs
 
 

@@ -37,6 +37,7 @@ from bench.overhead import (  # noqa: E402
     CLK_TCK,
     DEFAULT_PROFILE_TEMPLATE,
     DEFAULT_RPC_PATH,
+    NO_CACHE,
     Unavailable,
     _git,
     cpu_delta,
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lasso-profile-") as tmp:
         work = Path(tmp)
         script = work / "post.lua"
-        script.write_text(wrk_lua_script(body))
+        script.write_text(wrk_lua_script(body, NO_CACHE))
         anvil_port, port = free_port(), free_port()
         anvil = spawn("anvil", [args.anvil, "--port", str(anvil_port), "--silent"], work)
         lasso = None

@@ -149,7 +149,9 @@ async def run_contender(
             await admin_update(client, sim, pid, down=False, hang=False, **behavior)
         if contender in STRATEGIES:
             providers = [(pid, sim.url(pid), PRIORITY[pid]) for pid in FLEET]
-            lasso = LassoProcess(chain_profile(providers), workdir, f"lasso-{contender}")
+            lasso = LassoProcess(
+                chain_profile(providers, cache=False), workdir, f"lasso-{contender}"
+            )
             try:
                 await asyncio.to_thread(lasso.start)
             except Unavailable as exc:

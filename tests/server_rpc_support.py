@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from support import free_port
+from support import UNCACHED, free_port
 
 __all__ = ["ScriptedUpstream", "chain_yaml", "raw_json"]
 
@@ -84,8 +84,9 @@ class ScriptedUpstream:
 
 
 def chain_yaml(*upstreams: ScriptedUpstream, chain_id: int = 1) -> str:
-    """An ``ethereum`` chain with one provider per upstream (``p0``, ``p1``, ...)."""
-    lines = ["  ethereum:", f"    chain_id: {chain_id}", "    providers:"]
+    """An ``ethereum`` chain with one provider per upstream (``p0``, ``p1``, ...), without
+    the response cache and coalescing: every request the tests send reaches an upstream."""
+    lines = ["  ethereum:", f"    chain_id: {chain_id}", UNCACHED, "    providers:"]
     for i, up in enumerate(upstreams):
         lines += [f"      - id: p{i}", f"        url: {up.url}"]
     return "\n".join(lines) + "\n"

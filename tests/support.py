@@ -87,6 +87,17 @@ def profile_yaml(chains: str, slug: str = "public") -> str:
     return f"---\nname: Test\nslug: {slug}\n---\nchains:\n{chains}"
 
 
+UNCACHED = "    cache:\n      enabled: false\n    routing:\n      coalesce: false"
+"""Chain lines that turn the response cache and coalescing off."""
+
+
+def routed_chain_yaml(fleet: Any, **kw: Any) -> str:
+    """:func:`fleet_chain_yaml` without the response cache and coalescing, so that every
+    request reaches a provider: for routing, failover and health tests."""
+    extra = kw.pop("extra", "")
+    return fleet_chain_yaml(fleet, extra=(extra.rstrip("\n") + "\n" + UNCACHED).lstrip("\n"), **kw)
+
+
 def fleet_chain_yaml(
     fleet: Any,
     key: str = "ethereum",

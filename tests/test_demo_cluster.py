@@ -53,11 +53,13 @@ async def measure(session: aiohttp.ClientSession, base: str, per_provider: int =
 
 
 async def fastest_choice(session: aiohttp.ClientSession, base: str, n: int = 20) -> str:
-    """The provider /rpc/fastest/ethereum selects most often."""
+    """The provider /rpc/fastest/ethereum selects most often (no-cache: each call is
+    routed; an answer from the response cache has no provider)."""
     picks: collections.Counter[str] = collections.Counter()
     for i in range(n):
         url = f"{base}/rpc/fastest/ethereum?include_meta=body"
-        async with session.post(url, data=body(i)) as r:
+        headers = {"Cache-Control": "no-cache"}
+        async with session.post(url, data=body(i), headers=headers) as r:
             doc = orjson.loads(await r.read())
             picks[doc["lasso_meta"]["selected_provider"]["id"]] += 1
     return picks.most_common(1)[0][0]

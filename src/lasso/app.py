@@ -44,14 +44,17 @@ from lasso.net.limits import Limits
 from lasso.net.redis_link import RedisLink
 from lasso.probes.heights import HeightProber
 from lasso.server.api import OpsApi, not_found
+from lasso.server.cache import HeadWatch, RedisStore, ResponseCache
+from lasso.server.cache import report as cache_report
 from lasso.server.consistency_state import NodeConsistency
 from lasso.server.events import EventBus
 from lasso.server.limits import BATCH_CONCURRENCY, DEFAULT_MAX_BATCH, NODE_BATCH_CONCURRENCY
 from lasso.server.metrics import Metrics
 from lasso.server.node import ClusterStatus, NodeInfo, Standalone
+from lasso.server.pipeline import execute
 from lasso.server.route import RouteResolver
 from lasso.server.rpc import RpcHandler
-from lasso.server.runtime import PoolRegistry, Runtime
+from lasso.server.runtime import ChainRuntime, PoolRegistry, Runtime
 from lasso.server.shared_state import SharedTable
 from lasso.server.subscriptions import SubscriptionManager
 from lasso.server.workers import WorkerSnapshots
@@ -142,9 +145,12 @@ _CORS_PREFLIGHT = Response(
         (
             "Access-Control-Allow-Headers",
             "Content-Type, Authorization, X-Requested-With, X-Lasso-Provider, "
-            "X-Lasso-Transport, X-Lasso-Include-Meta, X-Lasso-Api-Key",
+            "X-Lasso-Transport, X-Lasso-Include-Meta, X-Lasso-Api-Key, Cache-Control",
         ),
-        ("Access-Control-Expose-Headers", "X-Lasso-Request-Id, X-Lasso-Meta, Retry-After"),
+        (
+            "Access-Control-Expose-Headers",
+            "X-Lasso-Request-Id, X-Lasso-Meta, Retry-After, X-Lasso-Cache",
+        ),
         ("Access-Control-Max-Age", "86400"),
     ],
 )
@@ -215,6 +221,17 @@ class LassoApp:
         if redis is None and settings.redis_url:
             redis = RedisLink(settings.redis_url)
         self.redis = redis
+        # The response cache and coalescing around the pipeline (docs/caching.md), its
+        # answers shared through Redis when the node has a link; the head watch keeps each
+        # chain's block hashes and finality known.
+        self.cache = ResponseCache(
+            execute, redis=RedisStore(self.redis) if self.redis is not None else None
+        )
+        self.cache_watch = HeadWatch(self.cache, self._chain_runtime)
+        peers = self.snapshots.peers if self.snapshots is not None else None
+        self.metrics.register(cache_report.collector(self.cache, peers))
+        if self.snapshots is not None:
+            self.snapshots.include("cache", lambda: cache_report.snapshot(self.cache))
         # Client keys, scopes and limits (lasso.auth): a gate for each profile that asks.
         self.clients = ClientAccess(
             profiles,
@@ -232,6 +249,7 @@ class LassoApp:
             rng=self.rng,
             **{"max_message": settings.limits.max_upstream_response, **(ws_upstream_options or {})},
         )
+        self.ws_upstreams.head_listeners.append(self.cache_watch.on_head)
         self.prober: HeightProber | None = None
         if settings.probes:
             self.prober = HeightProber(
@@ -249,6 +267,7 @@ class LassoApp:
         self.rpc = RpcHandler(
             routes=self.routes,
             metrics=self.metrics,
+            cache=self.cache,
             max_batch=settings.max_batch,
             batch_concurrency=settings.batch_concurrency,
             batch_node_concurrency=settings.batch_node_concurrency,
@@ -279,6 +298,7 @@ class LassoApp:
             cluster=self.cluster_status,
             pages=self.dashboard.route,
             clients=self.clients.view,
+            cache=self._cache_view,
         )
         self.server = HttpServer(
             self,
@@ -301,6 +321,15 @@ class LassoApp:
             events=self.events,
             consistency=self.consistency,
         )
+
+    def _chain_runtime(self, profile: str, chain: str) -> ChainRuntime | None:
+        """The current runtime's chain ``chain`` of ``profile`` (None once it is gone)."""
+        prof = self.runtime.profiles.get(profile)
+        return prof.chains.get(chain) if prof is not None else None
+
+    def _cache_view(self, profile: str) -> dict[str, Any]:
+        peers = self.snapshots.peers if self.snapshots is not None else None
+        return cache_report.view(self.cache, profile, peers)
 
     def _cluster(self, exchange: Exchange | None) -> ClusterNode | None:
         settings = self.settings
@@ -333,6 +362,7 @@ class LassoApp:
         loop = asyncio.get_running_loop()
         self.ws_upstreams.start(self.runtime)
         self.clients.start()
+        self._tasks.append(loop.create_task(self.cache_watch.run()))
         if self.prober is not None:
             self._tasks.append(loop.create_task(self.prober.run()))
         if self.cluster is not None:  # observability only: never awaits the exchange
@@ -347,6 +377,7 @@ class LassoApp:
         if self.shared_table is not None:
             self.shared_table.attach(new)
         self.runtime = new
+        self.cache.retain((rt.profile, rt.config.chain_id) for rt in new.chains())
         self.clients.reload(profiles)  # new keys and limits at once, with the runtime
         self.ws.recheck_clients()  # open sockets: the new rules, or closed (1008)
         self.ws_upstreams.sync(new)
@@ -379,6 +410,8 @@ class LassoApp:
         await self.ws_upstreams.aclose()
         await self.pools.aclose()
         await self.clients.aclose()
+        if self.cache.redis is not None:
+            await self.cache.redis.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self.snapshots is not None:

@@ -142,6 +142,34 @@ class MethodOverride:
     hedge: HedgeConfig | Literal[False] | None = None
 
 
+DEFAULT_CACHE_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_FINALITY_DEPTH = 64
+DEFAULT_REALTIME_TTL_MS = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    """A chain's response cache (CONTRACT §7, docs/caching.md).
+
+    ``realtime_ttl_ms`` ``None`` means the default: half the chain's ``block_time_ms``
+    when it is configured, else :data:`DEFAULT_REALTIME_TTL_MS`
+    (:meth:`realtime_ttl_s` computes it). 0 turns caching of head answers off.
+    """
+
+    enabled: bool = True
+    max_bytes: int = DEFAULT_CACHE_MAX_BYTES
+    finality_depth: int = DEFAULT_FINALITY_DEPTH
+    realtime_ttl_ms: int | None = None
+
+    def realtime_ttl_s(self, block_time_ms: int | None) -> float:
+        """The longest a head answer is served, in seconds."""
+        if self.realtime_ttl_ms is not None:
+            return self.realtime_ttl_ms / 1000.0
+        if block_time_ms:
+            return block_time_ms / 2000.0
+        return DEFAULT_REALTIME_TTL_MS / 1000.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainConfig:
     key: str
@@ -167,6 +195,8 @@ class ChainConfig:
         default_factory=lambda: MappingProxyType({})
     )
     providers: tuple[ProviderConfig, ...] = ()
+    coalesce: bool = True  # routing.coalesce: identical reads in flight share one call
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     def provider(self, provider_id: str) -> ProviderConfig | None:
         for p in self.providers:

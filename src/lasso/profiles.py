@@ -51,6 +51,7 @@ from lasso.config import (
     PROFILE_ALIASES,
     STRATEGIES,
     STRATEGY_ALIASES,
+    CacheConfig,
     Capabilities,
     ChainConfig,
     ErrorRule,
@@ -118,7 +119,7 @@ MIN_RECOVERY_PROBE_INTERVAL_MS = 100
 FRONT_MATTER_KEYS = ("name", "slug", "rps_limit", "burst_limit", "logo", "unlisted", "auth")
 CHAIN_KEYS = (
     "chain_id name aliases url_aliases block_time_ms monitoring selection websocket routing "
-    "ui-topology providers"
+    "cache ui-topology providers"
 ).split()
 PROVIDER_KEYS = (
     "id name url ws_url priority archival subscribe_new_heads sharing_mode api_key headers "
@@ -377,7 +378,9 @@ _ROUTING_KEYS = (
     "method_overrides",
     "get_logs",
     "broadcast",
+    "coalesce",
 )
+_CACHE_KEYS = ("enabled", "max_bytes", "finality_depth", "realtime_ttl_ms")
 _FAILOVER_KEYS = ("max_backfill_blocks", "backfill_timeout_ms", "backfill_timeout")
 
 
@@ -436,11 +439,24 @@ def _build_chain(
             _build_overrides(rep, routing, [p.id for p in providers])
         ),
         **_consistency(rep, routing),
+        "coalesce": routing.get("coalesce", as_bool),
+        "cache": _cache_config(sec.sub("cache", _CACHE_KEYS)),
     }
     chain = ChainConfig(
         key=key, chain_id=chain_id or 0, providers=tuple(providers), **_given(values)
     )
     return chain, sec.key_line("chain_id"), aliases
+
+
+def _cache_config(sec: Section) -> CacheConfig:
+    """The chain's ``cache`` section (CONTRACT §7); absent keys take the defaults."""
+    values = {
+        "enabled": sec.get("enabled", as_bool),
+        "max_bytes": sec.get("max_bytes", as_int, 0),
+        "finality_depth": sec.get("finality_depth", as_int, 1),
+        "realtime_ttl_ms": sec.get("realtime_ttl_ms", as_int, 0),
+    }
+    return CacheConfig(**_given(values))
 
 
 def _build_overrides(

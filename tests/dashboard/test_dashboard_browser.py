@@ -28,15 +28,17 @@ MS = 1000 * UNIT  # Playwright timeouts are in milliseconds
 
 @contextlib.asynccontextmanager
 async def traffic(url: str, rps: float = 40.0) -> AsyncIterator[None]:
-    """Send ``eth_blockNumber`` to ``url`` at about ``rps`` until the block exits."""
+    """Send ``eth_blockNumber`` to ``url`` at about ``rps`` until the block exits, with
+    ``Cache-Control: no-cache`` so that every call is routed and measured."""
     stop = asyncio.Event()
 
     async def run() -> None:
         body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"})
+        headers = {"Cache-Control": "no-cache"}
         async with aiohttp.ClientSession() as session:
             while not stop.is_set():
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with session.post(url, data=body) as resp:
+                    async with session.post(url, data=body, headers=headers) as resp:
                         await resp.read()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0 / rps)  # pacing, or stop

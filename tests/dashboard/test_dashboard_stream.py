@@ -23,8 +23,11 @@ BN = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "para
 @pytest.fixture
 async def node(sim_fleet: Any, lasso_node: Any) -> Any:
     fleet = await sim_fleet(["alpha", "bravo"])
+    # No response cache on the watched chain: the counts checked here are routed calls
+    # (the cache's own background calls are covered in tests/server/cache).
+    off = "    cache:\n      enabled: false"
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet)),
+        profile_yaml(fleet_chain_yaml(fleet, extra=off)),
         profile_yaml(fleet_chain_yaml(fleet, key="other"), slug="team"),
     )
     app.fleet = fleet
@@ -71,12 +74,15 @@ async def test_page_and_assets_have_types_and_caching(node: Any) -> None:
     assert headers["Cache-Control"] == "no-cache"
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     refs = dict(re.findall(rb"/dashboard/static/([\w.]+)\?v=([0-9a-f]{12})", body))
-    assert set(refs) == {b"app.css", b"app.js", b"favicon.svg", b"clients.css", b"clients.js"}
+    assets = {b"app.css", b"app.js", b"favicon.svg", b"clients.css", b"clients.js"}
+    assert set(refs) == assets | {b"cache.css", b"cache.js"}
     types = {
         b"app.css": "text/css; charset=utf-8",
         b"app.js": "text/javascript; charset=utf-8",
         b"clients.css": "text/css; charset=utf-8",
         b"clients.js": "text/javascript; charset=utf-8",
+        b"cache.css": "text/css; charset=utf-8",
+        b"cache.js": "text/javascript; charset=utf-8",
         b"favicon.svg": "image/svg+xml",
     }
     for name, version in refs.items():

@@ -11,7 +11,7 @@ import pytest
 from lasso.kernel.keccak import tx_hash
 from lasso.sim.behavior import Behavior
 
-from support import fleet_chain_yaml, profile_yaml
+from support import profile_yaml, routed_chain_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ async def start(
     sim_fleet: Any, lasso_node: Any, behaviors: dict[str, Behavior], **kw: Any
 ) -> tuple[Any, Any]:
     fleet = await sim_fleet(behaviors)
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet, **kw)))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet, **kw)))
     return fleet, app
 
 
@@ -211,7 +211,7 @@ async def test_get_logs_beyond_a_provider_range_limit_goes_elsewhere(
 ) -> None:
     """A configured max_block_range keeps wide eth_getLogs away from that provider."""
     fleet = await sim_fleet({"narrow": Behavior(max_block_range=10), "wide": Behavior()})
-    chain = fleet_chain_yaml(
+    chain = routed_chain_yaml(
         fleet, providers={"narrow": "capabilities:\n  limits:\n    max_block_range: 10"}
     )
     app = await lasso_node(profile_yaml(chain))

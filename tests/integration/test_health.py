@@ -13,7 +13,7 @@ import pytest
 from lasso.kernel.breaker import BreakerConfig, BreakerState
 from lasso.sim.behavior import Behavior
 
-from support import eventually, fleet_chain_yaml, profile_yaml
+from support import eventually, profile_yaml, routed_chain_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ async def test_failing_provider_opens_stops_and_recovers_through_half_open(
         {"bad": Behavior(error_rate=1.0, error_mode="http500"), "good": Behavior()}
     )
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet)), breaker_config=BreakerConfig(recovery_timeout_s=0.3)
+        profile_yaml(routed_chain_yaml(fleet)), breaker_config=BreakerConfig(recovery_timeout_s=0.3)
     )
     ch = chain_of(app).router.channel("bad", "http")
     for i in range(12):
@@ -73,7 +73,7 @@ async def test_recovered_idle_provider_is_readmitted_by_the_prober(
     half-open probes, so it takes traffic again without a client paying for the probe."""
     fleet = await sim_fleet({"bad": Behavior(), "good": Behavior()})
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet, extra=FAST_PROBES)),
+        profile_yaml(routed_chain_yaml(fleet, extra=FAST_PROBES)),
         probes=True,
         breaker_config=BreakerConfig(recovery_timeout_s=0.3),
     )
@@ -102,7 +102,7 @@ async def test_429_storm_demotes_the_provider_and_clients_see_no_errors(
     # -32005 answers no hint (so the default 30 s applies).
     throttled = Behavior(rate_limit_rps=0.001, rate_limit_burst=2, rate_limit_mode=mode)  # type: ignore[arg-type]
     fleet = await sim_fleet({"limited": throttled, "good": Behavior()})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet)))
     url = f"{app.base_url}/rpc/priority/ethereum"
     results = await asyncio.gather(*(rpc(url, balance(id_=i)) for i in range(60)))
     storm_end = monotonic()
@@ -142,7 +142,7 @@ async def test_all_providers_rate_limited_gives_a_clear_error(
     retry, never a bare upstream 429."""
     limited = Behavior(rate_limit_rps=0.001, rate_limit_burst=1)
     fleet = await sim_fleet({"a": limited, "b": limited})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet)))
     url = f"{app.base_url}/rpc/ethereum"
     for i in range(2):  # each provider's single token
         _, doc = await rpc(url, balance(id_=i))
@@ -160,7 +160,7 @@ async def test_lagging_provider_gets_no_latest_reads(sim_fleet: Any, lasso_node:
     """A provider 50 blocks behind is excluded for `latest` reads, though first in priority."""
     fleet = await sim_fleet({"slow": Behavior(lag_blocks=50), "a": Behavior(), "b": Behavior()})
     extra = FAST_PROBES + "\n    selection:\n      max_lag_blocks: 2"
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet, extra=extra)), probes=True)
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet, extra=extra)), probes=True)
     router = chain_of(app).router
     await eventually(lambda: "slow" in router.state.lagging(monotonic(), 2))
     assert router.state.optimistic_lag("slow", monotonic()) >= 48
@@ -193,7 +193,7 @@ async def test_get_logs_beyond_an_unconfigured_limit_moves_to_a_wider_provider(
     """Without a configured max_block_range, the narrow provider's range error is a
     capability miss: the request fails over and the breaker is not touched."""
     fleet = await sim_fleet({"narrow": Behavior(max_block_range=10), "wide": Behavior()})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet)))
     head = fleet["wide"].head()
     body = {
         "jsonrpc": "2.0",
@@ -213,7 +213,7 @@ async def test_get_logs_beyond_an_unconfigured_limit_moves_to_a_wider_provider(
 async def test_old_block_goes_to_the_archival_provider(sim_fleet: Any, lasso_node: Any) -> None:
     """A block older than archival_threshold skips `archival: false`; a recent one does not."""
     fleet = await sim_fleet({"pruned": Behavior(archival=False), "archive": Behavior()})
-    chain = fleet_chain_yaml(fleet, providers={"pruned": "archival: false"})
+    chain = routed_chain_yaml(fleet, providers={"pruned": "archival: false"})
     app = await lasso_node(profile_yaml(chain))
     url = f"{app.base_url}/rpc/priority/ethereum"
     _, doc = await rpc(url, {"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"})
@@ -234,7 +234,7 @@ async def test_undeclared_pruned_node_fails_over_on_missing_state(
     """A pruned node not declared `archival: false` answers 'missing trie node': a
     capability miss, so the archival provider answers and nobody is penalized."""
     fleet = await sim_fleet({"pruned": Behavior(archival=False), "archive": Behavior()})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet)))
     head = fleet["archive"].head()
     _, doc = await rpc(f"{app.base_url}/rpc/priority/ethereum", balance(hex(head - 1000)))
     assert "result" in doc, doc
@@ -249,7 +249,7 @@ async def test_every_circuit_open_gives_32000_with_retry_after(
     """Once every circuit is open the answer is immediate: -32000 and retry_after_ms."""
     broken = Behavior(error_rate=1.0, error_mode="http500")
     fleet = await sim_fleet({"a": broken, "b": broken})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet)))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet)))
     url = f"{app.base_url}/rpc/ethereum"
     for i in range(5):
         await rpc(url, balance(id_=i))

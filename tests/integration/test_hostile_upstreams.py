@@ -17,7 +17,7 @@ from lasso.net.limits import Limits
 from lasso.sim.behavior import Behavior
 from lasso.sim.hostile import HOSTILE_MODES
 
-from support import fleet_chain_yaml, profile_yaml
+from support import profile_yaml, routed_chain_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ async def node() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     apps: list[Any] = []
 
     async def start(fleet: Any) -> Any:
-        text = profile_yaml(fleet_chain_yaml(fleet))
+        text = profile_yaml(routed_chain_yaml(fleet))
         slug = re.search(r"^slug:\s*(\S+)", text, re.M)
         prof = parse_profile(text, f"{slug.group(1) if slug else 'public'}.yml", dict(os.environ))
         settings = Settings(probes=False, limits=Limits(max_upstream_response=BOUND))

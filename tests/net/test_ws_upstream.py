@@ -22,7 +22,7 @@ from lasso.net.errors import (
 from lasso.net.ws_upstream import UpstreamWs
 from lasso.sim.behavior import Behavior
 
-from support import eventually, profile_yaml
+from support import UNCACHED, eventually, profile_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -293,6 +293,7 @@ async def test_fastest_prefers_a_faster_ws_channel(sim_fleet: Any, lasso_node: A
     lines = [
         "  ethereum:",
         "    chain_id: 1",
+        UNCACHED,  # every call is routed: an answer from the cache has no provider
         "    providers:",
         "      - id: slow",
         f"        url: {fleet['slow'].url}",

@@ -20,7 +20,7 @@ from lasso.probes.health import ProbePolicy
 from lasso.probes.heights import HeightProber
 from lasso.sim.behavior import Behavior
 
-from support import eventually, fleet_chain_yaml, profile_yaml, status_server
+from support import eventually, profile_yaml, routed_chain_yaml, status_server
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ async def run_prober() -> AsyncIterator[Callable[..., HeightProber]]:
 
 def chain_with(extra_providers: dict[str, str], fleet: Any, extra: str = "") -> str:
     """Fleet chain YAML plus providers at arbitrary URLs, listed first (priority 1..)."""
-    lines = fleet_chain_yaml(fleet, extra=extra).rstrip("\n").split("\n")
+    lines = routed_chain_yaml(fleet, extra=extra).rstrip("\n").split("\n")
     at = lines.index("    providers:") + 1
     added: list[str] = []
     for i, (pid, url) in enumerate(extra_providers.items()):
@@ -97,7 +97,7 @@ async def test_idle_providers_are_polled_and_feed_heights(
 ) -> None:
     """Each idle instance is asked its chain id once, then its height every interval."""
     fleet = await sim_fleet(["a", "b"])
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet, extra=monitoring())))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet, extra=monitoring())))
     prober = run_prober(app)
     router = app.runtime.profile(None).resolve("ethereum").router
     await eventually(lambda: router.state.height("a") and router.state.height("b"))
@@ -122,7 +122,7 @@ async def test_busy_provider_is_not_polled(
 ) -> None:
     """Client eth_blockNumber answers from a provider stand in for its poll."""
     fleet = await sim_fleet(["a", "b"])
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet, extra=monitoring(200))))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet, extra=monitoring(200))))
     prober = run_prober(app)
     await eventually(lambda: (s := prober.state_of("a")) is not None and s.chain_verified)
     fleet.reset_stats()
@@ -144,7 +144,7 @@ async def test_idle_dead_provider_opens_and_heals_without_client_traffic(
     half-open probe slot and closes it, with no client request at all."""
     fleet = await sim_fleet(["a", "b"])
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet, extra=monitoring())),
+        profile_yaml(routed_chain_yaml(fleet, extra=monitoring())),
         breaker_config=BreakerConfig(recovery_timeout_s=0.3),
     )
     prober = run_prober(app)
@@ -245,7 +245,7 @@ async def test_lag_crossing_publishes_lagging_and_caught_up(
 ) -> None:
     """Crossing lag_alert_threshold_blocks emits structured log lines and state events."""
     fleet = await sim_fleet({"a": Behavior(), "b": Behavior(), "slow": Behavior(lag_blocks=50)})
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet, extra=monitoring())))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet, extra=monitoring())))
     caplog.set_level(logging.INFO, logger="lasso.events")
     prober = run_prober(app)
     await eventually(lambda: events(app, "provider.lagging"))
@@ -269,7 +269,7 @@ async def test_client_rate_limits_start_and_end_events(
     fleet = await sim_fleet(
         {"limited": Behavior(rate_limit_rps=0.001, rate_limit_burst=1), "good": Behavior()}
     )
-    app = await lasso_node(profile_yaml(fleet_chain_yaml(fleet, extra=monitoring(60_000))))
+    app = await lasso_node(profile_yaml(routed_chain_yaml(fleet, extra=monitoring(60_000))))
     run_prober(app)
     for i in range(3):
         doc = await rpc(f"{app.base_url}/rpc/priority/ethereum", {**BLOCK_NUMBER, "id": i})
@@ -287,7 +287,7 @@ async def test_probe_state_survives_a_reload(
     from lasso.profiles import parse_profile
 
     fleet = await sim_fleet(["a"])
-    text = profile_yaml(fleet_chain_yaml(fleet, extra=monitoring()))
+    text = profile_yaml(routed_chain_yaml(fleet, extra=monitoring()))
     app = await lasso_node(text)
     prober = run_prober(app)
     await eventually(lambda: (s := prober.state_of("a")) is not None and s.status == "healthy")
@@ -327,7 +327,7 @@ async def test_healed_provider_recovers_long_before_its_recovery_timeout(
     close it, and it serves client traffic again within seconds."""
     fleet = await sim_fleet({"fast": Behavior(), "slow": Behavior(latency_ms=5)})
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet, extra=RECOVERY.format(ms=12_000))), probes=True
+        profile_yaml(routed_chain_yaml(fleet, extra=RECOVERY.format(ms=12_000))), probes=True
     )
     ch = app.runtime.profile(None).resolve("ethereum").router.channel("fast", "http")
     for i in range(3):  # fast is busy: its health is judged by client traffic
@@ -377,7 +377,7 @@ async def test_fastest_routes_back_to_a_provider_that_probes_recovered(
     it: ``fastest`` explores it, it requalifies, and it wins the traffic back."""
     fleet = await sim_fleet({"fast": Behavior(), "slow": Behavior(latency_ms=30)})
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet, extra=RECOVERY.format(ms=12_000))), probes=True
+        profile_yaml(routed_chain_yaml(fleet, extra=RECOVERY.format(ms=12_000))), probes=True
     )
     ch = app.runtime.profile(None).resolve("ethereum").router.channel("fast", "http")
     url = f"{app.base_url}/rpc/fastest/ethereum"
@@ -472,8 +472,8 @@ async def test_shared_instance_uses_the_smallest_recovery_interval(
     slow = "    monitoring:\n      recovery_probe_interval_ms: 5000"
     fast = "    monitoring:\n      recovery_probe_interval_ms: 300"
     app = await lasso_node(
-        profile_yaml(fleet_chain_yaml(fleet, extra=slow)),
-        profile_yaml(fleet_chain_yaml(fleet, extra=fast), slug="other"),
+        profile_yaml(routed_chain_yaml(fleet, extra=slow)),
+        profile_yaml(routed_chain_yaml(fleet, extra=fast), slug="other"),
     )
     prober = run_prober(app)
     (group,) = prober._refresh()

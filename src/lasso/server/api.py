@@ -56,6 +56,8 @@ class OpsApi:
         pages: the dashboard's handler; without it those paths are 404.
         clients: a profile slug to its per-client view (``/api/clients``,
             :meth:`lasso.auth.ClientAccess.view`); without it that path is 404.
+        cache: a profile slug to its response cache view (``/api/cache``,
+            :func:`lasso.server.cache.report.view`); without it that path is 404.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class OpsApi:
         cluster: ClusterStatus,
         pages: Pages | None = None,
         clients: Callable[[str], dict[str, Any]] | None = None,
+        cache: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.node = node
         self.runtime = runtime
@@ -74,6 +77,7 @@ class OpsApi:
         self.cluster_status = cluster
         self.pages = pages
         self.client_view = clients
+        self.cache_view = cache
 
     def __repr__(self) -> str:
         return f"<OpsApi node={self.node.node_id} pages={self.pages is not None}>"
@@ -94,6 +98,8 @@ class OpsApi:
             return _json(200, self.profiles())
         if path == "/api/clients" and self.client_view is not None:
             return self.clients(_query(req))
+        if path == "/api/cache" and self.cache_view is not None:
+            return self.cache(_query(req))
         if path == "/":
             return Response(302, b"", headers=[("Location", "/dashboard")])
         if self.pages is not None and (
@@ -134,6 +140,15 @@ class OpsApi:
             return prof
         assert self.client_view is not None
         return _json(200, self.client_view(prof.config.slug))
+
+    def cache(self, q: dict[str, str]) -> Response:
+        """The response cache of a profile (``?profile=``): per chain and method, hits,
+        misses, coalesced requests, upstream calls saved, memory (the dashboard's panel)."""
+        prof = self._profile_or_error(q)
+        if isinstance(prof, Response):
+            return prof
+        assert self.cache_view is not None
+        return _json(200, self.cache_view(prof.config.slug))
 
     def _profile_or_error(self, q: dict[str, str]) -> ProfileRuntime | Response:
         runtime = self.runtime()

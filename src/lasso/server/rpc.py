@@ -31,13 +31,14 @@ from lasso.auth.client import Client, Refusal
 from lasso.auth.gate import ProfileGate, refusal_response
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response
+from lasso.server.cache import ResponseCache
 from lasso.server.limits import (
     BATCH_CONCURRENCY,
     DEFAULT_MAX_BATCH,
     MAX_PARAMS_DEPTH,
     NODE_BATCH_CONCURRENCY,
 )
-from lasso.server.pipeline import Outcome, execute
+from lasso.server.pipeline import Outcome
 from lasso.server.route import Rejection, RouteResolver
 from lasso.server.rpc_envelope import RequestIds, splice_id
 from lasso.server.runtime import ChainRuntime
@@ -45,7 +46,7 @@ from lasso.server.runtime import ChainRuntime
 if TYPE_CHECKING:
     from lasso.server.metrics import Metrics
 
-__all__ = ["RpcHandler", "batch_too_large", "error_body", "finish_item"]
+__all__ = ["RpcHandler", "batch_cache_status", "batch_too_large", "error_body", "finish_item"]
 
 log = logging.getLogger("lasso.rpc")
 
@@ -109,6 +110,8 @@ class RpcHandler:
     Args:
         routes: the route resolver (shared with the WebSocket endpoint).
         metrics: the node's request counters.
+        cache: the response cache and coalescing every item goes through
+            (:mod:`lasso.server.cache`, around the pipeline).
         max_batch: most items in one batch (``Settings.max_batch``).
         batch_concurrency: items of one batch in flight at once.
         batch_node_concurrency: batch items in flight on the node, every batch (HTTP and
@@ -120,12 +123,14 @@ class RpcHandler:
         *,
         routes: RouteResolver,
         metrics: Metrics,
+        cache: ResponseCache,
         max_batch: int = DEFAULT_MAX_BATCH,
         batch_concurrency: int = BATCH_CONCURRENCY,
         batch_node_concurrency: int = NODE_BATCH_CONCURRENCY,
     ) -> None:
         self.routes = routes
         self.metrics = metrics
+        self.cache = cache
         self.max_batch = max_batch
         self.batch_concurrency = batch_concurrency
         self.batch_slots = asyncio.Semaphore(batch_node_concurrency)
@@ -149,15 +154,28 @@ class RpcHandler:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
         gate = route.gate  # None: the profile has no auth and no limits
+        no_cache = "no-cache" in req.headers.get("cache-control", "")
         if type(doc) is dict:
             item = self.validate_item(doc, rt, provider_id, req.path, RequestIds(req.body))
             if gate is not None:
-                return self._gated(gate, req, rt, [item], strategy, provider_id, meta, True)
+                return self._gated(
+                    gate, req, rt, [item], strategy, provider_id, meta, True, no_cache
+                )
             if item.early is not None:
                 if item.notification and item.early_status == 200:
                     return _NO_CONTENT
                 return Response(item.early_status, item.early)
-            return self._run_single(rt, item, strategy, provider_id, meta)
+            t0 = monotonic()
+            try:
+                served = self.cache.serve(
+                    rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+                )
+                if isinstance(served, tuple):  # answered from the cache: no task needed
+                    done = self._finish(rt, item, strategy, None, served, t0)
+                    return _respond(item, rt, strategy, meta, *done)
+            except Exception:  # a bug costs this request an error, never a 500
+                return _respond(item, rt, strategy, meta, *self._internal(item, None))
+            return self._run_single(rt, item, strategy, provider_id, meta, served=(served, t0))
         if type(doc) is list:
             if not doc:
                 return _EMPTY_BATCH
@@ -169,8 +187,10 @@ class RpcHandler:
                     self.validate_item(d, rt, provider_id, req.path, ids, i)
                     for i, d in enumerate(doc)
                 ]
-                return self._gated(gate, req, rt, items, strategy, provider_id, meta, False)
-            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path, ids)
+                return self._gated(
+                    gate, req, rt, items, strategy, provider_id, meta, False, no_cache
+                )
+            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path, ids, no_cache)
         return _NOT_REQUEST
 
     # -- client checks (lasso.auth) ---------------------------------------------------
@@ -184,6 +204,7 @@ class RpcHandler:
         provider_id: str | None,
         meta: _Meta | None,
         single: bool,
+        no_cache: bool = False,
     ) -> Response:
         """The profile's client checks (key, scopes, rate), then the usual answer."""
         now = monotonic()
@@ -197,13 +218,15 @@ class RpcHandler:
         if verdict is not None:
             return refusal_response(verdict, items, single)
         if not single:
-            return await self.run_items(rt, items, strategy, provider_id, meta, client)
+            return await self.run_items(
+                rt, items, strategy, provider_id, meta, client, no_cache=no_cache
+            )
         item = items[0]
         if item.early is not None:
             if item.notification and item.early_status == 200:
                 return _NO_CONTENT
             return Response(item.early_status, item.early)
-        return await self._run_single(rt, item, strategy, provider_id, meta, client)
+        return await self._run_single(rt, item, strategy, provider_id, meta, client, no_cache)
 
     # -- validation -------------------------------------------------------------------
     def validate_item(
@@ -274,21 +297,37 @@ class RpcHandler:
         strategy: str,
         provider_id: str | None,
         client: Client | None = None,
-    ) -> tuple[bytes, Outcome | None]:
-        """Run one item; its answer bytes (our error on a Lasso failure) and outcome,
-        counted for ``client`` when the profile checks its clients."""
-        t0 = monotonic()
+        no_cache: bool = False,
+        served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
+    ) -> tuple[bytes, Outcome | None, str | None]:
+        """Run one item through the response cache and the pipeline (``served``: a call
+        already started, and when); its answer bytes (our error on a Lasso failure), its
+        outcome and how the cache answered, counted for ``client`` when the profile checks
+        its clients."""
         try:
-            out = await execute(rt, item.method, item.params, strategy, provider_id)
-            body = finish_item(out, item.id_json)
+            if served is None:
+                t0 = monotonic()
+                answer = await self.cache.execute(
+                    rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+                )
+            else:
+                t0 = served[1]
+                answer = await served[0]
+            return self._finish(rt, item, strategy, client, answer, t0)
         except Exception:  # a bug must cost one item an error, never the batch or a 500
-            log.exception(
-                "request failed inside lasso",
-                extra={"event": "rpc.internal_error", "method": item.method[:100]},
-            )
-            if client is not None:
-                client.count("error")
-            return error_body(-32603, "Internal error", item.id_json), None
+            return self._internal(item, client)
+
+    def _finish(
+        self,
+        rt: ChainRuntime,
+        item: _Item,
+        strategy: str,
+        client: Client | None,
+        answer: tuple[Outcome, str | None],
+        t0: float,
+    ) -> tuple[bytes, Outcome | None, str | None]:
+        out, cache = answer
+        body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
         self.metrics.record_request(rt, item.method, strategy, out.status, elapsed, out.retries)
         if out.hedges or out.hedge_skipped:
@@ -296,7 +335,16 @@ class RpcHandler:
         if client is not None:
             client.count(out.status)
         rt.events.decision(rt, item.method, strategy, out, elapsed)
-        return body, out
+        return body, out, cache
+
+    def _internal(self, item: _Item, client: Client | None) -> tuple[bytes, None, None]:
+        log.exception(
+            "request failed inside lasso",
+            extra={"event": "rpc.internal_error", "method": item.method[:100]},
+        )
+        if client is not None:
+            client.count("error")
+        return error_body(-32603, "Internal error", item.id_json), None, None
 
     async def _run_single(
         self,
@@ -306,17 +354,11 @@ class RpcHandler:
         provider_id: str | None,
         meta: _Meta | None,
         client: Client | None = None,
+        no_cache: bool = False,
+        served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
     ) -> Response:
-        body, out = await self._execute(rt, item, strategy, provider_id, client)
-        if item.notification:
-            return _NO_CONTENT
-        if meta is None:
-            return Response(200, body)
-        info = _meta_object(meta, rt, strategy, out, monotonic())
-        if meta.mode == "body" and body.endswith(b"}"):
-            body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
-            return Response(200, body, headers=[("X-Lasso-Request-Id", meta.request_id)])
-        return Response(200, body, headers=_meta_headers(meta, info))
+        done = await self._execute(rt, item, strategy, provider_id, client, no_cache, served)
+        return _respond(item, rt, strategy, meta, *done)
 
     async def run_batch(
         self,
@@ -327,12 +369,13 @@ class RpcHandler:
         meta: _Meta | None,
         path: str,
         ids: RequestIds,
+        no_cache: bool = False,
     ) -> Response:
         """Answer a batch (already checked for size): every item concurrently, at most
         ``batch_concurrency`` of this batch and ``batch_slots`` of the node at a time; the
         answers in request order, notifications left out (204 when none is left)."""
         items = [self.validate_item(d, rt, provider_id, path, ids, i) for i, d in enumerate(docs)]
-        return await self.run_items(rt, items, strategy, provider_id, meta)
+        return await self.run_items(rt, items, strategy, provider_id, meta, no_cache=no_cache)
 
     async def run_items(
         self,
@@ -342,11 +385,14 @@ class RpcHandler:
         provider_id: str | None,
         meta: _Meta | None,
         client: Client | None = None,
+        *,
+        no_cache: bool = False,
     ) -> Response:
         """Answer validated batch items (:meth:`run_batch`'s rule): early answers as they
         are, the others executed and, for a checked client, counted."""
         results: list[bytes | None] = [it.early for it in items]
         outcomes: list[Outcome | None] = [None] * len(items)
+        caches: list[str | None] = [None] * len(items)
         pending = [i for i, it in enumerate(items) if it.early is None]
         queue = iter(pending)
         slots = self.batch_slots
@@ -354,8 +400,8 @@ class RpcHandler:
         async def worker() -> None:
             for i in queue:
                 async with slots:
-                    results[i], outcomes[i] = await self._execute(
-                        rt, items[i], strategy, provider_id, client
+                    results[i], outcomes[i], caches[i] = await self._execute(
+                        rt, items[i], strategy, provider_id, client, no_cache
                     )
 
         n = min(self.batch_concurrency, len(pending))
@@ -369,8 +415,9 @@ class RpcHandler:
         if not parts:
             return _NO_CONTENT
         body = b"[" + b",".join(parts) + b"]"
+        cache = batch_cache_status(caches)
         if meta is None:
-            return Response(200, body)
+            return Response(200, body, headers=_CACHE_HEADER[cache])
         first = next((o for o in outcomes if o is not None), None)
         info: dict[str, Any] = (
             _meta_object(meta, rt, strategy, first, monotonic())
@@ -378,7 +425,54 @@ class RpcHandler:
             else {"request_id": meta.request_id}
         )
         info["batch_size"] = len(items)
-        return Response(200, body, headers=_meta_headers(meta, info))
+        if cache is not None:
+            info["cache"] = cache
+            info["cache_items"] = caches
+        return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
+
+
+_CACHE_HEADER: dict[str | None, list[tuple[str, str]]] = {
+    None: [],
+    "hit": [("X-Lasso-Cache", "HIT")],
+    "miss": [("X-Lasso-Cache", "MISS")],
+    "bypass": [("X-Lasso-Cache", "BYPASS")],
+}
+
+
+def batch_cache_status(caches: list[str | None]) -> str | None:
+    """A batch's ``X-Lasso-Cache``: HIT when every cacheable item was a hit, MISS when
+    any was a miss, else BYPASS; none when no item was cacheable."""
+    seen = [c for c in caches if c is not None]
+    if not seen:
+        return None
+    if all(c == "hit" for c in seen):
+        return "hit"
+    return "miss" if "miss" in seen else "bypass"
+
+
+def _respond(
+    item: _Item,
+    rt: ChainRuntime,
+    strategy: str,
+    meta: _Meta | None,
+    body: bytes,
+    out: Outcome | None,
+    cache: str | None,
+) -> Response:
+    """The answer to a single request: ``X-Lasso-Cache`` when it was cacheable, and
+    ``include_meta`` (with ``cache``) when asked."""
+    if item.notification:
+        return _NO_CONTENT
+    if meta is None:
+        return Response(200, body, headers=_CACHE_HEADER[cache])
+    info = _meta_object(meta, rt, strategy, out, monotonic())
+    if cache is not None:
+        info["cache"] = cache
+    if meta.mode == "body" and body.endswith(b"}"):
+        body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
+        headers = [("X-Lasso-Request-Id", meta.request_id), *_CACHE_HEADER[cache]]
+        return Response(200, body, headers=headers)
+    return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
 
 
 def _refuse(req: HttpRequest, status: int, code: int, message: str, data: Any = None) -> Response:

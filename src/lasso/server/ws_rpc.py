@@ -11,7 +11,8 @@ Each text (or binary) message is one JSON-RPC request or a batch:
 
 * not JSON → ``-32700``; not an object or array, bad ``id``/``jsonrpc``/``method`` →
   ``-32600``; ``eth_chainId`` is answered locally, signing methods with ``-32601``;
-* every other request runs through :func:`lasso.server.pipeline.execute` exactly like an
+* every other request runs through the response cache and coalescing
+  (:meth:`lasso.server.cache.ResponseCache.execute`) and the pipeline exactly like an
   HTTP one (same strategies, failover, per-method deadlines), concurrently: answers go
   out as they finish, possibly out of order, as the upstream bytes with the client's id
   restored. Batches (up to ``max_batch`` items, run as over HTTP) are answered in one
@@ -48,7 +49,6 @@ from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.net.ws_frames import DEFAULT_CONTROL_FRAMES_PER_S, DEFAULT_FRAMES_PER_READ
-from lasso.server.pipeline import execute
 from lasso.server.route import Rejection, RouteResolver
 from lasso.server.rpc import RpcHandler, batch_too_large, error_body, finish_item
 from lasso.server.rpc_envelope import RequestIds
@@ -449,7 +449,9 @@ class WsClient:
         strategy = self.strategy
         try:
             t0 = monotonic()
-            out = await execute(rt, item.method, item.params, strategy, self.provider_id)
+            out, _ = await self.endpoint.rpc.cache.execute(
+                rt, item.method, item.params, strategy, self.provider_id
+            )
             elapsed = monotonic() - t0
             self.endpoint.metrics.record_request(
                 rt, item.method, strategy, out.status, elapsed, out.retries

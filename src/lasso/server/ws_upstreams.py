@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,9 @@ class WsUpstreamRegistry:
         self.options: dict[str, Any] = {"startup_jitter": 1.0, **options}
         self.head_retry = HEAD_RETRY_S
         self.heads_seen = 0
+        # Called with (chain runtime, provider id, head) for every newHeads notification
+        # (the response cache keeps its block hashes from them).
+        self.head_listeners: list[Callable[[ChainRuntime, str, Any], None]] = []
         self._ups: dict[str, UpstreamWs] = {}
         self._refs: dict[str, list[tuple[ChainRuntime, str]]] = {}
         self._heads: dict[str, _HeadFeed] = {}
@@ -281,6 +284,8 @@ class WsUpstreamRegistry:
         now = monotonic()
         for rt, pid in self._refs.get(key, ()):
             rt.router.observe_height(pid, height, now)
+            for listener in self.head_listeners:
+                listener(rt, pid, head)
 
     # -- metrics ------------------------------------------------------------------------
     def _collect(self, node: str, now: float) -> Iterable[Metric]:

@@ -1,0 +1,96 @@
+"""Request coalescing: identical reads in flight share one call (CONTRACT §7).
+
+The first caller of a key (the leader) runs the call itself; callers that arrive while
+it is in flight (followers) wait for its value through :func:`asyncio.shield`, so a
+follower that goes away (its client disconnected, its task was cancelled) cancels
+nothing. If the leader itself is cancelled, its followers are not: one of them runs the
+call again and the others follow it (the next leader). An exception from the call
+reaches every follower, as it reaches the leader.
+
+Nothing is kept once the call is over: a caller arriving after the leader finished
+makes a new call (the response cache, not this, serves repeats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Coalescer"]
+
+T = TypeVar("T")
+
+_GONE: Any = object()  # the leader was cancelled: followers run the call again
+
+
+class _Flight:
+    __slots__ = ("future", "waiters")
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+        self.waiters = 0
+
+
+class Coalescer(Generic[T]):
+    """Calls in flight by key.
+
+    Attributes:
+        followers: calls answered by another caller's call.
+    """
+
+    __slots__ = ("_flights", "followers")
+
+    def __init__(self) -> None:
+        self._flights: dict[bytes, _Flight] = {}
+        self.followers = 0
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def waiters(self, key: bytes) -> int:
+        """Followers waiting on the call in flight for ``key`` (0 when none is)."""
+        flight = self._flights.get(key)
+        return 0 if flight is None else flight.waiters
+
+    async def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """Run ``call()`` unless a call for ``key`` is in flight; then share its value.
+
+        Returns:
+            The value and whether it came from another caller's call.
+
+        Raises:
+            Whatever ``call()`` raised (for followers too), and CancelledError when this
+            caller is cancelled.
+        """
+        flight = self._flights.get(key)
+        while flight is not None:
+            flight.waiters += 1
+            try:
+                value = await asyncio.shield(flight.future)
+            finally:
+                flight.waiters -= 1
+            if value is not _GONE:
+                self.followers += 1
+                return value, True
+            flight = self._flights.get(key)  # the leader went away: lead or follow anew
+        flight = _Flight(asyncio.get_running_loop().create_future())
+        flights = self._flights
+        flights[key] = flight
+        try:
+            value = await call()
+        except BaseException as exc:
+            if flights.get(key) is flight:
+                del flights[key]
+            if isinstance(exc, asyncio.CancelledError) or not flight.waiters:
+                flight.future.set_result(_GONE)
+            else:
+                flight.future.set_exception(exc)
+            raise
+        if flights.get(key) is flight:
+            del flights[key]
+        flight.future.set_result(value)
+        return value, False
+
+    def __repr__(self) -> str:
+        return f"<Coalescer in_flight={len(self._flights)} followers={self.followers}>"
