@@ -6,7 +6,8 @@ planner, so every chunk gets candidates, failover and breakers like any request)
 
 1. ``blockHash`` filters and malformed params pass through untouched (one block: nothing to
    split; the provider answers malformed ones).
-2. Tags are resolved first (``latest``/``pending`` to the served head, ``earliest`` to 0,
+2. Tags are resolved first (``latest``/``pending`` to the higher of the providers'
+   consensus head and the served head, ``earliest`` to 0,
    ``safe``/``finalized`` when known): every chunk then sees the same head, and the
    consistency rules route each chunk to providers known to have its last block. A tag
    that cannot be resolved yet passes the request through as sent.
