@@ -359,6 +359,9 @@ class ResponseCache:
         assert body is not None
         if stamp is None and req.verify is not Verify.BLOCK:
             return  # not storable, and no block to learn from
+        if not rkey and req.verify is not Verify.BLOCK and not cc.store.fits(len(body)):
+            cc.store.discard(key)  # as put() would: the older answer under the key goes
+            return  # too large to keep (a wide eth_getLogs, say): not worth parsing
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
