@@ -81,7 +81,8 @@ def fleet(latency_ms: float) -> dict[str, dict[str, Any]]:
 def profiles(urls: Mapping[str, str]) -> dict[str, str]:
     """The node's profiles by slug, one chain ``ethereum`` each: ``public`` (``limit100``
     and ``limit1000``, their limits configured), ``learned`` (the same, not configured:
-    Lasso learns them from the providers' errors) and ``direct`` (``nolimit``)."""
+    Lasso learns them from the providers' errors) and ``direct`` (``nolimit``); no
+    response cache."""
     out = {}
     for slug, pids, configured in (
         ("public", tuple(LIMITS), True),
@@ -89,7 +90,8 @@ def profiles(urls: Mapping[str, str]) -> dict[str, str]:
         ("direct", ("nolimit",), False),
     ):
         lines = ["---", f"name: {slug}", f"slug: {slug}", "---", "chains:"]
-        lines += ["  ethereum:", "    chain_id: 1", "    providers:"]
+        # The response cache is off: every round measures the split, never a stored answer.
+        lines += ["  ethereum:", "    chain_id: 1", "    cache: {enabled: false}", "    providers:"]
         for pid in pids:
             lines += [f"      - id: {pid}", f"        url: {urls[pid]}"]
             if configured:
