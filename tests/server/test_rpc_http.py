@@ -142,6 +142,32 @@ async def test_unknown_chain_provider_profile(node: Any, path: str, status: int,
     assert got == status and doc["error"]["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [("/rpc/nochain", 400, -32602), ("/rpc/profile/nope/ethereum", 404, -32000)],
+)
+async def test_route_errors_keep_every_id(node: Any, path: str, status: int, code: int) -> None:
+    """A route error answers a batch with an array, one error per item with its id (a
+    notification gets none, a non-object item null), and a single object with its id."""
+    raw = (
+        b'[{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"},'
+        b'{"jsonrpc":"2.0","id":"two","method":"eth_blockNumber"},'
+        b'{"jsonrpc":"2.0","method":"eth_blockNumber"},7,'
+        b'{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"eth_blockNumber"}]'
+    )
+    async with aiohttp.ClientSession() as s, s.post(node.base_url + path, data=raw) as r:
+        body = await r.read()
+        assert r.status == status
+    assert body.startswith(b"[") and b"123456789012345678901234567890" in body
+    docs = orjson.loads(body)
+    assert [d["id"] for d in docs[:3]] == [1, "two", None]
+    assert {d["error"]["code"] for d in docs} == {code} and len(docs) == 4
+    got, doc, _ = await post(node.base_url + path, {**BN, "id": "single"})
+    assert (got, doc["id"], doc["error"]["code"]) == (status, "single", code)
+    got, doc, _ = await post(node.base_url + path, None, raw=b"[1")
+    assert got == status and doc["id"] is None  # not JSON: one error, id null
+
+
 async def test_subscribe_over_http_points_to_websocket(node: Any) -> None:
     """eth_subscribe over HTTP is -32601 with data.websocket_url."""
     body = {"jsonrpc": "2.0", "id": 4, "method": "eth_subscribe", "params": ["newHeads"]}

@@ -143,7 +143,7 @@ class RpcHandler:
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
         route = self.routes.resolve(req)
         if isinstance(route, Rejection):
-            return _refuse(req, route.status, route.code, route.message, route.data)
+            return _refuse(req, route, self.max_batch)
         rt = route.rt
         strategy = route.strategy
         provider_id = route.provider_id
@@ -475,19 +475,36 @@ def _respond(
     return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
 
 
-def _refuse(req: HttpRequest, status: int, code: int, message: str, data: Any = None) -> Response:
-    """Refuse a request for its route: the error carries the request's own id when the
-    body is one request object (else ``null``)."""
-    id_json = b"null"
+def _refuse(req: HttpRequest, route: Rejection, max_batch: int) -> Response:
+    """Refuse a request for its route, with the rejection's HTTP status: a request object
+    gets the error with its own id; a batch (of at most ``max_batch`` items) an array
+    with the error once per item, each with that item's id (``null`` for an item that is
+    not an object or has an id of the wrong type), notifications left out as JSON-RPC
+    §6 says (a batch of notifications only: an empty body); anything else one error
+    with ``id: null``."""
+    status, code, message, data = route.status, route.code, route.message, route.data
     try:
         doc = orjson.loads(req.body)
     except orjson.JSONDecodeError:
         doc = None
-    if type(doc) is dict:
-        rid = doc.get("id")
-        if type(rid) is str or type(rid) is int or type(rid) is float:
-            id_json = RequestIds(req.body).encode(rid)
+    if type(doc) is list and 0 < len(doc) <= max_batch:
+        ids = RequestIds(req.body, doc)
+        parts = [
+            error_body(code, message, _id_of(item, ids, i), data)
+            for i, item in enumerate(doc)
+            if type(item) is not dict or "id" in item
+        ]
+        return Response(status, b"[" + b",".join(parts) + b"]" if parts else b"")
+    id_json = _id_of(doc, RequestIds(req.body), 0) if type(doc) is dict else b"null"
     return Response(status, error_body(code, message, id_json, data))
+
+
+def _id_of(doc: Any, ids: RequestIds, index: int) -> bytes:
+    """The id of request object ``doc`` (item ``index`` of the body) as sent, or ``null``."""
+    rid = doc.get("id") if type(doc) is dict else None
+    if type(rid) is str or type(rid) is int or type(rid) is float:
+        return ids.encode(rid, index)
+    return b"null"
 
 
 def _invalid(item: _Item, code: int, message: str, data: Any = None) -> _Item:
