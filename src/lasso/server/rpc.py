@@ -40,7 +40,7 @@ from lasso.server.limits import (
 )
 from lasso.server.pipeline import Outcome
 from lasso.server.route import Rejection, RouteResolver
-from lasso.server.rpc_envelope import RequestIds, splice_id
+from lasso.server.rpc_envelope import ID_TYPES, RequestIds, loads_request, splice_id
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
@@ -149,8 +149,8 @@ class RpcHandler:
         provider_id = route.provider_id
         meta_mode = route.meta
         try:
-            doc = orjson.loads(req.body)
-        except orjson.JSONDecodeError:
+            doc = loads_request(req.body)
+        except ValueError:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
         gate = route.gate  # None: the profile has no auth and no limits
@@ -250,7 +250,7 @@ class RpcHandler:
             pass
         elif type(rid) is int and rid:  # the common case: re-encoding is exact
             item.id_json = orjson.dumps(rid)
-        elif type(rid) is str or type(rid) is int or type(rid) is float:
+        elif type(rid) in ID_TYPES:
             item.id_json = ids.encode(rid, index)
         else:
             return _invalid(item, -32600, "Invalid Request: id must be a string, number or null")
@@ -484,8 +484,8 @@ def _refuse(req: HttpRequest, route: Rejection, max_batch: int) -> Response:
     with ``id: null``."""
     status, code, message, data = route.status, route.code, route.message, route.data
     try:
-        doc = orjson.loads(req.body)
-    except orjson.JSONDecodeError:
+        doc = loads_request(req.body)
+    except ValueError:
         doc = None
     if type(doc) is list and 0 < len(doc) <= max_batch:
         ids = RequestIds(req.body, doc)
@@ -502,7 +502,7 @@ def _refuse(req: HttpRequest, route: Rejection, max_batch: int) -> Response:
 def _id_of(doc: Any, ids: RequestIds, index: int) -> bytes:
     """The id of request object ``doc`` (item ``index`` of the body) as sent, or ``null``."""
     rid = doc.get("id") if type(doc) is dict else None
-    if type(rid) is str or type(rid) is int or type(rid) is float:
+    if type(rid) in ID_TYPES:
         return ids.encode(rid, index)
     return b"null"
 
