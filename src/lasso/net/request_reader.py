@@ -53,6 +53,18 @@ _TOO_MANY_HEADERS = rpc_error(-32600, "Invalid Request: too many request headers
 _BAD_LENGTH = rpc_error(-32600, "Invalid Request: bad Content-Length")
 
 
+def _refusal_of(exc: Exception) -> tuple[int, bytes]:
+    """The answer to input llhttp refused. It checks ``Content-Length`` itself, before
+    our callbacks see the header, and says so only in its reason (``Invalid character in
+    Content-Length``, ``Content-Length overflow``, ``Duplicate Content-Length``...): a
+    value past 64 bits announces a body over any limit (413), anything else that is not
+    one number is a bad ``Content-Length`` (400); the rest is not HTTP we can read."""
+    reason = str(exc)
+    if "Content-Length" in reason:
+        return (413, _TOO_LARGE) if "overflow" in reason else (400, _BAD_LENGTH)
+    return 400, _MALFORMED
+
+
 class _Refused(Exception):
     """Raised inside a parser callback after the request was refused: stop parsing."""
 
@@ -183,7 +195,7 @@ class RequestReader(asyncio.Protocol):
             if not self._rejected:  # a bug in a callback: never a hung connection
                 self._reject(500, _INTERNAL)
         else:
-            self._reject(400, _MALFORMED)
+            self._reject(*_refusal_of(exc))
 
     def _feed_pieces(self, data: bytes) -> None:
         """A large read: feed it in pieces, so that the head budget and the pipelining
