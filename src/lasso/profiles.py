@@ -557,7 +557,9 @@ def _empty(sec: Section, key: str) -> bool:
 
 
 def _build_providers(rep: Reporter, chain: Section) -> list[ProviderConfig]:
-    if chain.ok and _empty(chain, "providers"):
+    # A chain without providers could serve nothing: missing, null or [] is one error,
+    # at the key's line (the chain's when the key is missing).
+    if chain.ok and ("providers" not in chain.entries or _empty(chain, "providers")):
         line = chain.key_line("providers")
         rep.error(line, join(chain.path, "providers"), "no providers: list at least one")
     providers: list[ProviderConfig] = []
