@@ -283,6 +283,37 @@ async def test_include_meta_headers_and_body(node: Any) -> None:
     )
 
 
+async def test_include_meta_body_on_a_batch_puts_lasso_meta_in_every_response(
+    node: Any,
+) -> None:
+    """A batch answer stays an array of responses; with include_meta=body each response
+    object carries its own lasso_meta (its provider, cache status, index), notifications
+    still get nothing, and the request id is also a header."""
+    batch = [
+        {**BN, "id": 1},
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_chainId"},
+        {"jsonrpc": "2.0", "method": "eth_blockNumber"},
+        {"jsonrpc": "2.0", "id": 3, "method": "eth_sign", "params": []},
+        {
+            "jsonrpc": "2.0",
+            "id": 4,
+            "method": "eth_getBalance",
+            "params": ["0x" + "11" * 20, "0x1"],
+        },
+    ]
+    status, docs, headers = await post(node.base_url + "/rpc/ethereum?include_meta=body", batch)
+    assert status == 200 and [d["id"] for d in docs] == [1, 2, 3, 4]
+    metas = [d["lasso_meta"] for d in docs]
+    assert {m["request_id"] for m in metas} == {headers["X-Lasso-Request-Id"]}
+    assert [m["batch_index"] for m in metas] == [0, 1, 3, 4]
+    assert {m["batch_size"] for m in metas} == {5}
+    assert metas[0]["selected_provider"]["id"] in ("alpha", "bravo")
+    assert "selected_provider" not in metas[1] and "selected_provider" not in metas[2]
+    assert metas[3]["cache"] in ("hit", "miss") and metas[3]["chain_id"] == "1"
+    assert docs[0]["result"].startswith("0x") and docs[2]["error"]["code"] == -32601
+    assert "X-Lasso-Meta" not in headers
+
+
 async def test_cors_preflight(node: Any) -> None:
     """Browsers get CORS headers on preflight and on answers."""
     async with aiohttp.ClientSession() as s:

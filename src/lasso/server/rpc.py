@@ -409,6 +409,8 @@ class RpcHandler:
             await worker()
         elif n > 1:
             await asyncio.gather(*(worker() for _ in range(n)))
+        if meta is not None and meta.mode == "body":
+            return _batch_body_meta(meta, rt, strategy, items, results, outcomes, caches)
         parts = [
             r for r, it in zip(results, items, strict=True) if r is not None and not it.notification
         ]
@@ -473,6 +475,42 @@ def _respond(
         headers = [("X-Lasso-Request-Id", meta.request_id), *_CACHE_HEADER[cache]]
         return Response(200, body, headers=headers)
     return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
+
+
+def _batch_body_meta(
+    meta: _Meta,
+    rt: ChainRuntime,
+    strategy: str,
+    items: list[_Item],
+    results: list[bytes | None],
+    outcomes: list[Outcome | None],
+    caches: list[str | None],
+) -> Response:
+    """``include_meta=body`` on a batch. The answer stays a JSON array of response
+    objects (JSON-RPC 2.0 §6), so each response object carries its own ``lasso_meta``:
+    the request's id, strategy and end-to-end time, the item's provider, candidates,
+    retries, latencies and ``cache``, with ``batch_size`` and ``batch_index`` (its place
+    in the request). Notifications are still left out; the request id is also the
+    ``X-Lasso-Request-Id`` header."""
+    now = monotonic()
+    parts: list[bytes] = []
+    for i, (body, item) in enumerate(zip(results, items, strict=True)):
+        if body is None or item.notification:
+            continue
+        info = _meta_object(meta, rt, strategy, outcomes[i], now)
+        if caches[i] is not None:
+            info["cache"] = caches[i]
+        info["batch_size"] = len(items)
+        info["batch_index"] = i
+        body = body.rstrip()
+        if body.endswith(b"}"):
+            body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
+        parts.append(body)
+    if not parts:
+        return _NO_CONTENT
+    cache = _CACHE_HEADER[batch_cache_status(caches)]
+    headers = [("X-Lasso-Request-Id", meta.request_id), *cache]
+    return Response(200, b"[" + b",".join(parts) + b"]", headers=headers)
 
 
 def _refuse(req: HttpRequest, route: Rejection, max_batch: int) -> Response:
