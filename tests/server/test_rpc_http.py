@@ -392,3 +392,94 @@ async def test_head_requests_get_headers_without_a_body(node: Any) -> None:
     writer.close()
     assert head.startswith(b"HTTP/1.1 200") and b"Content-Length:" in head
     assert second.startswith(b"HTTP/1.1 200")  # no stray body bytes in between
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/rpc/ethereum", 405, "POST, OPTIONS"),
+        ("PUT", "/rpc", 405, "POST, OPTIONS"),
+        ("DELETE", "/rpc/fastest/ethereum", 405, "POST, OPTIONS"),
+        ("PATCH", "/rpc/profile/team/other", 405, "POST, OPTIONS"),
+        ("HEAD", "/rpc/ethereum", 405, "POST, OPTIONS"),
+        ("POST", "/ws/rpc/ethereum", 405, "GET, OPTIONS"),
+        ("DELETE", "/ws/rpc/fastest/ethereum", 405, "GET, OPTIONS"),
+        ("GET", "/ws/rpc/ethereum", 426, None),
+        ("POST", "/api/health", 405, "GET, HEAD, OPTIONS"),
+        ("PUT", "/metrics", 405, "GET, HEAD, OPTIONS"),
+        ("DELETE", "/api/metrics/ethereum", 405, "GET, HEAD, OPTIONS"),
+        ("POST", "/nowhere", 404, None),
+        ("PUT", "/nowhere", 404, None),
+    ],
+)
+async def test_a_method_a_path_does_not_take_is_405_with_allow(
+    node: Any, method: str, path: str, status: int, allow: str | None
+) -> None:
+    """Each path names the methods it takes in Allow (RFC 9110 §15.5.6); the JSON-RPC
+    paths answer a JSON-RPC error saying what to use, a plain GET of a WebSocket path is
+    426 Upgrade Required; the connection stays usable."""
+    async with aiohttp.ClientSession() as s:
+        async with s.request(method, node.base_url + path) as r:
+            body = await r.read()
+            assert r.status == status
+            assert r.headers.get("Allow") == allow
+            if method == "HEAD":
+                assert body == b""
+            elif path.startswith(("/rpc", "/ws/")):
+                doc = orjson.loads(body)
+                assert doc["id"] is None and doc["error"]["code"] == -32600
+                want = "use POST" if path.startswith("/rpc") else "Upgrade: websocket"
+                assert want in doc["error"]["message"]
+        if status == 426:
+            assert r.headers["Upgrade"] == "websocket"
+        async with s.post(node.base_url + "/rpc/ethereum", data=orjson.dumps(BN)) as r:
+            assert r.status == 200  # same pooled connection, still in step
+
+
+async def test_post_to_rpc_without_a_chain_is_a_json_rpc_404(node: Any) -> None:
+    """POST /rpc names no chain: the JSON-RPC "no route" error, with the client's id."""
+    status, doc, _ = await post(node.base_url + "/rpc", {**BN, "id": 7})
+    assert status == 404
+    assert doc["id"] == 7 and doc["error"]["code"] == -32601
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/rpc/ethereum?strategy=bogus", "strategy"),
+        ("/rpc/fastest/ethereum?strategy=slowest", "strategy"),
+        ("/rpc/ethereum?include_meta=yes", "include_meta"),
+    ],
+)
+async def test_a_bad_enumerated_query_value_is_400_listing_the_choices(
+    node: Any, path: str, name: str
+) -> None:
+    """A query value outside its choices is a JSON-RPC -32602 (HTTP 400) with the client's
+    id, naming the parameter and its valid values; it never falls back silently."""
+    status, doc, _ = await post(node.base_url + path, {**BN, "id": "q"})
+    assert status == 400 and doc["id"] == "q"
+    assert doc["error"]["code"] == -32602
+    assert doc["error"]["data"]["parameter"] == name
+    assert all(v in doc["error"]["message"] for v in doc["error"]["data"]["valid_values"])
+
+
+async def test_include_meta_none_answers_without_meta(node: Any) -> None:
+    """?include_meta=none is valid and means no meta, whatever the header asks."""
+    status, doc, headers = await post(
+        node.base_url + "/rpc/ethereum?include_meta=none",
+        BN,
+        headers={"X-Lasso-Include-Meta": "body"},
+    )
+    assert status == 200 and "lasso_meta" not in doc and "X-Lasso-Meta" not in headers
+
+
+async def test_a_bad_scope_on_chain_metrics_is_400_listing_the_choices(node: Any) -> None:
+    """/api/metrics/:chain?scope= takes node or cluster; anything else is 400 saying so."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(node.base_url + "/api/metrics/ethereum?scope=bogus") as r:
+            doc = await r.json()
+            assert r.status == 400
+        assert doc["parameter"] == "scope" and doc["valid_values"] == ["node", "cluster"]
+        assert "'bogus'" in doc["message"]
+        async with s.get(node.base_url + "/api/metrics/ethereum?scope=node") as r:
+            assert r.status == 200
