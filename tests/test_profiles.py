@@ -306,6 +306,13 @@ def test_problem_and_error_formatting() -> None:
     assert str(error).splitlines() == [str(a), str(b)]
 
 
+def test_a_problem_without_a_line_prints_no_zero() -> None:
+    """A whole-file or directory problem (line 0) prints as file: key: message, never
+    file:0:, so nobody looks for a line 0."""
+    assert str(ConfigProblem("d/p.yml", 0, "slug", "taken")) == "d/p.yml: slug: taken"
+    assert str(ConfigProblem("d", 0, "", "no profiles")) == "d: no profiles"
+
+
 def test_problems_from_every_file_are_collected(tmp_path: Path) -> None:
     """One ConfigError lists the problems of all files, each with its own file name."""
     (tmp_path / "a.yml").write_text(f"chains:\n  x:\n    chain_id: -1\n    {P}\n")

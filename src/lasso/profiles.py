@@ -136,9 +136,12 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
+        """``file:line: key.path: message``; without a line (0: a whole file or the
+        directory) ``file: key.path: message``, never a ``:0:``; no key path, no part."""
+        where = f"{self.file}:{self.line}" if self.line > 0 else self.file
         if not self.key_path:
-            return f"{self.file}:{self.line}: {self.message}"
-        return f"{self.file}:{self.line}: {self.key_path}: {self.message}"
+            return f"{where}: {self.message}"
+        return f"{where}: {self.key_path}: {self.message}"
 
 
 class ConfigError(Exception):
