@@ -95,6 +95,12 @@ def test_check_config_catches_empty_values_ports_and_method_typos(tmp_path: Path
             {"LASSO_CLUSTER_URL": "nats://127.0.0.1:1", "LASSO_CLUSTER_INTERVAL_MS": "soon"},
             "LASSO_CLUSTER_INTERVAL_MS='soon' is not an integer",
         ),
+        (["serve"], {"LASSO_CLUSTER_INTERVAL_MS": "10"}, "must be between 50 and 60000"),
+        (["serve"], {"LASSO_CLUSTER_URL": "bogus"}, "LASSO_CLUSTER_URL: cluster URL 'bogus'"),
+        (["serve"], {"LASSO_CLUSTER_URL": "http://h:4222"}, "expected nats://host:port"),
+        (["serve"], {"LASSO_CLUSTER_URL": "nats://h:99999"}, "port is not a number 0-65535"),
+        (["serve"], {"LASSO_CLUSTER_URL": "nats://a:1,nats://:2"}, "cluster URL 'nats://:2'"),
+        (["demo"], {"LASSO_CLUSTER_URL": "nats//x"}, "LASSO_CLUSTER_URL: cluster URL"),
         (["demo", "--port", "70000"], {}, "port 70000 is not in 0..65535"),
         (["demo"], {"PORT": "99999"}, "PORT='99999' must be between 0 and 65535"),
     ],
@@ -102,7 +108,8 @@ def test_check_config_catches_empty_values_ports_and_method_typos(tmp_path: Path
 def test_bad_ports_and_numbers_exit_2_with_one_clean_line(
     tmp_path: Path, argv: list[str], env: dict[str, str], needle: str
 ) -> None:
-    """Out-of-range ports and non-numeric settings stop with a message and exit 2."""
+    """Out-of-range ports, non-numeric settings and a cluster URL naming no server stop at
+    start with a one-line message and exit 2 (never a retry loop in the background)."""
     (tmp_path / "public.yml").write_text(profile_yaml(""))
     out = subprocess.run(
         [*LASSO, *argv, *(["--profiles", str(tmp_path)] if argv[0] == "serve" else [])],
