@@ -144,7 +144,7 @@ _CORS_PREFLIGHT = Response(
         (
             "Access-Control-Allow-Headers",
             "Content-Type, Authorization, X-Requested-With, X-Lasso-Provider, "
-            "X-Lasso-Transport, X-Lasso-Include-Meta, X-Lasso-Api-Key, Cache-Control",
+            "X-Lasso-Include-Meta, X-Lasso-Api-Key, Cache-Control",
         ),
         (
             "Access-Control-Expose-Headers",

@@ -323,6 +323,9 @@ async def test_cors_preflight(node: Any) -> None:
             assert r.status == 204
             assert r.headers["Access-Control-Allow-Origin"] == "*"
             assert "POST" in r.headers["Access-Control-Allow-Methods"]
+            allowed = r.headers["Access-Control-Allow-Headers"].split(", ")
+            assert {"X-Lasso-Provider", "X-Lasso-Include-Meta", "X-Lasso-Api-Key"} <= set(allowed)
+            assert "X-Lasso-Transport" not in allowed  # no transport preference exists
         async with s.post(node.base_url + "/rpc/ethereum", data=orjson.dumps(BN)) as r:
             assert r.headers["Access-Control-Allow-Origin"] == "*"
 
