@@ -388,6 +388,30 @@ def test_help_lists_log_levels_and_the_profiles_variable() -> None:
     assert out.returncode == 2 and "invalid choice: 'loud'" in out.stderr
 
 
+@pytest.mark.parametrize("command", ["serve", "demo", "check-config"])
+def test_the_readme_row_of_a_command_names_every_flag_its_help_has(command: str) -> None:
+    """Each option `lasso <command> --help` lists is in the README's row for the command,
+    and every option there has help text (README and --help cannot drift apart)."""
+    import argparse
+
+    from lasso.cli import _build_parser
+
+    parser = _build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        command
+    ]
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `lasso {command} "))
+    for action in sub._actions:
+        flags = [f for f in action.option_strings if f.startswith("--") and f != "--help"]
+        if not flags:
+            continue
+        assert action.help, flags
+        assert any(f in row or f.replace("--no-", "--[no-]") in row for f in flags), flags
+    out = subprocess.run([*LASSO, command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--profiles" in out.stdout or command == "demo"
+
+
 def test_serve_refuses_an_unusable_redis_url() -> None:
     """LASSO_REDIS_URL that is not a Redis URL: exit 2 naming the variable, before serving."""
     env = {**os.environ, "LASSO_REDIS_URL": "http://127.0.0.1:6379"}

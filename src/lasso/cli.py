@@ -199,7 +199,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--port", type=port_number, default=None, help="proxy port (env PORT; default 4000)"
     )
-    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address of the proxy (with --nodes, of the simulated providers too); "
+        "default 127.0.0.1, 0.0.0.0 to reach the demo from other machines",
+    )
     demo.add_argument(
         "--nodes",
         type=int,
