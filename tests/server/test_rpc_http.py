@@ -166,6 +166,9 @@ async def test_route_errors_keep_every_id(node: Any, path: str, status: int, cod
     assert (got, doc["id"], doc["error"]["code"]) == (status, "single", code)
     got, doc, _ = await post(node.base_url + path, None, raw=b"[1")
     assert got == status and doc["id"] is None  # not JSON: one error, id null
+    # Without an id but no valid notification either ({}, no method): answered, id null.
+    got, docs, _ = await post(node.base_url + path, None, raw=b'[{},{"method":""}]')
+    assert got == status and [d["id"] for d in docs] == [None, None]
 
 
 async def test_subscribe_over_http_points_to_websocket(node: Any) -> None:

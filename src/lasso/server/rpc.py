@@ -530,11 +530,28 @@ def _refuse(req: HttpRequest, route: Rejection, max_batch: int) -> Response:
         parts = [
             error_body(code, message, _id_of(item, ids, i), data)
             for i, item in enumerate(doc)
-            if type(item) is not dict or "id" in item
+            if not _is_notification(item)
         ]
         return Response(status, b"[" + b",".join(parts) + b"]" if parts else b"")
     id_json = _id_of(doc, RequestIds(req.body), 0) if type(doc) is dict else b"null"
     return Response(status, error_body(code, message, id_json, data))
+
+
+def _is_notification(doc: Any) -> bool:
+    """A request object without ``id`` that is otherwise valid in shape (a method name,
+    ``jsonrpc`` "2.0", ``params`` absent, an array or an object): JSON-RPC §6 answers
+    nothing for it. Anything else without an ``id`` (``{}``) is an invalid request, which
+    is answered."""
+    if type(doc) is not dict or "id" in doc:
+        return False
+    method = doc.get("method")
+    params = doc.get("params", [])
+    return (
+        type(method) is str
+        and bool(method)
+        and doc.get("jsonrpc", "2.0") == "2.0"
+        and type(params) in (list, dict)
+    )
 
 
 def _id_of(doc: Any, ids: RequestIds, index: int) -> bytes:
