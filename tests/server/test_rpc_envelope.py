@@ -265,3 +265,25 @@ def test_loads_request_refuses_what_orjson_refuses(body: bytes) -> None:
     UTF-8, a BOM, trailing data, runaway nesting; the error is orjson's."""
     with pytest.raises(orjson.JSONDecodeError):
         loads_request(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"1e400" + b"]" * 5000,
+        b"[1e400," + b"[" * 1100 + b"]" * 1100 + b"]",
+    ],
+)
+def test_runaway_nesting_is_refused_whatever_the_recursion_limit(body: bytes) -> None:
+    """A library may raise the recursion limit (the full suite does): the fallback still
+    refuses nesting deeper than orjson's 1024, never relying on RecursionError."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        with pytest.raises(orjson.JSONDecodeError):
+            loads_request(body)
+        assert loads_request(b"[1e400," + b"[" * 1000 + b"]" * 1000 + b"]")[0] is not None
+    finally:
+        sys.setrecursionlimit(old)

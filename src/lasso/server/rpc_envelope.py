@@ -297,6 +297,8 @@ def loads_request(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         error = exc
+    if str(error).startswith("depth limit"):  # not a number's fault: no second opinion
+        raise error
     try:
         text = body.decode("utf-8")  # strict, as orjson; no UTF-16/32 detection
         doc = json.loads(
@@ -306,4 +308,24 @@ def loads_request(body: bytes) -> Any:
             orjson.dumps(doc)  # a lone surrogate cannot be encoded: orjson refused it
     except (ValueError, RecursionError, orjson.JSONEncodeError):
         raise error from None
+    if _deeper_than(doc, _MAX_DEPTH):  # json's own bound is the recursion limit, which
+        raise error  # a library may have raised: hold orjson's
     return doc
+
+
+_MAX_DEPTH = 1024
+"""orjson's nesting limit: arrays and objects deeper than this are refused."""
+
+
+def _deeper_than(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` nests arrays/objects more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node if type(node) is list else node.values() if type(node) is dict else ()
+        for child in children:
+            if type(child) is list or type(child) is dict:
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
