@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, cast
 from lasso.net.http_messages import (
     LARGE_BODY,
     HttpRequest,
+    Pieces,
     Response,
     StreamingResponse,
     encode_head,
@@ -265,10 +266,13 @@ class ServerConn(RequestReader):
             return
         server = self.server
         keep = keep_alive and not server.draining
-        if len(resp.body) < LARGE_BODY or head:
+        body = resp.body
+        if len(body) < LARGE_BODY or head:
             transport.write(encode_response(resp, keep, head))
+        elif isinstance(body, Pieces):  # an answer spliced around the client's id
+            transport.writelines((encode_head(resp, keep), *body.parts))
         else:  # a large upstream answer: no copy of it into one buffer with the head
-            transport.writelines((encode_head(resp, keep), resp.body))
+            transport.writelines((encode_head(resp, keep), body))
         self.last_activity = self.loop.time()
         self.served += 1
         if server.poller is not None:
