@@ -289,11 +289,15 @@ class _Connection(asyncio.Protocol):
 
     # -- driven by the pool -------------------------------------------------------------
 
-    def send(self, payload: bytes, deadline: float) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the returned future resolves to its response or error."""
+    def send(
+        self, payload: bytes, deadline: float, max_size: int
+    ) -> asyncio.Future[UpstreamResponse]:
+        """Write one request; the returned future resolves to its response or error (a
+        response over ``max_size`` bytes is one)."""
         loop = self._loop
         fut: asyncio.Future[UpstreamResponse] = loop.create_future()
         self._waiter = fut
+        self._max_size = max_size
         self._received = 0
         self._headers_done = False
         self._deadline = deadline

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from lasso.net.http_client import ANSWER_BOUND
 from lasso.net.http_conn import LARGE_ANSWER
 from lasso.server.cache.chain import ChainCache
 from lasso.server.cache.service import ResponseCache
@@ -214,7 +215,11 @@ class HeadWatch:
         cc.polls[kind] = cc.polls.get(kind, 0) + 1
         method = "eth_getBlockByHash" if kind == "walk" else "eth_getBlockByNumber"
         strategy = rt.config.default_strategy
-        return await self.cache.inner(rt, method, params, strategy, None)
+        bound = ANSWER_BOUND.set(LARGE_ANSWER)  # a header: a huge answer is cut, not read
+        try:
+            return await self.cache.inner(rt, method, params, strategy, None)
+        finally:
+            ANSWER_BOUND.reset(bound)
 
     async def _poll_latest(self, cc: ChainCache, rt: ChainRuntime) -> None:
         out = await self._call(cc, rt, "latest", ["latest", False])
