@@ -37,6 +37,7 @@ class ScriptedUpstream:
         held: methods whose calls wait until :meth:`release`.
         inflight / peak: calls being answered now / the most at once.
         calls: calls received, per method.
+        bodies: the raw request bodies, in arrival order.
     """
 
     def __init__(self, answer: Answer = default_answer) -> None:
@@ -46,6 +47,7 @@ class ScriptedUpstream:
         self.inflight = 0
         self.peak = 0
         self.calls: dict[str, int] = {}
+        self.bodies: list[bytes] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
@@ -69,7 +71,8 @@ class ScriptedUpstream:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        call = orjson.loads(body)
+        self.bodies.append(body)
+        call = raw_json(body)  # numbers as text: any valid JSON number is welcome
         method = str(call.get("method"))
         self.calls[method] = self.calls.get(method, 0) + 1
         self.inflight += 1

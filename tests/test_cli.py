@@ -95,6 +95,12 @@ def test_check_config_catches_empty_values_ports_and_method_typos(tmp_path: Path
             {"LASSO_CLUSTER_URL": "nats://127.0.0.1:1", "LASSO_CLUSTER_INTERVAL_MS": "soon"},
             "LASSO_CLUSTER_INTERVAL_MS='soon' is not an integer",
         ),
+        (["serve"], {"LASSO_CLUSTER_INTERVAL_MS": "10"}, "must be between 50 and 60000"),
+        (["serve"], {"LASSO_CLUSTER_URL": "bogus"}, "LASSO_CLUSTER_URL: cluster URL 'bogus'"),
+        (["serve"], {"LASSO_CLUSTER_URL": "http://h:4222"}, "expected nats://host:port"),
+        (["serve"], {"LASSO_CLUSTER_URL": "nats://h:99999"}, "port is not a number 0-65535"),
+        (["serve"], {"LASSO_CLUSTER_URL": "nats://a:1,nats://:2"}, "cluster URL 'nats://:2'"),
+        (["demo"], {"LASSO_CLUSTER_URL": "nats//x"}, "LASSO_CLUSTER_URL: cluster URL"),
         (["demo", "--port", "70000"], {}, "port 70000 is not in 0..65535"),
         (["demo"], {"PORT": "99999"}, "PORT='99999' must be between 0 and 65535"),
     ],
@@ -102,7 +108,8 @@ def test_check_config_catches_empty_values_ports_and_method_typos(tmp_path: Path
 def test_bad_ports_and_numbers_exit_2_with_one_clean_line(
     tmp_path: Path, argv: list[str], env: dict[str, str], needle: str
 ) -> None:
-    """Out-of-range ports and non-numeric settings stop with a message and exit 2."""
+    """Out-of-range ports, non-numeric settings and a cluster URL naming no server stop at
+    start with a one-line message and exit 2 (never a retry loop in the background)."""
     (tmp_path / "public.yml").write_text(profile_yaml(""))
     out = subprocess.run(
         [*LASSO, *argv, *(["--profiles", str(tmp_path)] if argv[0] == "serve" else [])],
@@ -379,6 +386,30 @@ def test_help_lists_log_levels_and_the_profiles_variable() -> None:
     assert "LASSO_PROFILES_DIR" in out.stdout
     out = subprocess.run([*LASSO, "serve", "--log-level", "loud"], capture_output=True, text=True)
     assert out.returncode == 2 and "invalid choice: 'loud'" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "demo", "check-config"])
+def test_the_readme_row_of_a_command_names_every_flag_its_help_has(command: str) -> None:
+    """Each option `lasso <command> --help` lists is in the README's row for the command,
+    and every option there has help text (README and --help cannot drift apart)."""
+    import argparse
+
+    from lasso.cli import _build_parser
+
+    parser = _build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        command
+    ]
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `lasso {command} "))
+    for action in sub._actions:
+        flags = [f for f in action.option_strings if f.startswith("--") and f != "--help"]
+        if not flags:
+            continue
+        assert action.help, flags
+        assert any(f in row or f.replace("--no-", "--[no-]") in row for f in flags), flags
+    out = subprocess.run([*LASSO, command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--profiles" in out.stdout or command == "demo"
 
 
 def test_serve_refuses_an_unusable_redis_url() -> None:

@@ -62,9 +62,15 @@ def errors(
     return [(p.line, p.key_path, p.message) for p in info.value.problems]
 
 
+P = "providers: [{id: p, url: http://p.example}]"
+"""One provider, flow style: every chain must list at least one."""
+
+
 def chain(body: str) -> str:
-    """A profile whose ethereum chain has ``body`` (indented by 4) after ``chain_id: 1``."""
-    return "chains:\n  ethereum:\n    chain_id: 1\n" + textwrap.indent(dedent(body), "    ")
+    """A profile whose ethereum chain has ``body`` (indented by 4) after ``chain_id: 1``,
+    then (unless ``body`` has its own) one provider."""
+    text = "chains:\n  ethereum:\n    chain_id: 1\n" + textwrap.indent(dedent(body), "    ")
+    return text if "providers:" in body else text.rstrip("\n") + f"\n    {P}\n"
 
 
 def provider(body: str) -> str:
@@ -300,10 +306,17 @@ def test_problem_and_error_formatting() -> None:
     assert str(error).splitlines() == [str(a), str(b)]
 
 
+def test_a_problem_without_a_line_prints_no_zero() -> None:
+    """A whole-file or directory problem (line 0) prints as file: key: message, never
+    file:0:, so nobody looks for a line 0."""
+    assert str(ConfigProblem("d/p.yml", 0, "slug", "taken")) == "d/p.yml: slug: taken"
+    assert str(ConfigProblem("d", 0, "", "no profiles")) == "d: no profiles"
+
+
 def test_problems_from_every_file_are_collected(tmp_path: Path) -> None:
     """One ConfigError lists the problems of all files, each with its own file name."""
-    (tmp_path / "a.yml").write_text("chains:\n  x:\n    chain_id: -1\n")
-    (tmp_path / "b.yml").write_text("chains:\n  y: {}\n")
+    (tmp_path / "a.yml").write_text(f"chains:\n  x:\n    chain_id: -1\n    {P}\n")
+    (tmp_path / "b.yml").write_text(f"chains:\n  y: {{{P}}}\n")
     with pytest.raises(ConfigError) as info:
         load_profiles(tmp_path, {})
     assert [str(p) for p in info.value.problems] == [
@@ -334,7 +347,7 @@ def test_yaml_syntax_error_reports_the_file_line(tmp_path: Path) -> None:
 
 def test_yaml_syntax_error_in_front_matter(tmp_path: Path) -> None:
     """A syntax error inside the front matter keeps its line; the body is still checked."""
-    text = "---\nname: [x\n---\nchains:\n  e:\n    chain_id: zero\n"
+    text = f"---\nname: [x\n---\nchains:\n  e:\n    chain_id: zero\n    {P}\n"
     found = errors(tmp_path, text)
     assert [line for line, _, _ in found] == [2, 6]
     assert found[0][2].startswith("YAML syntax error")
@@ -480,48 +493,55 @@ def test_wrong_types(tmp_path: Path) -> None:
 
 def test_chain_id_rules(tmp_path: Path) -> None:
     """chain_id is required, a positive integer, and unique in the profile."""
-    text = dedent("""\
+    text = dedent(f"""\
         chains:
           a:
             name: A
+            {P}
           b:
             chain_id: 0
+            {P}
           c:
             chain_id: 1.5
+            {P}
           d:
             chain_id: 10
+            {P}
           e:
             chain_id: 10
+            {P}
     """)
     assert errors(tmp_path, text) == [
         (2, "chains.a.chain_id", "missing required key"),
-        (5, "chains.b.chain_id", "must be positive, got 0"),
-        (7, "chains.c.chain_id", "expected integer, got float 1.5"),
-        (11, "chains.e.chain_id", "chain_id 10 is already used by chain 'd'"),
+        (6, "chains.b.chain_id", "must be positive, got 0"),
+        (9, "chains.c.chain_id", "expected integer, got float 1.5"),
+        (15, "chains.e.chain_id", "chain_id 10 is already used by chain 'd'"),
     ]
 
 
 def test_alias_rules(tmp_path: Path) -> None:
     """Aliases merge with url_aliases and may not clash with other chains' names or ids."""
-    text = dedent("""\
+    text = dedent(f"""\
         chains:
           ethereum:
             chain_id: 1
             aliases: [eth]
             url_aliases: [mainnet, 1]
+            {P}
           base:
             chain_id: 8453
+            {P}
             aliases: [eth, ethereum, 1, "bad alias", base]
     """)
     assert errors(tmp_path, text) == [
         (
-            8,
+            10,
             "chains.base.aliases[3]",
             "invalid alias 'bad alias': use letters, digits, '_', '.', '-' (at most 128)",
         ),
-        (8, "chains.base.aliases[0]", "alias 'eth' is already used by chain 'ethereum'"),
-        (8, "chains.base.aliases[1]", "alias 'ethereum' is the key of another chain"),
-        (8, "chains.base.aliases[2]", "alias '1' is already used by chain 'ethereum'"),
+        (10, "chains.base.aliases[0]", "alias 'eth' is already used by chain 'ethereum'"),
+        (10, "chains.base.aliases[1]", "alias 'ethereum' is the key of another chain"),
+        (10, "chains.base.aliases[2]", "alias '1' is already used by chain 'ethereum'"),
     ]
     good = load(tmp_path, text.replace('[eth, ethereum, 1, "bad alias", base]', "[b]"))
     assert good.chains["ethereum"].aliases == ("eth", "mainnet", "1")
@@ -530,9 +550,10 @@ def test_alias_rules(tmp_path: Path) -> None:
 
 def test_decimal_alias_may_not_be_another_chains_id(tmp_path: Path) -> None:
     """A decimal alias equal to another chain's chain_id is an error."""
-    text = "chains:\n  a:\n    chain_id: 1\n  b:\n    chain_id: 2\n    aliases: ['1']\n"
+    text = f"chains:\n  a:\n    chain_id: 1\n    {P}\n  b:\n    chain_id: 2\n    {P}\n"
+    text += "    aliases: ['1']\n"
     assert errors(tmp_path, text) == [
-        (6, "chains.b.aliases[0]", "alias '1' is the chain_id of chain 'a'"),
+        (8, "chains.b.aliases[0]", "alias '1' is the chain_id of chain 'a'"),
     ]
 
 
@@ -609,7 +630,8 @@ def test_url_ports_and_hosts(tmp_path: Path) -> None:
 
 
 def test_empty_chains_and_providers(tmp_path: Path) -> None:
-    """`chains: {}`, a null `chains:` and `providers: []` are errors with their line."""
+    """`chains: {}`, a null `chains:`, `providers: []` and a chain without `providers`
+    are errors with their line: a chain without providers could serve nothing."""
     assert errors(tmp_path, "---\nname: X\n---\nchains: {}\n") == [
         (4, "chains", "no chains: list at least one chain")
     ]
@@ -619,6 +641,11 @@ def test_empty_chains_and_providers(tmp_path: Path) -> None:
     assert errors(tmp_path, text) == [
         (4, "chains.ethereum.providers", "no providers: list at least one"),
         (7, "chains.base.providers", "no providers: list at least one"),
+    ]
+    text = "chains:\n  ethereum:\n    chain_id: 1\n    name: Ethereum\n  base:\n    chain_id: 5\n"
+    assert errors(tmp_path, text) == [
+        (2, "chains.ethereum.providers", "no providers: list at least one"),
+        (5, "chains.base.providers", "no providers: list at least one"),
     ]
 
 
@@ -952,7 +979,7 @@ def test_null_values_mean_defaults(tmp_path: Path) -> None:
 
 def test_many_problems_in_one_file_are_all_reported(tmp_path: Path) -> None:
     """Validation keeps going after the first problem."""
-    text = dedent("""\
+    text = dedent(f"""\
         chains:
           one:
             chain_id: x
@@ -962,6 +989,7 @@ def test_many_problems_in_one_file_are_all_reported(tmp_path: Path) -> None:
           two:
             chain_id: 1
             block_time_ms: z
+            {P}
     """)
     assert [line for line, _, _ in errors(tmp_path, text)] == [3, 5, 6, 9]
 
@@ -1070,8 +1098,8 @@ def test_structure_errors(tmp_path: Path) -> None:
 
 def test_decimal_chain_key_may_not_be_another_chains_id(tmp_path: Path) -> None:
     """A chain keyed '5' would shadow /rpc/5 for the chain whose chain_id is 5."""
-    text = "chains:\n  five:\n    chain_id: 5\n  '5':\n    chain_id: 6\n"
-    assert errors(tmp_path, text) == [(4, "chains.5", "chain key '5' is the chain_id of 'five'")]
+    text = f"chains:\n  five:\n    chain_id: 5\n    {P}\n  '5':\n    chain_id: 6\n    {P}\n"
+    assert errors(tmp_path, text) == [(5, "chains.5", "chain key '5' is the chain_id of 'five'")]
 
 
 def test_unreadable_files(tmp_path: Path) -> None:

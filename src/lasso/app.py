@@ -43,7 +43,7 @@ from lasso.net.http_server import HttpRequest, HttpServer, Response
 from lasso.net.limits import Limits
 from lasso.net.redis_link import RedisLink
 from lasso.probes.heights import HeightProber
-from lasso.server.api import OpsApi, not_found
+from lasso.server.api import OpsApi
 from lasso.server.cache import HeadWatch, RedisStore, ResponseCache
 from lasso.server.cache import report as cache_report
 from lasso.server.events import EventBus
@@ -144,7 +144,7 @@ _CORS_PREFLIGHT = Response(
         (
             "Access-Control-Allow-Headers",
             "Content-Type, Authorization, X-Requested-With, X-Lasso-Provider, "
-            "X-Lasso-Transport, X-Lasso-Include-Meta, X-Lasso-Api-Key, Cache-Control",
+            "X-Lasso-Include-Meta, X-Lasso-Api-Key, Cache-Control",
         ),
         (
             "Access-Control-Expose-Headers",
@@ -415,17 +415,13 @@ class LassoApp:
     # -- what the HTTP server calls ---------------------------------------------------
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
         method = req.method
-        if method == "POST":
-            if req.path.startswith("/rpc/"):
-                return self.rpc.handle(req)
-            return not_found(req)
+        if method == "POST" and (req.path.startswith("/rpc/") or req.path == "/rpc"):
+            return self.rpc.handle(req)
         if method == "GET" or method == "HEAD":
             return self.api.route(req)
         if method == "OPTIONS":
             return _CORS_PREFLIGHT
-        return Response(
-            405, b'{"error":"method not allowed"}', headers=[("Allow", "GET, POST, OPTIONS")]
-        )
+        return self.api.other_method(req)  # 405 with Allow, or 404
 
     def upgrade(
         self, req: HttpRequest, transport: asyncio.Transport, rest: bytes

@@ -83,6 +83,30 @@ def env_int(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def cluster_url_from_env() -> str | None:
+    """``LASSO_CLUSTER_URL`` (unset or empty: ``None``, standalone), checked at start with
+    ``LASSO_CLUSTER_INTERVAL_MS``: one or more comma-separated ``nats://``, ``tls://``,
+    ``ws://`` or ``wss://`` URLs naming a host (and a port in range).
+
+    Raises:
+        UsageError: either value is unusable (the message names the variable).
+    """
+    from lasso.cluster.transport import NatsExchange, default_interval_s
+
+    try:
+        default_interval_s()
+    except ValueError as exc:
+        raise UsageError(f"environment variable {exc}") from None
+    url = (os.environ.get("LASSO_CLUSTER_URL") or "").strip()
+    if not url:
+        return None
+    try:
+        NatsExchange(url).check()
+    except ValueError as exc:
+        raise UsageError(f"environment variable LASSO_CLUSTER_URL: {exc}") from None
+    return url
+
+
 def ranged_int(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
     """An argparse ``type``: an integer in ``lo..hi`` (argparse reports anything else)."""
 
@@ -175,7 +199,12 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--port", type=port_number, default=None, help="proxy port (env PORT; default 4000)"
     )
-    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address of the proxy (with --nodes, of the simulated providers too); "
+        "default 127.0.0.1, 0.0.0.0 to reach the demo from other machines",
+    )
     demo.add_argument(
         "--nodes",
         type=int,
@@ -252,6 +281,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
         if args.port is None:
             args.port = env_int("PORT", 4000, 0, MAX_PORT)
+        cluster_url_from_env()  # a bad value stops here, not in a background task
 
         return run_demo(args)
     if args.command == "sim":
@@ -337,7 +367,7 @@ def serve(args: argparse.Namespace) -> int:
         node_id=node_id,
         host=args.host or os.environ.get("LASSO_HOST") or "127.0.0.1",
         port=args.port if args.port is not None else env_int("PORT", 4000, 0, MAX_PORT),
-        cluster_url=os.environ.get("LASSO_CLUSTER_URL") or None,
+        cluster_url=cluster_url_from_env(),
         busy_poll_us=busy_poll,
         limits=limits,
         default_profile=args.default_profile or os.environ.get("LASSO_DEFAULT_PROFILE") or None,
@@ -353,14 +383,6 @@ def serve(args: argparse.Namespace) -> int:
         settings.workers = env_int("LASSO_WORKER_COUNT", 1, 1, MAX_WORKERS)
         settings.shared_state = os.environ["LASSO_SHARED_STATE"]
         settings.worker_dir = os.environ.get("LASSO_WORKER_DIR") or None
-    if settings.cluster_url:
-        from lasso.cluster.transport import default_interval_s
-
-        try:
-            default_interval_s()
-        except ValueError as exc:
-            print(f"lasso: {exc}", file=sys.stderr)
-            return 2
     workers = (
         args.workers if args.workers is not None else env_int("LASSO_WORKERS", 1, 1, MAX_WORKERS)
     )

@@ -136,9 +136,12 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
+        """``file:line: key.path: message``; without a line (0: a whole file or the
+        directory) ``file: key.path: message``, never a ``:0:``; no key path, no part."""
+        where = f"{self.file}:{self.line}" if self.line > 0 else self.file
         if not self.key_path:
-            return f"{self.file}:{self.line}: {self.message}"
-        return f"{self.file}:{self.line}: {self.key_path}: {self.message}"
+            return f"{where}: {self.message}"
+        return f"{where}: {self.key_path}: {self.message}"
 
 
 class ConfigError(Exception):
@@ -557,7 +560,9 @@ def _empty(sec: Section, key: str) -> bool:
 
 
 def _build_providers(rep: Reporter, chain: Section) -> list[ProviderConfig]:
-    if chain.ok and _empty(chain, "providers"):
+    # A chain without providers could serve nothing: missing, null or [] is one error,
+    # at the key's line (the chain's when the key is missing).
+    if chain.ok and ("providers" not in chain.entries or _empty(chain, "providers")):
         line = chain.key_line("providers")
         rep.error(line, join(chain.path, "providers"), "no providers: list at least one")
     providers: list[ProviderConfig] = []

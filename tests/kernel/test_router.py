@@ -324,6 +324,22 @@ def test_unsupported_methods_fail_open() -> None:
     assert providers_of(both.candidates("trace_block", ["0x1"], "priority", 0.0)) == ["a", "b"]
 
 
+def test_config_fault_keeps_the_channel_out_without_touching_the_breaker() -> None:
+    """A channel with a configuration fault is no candidate, even pinned; clearing it
+    brings the channel back. Its shared breaker never hears of it."""
+    router = make([provider("a"), provider("b")])
+    a = router.channels[0]
+    wrong = Fault(cause="wrong_chain", category="chain_error", message="wrong chain id 5")
+    router.observe_config_fault(a, wrong, 1.0)
+    assert (a.config_fault, a.config_fault_at) == (wrong, 1.0)
+    assert providers_of(router.candidates("eth_call", [], "priority", 2.0)) == ["b"]
+    assert router.candidates("eth_call", [], "priority", 2.0, provider_id="a") == []
+    assert router.retry_after(2.0) is None and a.breaker.state(2.0) is BreakerState.CLOSED
+    router.observe_config_fault(a, None, 3.0)
+    assert (a.config_fault, a.config_fault_at) == (None, None)
+    assert providers_of(router.candidates("eth_call", [], "priority", 3.0)) == ["a", "b"]
+
+
 def test_provider_override_and_exclude() -> None:
     """provider_id keeps only that provider; exclude drops provider ids."""
     router = make([provider("a", ws_url="wss://a"), provider("b"), provider("c")])

@@ -141,6 +141,25 @@ def test_snapshot_carries_last_errors_and_an_honest_connection_state() -> None:
     json.dumps(router.snapshot(3.0))
 
 
+def test_config_fault_is_misconfigured_and_outranks_upstream_errors() -> None:
+    """A channel's configuration fault makes the provider misconfigured and is its last
+    error, whatever the upstream failed with since."""
+    router = make([provider("a", ws_url="wss://a")])
+    a_http, a_ws = router.channels
+    wrong = Fault(cause="wrong_chain", category="chain_error", message="wrong chain id 1")
+    router.observe_config_fault(a_http, wrong, 1.0)
+    lost = Fault(cause="disconnected", category="network_error", message="lost")
+    router.observe_lost(a_ws, lost, 2.0)
+    assert router.provider_status("a", 3.0) == "misconfigured"
+    (snap,) = router.snapshot(3.0)["providers"]  # type: ignore[misc]
+    assert snap["last_error"] == {"transport": "http", **wrong.to_dict(), "age_s": 2.0}
+    assert snap["channels"]["http"]["last_error"]["cause"] == "wrong_chain"
+    router.observe_config_fault(a_http, None, 4.0)
+    assert router.provider_status("a", 4.0) != "misconfigured"
+    (snap,) = router.snapshot(4.0)["providers"]  # type: ignore[misc]
+    assert snap["last_error"]["cause"] == "disconnected"
+
+
 # -- public surface ----------------------------------------------------------------------
 
 

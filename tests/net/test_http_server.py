@@ -164,6 +164,72 @@ async def test_oversized_or_malformed_heads_get_a_json_rpc_error_then_close(
         writer.close()
 
 
+@pytest.mark.parametrize(
+    ("length", "status", "code", "message"),
+    [
+        (b"abc", 400, -32600, "Invalid Request: bad Content-Length"),
+        (b"1e3", 400, -32600, "Invalid Request: bad Content-Length"),
+        (b"-1", 400, -32600, "Invalid Request: bad Content-Length"),
+        (b"5, 5", 400, -32600, "Invalid Request: bad Content-Length"),
+        (b"99999999999999999999999", 413, -32600, "Invalid Request: request body too large"),
+        (b"8000001", 413, -32600, "Invalid Request: request body too large"),
+    ],
+)
+async def test_a_bad_content_length_gets_the_documented_answer(
+    length: bytes, status: int, code: int, message: str
+) -> None:
+    """A Content-Length that is not a number is -32600 "bad Content-Length"; one too big
+    to count (past 64 bits) is a body over the limit, announced: 413."""
+    async with serve(max_body=8_000_000) as (_, app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /rpc/x HTTP/1.1\r\nHost: t\r\nContent-Length: %s\r\n\r\n{}" % length)
+        got, headers, body = await read_response(reader)
+        assert (got, headers["connection"]) == (status, "close")
+        assert error_of(body) == {"code": code, "message": message}
+        assert app.seen == 0
+        writer.close()
+
+
+@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"PRI"])
+async def test_an_unknown_http_method_is_501_with_a_json_rpc_body(method: bytes) -> None:
+    """A method HTTP parsing does not know is 501 Not Implemented (RFC 9110 §15.6.2) with
+    a JSON-RPC error, never "malformed"; the connection then closes."""
+    async with serve() as (_, app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(method + b" /rpc/x HTTP/1.1\r\nHost: t\r\n\r\n")
+        got, headers, body = await read_response(reader)
+        assert (got, headers["connection"]) == (501, "close")
+        assert error_of(body) == {
+            "code": -32600,
+            "message": "Invalid Request: HTTP method not implemented (use POST)",
+        }
+        await closed_within(reader, 3)
+        assert app.seen == 0
+        writer.close()
+
+
+async def test_http10_keep_alive_is_announced_and_kept() -> None:
+    """An HTTP/1.0 client asking for keep-alive gets Connection: keep-alive (it would
+    otherwise assume a close) and the connection serves its next request; without the
+    header it gets Connection: close, and HTTP/1.1 needs neither."""
+    async with serve() as (_, _app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):
+            writer.write(b"GET /sync HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            got, headers, _ = await read_response(reader)
+            assert (got, headers["connection"]) == (200, "keep-alive")
+        writer.write(b"GET /sync HTTP/1.0\r\n\r\n")
+        got, headers, _ = await read_response(reader)
+        assert (got, headers["connection"]) == (200, "close")
+        await closed_within(reader, 3)
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /sync HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n")
+        got, headers, _ = await read_response(reader)
+        assert got == 200 and "connection" not in headers
+        writer.close()
+
+
 async def test_a_huge_header_line_is_refused_early_without_stalling_others() -> None:
     """A 64 MB header line is refused once the head passes its limit (never buffered),
     while another client's requests keep answering fast."""

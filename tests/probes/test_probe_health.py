@@ -320,6 +320,24 @@ def test_misconfiguration_while_holding_the_slot_reopens_and_frees_it() -> None:
     assert b.state(20.0) is BreakerState.OPEN and b.in_flight_probes == 0
 
 
+def test_wrong_chain_never_touches_the_shared_breaker() -> None:
+    """A wrong chain id is the chain's configuration: no open, a held slot released."""
+    wrong = judge_probe(200, rpc_result("0x7a69"), expect_chain_id=5)
+    assert wrong.wrong_chain and not ProbeResult(ProbeKind.MISCONFIGURED).wrong_chain
+    b = breaker()
+    assert apply_to_breaker(wrong, b, 0.0, holds_slot=False) is None
+    assert b.state(0.0) is BreakerState.CLOSED and b.consecutive_failures == 0
+    b.force_open(0.0)
+    assert b.admit(20.0)
+    apply_to_breaker(wrong, b, 20.0, holds_slot=True)
+    assert b.state(20.0) is BreakerState.HALF_OPEN and b.in_flight_probes == 0
+    opened = open_breaker()
+    at = opened.opened_at
+    assert at is not None
+    assert apply_recovery_probe(wrong, opened, 4.0, opened_at=at) is None
+    assert opened.probe_assisted(4.0) and opened.opened_at == at
+
+
 def test_rate_limit_is_neutral_and_releases_the_slot() -> None:
     """A quota answer never penalizes; a held half-open slot is released."""
     b = breaker()

@@ -20,7 +20,7 @@ from lasso.probes.health import ProbePolicy
 from lasso.probes.heights import HeightProber
 from lasso.sim.behavior import Behavior
 
-from support import eventually, profile_yaml, routed_chain_yaml, status_server
+from support import UNCACHED, eventually, profile_yaml, routed_chain_yaml, status_server
 
 pytestmark = pytest.mark.integration
 
@@ -217,6 +217,56 @@ async def test_wrong_chain_id_is_misconfigured(
     assert state is not None and not state.chain_verified
     assert "wrong chain id 8453" in state.detail
     assert router.state.height("wrong") is None  # never polled for a height
+
+
+async def test_wrong_chain_id_stays_with_the_misconfigured_chain(
+    sim_fleet: Any, lasso_node: Any, run_prober: Any
+) -> None:
+    """A typo'd chain_id on one chain excludes only that chain's pairing with the shared
+    upstream: its breaker, health and the chain configured right are untouched."""
+    from lasso.profiles import parse_profile
+
+    fleet = await sim_fleet(["a1"])
+    url = fleet["a1"].url
+    chains = routed_chain_yaml(fleet, extra=monitoring()) + (
+        f"  typo:\n    chain_id: 5\n{monitoring()}\n{UNCACHED}\n"
+        f"    providers:\n      - id: a1\n        url: {url}\n"
+    )
+    app = await lasso_node(profile_yaml(chains))
+    prober = run_prober(app)
+    profile = app.runtime.profile(None)
+    good, typo = profile.resolve("ethereum").router, profile.resolve("typo").router
+    await eventually(lambda: typo.provider_status("a1", monotonic()) == "misconfigured")
+    await eventually(lambda: (s := prober.state_of("a1", "ethereum")) and s.chain_verified)
+    now = monotonic()
+    shared = good.channel("a1", "http")
+    assert shared.breaker is typo.channel("a1", "http").breaker  # one upstream, one breaker
+    assert shared.breaker.state(now) is BreakerState.CLOSED
+    assert good.provider_status("a1", now) == "healthy"
+    assert shared.config_fault is None and shared.probe_status == "healthy"
+    for i in range(3):
+        doc = await rpc(f"{app.base_url}/rpc/ethereum", {**BLOCK_NUMBER, "id": i})
+        assert "result" in doc, doc
+    calls = fleet["a1"].stats.methods["eth_blockNumber"]
+    doc = await rpc(f"{app.base_url}/rpc/typo", BLOCK_NUMBER)
+    assert doc["error"]["code"] == -32000 and "circuits open" not in doc["error"]["message"]
+    assert fleet["a1"].stats.methods["eth_blockNumber"] == calls  # never sent upstream
+    _, body = await get(f"{app.base_url}/api/chains")
+    by_chain = {c["chain"]: c for c in orjson.loads(body)["chains"]}
+    (good_view,) = by_chain["ethereum"]["providers"]
+    (typo_view,) = by_chain["typo"]["providers"]
+    assert good_view["status"] == "healthy"
+    assert good_view["last_error"] is None, good_view["last_error"]
+    assert typo_view["status"] == "misconfigured"
+    assert typo_view["last_error"]["cause"] == "wrong_chain"
+    assert "wrong chain id 1, configured 5" in typo_view["last_error"]["message"]
+    assert not circuit_events(app, "a1")  # no breaker transition for either chain
+    await app.reload({"public": parse_profile(profile_yaml(chains), "public.yml", {})})
+    profile = app.runtime.profile(None)
+    reloaded = profile.resolve("typo").router.channel("a1", "http")
+    assert prober.state_of("a1", "typo") is not None  # the prober picks the reload up
+    assert reloaded.config_fault is not None  # at once: the verdict outlives the channel
+    assert profile.resolve("ethereum").router.channel("a1", "http").config_fault is None
 
 
 async def test_rate_limited_probe_marks_the_channel(

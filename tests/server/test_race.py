@@ -181,3 +181,27 @@ async def test_refused_hedge_goes_to_the_next_provider() -> None:
     out = await call(rt)
     assert result_of(out) == "0xc" and out.hedges == 1
     assert transport(rt, "b").calls == 0
+
+
+async def test_upstream_latency_is_the_time_spent_waiting_not_the_sum_of_racers() -> None:
+    """upstream_latency is the wall time during which an attempt was in flight: a hedge
+    winning over a hanging primary counts from the primary's start (not only the hedge's
+    own time), and a primary failing while the hedge runs is not added on top of it."""
+    rt = budgeted(runtime(HedgeConfig(delay_ms=60), a=hang(), b=ok("0xb")))
+    t0 = time.monotonic()
+    out = await call(rt)
+    wall = time.monotonic() - t0
+    assert out.hedge_winner == "hedge"
+    assert 0.055 <= out.upstream_latency <= wall
+
+    async def failing(req: MemoryRequest) -> UpstreamResponse:
+        await asyncio.sleep(0.15)  # the simulated provider's latency, then a failure
+        return UpstreamResponse(502, b"bad gateway", {})
+
+    rt = budgeted(runtime(HedgeConfig(delay_ms=20), a=failing, b=slow_ok(0.2, "0xb")))
+    t0 = time.monotonic()
+    out = await call(rt)
+    wall = time.monotonic() - t0
+    assert result_of(out) == "0xb" and out.hedge_winner == "hedge"
+    # Summed, the two attempts would be about 0.15 + 0.2 = 0.35 s within a ~0.22 s request.
+    assert 0.2 <= out.upstream_latency <= wall

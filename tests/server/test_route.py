@@ -184,15 +184,37 @@ def test_unknown_override_is_rejected_on_both_transports(
     [
         ("/rpc/ethereum", "strategy=fastest", "fastest"),
         ("/rpc/ethereum", "strategy=round-robin", "load-balanced"),
-        ("/rpc/ethereum", "strategy=bogus", "priority"),
+        ("/rpc/ethereum", "strategy=", "priority"),
         ("/rpc/latency-weighted/ethereum", "strategy=fastest", "latency-weighted"),
     ],
 )
 def test_strategy_from_path_then_query_then_chain(
     resolver: RouteResolver, path: str, query: str, strategy: str
 ) -> None:
-    """The path's strategy wins; a query strategy counts only when it names one."""
+    """The path's strategy wins over the query's, which wins over the chain's."""
     assert _ok(resolver.resolve(_req(path, query))).strategy == strategy
+
+
+@pytest.mark.parametrize("websocket", [False, True])
+@pytest.mark.parametrize(
+    ("path", "query", "name", "valid"),
+    [
+        ("/ethereum", "strategy=bogus", "strategy", route_module.STRATEGY_CHOICES),
+        ("/fastest/ethereum", "strategy=Fastest", "strategy", route_module.STRATEGY_CHOICES),
+        ("/ethereum", "strategy=round_robin", "strategy", route_module.STRATEGY_CHOICES),
+        ("/ethereum", "include_meta=yes", "include_meta", ("headers", "body", "none")),
+    ],
+)
+def test_a_query_value_outside_its_choices_is_400_listing_them(
+    resolver: RouteResolver, websocket: bool, path: str, query: str, name: str, valid: Any
+) -> None:
+    """?strategy= and ?include_meta= with a value they do not take: 400, -32602, the
+    parameter and its valid values in data, on both transports (never silently ignored)."""
+    prefix = "/ws/rpc" if websocket else "/rpc"
+    why = _no(resolver.resolve(_req(prefix + path, query), websocket=websocket))
+    assert (why.status, why.code) == (400, -32602)
+    assert why.message.startswith(f"Invalid {name} ") and "use one of " in why.message
+    assert why.data == {"parameter": name, "valid_values": list(valid)}
 
 
 @pytest.mark.parametrize(
@@ -201,13 +223,16 @@ def test_strategy_from_path_then_query_then_chain(
         ("include_meta=headers", {}, "headers"),
         ("include_meta=body", {"x-lasso-include-meta": "headers"}, "body"),
         ("", {"x-lasso-include-meta": "body"}, "body"),
-        ("include_meta=yes", {}, ""),
+        ("include_meta=none", {"x-lasso-include-meta": "body"}, ""),
+        ("include_meta=", {}, ""),
+        ("", {"x-lasso-include-meta": "yes"}, ""),
     ],
 )
 def test_meta_mode_from_query_then_header(
     resolver: RouteResolver, query: str, headers: dict[str, str], meta: str
 ) -> None:
-    """include_meta comes from the query, else the header; unknown modes mean none."""
+    """include_meta comes from the query (none: no meta), else the header; the header's
+    unknown modes mean none."""
     assert _ok(resolver.resolve(_req("/rpc/ethereum", query, headers))).meta == meta
 
 

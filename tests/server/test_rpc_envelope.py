@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lasso.server.limits import MAX_PARAMS_DEPTH
-from lasso.server.rpc_envelope import RequestIds, member_spans, params_too_deep, splice_id
+from lasso.server.rpc_envelope import (
+    RequestIds,
+    loads_request,
+    member_spans,
+    params_too_deep,
+    splice_id,
+)
 
 TID = b'"lasso-abc123-1f"'
 CLIENT = b"18446744073709551616"
@@ -187,3 +193,97 @@ def test_a_batch_is_checked_whole_then_item_by_item() -> None:
     ids = RequestIds(orjson.dumps(docs), docs)
     assert ids.params_ok(docs[0]["params"])
     assert not ids.params_ok(docs[-1]["params"])
+
+
+# -- loads_request ------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200)
+@given(JSON_VALUES)
+def test_loads_request_is_orjson_for_what_orjson_reads(value: Any) -> None:
+    """Any body orjson parses gives orjson's own value (the fast path, untouched)."""
+    body = orjson.dumps(value)
+    assert loads_request(body) == orjson.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"1e309",
+        b"[1e400,-1E+400,1e-400,1.10,-0,0.5,12,123456789012345678901234567890]",
+        b'{"id":-18446744073709551617e3,"params":[{"a":[1e999]}],"method":"m"}',
+        b'[1e400,"\\ud83d\\ude00"]',
+    ],
+)
+def test_loads_request_keeps_numbers_orjson_refuses_as_written(body: bytes) -> None:
+    """A valid body with a number beyond the double range parses, and every number in
+    it re-encodes as the client wrote it."""
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(body)
+    doc = loads_request(body)
+    assert orjson.dumps(doc) == body.replace(b'"\\ud83d\\ude00"', '"\U0001f600"'.encode())
+    assert json.loads(orjson.dumps(doc), parse_float=str, parse_int=str) == json.loads(
+        body, parse_float=str, parse_int=str
+    )
+
+
+def test_loads_request_reads_ordinary_numbers_of_such_a_body_as_orjson_would() -> None:
+    """Next to a huge number, plain ints and floats stay ints and floats (block numbers)."""
+    doc = loads_request(b'[1e400,12,0.5,-9223372036854775808,18446744073709551615,"0x1"]')
+    assert doc[1:] == [12, 0.5, -(2**63), 2**64 - 1, "0x1"]
+    assert type(doc[0]) is orjson.Fragment
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1e400,]",
+        b"[1e400,NaN]",
+        b"[1e400,Infinity]",
+        b'["\\ud800",1e400]',
+        b'["\\udc00x",1e400]',
+        b'["\xff",1e400]',
+        b"\xef\xbb\xbf[1e400]",
+        b"[1e400] x",
+        b"[" * 5000 + b"1e400" + b"]" * 5000,
+        b"",
+        b"[01,1e400]",
+    ],
+)
+def test_loads_request_refuses_what_orjson_refuses(body: bytes) -> None:
+    """The fallback accepts nothing else orjson refuses: constants, lone surrogates, bad
+    UTF-8, a BOM, trailing data, runaway nesting; the error is orjson's."""
+    with pytest.raises(orjson.JSONDecodeError):
+        loads_request(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"1e400" + b"]" * 5000,
+        b"[1e400," + b"[" * 1100 + b"]" * 1100 + b"]",
+    ],
+)
+def test_runaway_nesting_is_refused_whatever_the_recursion_limit(body: bytes) -> None:
+    """A library may raise the recursion limit (the full suite does): the fallback still
+    refuses nesting deeper than orjson's 1024, never relying on RecursionError."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        with pytest.raises(orjson.JSONDecodeError):
+            loads_request(body)
+        assert loads_request(b"[1e400," + b"[" * 1000 + b"]" * 1000 + b"]")[0] is not None
+    finally:
+        sys.setrecursionlimit(old)

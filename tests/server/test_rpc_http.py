@@ -142,6 +142,35 @@ async def test_unknown_chain_provider_profile(node: Any, path: str, status: int,
     assert got == status and doc["error"]["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [("/rpc/nochain", 400, -32602), ("/rpc/profile/nope/ethereum", 404, -32000)],
+)
+async def test_route_errors_keep_every_id(node: Any, path: str, status: int, code: int) -> None:
+    """A route error answers a batch with an array, one error per item with its id (a
+    notification gets none, a non-object item null), and a single object with its id."""
+    raw = (
+        b'[{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"},'
+        b'{"jsonrpc":"2.0","id":"two","method":"eth_blockNumber"},'
+        b'{"jsonrpc":"2.0","method":"eth_blockNumber"},7,'
+        b'{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"eth_blockNumber"}]'
+    )
+    async with aiohttp.ClientSession() as s, s.post(node.base_url + path, data=raw) as r:
+        body = await r.read()
+        assert r.status == status
+    assert body.startswith(b"[") and b"123456789012345678901234567890" in body
+    docs = orjson.loads(body)
+    assert [d["id"] for d in docs[:3]] == [1, "two", None]
+    assert {d["error"]["code"] for d in docs} == {code} and len(docs) == 4
+    got, doc, _ = await post(node.base_url + path, {**BN, "id": "single"})
+    assert (got, doc["id"], doc["error"]["code"]) == (status, "single", code)
+    got, doc, _ = await post(node.base_url + path, None, raw=b"[1")
+    assert got == status and doc["id"] is None  # not JSON: one error, id null
+    # Without an id but no valid notification either ({}, no method): answered, id null.
+    got, docs, _ = await post(node.base_url + path, None, raw=b'[{},{"method":""}]')
+    assert got == status and [d["id"] for d in docs] == [None, None]
+
+
 async def test_subscribe_over_http_points_to_websocket(node: Any) -> None:
     """eth_subscribe over HTTP is -32601 with data.websocket_url."""
     body = {"jsonrpc": "2.0", "id": 4, "method": "eth_subscribe", "params": ["newHeads"]}
@@ -257,6 +286,37 @@ async def test_include_meta_headers_and_body(node: Any) -> None:
     )
 
 
+async def test_include_meta_body_on_a_batch_puts_lasso_meta_in_every_response(
+    node: Any,
+) -> None:
+    """A batch answer stays an array of responses; with include_meta=body each response
+    object carries its own lasso_meta (its provider, cache status, index), notifications
+    still get nothing, and the request id is also a header."""
+    batch = [
+        {**BN, "id": 1},
+        {"jsonrpc": "2.0", "id": 2, "method": "eth_chainId"},
+        {"jsonrpc": "2.0", "method": "eth_blockNumber"},
+        {"jsonrpc": "2.0", "id": 3, "method": "eth_sign", "params": []},
+        {
+            "jsonrpc": "2.0",
+            "id": 4,
+            "method": "eth_getBalance",
+            "params": ["0x" + "11" * 20, "0x1"],
+        },
+    ]
+    status, docs, headers = await post(node.base_url + "/rpc/ethereum?include_meta=body", batch)
+    assert status == 200 and [d["id"] for d in docs] == [1, 2, 3, 4]
+    metas = [d["lasso_meta"] for d in docs]
+    assert {m["request_id"] for m in metas} == {headers["X-Lasso-Request-Id"]}
+    assert [m["batch_index"] for m in metas] == [0, 1, 3, 4]
+    assert {m["batch_size"] for m in metas} == {5}
+    assert metas[0]["selected_provider"]["id"] in ("alpha", "bravo")
+    assert "selected_provider" not in metas[1] and "selected_provider" not in metas[2]
+    assert metas[3]["cache"] in ("hit", "miss") and metas[3]["chain_id"] == "1"
+    assert docs[0]["result"].startswith("0x") and docs[2]["error"]["code"] == -32601
+    assert "X-Lasso-Meta" not in headers
+
+
 async def test_cors_preflight(node: Any) -> None:
     """Browsers get CORS headers on preflight and on answers."""
     async with aiohttp.ClientSession() as s:
@@ -266,6 +326,9 @@ async def test_cors_preflight(node: Any) -> None:
             assert r.status == 204
             assert r.headers["Access-Control-Allow-Origin"] == "*"
             assert "POST" in r.headers["Access-Control-Allow-Methods"]
+            allowed = r.headers["Access-Control-Allow-Headers"].split(", ")
+            assert {"X-Lasso-Provider", "X-Lasso-Include-Meta", "X-Lasso-Api-Key"} <= set(allowed)
+            assert "X-Lasso-Transport" not in allowed  # no transport preference exists
         async with s.post(node.base_url + "/rpc/ethereum", data=orjson.dumps(BN)) as r:
             assert r.headers["Access-Control-Allow-Origin"] == "*"
 
@@ -335,3 +398,94 @@ async def test_head_requests_get_headers_without_a_body(node: Any) -> None:
     writer.close()
     assert head.startswith(b"HTTP/1.1 200") and b"Content-Length:" in head
     assert second.startswith(b"HTTP/1.1 200")  # no stray body bytes in between
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/rpc/ethereum", 405, "POST, OPTIONS"),
+        ("PUT", "/rpc", 405, "POST, OPTIONS"),
+        ("DELETE", "/rpc/fastest/ethereum", 405, "POST, OPTIONS"),
+        ("PATCH", "/rpc/profile/team/other", 405, "POST, OPTIONS"),
+        ("HEAD", "/rpc/ethereum", 405, "POST, OPTIONS"),
+        ("POST", "/ws/rpc/ethereum", 405, "GET, OPTIONS"),
+        ("DELETE", "/ws/rpc/fastest/ethereum", 405, "GET, OPTIONS"),
+        ("GET", "/ws/rpc/ethereum", 426, None),
+        ("POST", "/api/health", 405, "GET, HEAD, OPTIONS"),
+        ("PUT", "/metrics", 405, "GET, HEAD, OPTIONS"),
+        ("DELETE", "/api/metrics/ethereum", 405, "GET, HEAD, OPTIONS"),
+        ("POST", "/nowhere", 404, None),
+        ("PUT", "/nowhere", 404, None),
+    ],
+)
+async def test_a_method_a_path_does_not_take_is_405_with_allow(
+    node: Any, method: str, path: str, status: int, allow: str | None
+) -> None:
+    """Each path names the methods it takes in Allow (RFC 9110 §15.5.6); the JSON-RPC
+    paths answer a JSON-RPC error saying what to use, a plain GET of a WebSocket path is
+    426 Upgrade Required; the connection stays usable."""
+    async with aiohttp.ClientSession() as s:
+        async with s.request(method, node.base_url + path) as r:
+            body = await r.read()
+            assert r.status == status
+            assert r.headers.get("Allow") == allow
+            if method == "HEAD":
+                assert body == b""
+            elif path.startswith(("/rpc", "/ws/")):
+                doc = orjson.loads(body)
+                assert doc["id"] is None and doc["error"]["code"] == -32600
+                want = "use POST" if path.startswith("/rpc") else "Upgrade: websocket"
+                assert want in doc["error"]["message"]
+        if status == 426:
+            assert r.headers["Upgrade"] == "websocket"
+        async with s.post(node.base_url + "/rpc/ethereum", data=orjson.dumps(BN)) as r:
+            assert r.status == 200  # same pooled connection, still in step
+
+
+async def test_post_to_rpc_without_a_chain_is_a_json_rpc_404(node: Any) -> None:
+    """POST /rpc names no chain: the JSON-RPC "no route" error, with the client's id."""
+    status, doc, _ = await post(node.base_url + "/rpc", {**BN, "id": 7})
+    assert status == 404
+    assert doc["id"] == 7 and doc["error"]["code"] == -32601
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/rpc/ethereum?strategy=bogus", "strategy"),
+        ("/rpc/fastest/ethereum?strategy=slowest", "strategy"),
+        ("/rpc/ethereum?include_meta=yes", "include_meta"),
+    ],
+)
+async def test_a_bad_enumerated_query_value_is_400_listing_the_choices(
+    node: Any, path: str, name: str
+) -> None:
+    """A query value outside its choices is a JSON-RPC -32602 (HTTP 400) with the client's
+    id, naming the parameter and its valid values; it never falls back silently."""
+    status, doc, _ = await post(node.base_url + path, {**BN, "id": "q"})
+    assert status == 400 and doc["id"] == "q"
+    assert doc["error"]["code"] == -32602
+    assert doc["error"]["data"]["parameter"] == name
+    assert all(v in doc["error"]["message"] for v in doc["error"]["data"]["valid_values"])
+
+
+async def test_include_meta_none_answers_without_meta(node: Any) -> None:
+    """?include_meta=none is valid and means no meta, whatever the header asks."""
+    status, doc, headers = await post(
+        node.base_url + "/rpc/ethereum?include_meta=none",
+        BN,
+        headers={"X-Lasso-Include-Meta": "body"},
+    )
+    assert status == 200 and "lasso_meta" not in doc and "X-Lasso-Meta" not in headers
+
+
+async def test_a_bad_scope_on_chain_metrics_is_400_listing_the_choices(node: Any) -> None:
+    """/api/metrics/:chain?scope= takes node or cluster; anything else is 400 saying so."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(node.base_url + "/api/metrics/ethereum?scope=bogus") as r:
+            doc = await r.json()
+            assert r.status == 400
+        assert doc["parameter"] == "scope" and doc["valid_values"] == ["node", "cluster"]
+        assert "'bogus'" in doc["message"]
+        async with s.get(node.base_url + "/api/metrics/ethereum?scope=node") as r:
+            assert r.status == 200

@@ -29,6 +29,8 @@ RAW_IDS = [
     b'"a\\"b"',
     '"é"'.encode(),
     b"null",
+    b"1e309",
+    b"-1E+400",
 ]
 DEEP = 300  # params nesting orjson parses but cannot re-encode
 
@@ -86,6 +88,24 @@ async def test_every_answer_echoes_the_id_as_sent(node: Any, case: str, rid: byt
     assert status in (200, 400)
     assert body.endswith(b'"id":%s}' % rid) or b'"id":%s,' % rid in body, body[:300]
     assert raw_json(body)["id"] == raw_json(rid)
+
+
+async def test_numbers_beyond_a_double_reach_the_provider_as_sent(
+    node: Any, upstream: ScriptedUpstream
+) -> None:
+    """Valid JSON numbers orjson cannot hold (1e400, 30-digit integers) are no parse
+    error: the params reach the provider byte for byte, alone or in a batch."""
+    params = b"[1e400,-2.5E-500,123456789012345678901234567890,0.5]"
+    status, body = await post_raw(node.base_url + "/rpc/ethereum", call("eth_call", b"7", params))
+    assert status == 200 and orjson.loads(body) == {"jsonrpc": "2.0", "id": 7, "result": "0x2a"}
+    assert upstream.bodies[-1].endswith(b'"params":%s}' % params)
+    batch = b"[%s,%s]" % (call("eth_call", b"1e999", params), call("eth_blockNumber", b"2"))
+    status, body = await post_raw(node.base_url + "/rpc/ethereum", batch)
+    assert status == 200 and body.startswith(b'[{"jsonrpc":"2.0","id":1e999,"result":"0x2a"}')
+    assert any(b.endswith(b'"params":%s}' % params) for b in upstream.bodies[-2:])
+    for bad in (b"[1e400,]", b"[NaN]", b'["\\ud800", 1e400]'):
+        status, body = await post_raw(node.base_url + "/rpc/ethereum", bad)
+        assert (status, orjson.loads(body)["error"]["code"]) == (400, -32700), bad
 
 
 async def test_batch_ids_come_back_in_order_as_sent(node: Any) -> None:

@@ -129,6 +129,12 @@ class NatsExchange:
                 raise ValueError(
                     f"cluster URL {redact_url(server)!r}: expected nats://host:port or tls://"
                 )
+            try:
+                parts.port  # noqa: B018 - raises on a port out of range or not a number
+            except ValueError:
+                raise ValueError(
+                    f"cluster URL {redact_url(server)!r}: the port is not a number 0-65535"
+                ) from None
 
     async def run(self, subject: str, handler: Handler) -> None:
         from nats.aio.client import Client

@@ -23,7 +23,7 @@ from lasso.config import ProviderConfig
 
 from .breaker import BreakerConfig, CircuitBreaker
 from .clock import Rng
-from .faults import ChannelHealth
+from .faults import ChannelHealth, Fault
 from .stats import ChannelEvidence, MethodStats
 
 __all__ = [
@@ -146,6 +146,11 @@ class Channel:
     the WebSocket module flips it for WS channels. ``health`` is the upstream's last error
     and connection state (:class:`~lasso.kernel.faults.ChannelHealth`), what the API and
     logs report; shared with every channel on the same breaker.
+    ``config_fault`` (with ``config_fault_at``, monotonic seconds) is this channel's own:
+    a verdict about the pairing of this chain and this provider rather than about the
+    upstream (the endpoint serves another chain id). While it is set the channel is never
+    a candidate; the shared breaker and health are left alone, so the other chains and
+    profiles on the same upstream keep using it.
     The underscored slots belong to :class:`~lasso.kernel.router.ChainRouter`: capability
     fields precomputed here so its per-request filters read plain attributes. Nothing
     here is written per request (channels are shared by concurrent requests).
@@ -161,6 +166,8 @@ class Channel:
         "_unsupported_methods",
         "archival",
         "breaker",
+        "config_fault",
+        "config_fault_at",
         "connected",
         "evidence",
         "health",
@@ -191,6 +198,8 @@ class Channel:
         self.evidence = ChannelEvidence()
         self.methods: dict[str, MethodStats] = {}
         self.connected = transport == "http"
+        self.config_fault: Fault | None = None
+        self.config_fault_at: float | None = None
         # What the health prober last concluded (one of PROBE_STATUSES); display only:
         # routing reads the breaker and the rate-limit expiry the prober feeds.
         self.probe_status = "unknown"

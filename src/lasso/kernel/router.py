@@ -20,7 +20,9 @@ Filters of :meth:`ChainRouter.candidates`, in order (reference §2.2, with the d
 noted):
 
 1. provider override (only that provider), else a ``method_overrides`` allow-list;
-2. transport present and connected (WS channels start disconnected);
+2. transport present and connected (WS channels start disconnected), and no standing
+   configuration fault on the channel (:attr:`~.channel.Channel.config_fault`: the
+   provider serves another chain);
 3. exclude list; open circuits dropped;
 4. lag (when ``max_lag_blocks`` is set and a consensus exists): a provider more than
    ``max_lag_blocks`` behind is dropped. *Decision (§14.13):* when that would drop every
@@ -240,7 +242,7 @@ class ChainRouter:
         alive: list[Channel] = []
         skipped: list[Channel] | None = None
         for ch in pool:
-            if not ch.connected:
+            if not ch.connected or ch.config_fault is not None:
                 continue
             if exclude and ch.provider_id in exclude:
                 continue
@@ -498,6 +500,20 @@ class ChainRouter:
         the channel's last error and connection state only; breakers and evidence are
         fed by their own paths."""
         channel.health.fault(fault, now)
+
+    def observe_config_fault(self, channel: Channel, fault: Fault | None, since: float) -> None:
+        """Set (or with ``None`` clear) the channel's configuration fault: a verdict about
+        this chain's pairing with the provider (a wrong chain id), not about the upstream.
+        While set, the channel is no candidate and is reported ``misconfigured`` with
+        ``fault`` as its last error; the breaker and the shared health are untouched.
+
+        Args:
+            channel: one of this router's channels.
+            fault: the fault, or ``None`` once the pairing was verified.
+            since: monotonic seconds when the fault was first seen (its age's origin).
+        """
+        channel.config_fault = fault
+        channel.config_fault_at = None if fault is None else since
 
     def observe_lost(self, channel: Channel, fault: Fault, now: float) -> None:
         """A standing connection (an upstream WebSocket) dropped: ``down``, with ``fault``."""

@@ -58,7 +58,7 @@ def provider_status(
     rank = 0
     for ch in channels:
         s = ch.breaker.state(now)
-        if ch.probe_status == "misconfigured":
+        if ch.probe_status == "misconfigured" or ch.config_fault is not None:
             r = 6
         elif s is _OPEN:
             r = 5
@@ -128,9 +128,11 @@ def chain_snapshot(
             s = ch.breaker.state(now)
             rl = ch.evidence.rate_limited(now)
             connection = connection_state(ch)
-            error = ch.health.last_error(now)
-            if error is not None and (ch.health.last_at or 0.0) > last_at:
-                last_at = ch.health.last_at or 0.0
+            error = _config_error(ch, now) or ch.health.last_error(now)
+            # A standing configuration fault outranks any upstream error, however recent.
+            at = float("inf") if ch.config_fault is not None else (ch.health.last_at or 0.0)
+            if error is not None and at > last_at:
+                last_at = at
                 last_error = {"transport": ch.transport, **error}
             channels[ch.transport] = {
                 "key": ch.key,
@@ -174,3 +176,14 @@ def chain_snapshot(
         "retry_after_s": retry_after,
         "providers": providers,
     }
+
+
+def _config_error(channel: Channel, now: float) -> dict[str, object] | None:
+    """The channel's standing configuration fault as ``last_error`` fields, if any: it
+    outranks the upstream's last error for as long as it stands."""
+    fault = channel.config_fault
+    if fault is None:
+        return None
+    out = fault.to_dict()
+    out["age_s"] = round(max(0.0, now - (channel.config_fault_at or now)), 3)
+    return out

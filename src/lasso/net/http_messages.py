@@ -63,9 +63,14 @@ Body = bytes | bytearray | Pieces
 
 
 class HttpRequest:
-    """One parsed HTTP request. Header names are lower-cased ``str``; values ``str``."""
+    """One parsed HTTP request. Header names are lower-cased ``str``; values ``str``.
 
-    __slots__ = ("method", "path", "query", "headers", "body", "client", "keep_alive")
+    ``keep_alive``: the connection stays open after the answer (HTTP/1.1 unless
+    ``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``). ``http10``: an
+    HTTP/1.0 request, whose kept-alive answer must say ``Connection: keep-alive``.
+    """
+
+    __slots__ = ("method", "path", "query", "headers", "body", "client", "keep_alive", "http10")
 
     def __init__(
         self,
@@ -76,6 +81,7 @@ class HttpRequest:
         body: bytes,
         client: str,
         keep_alive: bool,
+        http10: bool = False,
     ) -> None:
         self.method = method
         self.path = path
@@ -84,6 +90,7 @@ class HttpRequest:
         self.body = body
         self.client = client
         self.keep_alive = keep_alive
+        self.http10 = http10
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.path} body={len(self.body)}B>"
@@ -117,7 +124,15 @@ _STATUS_LINES: dict[int, bytes] = {
 _COMMON = b"Access-Control-Allow-Origin: *\r\nServer: lasso\r\n"
 
 
-def _head_parts(resp: Response, keep_alive: bool) -> list[bytes]:
+def _connection(keep_alive: bool, announce: bool) -> bytes:
+    """The end of a head: ``Connection: close``, or ``keep-alive`` when an HTTP/1.0
+    client must be told (``announce``; HTTP/1.1 keeps alive by default)."""
+    if not keep_alive:
+        return b"Connection: close\r\n\r\n"
+    return b"Connection: keep-alive\r\n\r\n" if announce else b"\r\n"
+
+
+def _head_parts(resp: Response, keep_alive: bool, announce: bool = False) -> list[bytes]:
     status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
     parts = [status_line, _COMMON]
     if resp.status != 204 and resp.status != 304:
@@ -126,18 +141,22 @@ def _head_parts(resp: Response, keep_alive: bool) -> list[bytes]:
         )
     for name, value in resp.headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-    parts.append(b"\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    parts.append(_connection(keep_alive, announce))
     return parts
 
 
-def encode_head(resp: Response, keep_alive: bool) -> bytes:
-    """The status line and headers of ``resp`` (with its ``Content-Length``), no body."""
-    return b"".join(_head_parts(resp, keep_alive))
+def encode_head(resp: Response, keep_alive: bool, announce: bool = False) -> bytes:
+    """The status line and headers of ``resp`` (with its ``Content-Length``), no body;
+    ``announce``: say ``Connection: keep-alive`` when kept alive (an HTTP/1.0 client)."""
+    return b"".join(_head_parts(resp, keep_alive, announce))
 
 
-def encode_response(resp: Response, keep_alive: bool, head: bool = False) -> bytes:
-    """Serialize ``resp`` into one buffer (status line, headers, body; no body for HEAD)."""
-    parts = _head_parts(resp, keep_alive)
+def encode_response(
+    resp: Response, keep_alive: bool, head: bool = False, announce: bool = False
+) -> bytes:
+    """Serialize ``resp`` into one buffer (status line, headers, body; no body for HEAD);
+    ``announce`` as for :func:`encode_head`."""
+    parts = _head_parts(resp, keep_alive, announce)
     if resp.status == 204 or resp.status == 304 or head:
         return b"".join(parts)
     body = resp.body

@@ -8,7 +8,9 @@ connection cap, the deadline sweep, draining); a connection is a
 directly when it can answer synchronously (validation errors, local methods, the API) or
 an awaitable when it has to call an upstream; only the latter costs a task.
 
-Requests pipelined on one connection are answered strictly in order. A WebSocket upgrade
+Requests pipelined on one connection are answered strictly in order. An HTTP/1.0 request
+is kept alive only with ``Connection: keep-alive``, and its answer then says so (HTTP/1.0
+assumes a close otherwise). A WebSocket upgrade
 (``Upgrade: websocket``) is handed to ``app.upgrade`` together with the transport and any
 bytes already read. A :class:`StreamingResponse` (server-sent events for the dashboard) is
 written with chunked encoding from an async iterator, waiting for the transport to drain
@@ -34,7 +36,7 @@ Hostile clients are bounded (:class:`~lasso.net.limits.Limits`, docs/operations.
 * **Bodies** over ``max_body`` are refused with 413 as soon as ``Content-Length`` (or the
   bytes received) says so. ``Expect: 100-continue`` is answered ``100 Continue`` when the
   body is acceptable, so clients do not wait to send it.
-* **Lingering close**: every early refusal (400, 408, 413, 414, 431) writes its JSON-RPC
+* **Lingering close**: every early refusal (400, 408, 413, 414, 431, 501) writes its JSON-RPC
   error with ``Connection: close``, shuts the write side, and keeps reading and
   discarding for up to ``lingering_time`` (``lingering_timeout`` without data ends it
   sooner), so a client that writes its whole body before reading (Python's urllib,

@@ -28,6 +28,7 @@ one component split for size; the subclass reads and writes this class's state d
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,31 @@ _HEADER_TOO_LARGE = rpc_error(-32600, "Invalid Request: header line too long")
 _HEAD_TOO_LARGE = rpc_error(-32600, "Invalid Request: request headers too large")
 _TOO_MANY_HEADERS = rpc_error(-32600, "Invalid Request: too many request headers")
 _BAD_LENGTH = rpc_error(-32600, "Invalid Request: bad Content-Length")
+_NOT_IMPLEMENTED = rpc_error(-32600, "Invalid Request: HTTP method not implemented (use POST)")
+
+
+# A request line with a well-formed method token (RFC 9110 §9.1), which llhttp refused.
+_REQUEST_LINE = re.compile(rb"(?:^|\n)[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32} \S+ HTTP/\d\.\d\r?\n")
+
+
+def _refusal_of(exc: Exception, seen: bytes = b"") -> tuple[int, bytes]:
+    """The answer to input llhttp refused. It checks ``Content-Length`` itself, before
+    our callbacks see the header, and says so only in its reason (``Invalid character in
+    Content-Length``, ``Content-Length overflow``, ``Duplicate Content-Length``...): a
+    value past 64 bits announces a body over any limit (413), anything else that is not
+    one number is a bad ``Content-Length`` (400). A method llhttp does not know (``FOO``,
+    a lower-case ``get``) or HTTP/2's ``PRI`` in a well-formed request line (found in
+    ``seen``, the input where parsing stopped) is 501 Not Implemented (RFC 9110 §15.6.2);
+    the rest (a TLS hello, binary noise) is not HTTP we can read: 400."""
+    reason = str(exc)
+    h2 = "PRI" in reason or "HTTP/2" in reason  # llhttp's words for HTTP/2's preface
+    if h2 or isinstance(exc, httptools.HttpParserInvalidMethodError):
+        if _REQUEST_LINE.search(seen):
+            return 501, _NOT_IMPLEMENTED
+        return 400, _MALFORMED
+    if "Content-Length" in reason:
+        return (413, _TOO_LARGE) if "overflow" in reason else (400, _BAD_LENGTH)
+    return 400, _MALFORMED
 
 
 class _Refused(Exception):
@@ -183,7 +209,8 @@ class RequestReader(asyncio.Protocol):
             if not self._rejected:  # a bug in a callback: never a hung connection
                 self._reject(500, _INTERNAL)
         else:
-            self._reject(400, _MALFORMED)
+            seen = bytes(piece[:_QUANTUM]) + data[end + len(piece) : end + _QUANTUM]
+            self._reject(*_refusal_of(exc, seen))
 
     def _feed_pieces(self, data: bytes) -> None:
         """A large read: feed it in pieces, so that the head budget and the pipelining
@@ -319,6 +346,7 @@ class RequestReader(asyncio.Protocol):
             body,
             self.client,
             bool(self.parser.should_keep_alive()),
+            self.parser.get_http_version() == "1.0",
         )
         # Reset for the next request now: an idle connection keeps no old body.
         self._url = b""

@@ -142,7 +142,7 @@ class ServerConn(RequestReader):
             if result.__class__ is StreamingResponse:
                 self._start_stream(result, req)
                 return
-            self._write(result, req.keep_alive, req.method == "HEAD")
+            self._write(result, req)
             return
         self._busy = True
         self._current = req
@@ -168,7 +168,7 @@ class ServerConn(RequestReader):
         if resp.__class__ is StreamingResponse:
             self._start_stream(resp, req)
             return
-        self._write(resp, req.keep_alive, req.method == "HEAD")
+        self._write(resp, req)
         self._next()
 
     def _next(self) -> None:
@@ -198,7 +198,7 @@ class ServerConn(RequestReader):
                 self.loop.create_task(aclose())
             return
         if transport is None or stream is None:
-            self._write(resp, req.keep_alive, req.method == "HEAD")
+            self._write(resp, req)
             return
         keep = req.keep_alive and not self.server.draining
         transport.write(encode_stream_head(resp, keep))
@@ -260,19 +260,21 @@ class ServerConn(RequestReader):
             return
         self._next()
 
-    def _write(self, resp: Response, keep_alive: bool, head: bool = False) -> None:
+    def _write(self, resp: Response, req: HttpRequest) -> None:
+        """Write the answer to ``req`` (no body for ``HEAD``); close unless kept alive."""
         transport = self.transport
         if transport is None:
             return
         server = self.server
-        keep = keep_alive and not server.draining
+        keep = req.keep_alive and not server.draining
+        head = req.method == "HEAD"
         body = resp.body
         if len(body) < LARGE_BODY or head:
-            transport.write(encode_response(resp, keep, head))
+            transport.write(encode_response(resp, keep, head, req.http10))
         elif isinstance(body, Pieces):  # an answer spliced around the client's id
-            transport.writelines((encode_head(resp, keep), *body.parts))
+            transport.writelines((encode_head(resp, keep, req.http10), *body.parts))
         else:  # a large upstream answer: no copy of it into one buffer with the head
-            transport.writelines((encode_head(resp, keep), body))
+            transport.writelines((encode_head(resp, keep, req.http10), body))
         self.last_activity = self.loop.time()
         self.served += 1
         if server.poller is not None:

@@ -9,8 +9,10 @@ has been verified once), so health costs no request beyond the height Lasso need
 Outcomes (:func:`judge_probe`, :func:`judge_error`):
 
 * ``ok``: a 2xx with a height (or the configured chain id). Resets the probe back-off.
-* ``misconfigured``: HTTP 401/402, an auth error message, or a wrong chain id. The breaker
-  is opened for :data:`AUTH_BACKOFF_S` (120 s) and the probe backs off as long.
+* ``misconfigured``: HTTP 401/402, an auth error message, or a wrong chain id. For an
+  auth verdict the breaker is opened for :data:`AUTH_BACKOFF_S` (120 s); a wrong chain id
+  leaves the breaker alone (:attr:`ProbeResult.wrong_chain`, below). The probe backs off
+  :data:`AUTH_BACKOFF_S` either way.
 * ``rate_limited``: HTTP 429 or 403, a 5xx body saying "rate limit", JSON-RPC
   ``-32005``/``-32007``/``-32029`` or a rate-limit message. The channel is rate-limited
   for :data:`RATE_LIMIT_MARK_S` (60 s, or the ``Retry-After`` if longer) and the probe
@@ -50,10 +52,20 @@ Decisions:
   it is their only option. A circuit re-admitted on the probes' word stays on probation
   until real traffic succeeds: if real traffic fails first, the provider falls back to
   the timed back-off (the breaker's anti-flap rule).
-* **Misconfiguration opens the circuit.** 401/402 (bad key, unpaid plan) and a wrong chain
-  id cannot heal on their own: the breaker is opened for :data:`AUTH_BACKOFF_S` as a quota
-  open, so one successful half-open call (after the operator fixed it) closes it. A wrong
-  chain id counts even when the provider is busy: it would serve another chain's data.
+* **A bad key opens the circuit.** 401/402 (bad key, unpaid plan) cannot heal on its own:
+  the breaker is opened for :data:`AUTH_BACKOFF_S` as a quota open, so one successful
+  half-open call (after the operator fixed it) closes it. The credentials are part of the
+  breaker's key (:func:`~lasso.kernel.channel.breaker_key`), so this verdict is about
+  exactly the upstream the breaker stands for.
+* **A wrong chain id is the chain's, not the upstream's.** A chain id mismatch is a
+  property of one chain's pairing with the provider: another chain (or profile) sharing
+  the upstream's breaker may be configured right. So it never touches the breaker (a
+  half-open slot the probe held is released as neutral): the prober sets the
+  configuration fault of the probed chain's channels instead
+  (:meth:`~lasso.kernel.router.ChainRouter.observe_config_fault`), which keeps them out
+  of routing and reports them ``misconfigured``, and the next probe asks the chain id
+  again, :data:`AUTH_BACKOFF_S` later. It counts even when the provider is busy: it would
+  serve another chain's data.
 * **Rate limits demote, never penalize.** The channel's rate-limit expiry is extended
   (:meth:`~lasso.kernel.stats.ChannelEvidence.mark_rate_limited`, no evidence counters
   touched) and the breaker only hears a neutral outcome.
@@ -156,6 +168,12 @@ class ProbeResult:
     value: int | None = None
     retry_after_s: float | None = None
     detail: str = ""
+
+    @property
+    def wrong_chain(self) -> bool:
+        """True for the chain id mismatch: a ``misconfigured`` verdict about the probed
+        chain's configuration, not about the upstream (see the module docstring)."""
+        return self.kind is ProbeKind.MISCONFIGURED and self.value is not None
 
 
 def parse_quantity(value: object) -> int | None:
@@ -298,6 +316,7 @@ class ProbeState:
 
     __slots__ = (
         "chain_verified",
+        "config_fault",
         "counts",
         "detail",
         "failures",
@@ -315,6 +334,9 @@ class ProbeState:
         self.next_due = float("-inf")
         self.last_probe: float | None = None
         self.chain_verified = False
+        # The wrong-chain fault standing against the probed chain's channels, and since
+        # when (monotonic): kept here so a reload's new channels get it back.
+        self.config_fault: tuple[Fault, float] | None = None
         self.detail = ""
         self.counts: dict[str, int] = dict.fromkeys(ProbeKind, 0)
         # Probe-assisted recovery: the open period being probed (its opened_at), when the
@@ -430,6 +452,8 @@ def apply_to_breaker(
         return breaker.on_success(now) if holds_slot else None
     if kind is ProbeKind.FAILURE:
         return breaker.on_failure(now, result.category or Category.UNKNOWN_ERROR)
+    if result.wrong_chain:  # the chain's configuration: the shared breaker learns nothing
+        return breaker.on_neutral(now) if holds_slot else None
     if kind is ProbeKind.MISCONFIGURED:  # opening frees any half-open slot
         return breaker.force_open(now, retry_after_s=policy.auth_backoff_s)
     return breaker.on_neutral(now) if holds_slot else None
@@ -456,10 +480,12 @@ def apply_recovery_probe(
 
     Returns:
         The transition to publish, if any: ``probe_recovery`` once enough successes came
-        in a row, a misconfiguration open, or a change the breaker had not reported yet.
+        in a row, a bad-key open, or a change the breaker had not reported yet.
     """
     kind = result.kind
-    if kind is ProbeKind.MISCONFIGURED:  # a bad key or chain does not heal on its own
+    if result.wrong_chain:  # the chain's configuration: nothing about the upstream's health
+        return breaker.tick(now)
+    if kind is ProbeKind.MISCONFIGURED:  # a bad key does not heal on its own
         return breaker.force_open(now, retry_after_s=policy.auth_backoff_s)
     if breaker.opened_at != opened_at:
         return breaker.tick(now)

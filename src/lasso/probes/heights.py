@@ -242,8 +242,11 @@ class HeightProber:
             state = self.states.get(g.key)
             if state is None:
                 state = self.states[g.key] = ProbeState()
-            for _rt, ch in g.members:  # a reload builds new channels: carry the verdict over
+            standing = state.config_fault
+            for rt, ch in g.members:  # a reload builds new channels: carry the verdict over
                 ch.probe_status = state.status
+                if standing is not None:
+                    rt.router.observe_config_fault(ch, standing[0], standing[1])
         intervals = [min(g.interval, g.recovery_interval) for g in self._groups]
         self._tick_s = min(TICK_S, max(MIN_TICK_S, min(intervals, default=TICK_S) / 4))
         live = {(rt.profile, rt.key) for rt in runtime.chains()}
@@ -349,7 +352,7 @@ class HeightProber:
                 )
                 fault = probe_result_fault(result, resp.status, time.time())
             now = monotonic()
-            self._note_health(g, fault, now)
+            self._note_health(g, result, fault, now)
             self._finish(g, state, result, holds_slot, report, verifying, now, opened_at)
         except asyncio.CancelledError:
             if holds_slot:
@@ -363,10 +366,28 @@ class HeightProber:
             ANSWER_BOUND.reset(bound)
             self._inflight.discard(g.key)
 
-    def _note_health(self, g: _Group, fault: Fault | None, now: float) -> None:
+    def _note_health(self, g: _Group, result: ProbeResult, fault: Fault | None, now: float) -> None:
         """The probe's outcome as the instance's last error and connection state (the
-        members share one breaker, hence one :class:`~lasso.kernel.faults.ChannelHealth`)."""
+        members share one breaker, hence one :class:`~lasso.kernel.faults.ChannelHealth`).
+
+        A wrong chain id is no fault of the upstream (it answered): it becomes the
+        configuration fault of this group's channels alone, which belong to the chains
+        configured with that chain id; other chains on the same upstream never see it.
+        A verified chain id clears it.
+        """
         rt, ch = g.members[0]
+        state = self.states[g.key]
+        if result.wrong_chain and fault is not None:
+            rt.router.observe_reached(ch, now)
+            if state.config_fault is None or state.config_fault[0].message != fault.message:
+                state.config_fault = (fault, now)
+            for member_rt, member in g.members:
+                member_rt.router.observe_config_fault(member, fault, state.config_fault[1])
+            return
+        if result.kind is ProbeKind.OK and state.config_fault is not None:
+            state.config_fault = None
+            for member_rt, member in g.members:
+                member_rt.router.observe_config_fault(member, None, now)
         if fault is None:
             rt.router.observe_reached(ch, now)
         else:
@@ -388,7 +409,7 @@ class HeightProber:
             self.failures += 1
         if opened_at is not None:
             state.recovery_counts[kind] += 1
-        if verifying and kind is ProbeKind.MISCONFIGURED and result.value is not None:
+        if verifying and result.wrong_chain:
             report = True  # a wrong chain counts even when busy: it serves another chain
         old_status = state.status
         if report:

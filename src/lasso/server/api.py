@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from lasso.net.http_messages import rpc_error
 from lasso.net.http_server import HttpRequest, Response
 
 if TYPE_CHECKING:
@@ -23,7 +24,18 @@ if TYPE_CHECKING:
     from lasso.server.node import ClusterStatus, NodeInfo
     from lasso.server.runtime import ChainRuntime, ProfileRuntime, Runtime
 
-__all__ = ["OpsApi", "Pages", "not_found"]
+__all__ = [
+    "OpsApi",
+    "Pages",
+    "not_found",
+    "is_rpc_path",
+    "is_ws_path",
+    "rpc_method_answer",
+    "wrong_method",
+    "API_ALLOW",
+    "RPC_ALLOW",
+    "WS_ALLOW",
+]
 
 _PROM_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -37,6 +49,58 @@ def _json(status: int, doc: Any) -> Response:
 
 def not_found(req: HttpRequest) -> Response:
     return _json(404, {"error": "Not found", "path": req.path})
+
+
+RPC_ALLOW = "POST, OPTIONS"
+"""What ``/rpc`` and ``/rpc/...`` take: JSON-RPC is POSTed (OPTIONS: CORS preflight)."""
+WS_ALLOW = "GET, OPTIONS"
+"""What ``/ws/rpc/...`` takes: a GET with ``Upgrade: websocket``."""
+API_ALLOW = "GET, HEAD, OPTIONS"
+"""What the operations endpoints and the dashboard take."""
+_SCOPES = ("node", "cluster")
+
+
+def is_rpc_path(path: str) -> bool:
+    """``/rpc`` or under it: the JSON-RPC over HTTP endpoints."""
+    return path.startswith("/rpc/") or path == "/rpc"
+
+
+def is_ws_path(path: str) -> bool:
+    """``/ws/rpc`` or under it: the JSON-RPC over WebSocket endpoints."""
+    return path.startswith("/ws/rpc/") or path == "/ws/rpc"
+
+
+def wrong_method(req: HttpRequest, allow: str, use: str) -> Response:
+    """405 with ``Allow`` and a JSON-RPC error naming the method to ``use`` (the method
+    is an HTTP token llhttp accepted: upper-case letters and dashes, no escaping)."""
+    body = rpc_error(-32600, f"Invalid Request: HTTP method {req.method} not allowed ({use})")
+    return Response(405, body, headers=[("Allow", allow)])
+
+
+def rpc_method_answer(req: HttpRequest) -> Response:
+    """A request to a JSON-RPC path that is not a POST (or an upgrade): 405 with
+    ``Allow: POST, OPTIONS`` on ``/rpc``; on ``/ws/rpc`` a plain GET is 426 Upgrade
+    Required (``Upgrade: websocket``), any other method 405 with ``Allow: GET, OPTIONS``."""
+    if is_rpc_path(req.path):
+        return wrong_method(req, RPC_ALLOW, "use POST")
+    if req.method == "GET" or req.method == "HEAD":
+        body = rpc_error(
+            -32600, "Invalid Request: a WebSocket endpoint (GET with Upgrade: websocket)"
+        )
+        return Response(426, body, headers=[("Upgrade", "websocket")])
+    return wrong_method(req, WS_ALLOW, "use GET with Upgrade: websocket")
+
+
+def _bad_value(name: str, value: str, valid: tuple[str, ...]) -> Response:
+    return _json(
+        400,
+        {
+            "error": "Invalid parameter",
+            "message": f"Invalid {name} {value[:64]!r}: use one of {', '.join(valid)}",
+            "parameter": name,
+            "valid_values": list(valid),
+        },
+    )
 
 
 def _query(req: HttpRequest) -> dict[str, str]:
@@ -83,7 +147,10 @@ class OpsApi:
         return f"<OpsApi node={self.node.node_id} pages={self.pages is not None}>"
 
     def route(self, req: HttpRequest) -> Response:
+        """Answer a ``GET`` or ``HEAD``."""
         path = req.path.rstrip("/") or "/"
+        if is_rpc_path(path) or is_ws_path(path):
+            return rpc_method_answer(req)
         if path == "/api/health":
             return _json(200, self.health())
         if path == "/metrics":
@@ -107,6 +174,32 @@ class OpsApi:
         ):
             return self.pages(req, path)
         return not_found(req)
+
+    def serves(self, path: str) -> bool:
+        """Whether ``path`` is one of the ``GET`` routes (a POST to it is 405, not 404)."""
+        path = path.rstrip("/") or "/"
+        if path in ("/", "/api/health", "/metrics", "/api/chains", "/api/cluster"):
+            return True
+        if path == "/api/profiles" or path.startswith("/api/metrics/"):
+            return True
+        if path == "/api/clients" and self.client_view is not None:
+            return True
+        if path == "/api/cache" and self.cache_view is not None:
+            return True
+        return self.pages is not None and (
+            path == "/api/stream" or path == "/dashboard" or path.startswith("/dashboard/")
+        )
+
+    def other_method(self, req: HttpRequest) -> Response:
+        """Any request that is neither a ``POST`` to ``/rpc/...``, a ``GET``/``HEAD`` nor
+        ``OPTIONS``: the JSON-RPC paths answer :func:`rpc_method_answer`; a route of this
+        API 405 with ``Allow: GET, HEAD, OPTIONS``; any other path 404."""
+        if is_rpc_path(req.path) or is_ws_path(req.path):
+            return rpc_method_answer(req)
+        if not self.serves(req.path):
+            return not_found(req)
+        doc = {"error": "Method not allowed", "method": req.method, "allowed": API_ALLOW}
+        return Response(405, orjson.dumps(doc), headers=[("Allow", API_ALLOW)])
 
     def health(self) -> dict[str, Any]:
         node = self.node
@@ -207,6 +300,8 @@ class OpsApi:
                 },
             )
         scope = q.get("scope", "node")
+        if scope not in _SCOPES:
+            return _bad_value("scope", scope, _SCOPES)
         node = q.get("node")
         me = self.node.node_id
         if scope == "cluster" or (node and node != me):

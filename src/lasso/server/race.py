@@ -52,14 +52,15 @@ _WAITING = Phase.WAITING
 class _Sent:
     """One attempt: where it went, with which id, its task (hedges) and how it ended."""
 
-    __slots__ = ("channel", "closed", "key", "number", "resp", "started", "task", "tid")
+    __slots__ = ("channel", "closed", "ended", "key", "number", "resp", "started", "task", "tid")
 
     def __init__(self, number: int, channel: Channel, key: str, tid: bytes, now: float) -> None:
         self.number = number
         self.channel = channel
         self.key = key  # our id as the answer must echo it
         self.tid = tid  # the same, as JSON text
-        self.started = now
+        self.started = now  # admitted; then when its exchange began
+        self.ended = 0.0  # when it answered, failed or was cancelled (0: still open)
         self.task: asyncio.Task[_Result] | None = None
         self.resp: UpstreamResponse | None = None
         self.closed = False  # reported or cancelled: recorded once, never again
@@ -170,7 +171,7 @@ class Race:
         assert transport is not None
         tid = sent.tid
         body = self.body if tid is self.tid else self.body.replace(self.tid, tid, 1)
-        t0 = monotonic()
+        t0 = sent.started = monotonic()
         try:
             resp = await transport.exchange(body, tid, timeout, replay_safe=self.replay_safe)
         except UpstreamError as exc:
@@ -209,8 +210,7 @@ class Race:
             return
         sent.closed = True
         fact, sent.resp, lat, exc = result
-        assert self.out is not None
-        self.out.upstream_latency += lat
+        sent.ended = sent.started + lat
         now = monotonic()
         if self.planner.receive(fact):
             record(self.rt, sent.channel, self.mkey, fact, lat, now, sent.resp, exc)
@@ -319,7 +319,7 @@ class Race:
         sent.closed = True
         if sent.task is not None:
             sent.task.cancel()
-        now = monotonic()
+        now = sent.ended = monotonic()
         elapsed = now - sent.started if overdue else None
         self.rt.router.record_cancelled(sent.channel, self.mkey, now, elapsed_s=elapsed)
 
@@ -330,8 +330,26 @@ class Race:
             if sent is not None and not sent.closed:
                 self.cancel(number, False)
 
+    def upstream_time(self) -> float:
+        """Seconds during which at least one attempt was in flight: the union of the
+        attempts' intervals, so racing attempts count once (their sum would exceed the
+        request's own duration)."""
+        now = monotonic()
+        spans = sorted((s.started, s.ended or now) for s in self.sent if s is not None)
+        total = 0.0
+        start = end = 0.0
+        for a, b in spans:
+            if a > end:
+                total += end - start
+                start, end = a, b
+            elif b > end:
+                end = b
+        return total + end - start
+
     def finish(self, decision: Answer | Fail, out: Outcome) -> Outcome:
-        """Fill ``out`` from the planner's terminal decision (the winner's answer)."""
+        """Fill ``out`` from the planner's terminal decision (the winner's answer);
+        ``upstream_latency`` is the wall time spent with an attempt in flight."""
+        out.upstream_latency = self.upstream_time()
         if type(decision) is Answer:
             sent = self.sent[decision.attempt]
             assert sent is not None

@@ -16,13 +16,16 @@ answer, or a refused upgrade with the same status and JSON-RPC error body). The 
 
 * profile: the path's, else the runtime's default; unknown → 404, ``-32000``;
 * chain: a key, an alias or the decimal chain id; unknown → 400, ``-32602``;
-* strategy: the path's, else ``?strategy=`` when it names one, else the chain's
-  ``default_strategy``;
+* strategy: the path's, else ``?strategy=``, else the chain's ``default_strategy``;
+  a ``?strategy=`` that names no strategy → 400, ``-32602`` listing the choices (also
+  when the path names one);
 * provider override, highest precedence first (reference §1.2): the path, the query
   parameters ``provider_override``, ``provider_id`` and ``provider``, the header
   ``X-Lasso-Provider``; one the chain does not configure → 400, ``-32602``;
 * meta mode: ``?include_meta=`` else the header ``X-Lasso-Include-Meta``, ``headers`` or
-  ``body`` (anything else: none). WebSocket connections carry it but answer no meta.
+  ``body``; ``none`` or no value: none. Another query value → 400, ``-32602`` listing the
+  choices; the header is lenient (anything else: none), as proxies may set it.
+  WebSocket connections carry it but answer no meta.
 
 A request without a query string and without those two headers resolves from its path
 alone: that answer is cached per path (bounded) for the current runtime, so the HTTP hot
@@ -42,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from lasso.config import canonical_strategy
+from lasso.config import STRATEGIES, canonical_strategy
 
 if TYPE_CHECKING:
     from lasso.auth.gate import ProfileGate
@@ -65,6 +68,10 @@ MAX_CACHED = 4096
 """Paths whose resolution is remembered per runtime; past it, new paths resolve each time."""
 
 _META_MODES = ("headers", "body")
+META_CHOICES = ("headers", "body", "none")
+"""The values ``?include_meta=`` takes (``none``, or no value: no meta)."""
+STRATEGY_CHOICES = (*STRATEGIES, "round-robin")
+"""The values ``?strategy=`` takes (``round-robin`` is ``load-balanced``)."""
 _OVERRIDE_PARAMS = ("provider_override", "provider_id", "provider")
 
 
@@ -126,6 +133,16 @@ class Rejection:
     code: int
     message: str
     data: Any = None
+
+
+def _bad_value(name: str, value: str, valid: tuple[str, ...]) -> Rejection:
+    """A query parameter with a value outside its choices: 400, ``-32602``, the choices."""
+    return Rejection(
+        status=400,
+        code=-32602,
+        message=f"Invalid {name} {value[:64]!r}: use one of {', '.join(valid)}",
+        data={"parameter": name, "valid_values": list(valid)},
+    )
 
 
 class RouteResolver:
@@ -221,10 +238,17 @@ class RouteResolver:
         if req.query:
             qs = parse_qs(req.query)
             meta = (qs.get("include_meta") or [""])[0]
+            if meta and meta not in META_CHOICES:
+                return _bad_value("include_meta", meta, META_CHOICES)
             if provider_id is None:
                 provider_id = next((qs[k][0] for k in _OVERRIDE_PARAMS if k in qs), None)
-            if route.strategy is None:
-                strategy = canonical_strategy((qs.get("strategy") or [""])[0]) or strategy
+            asked = (qs.get("strategy") or [""])[0]
+            if asked:
+                named = canonical_strategy(asked)
+                if named is None:
+                    return _bad_value("strategy", asked, STRATEGY_CHOICES)
+                if route.strategy is None:
+                    strategy = named
         if not meta:
             meta = req.headers.get("x-lasso-include-meta", "")
         if provider_id is None:

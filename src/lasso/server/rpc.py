@@ -41,7 +41,13 @@ from lasso.server.limits import (
 )
 from lasso.server.pipeline import Outcome
 from lasso.server.route import Rejection, RouteResolver
-from lasso.server.rpc_envelope import RequestIds, splice_id, splice_pieces
+from lasso.server.rpc_envelope import (
+    ID_TYPES,
+    RequestIds,
+    loads_request,
+    splice_id,
+    splice_pieces,
+)
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
@@ -144,14 +150,14 @@ class RpcHandler:
     def handle(self, req: HttpRequest) -> Response | Awaitable[Response]:
         route = self.routes.resolve(req)
         if isinstance(route, Rejection):
-            return _refuse(req, route.status, route.code, route.message, route.data)
+            return _refuse(req, route, self.max_batch)
         rt = route.rt
         strategy = route.strategy
         provider_id = route.provider_id
         meta_mode = route.meta
         try:
-            doc = orjson.loads(req.body)
-        except orjson.JSONDecodeError:
+            doc = loads_request(req.body)
+        except ValueError:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
         gate = route.gate  # None: the profile has no auth and no limits
@@ -251,7 +257,7 @@ class RpcHandler:
             pass
         elif type(rid) is int and rid:  # the common case: re-encoding is exact
             item.id_json = orjson.dumps(rid)
-        elif type(rid) is str or type(rid) is int or type(rid) is float:
+        elif type(rid) in ID_TYPES:
             item.id_json = ids.encode(rid, index)
         else:
             return _invalid(item, -32600, "Invalid Request: id must be a string, number or null")
@@ -410,6 +416,8 @@ class RpcHandler:
             await worker()
         elif n > 1:
             await asyncio.gather(*(worker() for _ in range(n)))
+        if meta is not None and meta.mode == "body":
+            return _batch_body_meta(meta, rt, strategy, items, results, outcomes, caches)
         parts = [
             r for r, it in zip(results, items, strict=True) if r is not None and not it.notification
         ]
@@ -478,19 +486,91 @@ def _respond(
     return Response(200, body, headers=[*_meta_headers(meta, info), *_CACHE_HEADER[cache]])
 
 
-def _refuse(req: HttpRequest, status: int, code: int, message: str, data: Any = None) -> Response:
-    """Refuse a request for its route: the error carries the request's own id when the
-    body is one request object (else ``null``)."""
-    id_json = b"null"
+def _batch_body_meta(
+    meta: _Meta,
+    rt: ChainRuntime,
+    strategy: str,
+    items: list[_Item],
+    results: list[Body | None],
+    outcomes: list[Outcome | None],
+    caches: list[str | None],
+) -> Response:
+    """``include_meta=body`` on a batch. The answer stays a JSON array of response
+    objects (JSON-RPC 2.0 §6), so each response object carries its own ``lasso_meta``:
+    the request's id, strategy and end-to-end time, the item's provider, candidates,
+    retries, latencies and ``cache``, with ``batch_size`` and ``batch_index`` (its place
+    in the request). Notifications are still left out; the request id is also the
+    ``X-Lasso-Request-Id`` header."""
+    now = monotonic()
+    parts: list[bytes | bytearray] = []
+    for i, (body, item) in enumerate(zip(results, items, strict=True)):
+        if body is None or item.notification:
+            continue
+        if isinstance(body, Pieces):  # joined to add a member (a copy)
+            body = body.join()
+        info = _meta_object(meta, rt, strategy, outcomes[i], now)
+        if caches[i] is not None:
+            info["cache"] = caches[i]
+        info["batch_size"] = len(items)
+        info["batch_index"] = i
+        body = body.rstrip()
+        if body.endswith(b"}"):
+            body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
+        parts.append(body)
+    if not parts:
+        return _NO_CONTENT
+    cache = _CACHE_HEADER[batch_cache_status(caches)]
+    headers = [("X-Lasso-Request-Id", meta.request_id), *cache]
+    return Response(200, b"[" + b",".join(parts) + b"]", headers=headers)
+
+
+def _refuse(req: HttpRequest, route: Rejection, max_batch: int) -> Response:
+    """Refuse a request for its route, with the rejection's HTTP status: a request object
+    gets the error with its own id; a batch (of at most ``max_batch`` items) an array
+    with the error once per item, each with that item's id (``null`` for an item that is
+    not an object or has an id of the wrong type), notifications left out as JSON-RPC
+    §6 says (a batch of notifications only: an empty body); anything else one error
+    with ``id: null``."""
+    status, code, message, data = route.status, route.code, route.message, route.data
     try:
-        doc = orjson.loads(req.body)
-    except orjson.JSONDecodeError:
+        doc = loads_request(req.body)
+    except ValueError:
         doc = None
-    if type(doc) is dict:
-        rid = doc.get("id")
-        if type(rid) is str or type(rid) is int or type(rid) is float:
-            id_json = RequestIds(req.body).encode(rid)
+    if type(doc) is list and 0 < len(doc) <= max_batch:
+        ids = RequestIds(req.body, doc)
+        parts = [
+            error_body(code, message, _id_of(item, ids, i), data)
+            for i, item in enumerate(doc)
+            if not _is_notification(item)
+        ]
+        return Response(status, b"[" + b",".join(parts) + b"]" if parts else b"")
+    id_json = _id_of(doc, RequestIds(req.body), 0) if type(doc) is dict else b"null"
     return Response(status, error_body(code, message, id_json, data))
+
+
+def _is_notification(doc: Any) -> bool:
+    """A request object without ``id`` that is otherwise valid in shape (a method name,
+    ``jsonrpc`` "2.0", ``params`` absent, an array or an object): JSON-RPC §6 answers
+    nothing for it. Anything else without an ``id`` (``{}``) is an invalid request, which
+    is answered."""
+    if type(doc) is not dict or "id" in doc:
+        return False
+    method = doc.get("method")
+    params = doc.get("params", [])
+    return (
+        type(method) is str
+        and bool(method)
+        and doc.get("jsonrpc", "2.0") == "2.0"
+        and type(params) in (list, dict)
+    )
+
+
+def _id_of(doc: Any, ids: RequestIds, index: int) -> bytes:
+    """The id of request object ``doc`` (item ``index`` of the body) as sent, or ``null``."""
+    rid = doc.get("id") if type(doc) is dict else None
+    if type(rid) in ID_TYPES:
+        return ids.encode(rid, index)
+    return b"null"
 
 
 def _invalid(item: _Item, code: int, message: str, data: Any = None) -> _Item:

@@ -28,11 +28,17 @@ counts between them), so a hostile body costs O(size), never a Python loop per t
 :func:`params_too_deep` bounds the nesting of ``params`` (:data:`MAX_PARAMS_DEPTH`):
 orjson parses 1,024 levels but encodes only 254, and the upstream request re-encodes
 ``params``.
+
+:func:`loads_request` parses a request body: orjson (the fast path), and only when orjson
+refuses the body, the standard library's parser, which reads the valid JSON numbers
+orjson cannot hold (beyond the double range, ``1e309``) as :class:`orjson.Fragment`
+values of their own text, so they go upstream and come back as ids exactly as sent.
 """
 
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from typing import Any
 
@@ -43,14 +49,20 @@ from lasso.net.http_messages import Pieces
 from lasso.server.limits import MAX_PARAMS_DEPTH
 
 __all__ = [
+    "ID_TYPES",
     "LARGE_RESULT",
     "RequestIds",
+    "loads_request",
     "member_spans",
     "params_too_deep",
     "read_answer",
     "splice_id",
     "splice_pieces",
 ]
+
+ID_TYPES: tuple[type, ...] = (str, int, float, orjson.Fragment)
+"""The types of a valid ``id`` as :func:`loads_request` gives it (``null`` aside; a
+``bool`` is an ``int`` subclass and is refused by an exact type check)."""
 
 # An "id" key and the separator after it. In valid JSON this only matches a real key: a
 # quote that opens a string value is never followed by ':', and a quote inside a string
@@ -354,4 +366,84 @@ def params_too_deep(params: Any, limit: int = MAX_PARAMS_DEPTH) -> bool:
         orjson.dumps(wrapped)
     except orjson.JSONEncodeError:
         return True
+    return False
+
+
+# The int range orjson parses as int (beyond it, a lossy float).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# A surrogate escape: the one string the standard library accepts alone and orjson refuses.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _exact_int(text: str) -> Any:
+    """An integer that re-encodes as ``text``, else ``text`` as a fragment."""
+    if len(text) < 19 and text != "-0":  # within 64 bits whatever the digits
+        return int(text)
+    value = int(text) if 2 < len(text) <= 21 else None
+    if value is not None and _INT_MIN <= value <= _INT_MAX:
+        return value
+    return orjson.Fragment(text.encode())
+
+
+def _exact_float(text: str) -> Any:
+    """A float that re-encodes as ``text``, else ``text`` as a fragment (beyond the
+    double range, below it, or spelled otherwise than orjson writes it: ``1.10``)."""
+    value = float(text)
+    if value - value == 0.0 and orjson.dumps(value) == text.encode():
+        return value
+    return orjson.Fragment(text.encode())
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def loads_request(body: bytes) -> Any:
+    """Parse a request body (JSON-RPC 2.0): orjson, else the exact fallback.
+
+    The fallback runs only when orjson refuses the body, so valid bodies keep the fast
+    path. It accepts exactly what orjson accepts, and also numbers beyond what a double
+    or a 64-bit integer holds. Every number of such a body that would not re-encode as
+    written (``1e400``, ``1e-400``, ``1.10``, ``-0``, 30-digit integers) becomes an
+    :class:`orjson.Fragment` of its text, which orjson writes verbatim (upstream, and as
+    an id); the others are the ints and floats orjson would have read.
+
+    Raises:
+        ValueError: the body is not JSON (``orjson.JSONDecodeError`` is one).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    if str(error).startswith("depth limit"):  # not a number's fault: no second opinion
+        raise error
+    try:
+        text = body.decode("utf-8")  # strict, as orjson; no UTF-16/32 detection
+        doc = json.loads(
+            text, parse_int=_exact_int, parse_float=_exact_float, parse_constant=_no_constant
+        )
+        if _SURROGATE_ESCAPE.search(text):
+            orjson.dumps(doc)  # a lone surrogate cannot be encoded: orjson refused it
+    except (ValueError, RecursionError, orjson.JSONEncodeError):
+        raise error from None
+    if _deeper_than(doc, _MAX_DEPTH):  # json's own bound is the recursion limit, which
+        raise error  # a library may have raised: hold orjson's
+    return doc
+
+
+_MAX_DEPTH = 1024
+"""orjson's nesting limit: arrays and objects deeper than this are refused."""
+
+
+def _deeper_than(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` nests arrays/objects more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node if type(node) is list else node.values() if type(node) is dict else ()
+        for child in children:
+            if type(child) is list or type(child) is dict:
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
     return False

@@ -51,7 +51,7 @@ from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.net.ws_frames import DEFAULT_CONTROL_FRAMES_PER_S, DEFAULT_FRAMES_PER_READ
 from lasso.server.route import Rejection, RouteResolver
 from lasso.server.rpc import RpcHandler, batch_too_large, error_body, finish_item
-from lasso.server.rpc_envelope import RequestIds
+from lasso.server.rpc_envelope import RequestIds, loads_request
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
@@ -342,8 +342,8 @@ class WsClient:
     # -- WsHandler ----------------------------------------------------------------------
     def on_message(self, data: bytes) -> None:
         try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            doc = loads_request(data)
+        except ValueError:
             self.conn.send_text(_PARSE_ERROR)
             return
         if type(doc) is dict:

@@ -58,7 +58,7 @@ def test_workers_are_summed() -> None:
 
 def test_metrics_and_view() -> None:
     """The collector writes the contract's series; the view gives hit ratio and calls
-    saved per method and per chain."""
+    saved per method and per chain, and the chain id as a string like every /api answer."""
     cache = cache_with_traffic()
     registry = CollectorRegistry(auto_describe=False)
 
@@ -77,6 +77,7 @@ def test_metrics_and_view() -> None:
     assert 'lasso_cache_head_polls_total{chain="ethereum",kind="latest"' in text
     doc = view(cache, "public")
     [chain] = doc["chains"]
+    assert chain["chain_id"] == "1"
     row = next(r for r in chain["methods"] if r["method"] == "eth_getBalance")
     assert (row["requests"], row["hit_ratio"], row["saved"]) == (4, 0.5, 3)
     assert (chain["requests"], chain["saved"]) == (5, 3)

@@ -198,7 +198,7 @@ def _chain_doc(c: dict[str, Any]) -> dict[str, Any]:
     total = totals["hit"] + totals["miss"] + totals["bypass"]
     return {
         "chain": c["chain"],
-        "chain_id": c["chain_id"],
+        "chain_id": str(c["chain_id"]),  # a string, as in every /api answer
         "enabled": c["enabled"],
         "coalesce": c["coalesce"],
         **totals,
