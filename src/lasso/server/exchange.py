@@ -7,7 +7,8 @@ Shared by the two drivers, :func:`lasso.server.pipeline.execute` (one attempt at
 * :func:`new_transport_id`, :func:`encode_upstream_request`: our private upstream id and the
   request bytes carrying it;
 * :func:`transport_of`: a channel's :class:`~lasso.net.transport.UpstreamTransport`;
-* :func:`judged`: parse and judge an answer into the planner's fact (an ``eth_blockNumber``
+* :func:`judged`: parse (``rpc_envelope.read_answer``: a large one by its envelope) and
+  judge an answer into the planner's fact (an ``eth_blockNumber``
   result also feeds the height tracking);
 * :func:`failure_fact`: the planner's fact for a transport error;
 * :func:`record`: what an attempt said about its provider, into the router (see
@@ -45,6 +46,7 @@ from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamError, U
 from lasso.net.http_conn import UpstreamResponse
 from lasso.net.transport import UpstreamTransport
 from lasso.server.faults import answer_fault, fault_of
+from lasso.server.rpc_envelope import read_answer
 from lasso.server.runtime import ChainRuntime
 
 __all__ = [
@@ -102,7 +104,7 @@ class Outcome:
     )
 
     def __init__(self, candidates: list[Channel]) -> None:
-        self.body: bytes | None = None
+        self.body: bytes | bytearray | None = None
         self.tid = b""
         self.error: dict[str, Any] | None = None
         self.provider_id: str | None = None
@@ -137,10 +139,7 @@ def judged(
 ) -> Answered:
     """Parse and judge an answer; an ``eth_blockNumber`` result is a free height sample."""
     body = resp.body
-    try:
-        doc = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        doc = None
+    doc = read_answer(body)  # a large answer: its envelope only, the result validated
     judgement = judge(
         resp.status,
         doc,
@@ -152,7 +151,7 @@ def judged(
         known_method=mkey != "other",
     )
     if judgement is ACCEPTED and method == "eth_blockNumber":
-        height = parse_block_ref(doc.get("result"))  # type: ignore[union-attr]
+        height = parse_block_ref(doc.get("result"))
         if isinstance(height, int):
             rt.router.observe_height(ch.provider_id, height, monotonic())
     return answered(number, judgement)

@@ -336,6 +336,10 @@ class ResponseCache:
         assert body is not None
         if stamp is None and req.verify is not Verify.BLOCK:
             return  # not storable, and no block to learn from
+        if len(body) > cc.store.max_bytes // 8:
+            return  # more than an entry may hold: not parsed whole just to be refused
+        if type(body) is not bytes:  # a large answer, received as a bytearray
+            body = bytes(body)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
