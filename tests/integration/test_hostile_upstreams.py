@@ -133,3 +133,43 @@ async def test_an_absurd_retry_after_from_every_provider_is_a_clean_error(
     assert doc["error"]["code"] in (-32000, -32005)
     ms = doc["error"].get("data", {}).get("retry_after_ms")
     assert ms is None or 0 < ms < 86_400_000
+
+
+LARGE = 1_500_000  # past LARGE_ANSWER (a bytearray body) and LARGE_BODY (written as pieces)
+
+
+@pytest.mark.parametrize(
+    "raw_id", [b"42", b'"x-42"', b"123456789012345678901234567890", b"1.10", b'"\\u0041"']
+)
+async def test_a_large_valid_answer_passes_byte_for_byte_but_the_id(
+    raw_id: bytes, sim_fleet: Any, node: Any
+) -> None:
+    """A 1.5 MB answer reaches the client as the provider wrote it, the client's id spelled
+    as the client spelled it in place of Lasso's: alone and inside a batch."""
+    fleet = await sim_fleet({"big": Behavior(hostile="huge", huge_bytes=LARGE)})
+    app = await node(fleet)
+    request = b'{"jsonrpc":"2.0","id":%s,"method":"eth_blockNumber","params":[]}' % raw_id
+    answer = b'{"jsonrpc":"2.0","id":%s,"result":"%s"}' % (raw_id, b"a" * LARGE)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{app.base_url}/rpc/ethereum", data=request) as r:
+            assert r.status == 200 and await r.read() == answer
+        small = b'{"jsonrpc":"2.0","id":9,"method":"eth_chainId","params":[]}'
+        async with s.post(f"{app.base_url}/rpc/ethereum", data=b"[%s,%s]" % (request, small)) as r:
+            body = await r.read()
+    assert r.status == 200
+    assert body.startswith(b"[" + answer + b",") and orjson.loads(body)[1]["id"] == 9
+
+
+async def test_a_large_valid_answer_reaches_a_websocket_client_whole(
+    sim_fleet: Any, node: Any
+) -> None:
+    """Over a WebSocket (answered by an HTTP provider) the same bytes, one text frame."""
+    import websockets
+
+    fleet = await sim_fleet({"big": Behavior(hostile="huge", huge_bytes=LARGE)})
+    app = await node(fleet)
+    url = app.base_url.replace("http://", "ws://") + "/ws/rpc/ethereum"
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send('{"jsonrpc":"2.0","id":"w-1","method":"eth_blockNumber","params":[]}')
+        frame = await ws.recv()
+    assert frame == '{"jsonrpc":"2.0","id":"w-1","result":"%s"}' % ("a" * LARGE)

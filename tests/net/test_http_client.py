@@ -51,6 +51,7 @@ from net_http_support import (
 def test_exported_members() -> None:
     """__all__ is the public surface; names other modules import stay importable here."""
     assert sorted(lasso.net.http_client.__all__) == [
+        "ANSWER_BOUND",
         "DEFAULT_KEEP_HEADERS",
         "HttpUpstreamPool",
         "UpstreamResponse",

@@ -26,8 +26,8 @@ from lasso.net.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from lasso.net.http_client import HttpUpstreamPool
-from lasso.net.http_conn import UpstreamResponse, _Connection
+from lasso.net.http_client import ANSWER_BOUND, HttpUpstreamPool
+from lasso.net.http_conn import LARGE_ANSWER, UpstreamResponse, _Connection
 
 from net_http_support import (
     DEADLINE,
@@ -45,7 +45,7 @@ from support import eventually
 
 def test_exported_members() -> None:
     """__all__ is the public surface; the module imports first in a fresh interpreter."""
-    assert lasso.net.http_conn.__all__ == ["UpstreamResponse"]
+    assert lasso.net.http_conn.__all__ == ["LARGE_ANSWER", "UpstreamResponse"]
     assert lasso.net.http_conn.UpstreamResponse is UpstreamResponse
     subprocess.run([sys.executable, "-c", "import lasso.net.http_conn"], check=True)
 
@@ -221,6 +221,30 @@ async def test_oversized_response_is_refused() -> None:
         assert pool.total == 0
 
 
+async def test_an_answer_bound_in_context_lowers_the_limit_for_its_requests() -> None:
+    """Under ANSWER_BOUND a larger answer fails like an oversized one; outside it, or under
+    a bound above the pool's, the pool's own limit applies."""
+
+    async def sized(conn: ServerConn, req: Request) -> None:
+        conn.respond(200, b"x" * int(req.body))
+
+    async with Server(sized) as srv, open_pool(srv.url, max_response_size=50_000) as pool:
+        token = ANSWER_BOUND.set(5_000)
+        try:
+            assert (await pool.request(b"4000", DEADLINE)).body == b"x" * 4000
+            with pytest.raises(UpstreamProtocolError, match="larger than 5000"):
+                await pool.request(b"10000", DEADLINE)
+        finally:
+            ANSWER_BOUND.reset(token)
+        assert len((await pool.request(b"10000", DEADLINE)).body) == 10_000
+        token = ANSWER_BOUND.set(10**9)
+        try:
+            with pytest.raises(UpstreamProtocolError, match="larger than 50000"):
+                await pool.request(b"60000", DEADLINE)
+        finally:
+            ANSWER_BOUND.reset(token)
+
+
 async def test_a_response_announced_too_large_fails_at_its_head() -> None:
     """A Content-Length over max_response_size fails at once, before any body arrives."""
 
@@ -269,7 +293,7 @@ async def _drops_its_bytes(fault: str) -> None:
         if fault == "cancelled":
             task = asyncio.ensure_future(call)
             await within(srv.next_request())
-            await eventually(lambda: sum(len(c._chunks) for c in seen) > 4)
+            await eventually(lambda: sum(c._received for c in seen) > 4 * len(BODY_PIECE))
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -277,7 +301,7 @@ async def _drops_its_bytes(fault: str) -> None:
             with pytest.raises(UpstreamError):
                 await call
         (conn,) = seen
-        assert conn.closed and conn._chunks == [] and conn._headers == {}
+        assert conn.closed and conn._chunks == [] and conn._big is None and conn._headers == {}
         await within(srv.conns[0].lost.wait())
         assert tracemalloc.get_traced_memory()[0] - before < 1_000_000, fault
 
@@ -408,9 +432,16 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.written: list[bytes] = []
         self.closing = False
+        self.paused = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
 
     def close(self) -> None:
         self.closing = True
@@ -437,7 +468,8 @@ class Harness:
         self.pool._conns.add(self.conn)
 
     def send(self) -> asyncio.Future[UpstreamResponse]:
-        return self.conn.send(b"POST / HTTP/1.1\r\n\r\n", self.loop.time() + 60)
+        deadline = self.loop.time() + 60
+        return self.conn.send(b"POST / HTTP/1.1\r\n\r\n", deadline, self.pool._max_response_size)
 
     def close(self) -> None:
         self.loop.close()
@@ -552,3 +584,55 @@ def test_a_large_answer_is_read_one_piece_per_loop_turn() -> None:
         listener.close()
         thread.join(5)
     assert worst <= 2 * 1024 * 1024, worst  # the first MiB, then 256 KiB reads
+
+
+def test_a_small_answer_is_the_piece_received() -> None:
+    """An answer that arrives in one piece is that piece: bytes, not copied."""
+    h = Harness()
+    try:
+        fut = h.send()
+        h.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n" + b'{"a":1}')
+        body = fut.result().body
+        assert type(body) is bytes and body == b'{"a":1}'
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "close-delimited"])
+def test_a_large_answer_grows_one_bytearray(framing: str) -> None:
+    """Past LARGE_ANSWER the pieces move into one bytearray as they arrive (never more
+    than one read's pieces beside it), which becomes the body; the connection keeps no
+    reference to it, and the next answer starts afresh."""
+    piece = bytes(range(256)) * 256  # 64 KiB
+    count = 3 * LARGE_ANSWER // len(piece)
+    whole = piece * count
+    head = b"HTTP/1.1 200 OK\r\n"
+    if framing == "content-length":
+        head += b"Content-Length: %d\r\n\r\n" % len(whole)
+    elif framing == "chunked":
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+    else:
+        head += b"Connection: close\r\n\r\n"
+    h = Harness()
+    try:
+        fut = h.send()
+        h.conn.data_received(head)
+        for i in range(count):
+            data = b"%x\r\n%s\r\n" % (len(piece), piece) if framing == "chunked" else piece
+            h.conn.data_received(data)
+            if (i + 1) * len(piece) > LARGE_ANSWER and i < count - 1:
+                assert h.conn._big is not None and h.conn._chunks == []
+                assert h.transport.paused  # one read per loop turn
+        if framing == "chunked":
+            h.conn.data_received(b"0\r\n\r\n")
+        elif framing == "close-delimited":
+            h.conn.connection_lost(None)
+        body = fut.result().body
+        assert type(body) is bytearray and body == whole
+        assert h.conn._big is None and h.conn._chunks == []
+        if framing != "close-delimited":  # kept alive: the next answer is small again
+            fut = h.send()
+            h.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            assert fut.result().body == b"{}" and type(fut.result().body) is bytes
+    finally:
+        h.close()

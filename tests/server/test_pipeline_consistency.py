@@ -12,7 +12,7 @@ import pytest
 from lasso.config import HedgeConfig
 from lasso.net.http_conn import UpstreamResponse
 from lasso.net.transport import MemoryRequest, error_answer, result_answer
-from lasso.server.pipeline import execute
+from lasso.server.pipeline import execute, run
 from lasso.server.runtime import ChainRuntime
 from server_pipeline_support import answers, ok, outcomes, result_of, rpc_error, runtime, transport
 
@@ -135,3 +135,39 @@ async def test_a_real_error_is_still_the_answer() -> None:
     heights(rt, a=(95, 60.0), b=(100, 0.0))
     out = await execute(rt, "eth_call", [{"to": "0x" + "11" * 20}, "0x60"], "priority", None)
     assert out.provider_id == "a" and out.status == "rpc_error"
+
+
+def big_block(number: int) -> dict[str, Any]:
+    """A block whose answer is past 4 KiB (judged by its envelope only, unless read)."""
+    return {**block(number), "transactions": ["0x" + f"{i:064x}" for i in range(100)]}
+
+
+@pytest.mark.parametrize("hedge", [None, HEDGE], ids=["inline", "raced"])
+async def test_a_large_latest_block_is_read_to_be_checked(hedge: HedgeConfig | None) -> None:
+    """A 'latest' block past the envelope-only size is still checked by its number: an
+    older one is retried, a newer one is served and moves the served head."""
+    rt = runtime(hedge, a=ok(big_block(99)), b=ok(big_block(101)))
+    rt.router.head.serve_head(100)
+    heights(rt, a=(99, 60.0), b=(101, 0.0))
+    out = await execute(rt, "eth_getBlockByNumber", ["latest", False], "priority", None)
+    assert out.body is not None and len(out.body) > 4096
+    assert out.provider_id == "b" and result_of(out) == big_block(101)
+    assert rt.router.head.tag("latest") == 101
+
+
+@pytest.mark.parametrize("hedge", [None, HEDGE], ids=["inline", "raced"])
+async def test_keep_result_parses_a_large_result(hedge: HedgeConfig | None) -> None:
+    """run(keep_result=True) hands back a large result itself (eth_getLogs chunks merge
+    from it), not the envelope's placeholder."""
+    logs = [{"blockNumber": hex(n), "logIndex": "0x0", "data": "0x" + "ab" * 64} for n in range(40)]
+    rt = runtime(hedge, a=ok(logs))
+    out = await run(
+        rt,
+        "eth_getLogs",
+        [{"fromBlock": "0x0", "toBlock": "0x27"}],
+        "priority",
+        None,
+        keep_result=True,
+    )
+    assert out.body is not None and len(out.body) > 4096
+    assert out.result == logs

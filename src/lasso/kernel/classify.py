@@ -515,7 +515,7 @@ _QUOTA_BODY = re.compile(rb"quota|limit|too many|throttl", re.IGNORECASE)
 _OVERLOAD_BODY = re.compile(rb"rate.?limit|too many requests|throttl", re.IGNORECASE)
 
 
-def is_quota_body(status: int, body: bytes) -> bool:
+def is_quota_body(status: int, body: bytes | bytearray) -> bool:
     """Return whether an HTTP error ``body`` of ``status`` reads as a rate or quota limit.
 
     403 bodies mentioning quota, limit, too many or throttling count (providers answer
@@ -531,7 +531,7 @@ def is_quota_body(status: int, body: bytes) -> bool:
     return False
 
 
-def classify_http_status(status: int, body: bytes = b"") -> Category:
+def classify_http_status(status: int, body: bytes | bytearray = b"") -> Category:
     """Classify a non-2xx upstream HTTP status whose body is not a JSON-RPC response.
 
     429 is ``rate_limit``, and so are a 403 or 5xx whose ``body`` reads as a quota or

@@ -91,7 +91,7 @@ INVALID_RESPONSE = Judgement(
 def judge(
     status: int,
     doc: object,
-    body: bytes,
+    body: bytes | bytearray,
     headers: Mapping[bytes, bytes],
     *,
     tid: str,

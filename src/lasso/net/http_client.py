@@ -37,6 +37,13 @@ Errors
     while connecting, a closed pool), ``True`` for failures on the connection
     (:mod:`lasso.net.http_conn`).
 
+Answer bound
+    A response larger than ``max_response_size`` fails (``UpstreamProtocolError``). Code
+    that expects small answers lowers that bound for the requests made in its context
+    with :data:`ANSWER_BOUND` (the cache's head polls: a block header is never a
+    hundred megabytes, however a provider answers), without a parameter through the
+    request pipeline; a bound above the pool's does not raise it.
+
 Not thread-safe: a pool belongs to one event loop (bound on first use).
 """
 
@@ -47,6 +54,7 @@ import base64
 import ssl
 from collections import deque
 from collections.abc import Coroutine, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -63,7 +71,11 @@ from lasso.net.errors import (
 # private names are shared by the two modules only. UpstreamResponse is re-exported here.
 from lasso.net.http_conn import _FRAMING_HEADERS, UpstreamResponse, _Connection, _StaleConnection
 
-__all__ = ["UpstreamResponse", "HttpUpstreamPool", "DEFAULT_KEEP_HEADERS"]
+__all__ = ["ANSWER_BOUND", "UpstreamResponse", "HttpUpstreamPool", "DEFAULT_KEEP_HEADERS"]
+
+ANSWER_BOUND: ContextVar[int | None] = ContextVar("lasso_answer_bound", default=None)
+"""Bytes a response may have for requests made in this context (``None``: the pool's
+``max_response_size``); set it around calls that expect small answers."""
 
 USER_AGENT = "lasso/0.1"
 #: Response headers kept in :attr:`UpstreamResponse.headers` unless told otherwise.
@@ -275,7 +287,10 @@ class HttpUpstreamPool:
             else:
                 conn = await self._acquire(deadline)
             conn.last_used = now
-            fut = conn.send(payload, deadline)
+            bound = ANSWER_BOUND.get()
+            if bound is None or bound > self._max_response_size:
+                bound = self._max_response_size
+            fut = conn.send(payload, deadline, bound)
             try:
                 return await fut
             except _StaleConnection:

@@ -40,11 +40,15 @@ Errors
 Memory
     A response over ``max_response_size`` fails as soon as its ``Content-Length`` says so
     (before any body byte is kept), else when the bytes pass it. The body's pieces are
-    kept in a list and joined once, when the response is complete (the only copy); a
-    response that fails or is abandoned (timeout, reset, cut off, oversize, cancelled)
-    drops its pieces at once rather than leaving them to the garbage collector. Past its
-    first MiB, an answer is read one piece per loop turn (reading paused until the next
-    turn), so a large or hostile one shares the loop with everyone else.
+    kept in a list and joined once, when the response is complete (a one-piece body is
+    not copied at all). Past its first MiB (:data:`LARGE_ANSWER`) an answer is read one
+    piece per loop turn (reading paused until the next turn), so a large or hostile one
+    shares the loop with everyone else, and its pieces are moved into one ``bytearray``
+    as they arrive, which becomes the body: it grows in place (``realloc`` remaps large
+    blocks rather than copying them), so a large answer is held once, never as pieces
+    plus their join. A response that fails or is abandoned (timeout, reset, cut off,
+    oversize, cancelled) drops its bytes at once rather than leaving them to the garbage
+    collector.
 
 ``_Connection``, ``_StaleConnection`` and ``_FRAMING_HEADERS`` are shared with
 :mod:`lasso.net.http_client` only: the pool drives a connection through ``send``,
@@ -71,9 +75,10 @@ from lasso.net.errors import (
 if TYPE_CHECKING:
     from lasso.net.http_client import HttpUpstreamPool
 
-__all__ = ["UpstreamResponse"]
+__all__ = ["LARGE_ANSWER", "UpstreamResponse"]
 
-_YIELD_AFTER = 1 << 20  # bytes of one answer after which each read yields the loop
+LARGE_ANSWER = 1 << 20
+"""Bytes of one answer past which each read yields the loop and the body is a bytearray."""
 # Always kept: they tell a close-delimited body from a truncated one.
 _FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 
@@ -86,7 +91,7 @@ class UpstreamResponse(NamedTuple):
     """
 
     status: int
-    body: bytes
+    body: bytes | bytearray  # a bytearray past LARGE_ANSWER; never written to after
     headers: dict[bytes, bytes]
 
 
@@ -119,6 +124,7 @@ class _Connection(asyncio.Protocol):
         "_timer_at",
         "_deadline",
         "_chunks",
+        "_big",
         "_headers",
         "_keep",
         "_received",
@@ -144,6 +150,7 @@ class _Connection(asyncio.Protocol):
         self._timer_at = 0.0
         self._deadline = 0.0
         self._chunks: list[bytes] = []
+        self._big: bytearray | None = None  # the body so far, once past LARGE_ANSWER
         # httptools looks callbacks up once: the list's own append runs without a frame.
         self.on_body = self._chunks.append
         self._headers: dict[bytes, bytes] = {}
@@ -183,7 +190,8 @@ class _Connection(asyncio.Protocol):
         if received > self._max_size:
             self._fail(UpstreamProtocolError(f"response larger than {self._max_size} bytes"))
             return
-        if received > _YIELD_AFTER and self._transport is not None:
+        large = received > LARGE_ANSWER
+        if large and self._transport is not None:
             # A large answer: one read per loop turn, so that it cannot hold the loop
             # for a burst of reads (libuv reads up to 32 times per wake-up).
             self._transport.pause_reading()
@@ -207,6 +215,29 @@ class _Connection(asyncio.Protocol):
             return
         if self._complete:
             self._finish(reuse=self._keep_alive)
+        elif large and self._chunks:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Move the body's pieces into the growing bytearray (each piece freed at once)."""
+        big = self._big
+        if big is None:
+            big = self._big = bytearray()
+        for piece in self._chunks:
+            big += piece
+        self._chunks.clear()
+
+    def _take_body(self) -> bytes | bytearray:
+        """The complete body, handed over: the connection keeps no reference to it."""
+        chunks = self._chunks
+        if self._big is None:
+            body = b"".join(chunks)  # one piece: that piece itself, no copy
+            chunks.clear()
+            return body
+        self._spill()
+        big, self._big = self._big, None
+        assert big is not None
+        return big
 
     def _resume_reading(self) -> None:
         if not self.closed and self._transport is not None:
@@ -228,6 +259,7 @@ class _Connection(asyncio.Protocol):
         if self._complete:
             raise _TrailingData
         self._chunks.clear()
+        self._big = None
         self._headers = {}
         self._headers_done = False
 
@@ -257,11 +289,15 @@ class _Connection(asyncio.Protocol):
 
     # -- driven by the pool -------------------------------------------------------------
 
-    def send(self, payload: bytes, deadline: float) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the returned future resolves to its response or error."""
+    def send(
+        self, payload: bytes, deadline: float, max_size: int
+    ) -> asyncio.Future[UpstreamResponse]:
+        """Write one request; the returned future resolves to its response or error (a
+        response over ``max_size`` bytes is one)."""
         loop = self._loop
         fut: asyncio.Future[UpstreamResponse] = loop.create_future()
         self._waiter = fut
+        self._max_size = max_size
         self._received = 0
         self._headers_done = False
         self._deadline = deadline
@@ -308,9 +344,12 @@ class _Connection(asyncio.Protocol):
         self._waiter = None
         self._complete = False
         self.reused = True
-        chunks = self._chunks
-        response = UpstreamResponse(self._status, b"".join(chunks), self._headers)
-        chunks.clear()
+        if self._big is None:  # _take_body inlined: the hot path
+            chunks = self._chunks
+            response = UpstreamResponse(self._status, b"".join(chunks), self._headers)
+            chunks.clear()
+        else:
+            response = UpstreamResponse(self._status, self._take_body(), self._headers)
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
         if reuse:
@@ -348,9 +387,7 @@ class _Connection(asyncio.Protocol):
         ):
             # Neither Content-Length nor chunked: the body ran until the close (RFC 9112 §6.3).
             status = self._parser.get_status_code()
-            body = b"".join(self._chunks)
-            self._chunks.clear()
-            waiter.set_result(UpstreamResponse(status, body, self._headers))
+            waiter.set_result(UpstreamResponse(status, self._take_body(), self._headers))
         else:
             self._release_buffers()
             reason = f": {exc}" if exc is not None else ""
@@ -362,6 +399,7 @@ class _Connection(asyncio.Protocol):
         """Drop a failed response's bytes now: the connection and its parser reference
         each other, so without this they would wait for a full garbage collection."""
         self._chunks.clear()
+        self._big = None
         self._headers = {}
 
     def _close(self, abort: bool = False) -> None:

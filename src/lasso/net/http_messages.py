@@ -1,7 +1,8 @@
 """The HTTP/1.1 messages of the client-facing server and their wire encoding.
 
 :class:`HttpRequest` is what :mod:`lasso.net.http_server` hands the application;
-:class:`Response` and :class:`StreamingResponse` are what the application answers.
+:class:`Response` and :class:`StreamingResponse` are what the application answers; a
+:class:`Pieces` body is written as the buffers it is made of, never joined.
 :func:`encode_response` and :func:`encode_stream_head` turn an answer into bytes, and
 :func:`rpc_error` builds the JSON-RPC error bodies the server itself answers with (a
 request it refuses before the application sees it has no id to echo: ``null``).
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 __all__ = [
+    "Body",
     "HttpRequest",
+    "Pieces",
     "Response",
     "StreamingResponse",
     "encode_response",
@@ -28,6 +31,35 @@ __all__ = [
 LARGE_BODY = 256 * 1024
 """Bodies from this size on are written after their head rather than copied into one
 buffer with it (one copy less of a large upstream answer)."""
+
+
+class Pieces:
+    """A body made of several buffers, written with one ``writelines``, never joined: a
+    large upstream answer with a few bytes replaced (the client's id), not copied.
+
+    The buffers must not change while the body is in use (they are usually
+    ``memoryview`` slices of an upstream answer).
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
+        self.parts = parts
+        self.size = sum(len(p) for p in parts)  # memoryviews here are of bytes: len = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def join(self) -> bytes:
+        """The body as one ``bytes`` (a copy: for the rare places that need one)."""
+        return b"".join(self.parts)
+
+    def __repr__(self) -> str:
+        return f"<Pieces {len(self.parts)} parts, {self.size} bytes>"
+
+
+Body = bytes | bytearray | Pieces
+"""A response body: bytes, a large upstream answer as received, or pieces of one."""
 
 
 class HttpRequest:
@@ -69,7 +101,7 @@ class Response:
     """An HTTP response. ``headers`` are extra header lines beyond the defaults."""
 
     status: int
-    body: bytes = b""
+    body: Body = b""
     content_type: bytes = b"application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -125,9 +157,13 @@ def encode_response(
     """Serialize ``resp`` into one buffer (status line, headers, body; no body for HEAD);
     ``announce`` as for :func:`encode_head`."""
     parts = _head_parts(resp, keep_alive, announce)
-    if resp.status != 204 and resp.status != 304 and not head:
-        parts.append(resp.body)
-    return b"".join(parts)
+    if resp.status == 204 or resp.status == 304 or head:
+        return b"".join(parts)
+    body = resp.body
+    if type(body) is bytes:
+        parts.append(body)
+        return b"".join(parts)
+    return b"".join((*parts, *(body.parts if isinstance(body, Pieces) else (body,))))
 
 
 def encode_stream_head(resp: Response, keep_alive: bool) -> bytes:

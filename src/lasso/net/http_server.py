@@ -63,13 +63,22 @@ from itertools import islice
 from typing import Any, Protocol
 
 from lasso.net.busypoll import BusyPoller
-from lasso.net.http_messages import HttpRequest, Response, StreamingResponse, encode_response
+from lasso.net.http_messages import (
+    Body,
+    HttpRequest,
+    Pieces,
+    Response,
+    StreamingResponse,
+    encode_response,
+)
 from lasso.net.limits import Limits, connection_cap, raise_open_file_limit
 from lasso.net.listener import Acceptor, bind_sockets
 from lasso.net.server_conn import EVICT_IDLE_S, EVICT_STALLED_S, ServerConn
 
 __all__ = [
+    "Body",
     "HttpRequest",
+    "Pieces",
     "Response",
     "StreamingResponse",
     "HttpServer",

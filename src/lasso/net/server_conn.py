@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, cast
 from lasso.net.http_messages import (
     LARGE_BODY,
     HttpRequest,
+    Pieces,
     Response,
     StreamingResponse,
     encode_head,
@@ -267,10 +268,13 @@ class ServerConn(RequestReader):
         server = self.server
         keep = req.keep_alive and not server.draining
         head = req.method == "HEAD"
-        if len(resp.body) < LARGE_BODY or head:
+        body = resp.body
+        if len(body) < LARGE_BODY or head:
             transport.write(encode_response(resp, keep, head, req.http10))
+        elif isinstance(body, Pieces):  # an answer spliced around the client's id
+            transport.writelines((encode_head(resp, keep, req.http10), *body.parts))
         else:  # a large upstream answer: no copy of it into one buffer with the head
-            transport.writelines((encode_head(resp, keep, req.http10), resp.body))
+            transport.writelines((encode_head(resp, keep, req.http10), body))
         self.last_activity = self.loop.time()
         self.served += 1
         if server.poller is not None:

@@ -66,6 +66,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from lasso.net.errors import UpstreamConnectError, UpstreamNotConnected
+from lasso.net.http_messages import Body, Pieces
 from lasso.net.ws_frames import (
     _PAUSE_APP,
     _PAUSE_CLOSED,
@@ -207,13 +208,15 @@ class WsServerConnection(_FrameStream):
         )
 
     # -- sending ------------------------------------------------------------------------
-    def send_text(self, payload: bytes) -> bool:
+    def send_text(self, payload: Body) -> bool:
         """Queue a text frame (a reply). Returns False if the connection is not open."""
         transport = self.transport
         if self.proto.state is not _OPEN or self._closed or transport is None:
             return False
         n = len(payload)
-        if n < 65536:
+        if isinstance(payload, Pieces):  # a large answer spliced around an id: no join
+            transport.writelines((frame_header(n), *payload.parts))
+        elif n < 65536:
             transport.write(frame_header(n) + payload)
         else:  # no copy of a large payload
             transport.writelines((frame_header(n), payload))

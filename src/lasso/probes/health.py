@@ -76,8 +76,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-import orjson
-
 from lasso.kernel.breaker import CircuitBreaker, Transition
 from lasso.kernel.classify import (
     Category,
@@ -87,6 +85,7 @@ from lasso.kernel.classify import (
 )
 from lasso.kernel.clock import Rng
 from lasso.kernel.faults import Fault
+from lasso.server.rpc_envelope import read_answer
 
 __all__ = [
     "AUTH_BACKOFF_S",
@@ -189,7 +188,7 @@ def parse_quantity(value: object) -> int | None:
 
 def judge_probe(
     status: int,
-    body: bytes,
+    body: bytes | bytearray,
     *,
     retry_after_s: float | None = None,
     expect_chain_id: int | None = None,
@@ -208,10 +207,7 @@ def judge_probe(
     """
     if status in (401, 402):
         return ProbeResult(ProbeKind.MISCONFIGURED, detail=f"HTTP {status}: check the API key")
-    try:
-        doc = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        doc = None
+    doc = read_answer(body)  # a large (broken) answer: its envelope only
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict):
         code = err.get("code")

@@ -42,6 +42,8 @@ from lasso.kernel.classify import parse_retry_after
 from lasso.kernel.faults import Fault
 from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamError
+from lasso.net.http_client import ANSWER_BOUND
+from lasso.net.http_conn import LARGE_ANSWER
 from lasso.net.transport import UpstreamTransport
 from lasso.probes.health import (
     DEFAULT_POLICY,
@@ -322,6 +324,7 @@ class HeightProber:
         open circuit (probe-assisted recovery): the open period it belongs to."""
         verifying = not state.chain_verified
         self.polls += 1
+        bound = ANSWER_BOUND.set(LARGE_ANSWER)  # a number: a huge answer is cut, not read
         try:
             try:
                 resp = await g.pool.exchange(
@@ -360,6 +363,7 @@ class HeightProber:
             if holds_slot:
                 g.breaker.on_neutral(monotonic())
         finally:
+            ANSWER_BOUND.reset(bound)
             self._inflight.discard(g.key)
 
     def _note_health(self, g: _Group, result: ProbeResult, fault: Fault | None, now: float) -> None:

@@ -7,9 +7,10 @@ Shared by the two drivers, :func:`lasso.server.pipeline.execute` (one attempt at
 * :func:`new_transport_id`, :func:`encode_upstream_request`: our private upstream id and the
   request bytes carrying it;
 * :func:`transport_of`: a channel's :class:`~lasso.net.transport.UpstreamTransport`;
-* :func:`judged`: parse and judge an answer into the planner's fact; for a planned read
-  (CONTRACT §8, :func:`lasso.kernel.consistency.check_answer`) the answer is also checked
-  against the block it had to come from, and teaches heights and the served head;
+* :func:`judged`: parse (``rpc_envelope.read_answer``: a large one by its envelope) and
+  judge an answer into the planner's fact; for a planned read (CONTRACT §8,
+  :func:`lasso.kernel.consistency.check_answer`) the answer is also checked against the
+  block it had to come from, and teaches heights and the served head;
 * :func:`failure_fact`: the planner's fact for a transport error;
 * :func:`record`: what an attempt said about its provider, into the router (see
   ``lasso.server.pipeline`` for the rules; a failure also becomes the channel's last
@@ -52,6 +53,7 @@ from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamError, U
 from lasso.net.http_conn import UpstreamResponse
 from lasso.net.transport import UpstreamTransport
 from lasso.server.faults import answer_fault, fault_of
+from lasso.server.rpc_envelope import LARGE_RESULT, read_answer
 from lasso.server.runtime import ChainRuntime
 
 __all__ = [
@@ -116,7 +118,7 @@ class Outcome:
     )
 
     def __init__(self, candidates: list[Channel]) -> None:
-        self.body: bytes | None = None
+        self.body: bytes | bytearray | None = None
         self.tid = b""
         self.error: dict[str, Any] | None = None
         self.provider_id: str | None = None
@@ -193,6 +195,19 @@ def transport_of(rt: ChainRuntime, ch: Channel) -> UpstreamTransport | None:
     return rt.ws.get(ch.provider_id)
 
 
+def _whole(doc: Any, body: bytes | bytearray) -> Any:
+    """``doc`` with its ``result`` parsed when :func:`read_answer` left it as
+    :data:`LARGE_RESULT` (its envelope only); ``doc`` itself if that fails."""
+    if type(doc) is dict and doc.get("result") is LARGE_RESULT:
+        try:
+            whole = orjson.loads(body)
+        except orjson.JSONDecodeError:  # valid JSON beyond orjson's bounds (a huge number)
+            return doc
+        if type(whole) is dict:
+            return whole
+    return doc
+
+
 def judged(
     rt: ChainRuntime,
     ch: Channel,
@@ -208,10 +223,7 @@ def judged(
     ``eth_blockNumber`` result is a height sample and clamped to the served head). With
     ``kept``, the parsed ``result`` is kept there under the attempt's number."""
     body = resp.body
-    try:
-        doc = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        doc = None
+    doc = read_answer(body)  # a large answer: its envelope only, the result validated
     judgement = judge(
         resp.status,
         doc,
@@ -222,6 +234,8 @@ def judged(
         rules=ch.provider.capabilities.error_rules,
         known_method=mkey != "other",
     )
+    if kept is not None or (plan is not None and plan.tag is not None):
+        doc = _whole(doc, body)  # the result itself is read: a large one parsed whole
     if kept is not None and type(doc) is dict:
         kept[number] = doc.get("result")
     if plan is not None:

@@ -30,6 +30,7 @@ import orjson
 from lasso.auth.client import Client, Refusal
 from lasso.auth.gate import ProfileGate, refusal_response
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
+from lasso.net.http_messages import LARGE_BODY, Body, Pieces
 from lasso.net.http_server import HttpRequest, Response
 from lasso.server.cache import ResponseCache
 from lasso.server.limits import (
@@ -40,7 +41,13 @@ from lasso.server.limits import (
 )
 from lasso.server.pipeline import Outcome
 from lasso.server.route import Rejection, RouteResolver
-from lasso.server.rpc_envelope import ID_TYPES, RequestIds, loads_request, splice_id
+from lasso.server.rpc_envelope import (
+    ID_TYPES,
+    RequestIds,
+    loads_request,
+    splice_id,
+    splice_pieces,
+)
 from lasso.server.runtime import ChainRuntime
 
 if TYPE_CHECKING:
@@ -299,7 +306,7 @@ class RpcHandler:
         client: Client | None = None,
         no_cache: bool = False,
         served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
-    ) -> tuple[bytes, Outcome | None, str | None]:
+    ) -> tuple[Body, Outcome | None, str | None]:
         """Run one item through the response cache and the pipeline (``served``: a call
         already started, and when); its answer bytes (our error on a Lasso failure), its
         outcome and how the cache answered, counted for ``client`` when the profile checks
@@ -325,7 +332,7 @@ class RpcHandler:
         client: Client | None,
         answer: tuple[Outcome, str | None],
         t0: float,
-    ) -> tuple[bytes, Outcome | None, str | None]:
+    ) -> tuple[Body, Outcome | None, str | None]:
         out, cache = answer
         body = finish_item(out, item.id_json)
         elapsed = monotonic() - t0
@@ -390,7 +397,7 @@ class RpcHandler:
     ) -> Response:
         """Answer validated batch items (:meth:`run_batch`'s rule): early answers as they
         are, the others executed and, for a checked client, counted."""
-        results: list[bytes | None] = [it.early for it in items]
+        results: list[Body | None] = [it.early for it in items]
         outcomes: list[Outcome | None] = [None] * len(items)
         caches: list[str | None] = [None] * len(items)
         pending = [i for i, it in enumerate(items) if it.early is None]
@@ -416,7 +423,7 @@ class RpcHandler:
         ]
         if not parts:
             return _NO_CONTENT
-        body = b"[" + b",".join(parts) + b"]"
+        body = _batch_body(parts)
         cache = batch_cache_status(caches)
         if meta is None:
             return Response(200, body, headers=_CACHE_HEADER[cache])
@@ -457,7 +464,7 @@ def _respond(
     rt: ChainRuntime,
     strategy: str,
     meta: _Meta | None,
-    body: bytes,
+    body: Body,
     out: Outcome | None,
     cache: str | None,
 ) -> Response:
@@ -470,7 +477,9 @@ def _respond(
     info = _meta_object(meta, rt, strategy, out, monotonic())
     if cache is not None:
         info["cache"] = cache
-    if meta.mode == "body" and body.endswith(b"}"):
+    if meta.mode == "body" and isinstance(body, Pieces):  # joined to add a member (a copy)
+        body = body.join()
+    if meta.mode == "body" and not isinstance(body, Pieces) and body.endswith(b"}"):
         body = body[:-1] + b',"lasso_meta":' + orjson.dumps(info) + b"}"
         headers = [("X-Lasso-Request-Id", meta.request_id), *_CACHE_HEADER[cache]]
         return Response(200, body, headers=headers)
@@ -482,7 +491,7 @@ def _batch_body_meta(
     rt: ChainRuntime,
     strategy: str,
     items: list[_Item],
-    results: list[bytes | None],
+    results: list[Body | None],
     outcomes: list[Outcome | None],
     caches: list[str | None],
 ) -> Response:
@@ -493,10 +502,12 @@ def _batch_body_meta(
     in the request). Notifications are still left out; the request id is also the
     ``X-Lasso-Request-Id`` header."""
     now = monotonic()
-    parts: list[bytes] = []
+    parts: list[bytes | bytearray] = []
     for i, (body, item) in enumerate(zip(results, items, strict=True)):
         if body is None or item.notification:
             continue
+        if isinstance(body, Pieces):  # joined to add a member (a copy)
+            body = body.join()
         info = _meta_object(meta, rt, strategy, outcomes[i], now)
         if caches[i] is not None:
             info["cache"] = caches[i]
@@ -570,15 +581,41 @@ def _invalid(item: _Item, code: int, message: str, data: Any = None) -> _Item:
     return item
 
 
-def finish_item(out: Outcome, id_json: bytes) -> bytes:
-    """The client-facing bytes: upstream bytes with the client's id restored, or our error."""
-    if out.body is not None:
-        return splice_id(out.body, out.tid, id_json)
+def finish_item(out: Outcome, id_json: bytes) -> Body:
+    """The client-facing bytes: upstream bytes with the client's id restored, or our error.
+
+    A large answer (from :data:`~lasso.net.http_messages.LARGE_BODY`) comes back as
+    :class:`~lasso.net.http_messages.Pieces` around the id: never copied, so the answer of
+    a coalesced group stays as it is for the others.
+    """
+    body = out.body
+    if body is not None:
+        if len(body) >= LARGE_BODY:
+            return splice_pieces(body, out.tid, id_json)
+        return splice_id(body, out.tid, id_json)
     try:
         err = orjson.dumps(out.error)
     except orjson.JSONEncodeError:  # an upstream error object orjson cannot re-encode
         err = orjson.dumps(_plain_error(out.error))
     return b'{"jsonrpc":"2.0","error":%s,"id":%s}' % (err, id_json)
+
+
+def _batch_body(parts: list[Body]) -> Body:
+    """The JSON array of a batch's answers; pieces when one of them is (no join of a
+    large answer)."""
+    flat = [p for p in parts if not isinstance(p, Pieces)]
+    if len(flat) == len(parts):
+        return b"[" + b",".join(flat) + b"]"
+    pieces: list[bytes | bytearray | memoryview] = [b"["]
+    for i, part in enumerate(parts):
+        if i:
+            pieces.append(b",")
+        if isinstance(part, Pieces):
+            pieces += part.parts
+        else:
+            pieces.append(part)
+    pieces.append(b"]")
+    return Pieces(tuple(pieces))
 
 
 def _plain_error(error: Any) -> dict[str, Any]:

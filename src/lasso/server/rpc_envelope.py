@@ -15,6 +15,11 @@ become floats, ``1.10`` becomes ``1.1``, ``"\\u0041"`` becomes ``"A"``, ``-0`` b
   upstream may put ``result`` before ``id``, and a result may contain anything). Checks
   on a few bytes settle the usual layouts (``{"jsonrpc":"2.0","id":…`` first, or
   ``…,"id":…}`` last) without a scan; anything else takes :func:`member_spans`.
+  :func:`splice_pieces` is the same for a large answer: :class:`~lasso.net.http_messages.Pieces`
+  around the id, the answer itself never copied.
+* :func:`read_answer` parses an upstream answer for judging: whole when it is small; a large
+  one is validated whole but only its envelope is built (``id``, ``error``), its ``result``
+  skipped (msgspec: no object is made of it, no copy taken).
 
 :func:`member_spans` finds the values of ``"id"`` members at one nesting depth with
 C-speed scans only (a regular expression for the keys, string removal and bracket
@@ -32,21 +37,27 @@ values of their own text, so they go upstream and come back as ids exactly as se
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from typing import Any
 
+import msgspec
 import orjson
 
+from lasso.net.http_messages import Pieces
 from lasso.server.limits import MAX_PARAMS_DEPTH
 
 __all__ = [
     "ID_TYPES",
+    "LARGE_RESULT",
     "RequestIds",
     "loads_request",
     "member_spans",
     "params_too_deep",
+    "read_answer",
     "splice_id",
+    "splice_pieces",
 ]
 
 ID_TYPES: tuple[type, ...] = (str, int, float, orjson.Fragment)
@@ -62,9 +73,91 @@ _SCALAR = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9][0-9.eE+-]*|null|true|fa
 _WS = b" \t\r\n"
 _HEADS = {22: b'{"jsonrpc":"2.0","id":', 6: b'{"id":'}  # where the usual answers put the id
 _ORJSON_MAX_DEPTH = 254  # orjson.dumps refuses deeper documents
+_WHOLE_UP_TO = 4096  # answers parsed whole up to this size (orjson is faster on small ones)
+_UTF8_STEP = 1 << 20  # bytes checked per step of a large non-ASCII answer
 
 
-def member_spans(body: bytes, depth: int) -> list[tuple[int, int]]:
+class _Envelope(msgspec.Struct):
+    """The members of an answer a judgement reads; the others are validated and skipped.
+
+    An absent member is an empty ``Raw`` (a present one is at least one byte of JSON).
+    """
+
+    id: msgspec.Raw = msgspec.Raw()
+    result: msgspec.Raw = msgspec.Raw()
+    error: msgspec.Raw = msgspec.Raw()
+
+
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+
+
+class _LargeResult:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<result not parsed>"
+
+
+LARGE_RESULT: Any = _LargeResult()
+"""The ``result`` of a large answer as :func:`read_answer` gives it: present, not built."""
+_LONG_ID = object()  # an id no transport id can equal, left unparsed
+
+
+def read_answer(body: bytes | bytearray) -> Any:
+    """``body`` parsed for judging, or ``None`` when it is empty or not valid JSON (or,
+    past 4 KiB, not an object: a judgement treats both alike).
+
+    Up to 4 KiB the whole document (orjson). Larger answers are validated whole as well
+    (JSON grammar by msgspec, which skips what it does not build, and UTF-8), but only
+    their envelope is built: a dict with the top-level ``id`` and ``error`` parsed (an
+    ``id`` longer than 256 bytes, which no transport id is, stays unparsed) and
+    ``result``, when present, as :data:`LARGE_RESULT`. A 100 MB string result then costs a
+    scan (about 35 ms here, against 180 ms and 100 MB for orjson; 100 MB of logs: 50-100
+    ms against 1 s and 240 MB), not the objects of it. Differences with orjson, for
+    large answers only: a float beyond the double range is accepted (JSON's grammar
+    allows it), nesting is bounded by Python's recursion limit (about 1,000, like
+    orjson's 1,024).
+    """
+    if len(body) < _WHOLE_UP_TO:
+        if not body:
+            return None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+    try:
+        env = _decode_envelope(body)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError (not an object) included
+        return None
+    if not body.isascii() and not _is_utf8(body):
+        return None
+    doc: dict[str, Any] = {}
+    try:
+        if env.id:
+            doc["id"] = orjson.loads(memoryview(env.id)) if len(env.id) <= 256 else _LONG_ID
+        if env.error:
+            doc["error"] = orjson.loads(memoryview(env.error))
+    except orjson.JSONDecodeError:  # beyond orjson's bounds (depth, a huge float)
+        return None
+    if env.result:
+        doc["result"] = LARGE_RESULT
+    return doc
+
+
+def _is_utf8(body: bytes | bytearray) -> bool:
+    """Whether ``body`` is valid UTF-8, checked a MiB at a time (no copy of it whole)."""
+    decode = codecs.getincrementaldecoder("utf-8")().decode
+    with memoryview(body) as view:
+        try:
+            for i in range(0, len(view), _UTF8_STEP):
+                decode(view[i : i + _UTF8_STEP])
+            decode(b"", True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def member_spans(body: bytes | bytearray, depth: int) -> list[tuple[int, int]]:
     """The ``(start, end)`` of the value of every ``"id"`` member at nesting ``depth``.
 
     Args:
@@ -94,7 +187,7 @@ def member_spans(body: bytes, depth: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _after_id_key(body: bytes, i: int) -> bool:
+def _after_id_key(body: bytes | bytearray, i: int) -> bool:
     """Whether ``body[i:]`` starts right after an ``"id":`` key (whitespace allowed)."""
     head = body[max(0, i - 40) : i].rstrip(_WS)
     if not head.endswith(b":"):
@@ -103,18 +196,13 @@ def _after_id_key(body: bytes, i: int) -> bool:
     return head.endswith(b'"id"') and not head.endswith(b'\\"id"')
 
 
-def splice_id(body: bytes, tid: bytes, id_json: bytes) -> bytes:
-    """``body`` (an upstream answer whose top-level ``id`` is ``tid``) with ``id_json`` as id.
-
-    Only the top-level object's ``id`` member is replaced; the rest of the bytes are kept
-    as they are, except in the last resort of an answer whose ``id`` cannot be found in
-    its bytes at all, which is re-encoded around the parsed answer.
-    """
+def _id_at(body: bytes | bytearray, tid: bytes) -> int:
+    """Where the value ``tid`` of the top-level object's ``id`` member starts in ``body``,
+    when a few byte checks can tell (the usual layouts); -1 when only a scan can."""
     i = body.find(tid)
     head = _HEADS.get(i)
     if head is not None and body.startswith(head):  # geth, anvil, reth, erigon, the sim
-        return body.replace(tid, id_json, 1)
-    n = len(tid)
+        return i
     if (
         5 < i < 256
         and (body[i - 5 : i] == b'"id":' and body[i - 6] != 0x5C or _after_id_key(body, i))
@@ -123,16 +211,46 @@ def splice_id(body: bytes, tid: bytes, id_json: bytes) -> bytes:
         and body.find(b"[", 0, i) < 0
         and body.find(b"\\", 0, i) < 0
     ):
-        return body.replace(tid, id_json, 1)  # the first occurrence is the one
+        return i  # the first occurrence is the one
     k = body.rfind(tid)
-    if k > 0 and body[k + n :].strip(_WS) == b"}" and _after_id_key(body, k):
-        return body[:k] + id_json + body[k + n :]  # the top-level object's last member
-    return _splice_slow(body, tid, id_json)
+    end = k + len(tid)
+    if (
+        k > 0
+        and len(body) - end <= 256
+        and body[end:].strip(_WS) == b"}"
+        and _after_id_key(body, k)
+    ):
+        return k  # the top-level object's last member
+    return -1
 
 
-def _splice_slow(body: bytes, tid: bytes, id_json: bytes) -> bytes:
+def splice_id(body: bytes | bytearray, tid: bytes, id_json: bytes) -> bytes:
+    """``body`` (an upstream answer whose top-level ``id`` is ``tid``) with ``id_json`` as id.
+
+    Only the top-level object's ``id`` member is replaced; the rest of the bytes are kept
+    as they are, except in the last resort of an answer whose ``id`` cannot be found in
+    its bytes at all, which is re-encoded around the parsed answer.
+    """
+    i = _id_at(body, tid)
+    if i < 0:
+        return _splice_slow(body, tid, id_json)
+    return bytes(body[:i]) + id_json + body[i + len(tid) :]
+
+
+def splice_pieces(body: bytes | bytearray, tid: bytes, id_json: bytes) -> Pieces:
+    """:func:`splice_id` for a large answer: the bytes before the id, ``id_json``, the bytes
+    after it, the answer itself not copied (views of it); an unusual layout is spliced
+    by :func:`splice_id` (one copy)."""
+    i = _id_at(body, tid)
+    if i < 0:
+        return Pieces((_splice_slow(body, tid, id_json),))
+    view = memoryview(body)
+    return Pieces((view[:i], id_json, view[i + len(tid) :]))
+
+
+def _splice_slow(body: bytes | bytearray, tid: bytes, id_json: bytes) -> bytes:
     want = orjson.loads(tid)
-    parts: list[bytes] = []
+    parts: list[bytes | bytearray] = []
     last = 0
     for start, end in member_spans(body, 1):
         raw = body[start:end]
@@ -158,7 +276,7 @@ def _splice_slow(body: bytes, tid: bytes, id_json: bytes) -> bytes:
         )
 
 
-def _loads(raw: bytes) -> Any:
+def _loads(raw: bytes | bytearray) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

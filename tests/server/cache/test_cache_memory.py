@@ -43,13 +43,6 @@ def test_an_answer_over_an_eighth_of_the_budget_is_not_kept() -> None:
     assert store.get(b"big") is None and store.bytes == 0
 
 
-def test_fits_says_what_put_would_keep() -> None:
-    """fits(size) is True exactly for the sizes put() keeps (key and overhead aside)."""
-    store = MemoryStore(8 * (ENTRY_OVERHEAD + 100))
-    assert store.fits(100) and not store.fits(101)
-    assert store.put(b"", b"x" * 100, FINAL) and not store.put(b"", b"x" * 101, FINAL)
-
-
 def test_zero_budget_keeps_nothing() -> None:
     """max_bytes 0 stores nothing."""
     store = MemoryStore(0)

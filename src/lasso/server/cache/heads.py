@@ -34,6 +34,8 @@ from typing import Any
 
 import orjson
 
+from lasso.net.http_client import ANSWER_BOUND
+from lasso.net.http_conn import LARGE_ANSWER
 from lasso.server.cache.chain import ChainCache
 from lasso.server.cache.service import ResponseCache
 from lasso.server.runtime import ChainRuntime
@@ -62,10 +64,11 @@ def finalized_interval(block_time_ms: float) -> float:
     return min(30.0, max(2.0, 4 * block_time_ms / 1000.0))
 
 
-def block_of(body: bytes | None) -> tuple[int, str, str | None, int | None] | None:
+def block_of(body: bytes | bytearray | None) -> tuple[int, str, str | None, int | None] | None:
     """``(number, hash, parentHash, timestamp)`` of the block in an answer body, or
-    ``None``."""
-    if body is None:
+    ``None`` (also for an answer past ``LARGE_ANSWER``: a block with transaction hashes
+    is far smaller, and a hostile provider's huge answer is not parsed whole)."""
+    if body is None or len(body) > LARGE_ANSWER:
         return None
     try:
         doc = orjson.loads(body)
@@ -212,7 +215,11 @@ class HeadWatch:
         cc.polls[kind] = cc.polls.get(kind, 0) + 1
         method = "eth_getBlockByHash" if kind == "walk" else "eth_getBlockByNumber"
         strategy = rt.config.default_strategy
-        return await self.cache.inner(rt, method, params, strategy, None)
+        bound = ANSWER_BOUND.set(LARGE_ANSWER)  # a header: a huge answer is cut, not read
+        try:
+            return await self.cache.inner(rt, method, params, strategy, None)
+        finally:
+            ANSWER_BOUND.reset(bound)
 
     async def _poll_latest(self, cc: ChainCache, rt: ChainRuntime) -> None:
         out = await self._call(cc, rt, "latest", ["latest", False])

@@ -50,11 +50,6 @@ class MemoryStore:
         self._entries.move_to_end(key)
         return entry[0], entry[1]
 
-    def fits(self, size: int) -> bool:
-        """Whether an answer of about ``size`` bytes may be stored (one entry holds at most
-        an eighth of the bound)."""
-        return size + ENTRY_OVERHEAD <= self.max_bytes // 8
-
     def put(self, key: bytes, result: bytes, stamp: Stamp) -> bool:
         """Store ``result`` under ``key`` (replacing any entry); False if it does not fit."""
         size = len(key) + len(result) + ENTRY_OVERHEAD

@@ -359,9 +359,11 @@ class ResponseCache:
         assert body is not None
         if stamp is None and req.verify is not Verify.BLOCK:
             return  # not storable, and no block to learn from
-        if not rkey and req.verify is not Verify.BLOCK and not cc.store.fits(len(body)):
+        if len(body) > cc.store.max_bytes // 8:
             cc.store.discard(key)  # as put() would: the older answer under the key goes
-            return  # too large to keep (a wide eth_getLogs, say): not worth parsing
+            return  # more than an entry may hold: not parsed whole just to be refused
+        if type(body) is not bytes:  # a large answer, received as a bytearray
+            body = bytes(body)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
