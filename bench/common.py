@@ -418,6 +418,7 @@ class SimProcess:
         chain_id: the simulated chain id.
         block_time_ms: the simulated block time.
         seed: chain and fault seed.
+        cache_size: blocks the simulated chain keeps built (its default when ``None``).
     """
 
     def __init__(
@@ -428,8 +429,10 @@ class SimProcess:
         chain_id: int = 1,
         block_time_ms: int = 2000,
         seed: str = "lasso-bench",
+        cache_size: int | None = None,
     ) -> None:
         self.behaviors = {pid: dict(b) for pid, b in providers.items()}
+        self.cache_size = cache_size
         self.workdir = workdir
         self.chain_id = chain_id
         self.block_time_ms = block_time_ms
@@ -450,8 +453,11 @@ class SimProcess:
 
     def spec(self) -> dict[str, Any]:
         """The ``lasso sim --spec`` document."""
+        chain: dict[str, Any] = {"chain_id": self.chain_id, "block_time_ms": self.block_time_ms}
+        if self.cache_size is not None:
+            chain["cache_size"] = self.cache_size
         return {
-            "chains": [{"chain_id": self.chain_id, "block_time_ms": self.block_time_ms}],
+            "chains": [chain],
             "providers": [
                 {"id": pid, "port": self.ports[pid], **behavior}
                 for pid, behavior in self.behaviors.items()

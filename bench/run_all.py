@@ -52,6 +52,7 @@ BENCHMARKS = (
     "hedging",
     "client_limits",
     "cache",
+    "get_logs",
     "subscriptions",
     "soak",
 )
@@ -104,7 +105,14 @@ def plan(
     for name in args.only:
         if name == "overhead":
             steps.append(Step(name, name, [*module(name), *quick, *out]))
-        elif name in ("routing_quality", "failover", "hedging", "client_limits", "cache"):
+        elif name in (
+            "routing_quality",
+            "failover",
+            "hedging",
+            "client_limits",
+            "cache",
+            "get_logs",
+        ):
             steps.append(Step(name, name, [*module(name), *quick, *out]))
         elif name == "soak":
             length = ["--quick"] if args.quick else ["--minutes", f"{args.soak_minutes:g}"]

@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-from lasso.config import ChainConfig, HedgeConfig, MethodOverride, ProviderConfig
+from lasso.config import (
+    Capabilities,
+    ChainConfig,
+    HedgeConfig,
+    Limits,
+    MethodOverride,
+    ProviderConfig,
+)
 from lasso.kernel.breaker import BreakerConfig
 from lasso.kernel.router import BreakerRegistry, ChainRouter
 from lasso.net.errors import (
@@ -19,6 +26,7 @@ from lasso.net.errors import (
 )
 from lasso.net.http_conn import UpstreamResponse
 from lasso.net.transport import MemoryRequest, MemoryTransport, error_answer, result_answer
+from lasso.server.consistency_state import ChainConsistency
 from lasso.server.events import EventBus
 from lasso.server.pipeline import Outcome, execute
 from lasso.server.runtime import ChainRuntime
@@ -59,11 +67,26 @@ def hang() -> Handler:
 def runtime(
     hedge: HedgeConfig | None = None,
     overrides: dict[str, MethodOverride] | None = None,
+    *,
+    chain_settings: dict[str, Any] | None = None,
+    limits: dict[str, int] | None = None,
+    state: ChainConsistency | None = None,
     **handlers: Handler,
 ) -> ChainRuntime:
-    """A chain whose providers (in priority order) answer with ``handlers``."""
+    """A chain whose providers (in priority order) answer with ``handlers``.
+
+    ``chain_settings``: more ``ChainConfig`` fields; ``limits``: a provider's
+    ``max_block_range``; ``state``: the chain's consistency state (a fresh one if absent).
+    """
+    limits = limits or {}
     providers = tuple(
-        ProviderConfig(id=pid, name=pid, url=f"http://{pid}.example", priority=i)
+        ProviderConfig(
+            id=pid,
+            name=pid,
+            url=f"http://{pid}.example",
+            priority=i,
+            capabilities=Capabilities(limits=Limits(max_block_range=limits.get(pid))),
+        )
         for i, pid in enumerate(handlers)
     )
     chain = ChainConfig(
@@ -73,11 +96,13 @@ def runtime(
         providers=providers,
         hedge=hedge,
         method_overrides=MappingProxyType(overrides or {}),
+        **(chain_settings or {}),
     )
     rng = random.Random(7)
-    router = ChainRouter(chain, BreakerRegistry(BreakerConfig(), rng), rng, profile="t")
+    head = state.head if state is not None else None
+    router = ChainRouter(chain, BreakerRegistry(BreakerConfig(), rng), rng, profile="t", head=head)
     transports = {pid: MemoryTransport(h) for pid, h in handlers.items()}
-    return ChainRuntime("t", chain, router, transports, EventBus("n"))
+    return ChainRuntime("t", chain, router, transports, EventBus("n"), state)
 
 
 def transport(rt: ChainRuntime, pid: str) -> MemoryTransport:
@@ -90,6 +115,17 @@ async def call(
     rt: ChainRuntime, method: str = "eth_getBalance", params: Any = None, **kw: Any
 ) -> Outcome:
     return await execute(rt, method, BALANCE if params is None else params, "priority", None, **kw)
+
+
+def answers(*results: Any) -> Handler:
+    """Answers ``results`` in turn (the last one again once they run out)."""
+    queue = list(results)
+
+    def handler(req: MemoryRequest) -> UpstreamResponse:
+        value = queue.pop(0) if len(queue) > 1 else queue[0]
+        return result_answer(req, value)
+
+    return handler
 
 
 def result_of(out: Outcome) -> Any:

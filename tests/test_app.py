@@ -11,6 +11,7 @@ import pytest
 import lasso.app
 from lasso.app import LassoApp, Settings
 from lasso.cluster.transport import MemoryHub
+from lasso.kernel.filters import Binding
 from lasso.net.http_server import HttpRequest
 from lasso.profiles import parse_profile
 from lasso.server.node import Standalone
@@ -98,6 +99,28 @@ async def test_reload_reaches_every_component(apps: list[LassoApp]) -> None:
     assert isinstance(route, ResolvedRoute) and route.rt.profile == "team"
     assert [p["slug"] for p in app.api.profiles()["profiles"]] == ["public", "team"]
     assert 'profile="team"' in app.metrics.render().decode()
+
+
+async def test_reload_keeps_served_heads_and_filters(apps: list[LassoApp]) -> None:
+    """A reload (SIGHUP) keeps what clients were told: the served head and the filters of
+    every chain that stays, and their metrics; a chain that goes takes its state along."""
+    app = LassoApp(_profiles("public"), Settings(node_id="n", probes=False))
+    apps.append(app)
+    old = app.runtime.profile("public").resolve("ethereum")  # type: ignore[union-attr]
+    assert old is not None
+    old.router.head.serve_head(100)
+    old.consistency.filters.bind("0xab", Binding("alpha", "0x1", "eth_newBlockFilter"), 0.0)
+    await app.reload({**_profiles("public"), **_profiles("team")})
+    new = app.runtime.profile("public").resolve("ethereum")  # type: ignore[union-attr]
+    assert new is not None and new is not old
+    assert new.router.head.head == 100 and new.consistency.filters.lookup("0xab", 1.0)
+    text = app.metrics.render().decode()
+    assert (
+        'lasso_served_head{chain="ethereum",node_id="n",profile="public",tag="latest"} 100.0'
+        in text
+    )
+    await app.reload(_profiles("team"))
+    assert repr(app.consistency) == "<NodeConsistency chains=1>"
 
 
 def test_nothing_below_the_entry_points_imports_the_app() -> None:

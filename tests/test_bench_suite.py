@@ -16,7 +16,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import common, failover, hedging, routing_quality, run_all, soak  # noqa: E402
+from bench import (  # noqa: E402
+    common,
+    failover,
+    get_logs,
+    hedging,
+    routing_quality,
+    run_all,
+    soak,
+)
 
 # -- statistics -------------------------------------------------------------------------
 
@@ -469,6 +477,36 @@ def test_benchmark_argument_parsers() -> None:
         with pytest.raises(SystemExit):
             parser(bad)
     assert isinstance(rq, argparse.Namespace)
+
+
+def test_get_logs_helpers() -> None:
+    """The getLogs bench's fleet, profiles, order check, summary, report and options."""
+    fleet = get_logs.fleet(20.0)
+    assert fleet["limit100"] == {"latency_ms": 20.0, "max_block_range": 100}
+    assert fleet["nolimit"] == {"latency_ms": 20.0}
+    urls = {p: f"http://{p}" for p in fleet}
+    texts = get_logs.profiles(urls)
+    assert set(texts) == {"public", "learned", "direct"}
+    assert "max_block_range: 1000" in texts["public"] and "max_block_range" not in texts["learned"]
+    assert "nolimit" in texts["direct"] and "nolimit" not in texts["public"]
+    log = [{"blockNumber": "0x2", "logIndex": "0x0"}, {"blockNumber": "0x2", "logIndex": "0x1"}]
+    assert get_logs.in_block_order(log) and not get_logs.in_block_order(log[::-1])
+    assert get_logs.summarize([30.0, 10.0, 20.0]) == {"median_ms": 20.0, "best_ms": 10.0}
+    assert get_logs.summarize([]) == {"median_ms": None, "best_ms": None}
+    args = get_logs.parse_args(["--quick"])
+    assert args.rounds == 2 and args.blocks == 10_000
+    with pytest.raises(SystemExit):
+        get_logs.parse_args(["--blocks", "20000"])
+    row = {"median_ms": 100.0, "best_ms": 90.0, "rounds": 2, "chunks": 10, "proxy_cpu_ms": 5.0}
+    result = {
+        "range": [1, 10_000],
+        "logs": 3,
+        "answer_mb": 0.1,
+        "contenders": {"direct-unsplit": {**row, "chunks": 1}, "lasso-limited": row},
+        "errors": [],
+    }
+    report = get_logs.render(result, args)
+    assert "| lasso-limited | 100 | 90 | 1.00 | 10 |" in report and "Errors: none" in report
 
 
 # -- bench/profile.py: py-spy samples by stage -------------------------------------------

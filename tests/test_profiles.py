@@ -1200,3 +1200,40 @@ def test_alias_chains_cannot_nest_past_the_depth_limit(tmp_path: Path) -> None:
     text = MINIMAL.replace("chains:", "\n".join(lines) + "\nchains:")
     got = errors(tmp_path, text)
     assert any(msg == "nested deeper than 64 levels" for _, _, msg in got)
+
+
+def test_consistency_settings(tmp_path: Path) -> None:
+    """routing.get_logs and routing.broadcast parse, with defaults when absent."""
+    text = chain("""\
+        routing:
+          get_logs: {max_range: 5000, max_parallel: 8}
+          broadcast: 3
+        providers:
+          - {id: a, url: "http://a.example"}
+    """)
+    eth = load(tmp_path, text).chains["ethereum"]
+    assert (eth.get_logs.max_range, eth.get_logs.max_parallel, eth.broadcast) == (5000, 8, 3)
+    text = chain("""\
+        providers:
+          - {id: a, url: "http://a.example"}
+    """)
+    eth = load(tmp_path, text).chains["ethereum"]
+    assert (eth.get_logs.max_range, eth.get_logs.max_parallel, eth.broadcast) == (100_000, 4, 1)
+
+
+def test_consistency_setting_errors(tmp_path: Path) -> None:
+    """Out-of-range or misspelled consistency keys name file, line and key."""
+    text = chain("""\
+        routing:
+          get_logs: {max_range: 0, max_parallel: 99, max_rnage: 5}
+          broadcast: 17
+        providers:
+          - {id: a, url: "http://a.example"}
+    """)
+    r = "chains.ethereum.routing"
+    assert errors(tmp_path, text) == [
+        (5, f"{r}.get_logs.max_rnage", "unknown key 'max_rnage', did you mean 'max_range'?"),
+        (5, f"{r}.get_logs.max_range", "must be positive, got 0"),
+        (5, f"{r}.get_logs.max_parallel", "must be at most 32, got 99"),
+        (6, f"{r}.broadcast", "must be at most 16, got 17"),
+    ]

@@ -46,6 +46,7 @@ from lasso.probes.heights import HeightProber
 from lasso.server.api import OpsApi
 from lasso.server.cache import HeadWatch, RedisStore, ResponseCache
 from lasso.server.cache import report as cache_report
+from lasso.server.consistency_state import NodeConsistency
 from lasso.server.events import EventBus
 from lasso.server.limits import BATCH_CONCURRENCY, DEFAULT_MAX_BATCH, NODE_BATCH_CONCURRENCY
 from lasso.server.metrics import Metrics
@@ -199,6 +200,8 @@ class LassoApp:
         self.pools = PoolRegistry(max_response_size=settings.limits.max_upstream_response)
         self.breakers = BreakerRegistry(breaker_config or BreakerConfig(), self.rng)
         self.events = EventBus(self.node_id)
+        # Served heads, filter tables and the getLogs chunk bound: across reloads too.
+        self.consistency = NodeConsistency()
         self.runtime = self._build_runtime(profiles, generation=1)
         # --workers N: node-wide routing state and the other workers' metrics.
         self.shared_table: SharedTable | None = None
@@ -213,6 +216,7 @@ class LassoApp:
             self.current_runtime,
             peer_snapshots=self.snapshots.peers if self.snapshots is not None else None,
         )
+        self.metrics.register(self.consistency.collect)
         # One Redis link for the node (LASSO_REDIS_URL), for every feature that uses it.
         if redis is None and settings.redis_url:
             redis = RedisLink(settings.redis_url)
@@ -315,6 +319,7 @@ class LassoApp:
             generation=generation,
             default_profile=self.settings.default_profile,
             events=self.events,
+            consistency=self.consistency,
         )
 
     def _chain_runtime(self, profile: str, chain: str) -> ChainRuntime | None:

@@ -99,6 +99,22 @@ class ProviderConfig:
     sharing_mode: str = "auto"  # "isolated": never share upstream state across profiles
 
 
+GET_LOGS_MAX_RANGE = 100_000
+"""Default ``routing.get_logs.max_range``: the widest ``eth_getLogs`` range one request asks."""
+GET_LOGS_MAX_PARALLEL = 4
+"""Default ``routing.get_logs.max_parallel``: chunks of one split request in flight."""
+MAX_GET_LOGS_PARALLEL = 32
+MAX_BROADCAST = 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetLogsConfig:
+    """``routing.get_logs`` (CONTRACT §8): splitting bounds of ``eth_getLogs``."""
+
+    max_range: int = GET_LOGS_MAX_RANGE  # wider requests: -32602 with data.max_range
+    max_parallel: int = GET_LOGS_MAX_PARALLEL  # 1..MAX_GET_LOGS_PARALLEL
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HedgeConfig:
     """``routing.hedge`` (CONTRACT §7): race a second provider when the first is slow.
@@ -172,6 +188,8 @@ class ChainConfig:
     backfill_timeout_ms: int = 30_000
     default_strategy: str = "load-balanced"
     latency_weighted_beta: float = 3.0
+    get_logs: GetLogsConfig = field(default_factory=GetLogsConfig)
+    broadcast: int = 1  # routing.broadcast: providers an eth_sendRawTransaction goes to at once
     hedge: HedgeConfig | None = None  # routing.hedge; None: no hedging
     method_overrides: Mapping[str, MethodOverride] = field(
         default_factory=lambda: MappingProxyType({})

@@ -46,6 +46,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from lasso.config import (
+    MAX_BROADCAST,
+    MAX_GET_LOGS_PARALLEL,
     PROFILE_ALIASES,
     STRATEGIES,
     STRATEGY_ALIASES,
@@ -53,6 +55,7 @@ from lasso.config import (
     Capabilities,
     ChainConfig,
     ErrorRule,
+    GetLogsConfig,
     HedgeConfig,
     Limits,
     MethodOverride,
@@ -376,6 +379,8 @@ _ROUTING_KEYS = (
     "latency_weighted_beta",
     "hedge",
     "method_overrides",
+    "get_logs",
+    "broadcast",
     "coalesce",
 )
 _CACHE_KEYS = ("enabled", "max_bytes", "finality_depth", "realtime_ttl_ms")
@@ -436,6 +441,7 @@ def _build_chain(
         "method_overrides": MappingProxyType(
             _build_overrides(rep, routing, [p.id for p in providers])
         ),
+        **_consistency(rep, routing),
         "coalesce": routing.get("coalesce", as_bool),
         "cache": _cache_config(sec.sub("cache", _CACHE_KEYS)),
     }
@@ -477,6 +483,26 @@ def _build_overrides(
         hedge = _as_hedge(rep, sec, allow_false=True)
         overrides[method] = MethodOverride(strategy=strategy, providers=tuple(names), hedge=hedge)
     return overrides
+
+
+def _consistency(rep: Reporter, routing: Section) -> dict[str, Any]:
+    """``routing.get_logs.{max_range, max_parallel}`` and ``routing.broadcast`` (§8)."""
+    logs = routing.sub("get_logs", ("max_range", "max_parallel"))
+    values = _given(
+        {
+            "max_range": logs.get("max_range", as_int, 1),
+            "max_parallel": logs.get("max_parallel", as_int, 1),
+        }
+    )
+    if values.get("max_parallel", 1) > MAX_GET_LOGS_PARALLEL:
+        msg = f"must be at most {MAX_GET_LOGS_PARALLEL}, got {values.pop('max_parallel')}"
+        rep.error(logs.key_line("max_parallel"), join(logs.path, "max_parallel"), msg)
+    broadcast = routing.get("broadcast", as_int, 1)
+    if broadcast is not None and broadcast > MAX_BROADCAST:
+        msg = f"must be at most {MAX_BROADCAST}, got {broadcast}"
+        rep.error(routing.key_line("broadcast"), join(routing.path, "broadcast"), msg)
+        broadcast = None
+    return _given({"get_logs": GetLogsConfig(**values), "broadcast": broadcast})
 
 
 _HEDGE_KEYS = (

@@ -8,6 +8,7 @@ import aiohttp
 import orjson
 import pytest
 
+from lasso.kernel.keccak import tx_hash
 from lasso.sim.behavior import Behavior
 
 from support import profile_yaml, routed_chain_yaml
@@ -108,25 +109,23 @@ async def test_rate_limited_provider_is_demoted_not_failed(sim_fleet: Any, lasso
     assert ch.evidence.total_rate_limits == 1
 
 
-async def test_send_raw_transaction_is_never_sent_twice(sim_fleet: Any, lasso_node: Any) -> None:
-    """A 500 after dispatch is terminal for eth_sendRawTransaction: no second provider sees it."""
+async def test_a_send_that_failed_after_dispatch_goes_to_another_provider(
+    sim_fleet: Any, lasso_node: Any
+) -> None:
+    """A 500 after dispatch may have landed; a signed transaction is safe to rebroadcast,
+    so the next provider gets it and its hash is the answer (CONTRACT §8)."""
     fleet, app = await start(
         sim_fleet,
         lasso_node,
         {"bad": Behavior(error_rate=1.0, error_mode="http500"), "good": Behavior()},
     )
-    body = {
-        "jsonrpc": "2.0",
-        "id": 9,
-        "method": "eth_sendRawTransaction",
-        "params": ["0x02f86c0180"],
-    }
+    raw = "0x02f86c0180"
+    body = {"jsonrpc": "2.0", "id": 9, "method": "eth_sendRawTransaction", "params": [raw]}
     status, doc = await rpc(f"{app.base_url}/rpc/priority/ethereum", body)
     assert status == 200 and doc["id"] == 9
-    assert doc["error"]["code"] == -32000
-    assert "indeterminate" in doc["error"]["message"]
+    assert doc["result"] == tx_hash(raw)
     assert fleet["bad"].stats.methods["eth_sendRawTransaction"] == 1
-    assert fleet["good"].stats.methods["eth_sendRawTransaction"] == 0
+    assert fleet["good"].stats.methods["eth_sendRawTransaction"] == 1
 
 
 async def test_send_raw_transaction_moves_on_when_never_dispatched(

@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 
 from lasso.kernel.attempts import (
+    FILTER_CREATE,
+    IDEMPOTENT_WRITE,
     READ,
     WRITE,
     Dispatch,
@@ -21,13 +23,25 @@ from lasso.kernel.judge import Judgement
 
 
 def test_policies_by_method() -> None:
-    """Replay-safe reads get READ (3 sends, hedging); writes and unknown methods WRITE."""
+    """Reads get READ; sends IDEMPOTENT_WRITE; filter creations FILTER_CREATE; filter
+    polls and unknown methods WRITE (one send)."""
     assert policy_for("eth_getBalance") is READ
-    assert policy_for("eth_sendRawTransaction") is WRITE
-    assert policy_for("eth_newFilter") is WRITE
+    assert policy_for("eth_sendRawTransaction") is IDEMPOTENT_WRITE
+    assert policy_for("eth_newFilter") is FILTER_CREATE
+    assert policy_for("eth_newBlockFilter") is FILTER_CREATE
+    assert policy_for("eth_getFilterChanges") is WRITE
     assert policy_for("made_up") is WRITE
     assert (READ.max_dispatches, READ.hedge, READ.first_share) == (3, True, 0.6)
     assert (WRITE.max_dispatches, WRITE.replay_safe, WRITE.writes) == (1, False, True)
+    idem = IDEMPOTENT_WRITE
+    assert (idem.max_dispatches, idem.replay_safe, idem.writes, idem.hedge) == (
+        3,
+        True,
+        True,
+        False,
+    )
+    create = FILTER_CREATE
+    assert (create.replay_safe, create.writes, create.hedge) == (True, False, False)
 
 
 def test_decisions_are_frozen_values() -> None:

@@ -46,7 +46,7 @@ IDEMPOTENT_WRITE = DispatchPolicy(
     writes=True,
     hedge=False,
     first_share=None,
-)  # issue 13's policy: expressible today, and the planner honours it
+)  # attempts.IDEMPOTENT_WRITE without the first share: the planner's rules, isolated
 
 
 @dataclass

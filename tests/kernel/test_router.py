@@ -245,6 +245,52 @@ def test_min_block_preference() -> None:
     ]
 
 
+def test_min_block_constraint_for_latest_reads() -> None:
+    """A caller's min_block (the served head) puts providers below it last, without making
+    the request an archival one."""
+    router = make(
+        [
+            provider("behind", priority=1),
+            provider("pruned", priority=2, archival=False),
+            provider("head", priority=3),
+        ],
+        block_time_ms=2_000,
+    )
+    heights(router, 0.0, behind=HEAD - 3, pruned=HEAD, head=HEAD)
+    out = router.candidates("eth_blockNumber", [], "priority", 0.0, min_block=HEAD)
+    assert providers_of(out) == ["pruned", "head", "behind"]
+    out = router.candidates("eth_blockNumber", [], "priority", 0.0)
+    assert providers_of(out) == ["behind", "pruned", "head"]
+
+
+def test_observe_block_raises_heights_only() -> None:
+    """A block in an answer raises the provider's height; an older one changes nothing."""
+    router = make([provider("a")])
+    router.observe_block("a", 100, 0.0)
+    router.observe_block("a", 90, 1.0)
+    assert router.state.height("a") == 100 and router.state.observed_at("a") == 0.0
+    router.observe_block("a", 101, 2.0)
+    assert router.state.height("a") == 101
+    assert router.state.known_to_have("a", 101) and not router.state.known_to_have("a", 102)
+    assert not router.state.known_to_have("b", 1)
+    assert router.head.head is None  # provider heights are not served heads
+
+
+def test_learned_logs_range_limits() -> None:
+    """A limit learned from a provider's error lowers its limit and feeds the filter."""
+    small = Capabilities(limits=Limits(max_block_range=500))
+    router = make([provider("a", priority=1, capabilities=small), provider("b", priority=2)])
+    heights(router, 0.0, a=HEAD, b=HEAD)
+    assert router.logs_range_limit("a") == 500 and router.logs_range_limit("b") is None
+    assert router.logs_range_limit("nobody") is None
+    router.learn_logs_range_limit("b", 100)
+    router.learn_logs_range_limit("a", 1000)  # never raised
+    router.learn_logs_range_limit("nobody", 1)
+    assert router.logs_range_limit("a") == 500 and router.logs_range_limit("b") == 100
+    wide = [{"fromBlock": hex(HEAD - 299), "toBlock": hex(HEAD)}]
+    assert providers_of(router.candidates("eth_getLogs", wide, "priority", 0.0)) == ["a"]
+
+
 def test_get_logs_range_limit_routes_around_small_limits() -> None:
     """A range over a provider's max_block_range skips it unless every provider is limited."""
     small = Capabilities(limits=Limits(max_block_range=100))

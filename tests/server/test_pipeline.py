@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -13,7 +14,8 @@ from lasso.config import HedgeConfig
 from lasso.kernel.classify import MAX_RETRY_AFTER_S
 from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamDisconnected
 from lasso.net.http_conn import UpstreamResponse
-from lasso.server.pipeline import execute
+from lasso.server.pipeline import Outcome, execute, run
+from lasso.server.runtime import ChainRuntime
 from server_pipeline_support import (
     BALANCE,
     budgeted,
@@ -172,13 +174,18 @@ async def test_pool_exhaustion_is_neutral() -> None:
 
 # -- writes -----------------------------------------------------------------------------------
 
-RAW_TX = ["0x02f8"]
+POLL = ["0x1"]  # eth_getFilterChanges consumes what it returns: one send, never replayed
+
+
+async def poll(rt: ChainRuntime, **kw: Any) -> Outcome:
+    """A filter poll through the driver itself (the filter flow would answer an unknown id)."""
+    return await run(rt, "eth_getFilterChanges", POLL, "priority", None, **kw)
 
 
 async def test_write_failing_after_dispatch_is_indeterminate() -> None:
-    """eth_sendRawTransaction reset mid-flight is never resent; the error says why."""
-    rt = runtime(a=raises(UpstreamDisconnected("reset")), b=ok("0xhash"))
-    out = await call(rt, "eth_sendRawTransaction", RAW_TX)
+    """A filter poll reset mid-flight is never resent; the error says why."""
+    rt = runtime(a=raises(UpstreamDisconnected("reset")), b=ok([]))
+    out = await poll(rt)
     assert out.error is not None
     assert out.error["message"] == "Upstream dispatch outcome is indeterminate"
     assert out.error["data"]["provider"] == "a" and out.provider_id == "a"
@@ -188,18 +195,25 @@ async def test_write_failing_after_dispatch_is_indeterminate() -> None:
 
 async def test_write_moves_on_when_nothing_was_sent() -> None:
     """A refused connection sent nothing: the write goes to the next provider."""
-    rt = runtime(a=raises(UpstreamConnectError("refused")), b=ok("0xhash"))
-    out = await call(rt, "eth_sendRawTransaction", RAW_TX)
-    assert out.provider_id == "b" and result_of(out) == "0xhash"
+    rt = runtime(a=raises(UpstreamConnectError("refused")), b=ok([]))
+    out = await poll(rt)
+    assert out.provider_id == "b" and result_of(out) == []
 
 
 async def test_write_is_never_hedged() -> None:
     """A write under a hedging chain still goes out once."""
-    rt = runtime(HedgeConfig(delay_ms=1), a=ok("0xhash"), b=ok("0xother"))
+    rt = runtime(HedgeConfig(delay_ms=1), a=ok([]), b=ok(["0x1"]))
     for _ in range(30):
-        out = await call(rt, "eth_sendRawTransaction", RAW_TX)
+        out = await poll(rt)
         assert not out.hedged
     assert transport(rt, "b").calls == 0
+
+
+async def test_run_leaves_excluded_providers_out() -> None:
+    """run(exclude=...) never sends to the providers it names."""
+    rt = runtime(a=ok("0x1"), b=ok("0x2"))
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None, exclude=("a",))
+    assert out.provider_id == "b" and transport(rt, "a").calls == 0
 
 
 # -- cancellation -------------------------------------------------------------------------------
@@ -234,3 +248,13 @@ async def test_failures_leave_the_channel_a_last_error() -> None:
     assert faults["a"].status == 502
     assert faults["b"] is not None and "cannot connect" in faults["b"].message
     assert faults["c"] is None
+
+
+@pytest.mark.parametrize("hedge", [None, HedgeConfig(delay_ms=5000)], ids=["inline", "raced"])
+async def test_keep_result_hands_back_the_parsed_result(hedge: HedgeConfig | None) -> None:
+    """run(keep_result=True) gives the winning answer's result as parsed to judge it."""
+    rt = runtime(hedge, a=ok(["0x1", "0x2"]), b=ok("0x3"))
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None, keep_result=True)
+    assert out.result == ["0x1", "0x2"] and result_of(out) == out.result
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None)
+    assert out.result is None

@@ -55,7 +55,7 @@ def test_spec_file(tmp_path: Path) -> None:
     """A YAML spec gives chains and providers, flat or nested behaviour, default ports."""
     spec = tmp_path / "fleet.yml"
     spec.write_text(
-        "chains:\n  - {chain_id: 8453, block_time_ms: 500}\n"
+        "chains:\n  - {chain_id: 8453, block_time_ms: 500, cache_size: 20000}\n"
         "providers:\n"
         "  - {id: fast, latency_ms: 5}\n"
         "  - {id: pruned, port: 6123, behavior: {archival: false}}\n"
@@ -63,6 +63,7 @@ def test_spec_file(tmp_path: Path) -> None:
     fleet = cli.build_fleet(parse("--spec", str(spec), "--base-port", "6000"))
     assert [(p.id, p.port) for p in fleet] == [("fast", 6001), ("pruned", 6123)]
     assert fleet.chain().chain_id == 8453 and fleet.chain().block_time_s == 0.5
+    assert fleet.chain()._cache_size == 20000  # blocks kept built (a wide getLogs bench)
     assert fleet["pruned"].behavior.archival is False
     listed = tmp_path / "list.json"
     listed.write_text(json.dumps([{"id": "x", "drop": True}]))

@@ -12,8 +12,8 @@ MODULES = [
     "behavior",
     "chain",
     "cli",
+    "filters",
     "fleet",
-    "keccak",
     "node",
     "provider",
     "subscriptions",
@@ -52,7 +52,7 @@ def test_imports_in_a_fresh_interpreter() -> None:
     """lasso.sim imports in a fresh interpreter; every submodule comes with it (no cycles)."""
     code = (
         "import sys, lasso.sim.cli; "
-        "mods = 'admin behavior chain cli fleet keccak node provider subscriptions "
+        "mods = 'admin behavior chain cli filters fleet node provider subscriptions "
         "traffic'.split(); "
         "assert all('lasso.sim.' + m in sys.modules for m in mods)"
     )
@@ -60,9 +60,9 @@ def test_imports_in_a_fresh_interpreter() -> None:
 
 
 def test_pure_modules_do_no_io() -> None:
-    """chain, node, behavior and keccak import neither asyncio, aiohttp, socket, time nor random."""
+    """chain, node, behavior and filters import no asyncio, aiohttp, socket, time or random."""
     forbidden = {"asyncio", "aiohttp", "socket", "time", "random"}
-    for module in ("chain", "node", "behavior", "keccak"):
+    for module in ("chain", "node", "behavior", "filters"):
         source = open(lasso.sim.__path__[0] + f"/{module}.py").read()
         imported = {
             line.split()[1].split(".")[0]

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from lasso.kernel.keccak import keccak256
 from lasso.sim import TOKEN_ADDRESSES, TRANSFER_TOPIC, NodeView, RpcError, SyntheticChain
-from lasso.sim.keccak import keccak256
 from lasso.sim.node import SUPPORTED_METHODS, answer_payload, call_method
 
 HEAD = 1_000_000

@@ -102,6 +102,17 @@ async def test_lag_shows_an_older_head(make_provider: Make, rpc: Post) -> None:
     assert (await rpc(behind.url, "eth_blockNumber"))["result"] == hex(head)
 
 
+async def test_a_growing_lag_stalls_the_head(chain: SyntheticChain, clock: Any) -> None:
+    """Raising lag_blocks never moves a served head backwards: the node stalls until the
+    chain is that far ahead (block time 2 s)."""
+    provider = SimProvider("p", chain, clock=clock, seed=1)  # not started: no ticker
+    top = provider.head()
+    await provider.update(lag_blocks=5)
+    assert provider.head() == top
+    clock.advance(6 * 2.0)
+    assert provider.head() == top + 1
+
+
 async def test_hang_never_answers(make_provider: Make, eventually: Any) -> None:
     """With hang the request is accepted but never answered: the client times out."""
     provider = await make_provider(hang=True)

@@ -17,6 +17,8 @@ from .judge import ACCEPTED, Judgement
 from .methods import REPLAY_SAFE_METHODS
 
 __all__ = [
+    "FILTER_CREATE",
+    "IDEMPOTENT_WRITE",
     "READ",
     "WRITE",
     "Answer",
@@ -88,15 +90,52 @@ WRITE = DispatchPolicy(
     hedge=False,
     first_share=None,
 )
-"""Everything not known to be replay-safe (``eth_sendRawTransaction``, filters, unknown
-methods): one send; a failure after it is indeterminate. Issue 13 adds an idempotent-write
-policy (``replay_safe=True, writes=True``: a rebroadcast is harmless) as one more value."""
+"""Everything else that is not known to be replay-safe (filter polls, which consume the
+changes they return; unknown methods): one send; a failure after it is indeterminate."""
+
+IDEMPOTENT_WRITE = DispatchPolicy(
+    name="idempotent_write",
+    max_dispatches=3,
+    replay_safe=True,
+    writes=True,
+    hedge=False,
+    first_share=0.6,
+)
+"""``eth_sendRawTransaction`` (CONTRACT §8): a signed transaction is the same transaction
+however often it is sent, so a send that failed after dispatch (it may have landed) is sent
+to another provider; if none answers, the failure is still reported as indeterminate. The
+first attempt gets 60 % of the budget, leaving time for that retry. Never hedged: a second
+copy racing the first is what ``routing.broadcast`` is for."""
+
+FILTER_CREATE = DispatchPolicy(
+    name="filter_create",
+    max_dispatches=3,
+    replay_safe=True,
+    writes=False,
+    hedge=False,
+    first_share=0.6,
+)
+"""``eth_newFilter`` and kin: a creation that failed after dispatch may be retried on another
+provider (an orphan filter on the first expires there by itself); never hedged, which would
+make one orphan per request."""
+
+_IDEMPOTENT_WRITES = frozenset({"eth_sendRawTransaction"})
+_FILTER_CREATES = frozenset(
+    {"eth_newFilter", "eth_newBlockFilter", "eth_newPendingTransactionFilter"}
+)
 
 
 def policy_for(method: str) -> DispatchPolicy:
-    """The dispatch policy of ``method``: :data:`READ` when it is replay-safe, else
-    :data:`WRITE`."""
-    return READ if method in REPLAY_SAFE_METHODS else WRITE
+    """The dispatch policy of ``method``: :data:`READ` when it is replay-safe,
+    :data:`IDEMPOTENT_WRITE` for ``eth_sendRawTransaction``, :data:`FILTER_CREATE` for the
+    filter creations, else :data:`WRITE`."""
+    if method in REPLAY_SAFE_METHODS:
+        return READ
+    if method in _IDEMPOTENT_WRITES:
+        return IDEMPOTENT_WRITE
+    if method in _FILTER_CREATES:
+        return FILTER_CREATE
+    return WRITE
 
 
 # -- facts: what happened to an attempt ---------------------------------------------------

@@ -103,6 +103,20 @@ class ChainState:
             self._bt_samples += 1
         self._max_height, self._max_at = height, now
 
+    def observe_block(self, provider_id: str, number: int, now: float) -> None:
+        """The provider answered with block ``number`` (a block by number, a ``latest``
+        block): it has at least that block. Raises its height like :meth:`observe_height`
+        when ``number`` is above the last report; a lower one says nothing new."""
+        entry = self._heights.get(provider_id)
+        if entry is None or number > entry[0]:
+            self.observe_height(provider_id, number, now)
+
+    def known_to_have(self, provider_id: str, block: int) -> bool:
+        """True when the provider reported a height of at least ``block``: an answer of
+        ``null`` for that block from it is the truth, not lag. No elapsed-time credit."""
+        entry = self._heights.get(provider_id)
+        return entry is not None and entry[0] >= block
+
     def forget(self, provider_id: str) -> None:
         """Drop a provider's height (removed from the config)."""
         if self._heights.pop(provider_id, None) is not None:

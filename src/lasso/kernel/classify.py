@@ -41,6 +41,8 @@ from email.utils import parsedate_to_datetime
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
+from .logs_limits import is_logs_limit
+
 if TYPE_CHECKING:  # the kernel needs no config code at runtime: rules are read by attribute
     from lasso.config import ErrorRule
 
@@ -488,6 +490,10 @@ def classify_rpc_error(
                 return category
     if _is_revert_data(data):
         return _C.EXECUTION_REVERT
+    # eth_getLogs range and result-size limits (issue 13, table in .logs_limits): before
+    # the codes, because Alchemy and Ankr send them as -32600 and Infura as -32602.
+    if lowered and is_logs_limit(lowered):
+        return _C.CAPABILITY_VIOLATION
     if lowered and (
         _METHOD_NOT_FOUND_RE.search(lowered) or (not known_method and _UNKNOWN_CALL in lowered)
     ):

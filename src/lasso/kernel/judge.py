@@ -17,9 +17,11 @@ a non-200 status without one           ``classify_http_status`` ("Provider infra
 anything else (no JSON, wrong id)      ``protocol_error`` "Invalid upstream response"
 =====================================  ===================================================
 
-Issue 13 adds judgements of *results* (a ``null`` block from a provider behind the
-requested height: "retry elsewhere, not the provider's fault"); they come out of here as
-non-ok judgements in the capability bucket, and the planner needs no change for them.
+Judgements of *results* (a ``null`` block from a provider behind the requested height:
+"retry elsewhere, not the provider's fault"; an ``eth_blockNumber`` clamped to the served
+head) are made after this one, by :func:`.consistency.check_answer`: a non-ok judgement in
+the capability bucket, or an accepted one with a ``replacement`` result. The planner needs
+no change for them.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class Judgement:
         message: a short reason, for the client-facing error when nothing better exists.
         id_ok: the answer carries our transport id, so its bytes may be passed back with
             the client's id spliced in.
+        replacement: for an accepted answer, a result to answer instead of the provider's
+            (a JSON string: a head clamped to the one already served); ``None`` keeps the
+            provider's bytes.
     """
 
     ok: bool
@@ -67,6 +72,7 @@ class Judgement:
     retry_after_s: float | None = None
     message: str = ""
     id_ok: bool = False
+    replacement: str | None = None
 
     @property
     def bucket(self) -> Bucket | None:

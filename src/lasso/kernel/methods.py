@@ -279,6 +279,12 @@ def logs_block_range(params: object) -> tuple[BlockRef, BlockRef] | None:
     return lo, hi
 
 
+def block_param_index(method: str) -> int | None:
+    """The position of ``method``'s block parameter, ``None`` when it has none (see
+    :func:`block_params`: a missing trailing one means ``latest``)."""
+    return _BLOCK_PARAM_INDEX.get(method)
+
+
 def block_params(method: str, params: object) -> list[BlockRef]:
     """Return the block references a request reads, for the lag and archival filters.
 

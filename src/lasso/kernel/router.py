@@ -39,7 +39,8 @@ noted):
    ``archival: false`` providers last instead of dropping them (they may still hold the
    block; the pipeline fails over on ``requires_archival``);
 8. min-block preference: providers whose optimistic height is below the highest block
-   requested are ordered after those that have it. *Decision:* this outranks the health
+   requested (or the caller's ``min_block``: the served head for a ``latest`` read) are
+   ordered after those that have it. *Decision:* this outranks the health
    tier, because a provider without the block usually answers ``null``, a wrong success
    the pipeline cannot fail over from, whereas a lower tier costs at most a retry.
 
@@ -67,6 +68,7 @@ from .channel import (
 from .classify import Bucket, Category, bucket_of
 from .clock import Rng
 from .faults import Fault
+from .head import HeadTracker
 from .methods import (
     KNOWN_METHODS,
     BlockRef,
@@ -130,17 +132,27 @@ class ChainRouter:
         "_priority_pool",
         "_rng",
         "chain",
+        "head",
         "profile",
         "state",
     )
 
     def __init__(
-        self, chain: ChainConfig, breakers: BreakerRegistry, rng: Rng, *, profile: str
+        self,
+        chain: ChainConfig,
+        breakers: BreakerRegistry,
+        rng: Rng,
+        *,
+        profile: str,
+        head: HeadTracker | None = None,
     ) -> None:
         self.chain = chain
         self.profile = profile
         self._rng = rng
         self.state = ChainState(chain.block_time_ms)
+        # What eth_blockNumber and tags have been served at; given when it must outlive
+        # this router (a reload builds new routers, the served head carries on).
+        self.head = head if head is not None else HeadTracker()
         channels: list[Channel] = []
         by_provider: dict[str, list[Channel]] = {}
         for p in chain.providers:
@@ -205,6 +217,7 @@ class ChainRouter:
         *,
         provider_id: str | None = None,
         exclude: Collection[str] = (),
+        min_block: int | None = None,
     ) -> list[Channel]:
         """The channels to try for one request, best first, at most :data:`MAX_CANDIDATES`.
 
@@ -215,6 +228,8 @@ class ChainRouter:
             now: monotonic seconds.
             provider_id: a client's provider override: only that provider's channels.
             exclude: provider ids to skip (after ``method_not_found`` and the like).
+            min_block: a block the answer must come from at least (a ``latest`` read
+                after a served head): providers not known to have it go last.
 
         Returns:
             A new list, possibly empty: the caller then answers ``-32000`` with
@@ -263,8 +278,8 @@ class ChainRouter:
         if self._any_caps and len(alive) > 1:
             alive = self._capable(alive, method)  # 2. capability
         refs = block_params(method, params)
-        if refs and alive:
-            alive = self._block_fit(alive, method, params, refs, now, ranks)  # 3. blocks
+        if (refs or min_block is not None) and alive:  # 3. blocks
+            alive = self._block_fit(alive, method, params, refs, now, ranks, min_block)
         if presorted or len(alive) < 2:  # 4. the strategy's order
             ordered = alive  # a fresh list already
         elif strategy == "fastest" or strategy == "latency-weighted":
@@ -319,13 +334,15 @@ class ChainRouter:
         refs: list[BlockRef],
         now: float,
         ranks: dict[Channel, int],
+        min_block: int | None = None,
     ) -> list[Channel]:
         """Step 3, the blocks a request reads: parameter limits drop violators (unless all
-        violate); a need for archival data and a block above a provider's height demote."""
+        violate); a need for archival data and a block above a provider's height (or
+        ``min_block``) demote."""
         state = self.state
         cons = state.consensus(now)
         need_archival = False
-        highest = -1
+        highest = -1 if min_block is None else min_block
         oldest: int | None = None
         for r in refs:
             if type(r) is int:
@@ -526,6 +543,27 @@ class ChainRouter:
     def observe_height(self, provider_id: str, height: int, now: float) -> None:
         """A provider's block height from polling, newHeads or a probe."""
         self.state.observe_height(provider_id, height, now)
+
+    def logs_range_limit(self, provider_id: str) -> int | None:
+        """The widest ``eth_getLogs`` range the provider takes: its configured
+        ``max_block_range`` or a smaller one learned from its errors; ``None``: no limit."""
+        for ch in self._by_provider.get(provider_id, ()):
+            return ch._max_block_range
+        return None
+
+    def learn_logs_range_limit(self, provider_id: str, max_blocks: int) -> None:
+        """The provider said it takes at most ``max_blocks`` blocks per ``eth_getLogs``
+        (:func:`.getlogs.learned_limit`): the limit filter uses it from now on, until a
+        reload rebuilds the router from the configuration. Only ever lowers a limit."""
+        for ch in self._by_provider.get(provider_id, ()):
+            if ch._max_block_range is None or max_blocks < ch._max_block_range:
+                ch._max_block_range = max(1, max_blocks)
+                ch._has_limits = True
+                self._any_limits = True
+
+    def observe_block(self, provider_id: str, number: int, now: float) -> None:
+        """The provider answered with block ``number``: it has at least that height."""
+        self.state.observe_block(provider_id, number, now)
 
     def provider_status(self, provider_id: str, now: float) -> str:
         """One word for the provider's health, the most severe that applies (of

@@ -8,13 +8,17 @@ Shared by the two drivers, :func:`lasso.server.pipeline.execute` (one attempt at
   request bytes carrying it;
 * :func:`transport_of`: a channel's :class:`~lasso.net.transport.UpstreamTransport`;
 * :func:`judged`: parse (``rpc_envelope.read_answer``: a large one by its envelope) and
-  judge an answer into the planner's fact (an ``eth_blockNumber``
-  result also feeds the height tracking);
+  judge an answer into the planner's fact; for a planned read (CONTRACT §8,
+  :func:`lasso.kernel.consistency.check_answer`) the answer is also checked against the
+  block it had to come from, and teaches heights and the served head;
 * :func:`failure_fact`: the planner's fact for a transport error;
 * :func:`record`: what an attempt said about its provider, into the router (see
   ``lasso.server.pipeline`` for the rules; a failure also becomes the channel's last
   error), the event bus and, with ``--workers``, the node-wide table;
-* :func:`finish`: the :class:`Outcome` of the planner's terminal decision.
+* :func:`finish`: the :class:`Outcome` of the planner's terminal decision;
+* :func:`result_body`: the bytes of an answer Lasso makes (a clamped head, a transaction's
+  hash, a Lasso filter id, merged logs), in the provider answers' layout;
+* :class:`Executor`: what a flow of :mod:`lasso.server.pipeline` runs its requests through.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Awaitable, Collection
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -38,18 +43,21 @@ from lasso.kernel.attempts import (
     answered,
 )
 from lasso.kernel.classify import Category
-from lasso.kernel.judge import ACCEPTED, judge
-from lasso.kernel.methods import parse_block_ref
+from lasso.kernel.consistency import BEHIND, ReadPlan, check_answer
+from lasso.kernel.getlogs import learned_limit
+from lasso.kernel.judge import judge
+from lasso.kernel.logs_limits import logs_limit
 from lasso.kernel.planner import AttemptPlanner
 from lasso.kernel.router import Channel
 from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from lasso.net.http_conn import UpstreamResponse
 from lasso.net.transport import UpstreamTransport
 from lasso.server.faults import answer_fault, fault_of
-from lasso.server.rpc_envelope import read_answer
+from lasso.server.rpc_envelope import LARGE_RESULT, read_answer
 from lasso.server.runtime import ChainRuntime
 
 __all__ = [
+    "Executor",
     "Outcome",
     "encode_upstream_request",
     "failure_fact",
@@ -57,6 +65,7 @@ __all__ = [
     "judged",
     "new_transport_id",
     "record",
+    "result_body",
     "transport_of",
 ]
 
@@ -86,16 +95,21 @@ class Outcome:
     ``rpc_error`` (the provider's error for the caller's mistake) or ``error``.
     ``hedged``: a hedge was sent; ``hedge_winner``: ``primary`` or ``hedge`` when one of
     them answered; ``hedge_skipped``: a hedge fell due but the chain's budget was spent.
+    ``extra``: more ``include_meta`` members from a flow (``get_logs``, ``broadcast``).
+    ``result``: the answer's ``result`` as parsed when judged, for a caller that asked to
+    keep it (``run(..., keep_result=True)``: it merges results); ``None`` otherwise.
     """
 
     __slots__ = (
         "body",
         "candidates",
         "error",
+        "extra",
         "hedge_skipped",
         "hedge_winner",
         "hedges",
         "provider_id",
+        "result",
         "retries",
         "status",
         "tid",
@@ -116,16 +130,82 @@ class Outcome:
         self.hedges = 0
         self.hedge_winner: str | None = None
         self.hedge_skipped = False
+        self.extra: dict[str, Any] | None = None
+        self.result: Any = None
 
     @property
     def hedged(self) -> bool:
         return self.hedges > 0
+
+    def error_message(self) -> str:
+        """The error's message (Lasso's, or the provider's when its bytes are passed
+        through); ``""`` for a result."""
+        error = self.error
+        if error is None and self.body is not None and self.status != "success":
+            try:
+                doc = orjson.loads(self.body)
+            except orjson.JSONDecodeError:
+                return ""
+            error = doc.get("error") if type(doc) is dict else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return message if isinstance(message, str) else ""
+
+    def answer(self, result_json: bytes) -> None:
+        """Make this a success answering ``result_json`` (JSON text), with our id."""
+        if not self.tid:
+            self.tid = b'"%s"' % new_transport_id().encode()
+        self.body = result_body(self.tid, result_json)
+        self.error = None
+        self.status = "success"
+
+    def fail(self, error: dict[str, Any], status: str = "error") -> None:
+        """Make this an error answer with Lasso's ``error`` object."""
+        self.body = None
+        self.error = error
+        self.status = status
+
+
+class Executor(Protocol):
+    """Runs one JSON-RPC request through the attempt planner
+    (:func:`lasso.server.pipeline.run`), with the route's strategy and provider override;
+    ``exclude`` leaves providers out."""
+
+    def __call__(
+        self,
+        rt: ChainRuntime,
+        method: str,
+        params: Any,
+        strategy: str,
+        provider_id: str | None,
+        *,
+        exclude: Collection[str] = (),
+        keep_result: bool = False,
+    ) -> Awaitable[Outcome]: ...
+
+
+def result_body(tid: bytes, result_json: bytes) -> bytes:
+    """An answer Lasso makes: our id (JSON text) and the result (JSON text), laid out as
+    providers' answers are (the response cache reads the result at a fixed offset)."""
+    return b'{"jsonrpc":"2.0","id":%s,"result":%s}' % (tid, result_json)
 
 
 def transport_of(rt: ChainRuntime, ch: Channel) -> UpstreamTransport | None:
     if ch.transport == "http":
         return rt.pools.get(ch.provider_id)
     return rt.ws.get(ch.provider_id)
+
+
+def _whole(doc: Any, body: bytes | bytearray) -> Any:
+    """``doc`` with its ``result`` parsed when :func:`read_answer` left it as
+    :data:`LARGE_RESULT` (its envelope only); ``doc`` itself if that fails."""
+    if type(doc) is dict and doc.get("result") is LARGE_RESULT:
+        try:
+            whole = orjson.loads(body)
+        except orjson.JSONDecodeError:  # valid JSON beyond orjson's bounds (a huge number)
+            return doc
+        if type(whole) is dict:
+            return whole
+    return doc
 
 
 def judged(
@@ -136,8 +216,12 @@ def judged(
     number: int,
     resp: UpstreamResponse,
     key: str,
+    plan: ReadPlan | None = None,
+    kept: dict[int, Any] | None = None,
 ) -> Answered:
-    """Parse and judge an answer; an ``eth_blockNumber`` result is a free height sample."""
+    """Parse and judge an answer; a planned read's answer is checked against its plan (an
+    ``eth_blockNumber`` result is a height sample and clamped to the served head). With
+    ``kept``, the parsed ``result`` is kept there under the attempt's number."""
     body = resp.body
     doc = read_answer(body)  # a large answer: its envelope only, the result validated
     judgement = judge(
@@ -150,10 +234,17 @@ def judged(
         rules=ch.provider.capabilities.error_rules,
         known_method=mkey != "other",
     )
-    if judgement is ACCEPTED and method == "eth_blockNumber":
-        height = parse_block_ref(doc.get("result"))
-        if isinstance(height, int):
-            rt.router.observe_height(ch.provider_id, height, monotonic())
+    if kept is not None or (plan is not None and plan.tag is not None):
+        doc = _whole(doc, body)  # the result itself is read: a large one parsed whole
+    if kept is not None and type(doc) is dict:
+        kept[number] = doc.get("result")
+    if plan is not None:
+        router = rt.router
+        judgement = check_answer(
+            plan, judgement, doc, ch.provider_id, router.state, router.head, monotonic()
+        )
+        if judgement.replacement is not None:
+            rt.consistency.count("retries", "clamped")
     return answered(number, judgement)
 
 
@@ -176,8 +267,14 @@ def record(
         judgement = fact.judgement
         if judgement.ok:
             tr = router.record_success(ch, mkey, latency, now)
+        elif judgement is BEHIND:  # behind the block asked about: not the provider's fault
+            router.record_neutral(ch, mkey, now)
+            rt.consistency.count("retries", "behind")
+            return
         else:
             category = judgement.category or Category.UNKNOWN_ERROR
+            if category is Category.CAPABILITY_VIOLATION and mkey == "eth_getLogs":
+                _learn_logs_limit(rt, ch, judgement.message)
             error = None if judgement.error is None else dict(judgement.error)
             status = 200 if resp is None else resp.status
             fault = answer_fault(status, category, judgement.message, error)
@@ -224,7 +321,8 @@ def finish(
     out.provider_id = ch.provider_id
     out.transport = ch.transport
     if judgement.ok:
-        out.body = resp.body
+        replacement = judgement.replacement
+        out.body = resp.body if replacement is None else result_body(tid, orjson.dumps(replacement))
         out.tid = tid
         return out
     # The caller's fault: the provider's answer goes back unchanged (its bytes when they
@@ -239,6 +337,18 @@ def finish(
     else:
         out.error = dict(judgement.error)
     return out
+
+
+def _learn_logs_limit(rt: ChainRuntime, ch: Channel, message: str) -> None:
+    """A provider said an ``eth_getLogs`` range was too wide and named its limit: the
+    router routes and splits by it from now on (without a number the splitter learns from
+    the range it sent, :mod:`lasso.server.logs_split`)."""
+    limit = logs_limit(message)
+    if limit is not None and limit.max_blocks is not None:
+        current = rt.router.logs_range_limit(ch.provider_id)
+        learned = learned_limit(limit, limit.max_blocks + 1, current)
+        if learned is not None:
+            rt.router.learn_logs_range_limit(ch.provider_id, learned)
 
 
 def failure_fact(number: int, exc: UpstreamError) -> Fact:

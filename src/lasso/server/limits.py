@@ -10,6 +10,9 @@ bounds (header size, request time, pipelining, connections) live with the HTTP s
   batches together (first come, first served), so one huge batch cannot take every
   upstream connection (256 per provider) from the other clients. Single requests never
   wait on either bound.
+* **eth_getLogs chunks.** A split ``eth_getLogs`` (CONTRACT §8) runs at most
+  ``routing.get_logs.max_parallel`` chunks at once, and the node at most
+  :data:`NODE_LOG_CHUNKS` chunks of every split request together.
 * **Params depth.** ``params`` nested deeper than :data:`MAX_PARAMS_DEPTH` levels (the
   default recursion limit of serde_json, which Rust clients and nodes such as reth and
   anvil use) are answered ``-32602`` with the client's id, without reaching a provider.
@@ -22,6 +25,7 @@ __all__ = [
     "MAX_BATCH_LIMIT",
     "BATCH_CONCURRENCY",
     "NODE_BATCH_CONCURRENCY",
+    "NODE_LOG_CHUNKS",
     "MAX_PARAMS_DEPTH",
 ]
 
@@ -36,6 +40,9 @@ BATCH_CONCURRENCY = 32
 
 NODE_BATCH_CONCURRENCY = 128
 """Batch items in flight on the node, all batches together (half a provider's pool)."""
+
+NODE_LOG_CHUNKS = 64
+"""Chunks of split ``eth_getLogs`` requests in flight on the node, all requests together."""
 
 MAX_PARAMS_DEPTH = 128
 """Deepest nesting of ``params`` (``[]`` is 1, ``[[]]`` is 2)."""

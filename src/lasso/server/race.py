@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 from time import monotonic
+from typing import Any
 
 from lasso.kernel.attempts import Answer, Cancel, Dispatch, Fact, Fail, Refused, Wait
+from lasso.kernel.consistency import ReadPlan
 from lasso.kernel.planner import AttemptPlanner, Phase
 from lasso.kernel.router import Channel
 from lasso.net.errors import UpstreamError
@@ -77,10 +79,12 @@ class Race:
         "_waiter",
         "body",
         "candidates",
+        "kept",
         "key",
         "method",
         "mkey",
         "out",
+        "plan",
         "planner",
         "replay_safe",
         "rt",
@@ -99,8 +103,12 @@ class Race:
         key: str,
         tid: bytes,
         replay_safe: bool,
+        plan: ReadPlan | None = None,
+        kept: dict[int, Any] | None = None,
     ) -> None:
         self.rt = rt
+        self.plan = plan  # the read's consistency plan, checked on every answer
+        self.kept = kept  # parsed results by attempt, when the caller keeps them
         self.planner = planner
         self.candidates = candidates
         self.mkey = mkey
@@ -177,7 +185,9 @@ class Race:
         except UpstreamError as exc:
             return failure_fact(sent.number, exc), None, monotonic() - t0, exc
         lat = monotonic() - t0
-        fact = judged(self.rt, ch, self.mkey, self.method, sent.number, resp, sent.key)
+        fact = judged(
+            self.rt, ch, self.mkey, self.method, sent.number, resp, sent.key, self.plan, self.kept
+        )
         return fact, resp, lat, None
 
     async def inline(self, sent: _Sent, timeout: float) -> None:

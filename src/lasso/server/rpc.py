@@ -655,6 +655,8 @@ def _meta_object(
             info["selected_provider"] = {"id": out.provider_id, "protocol": out.transport}
         if out.error is not None:
             info["error"] = _plain_error(out.error)
+        if out.extra:  # a flow's own members (get_logs, broadcast)
+            info.update(out.extra)
     return info
 
 

@@ -26,6 +26,7 @@ from lasso.kernel.router import BreakerRegistry, ChainRouter, normalize_url
 from lasso.net.http_client import HttpUpstreamPool
 from lasso.net.transport import UpstreamTransport
 from lasso.net.ws_upstream import UpstreamWs
+from lasso.server.consistency_state import ChainConsistency, NodeConsistency
 from lasso.server.events import EventBus
 
 if TYPE_CHECKING:
@@ -87,12 +88,14 @@ class ChainRuntime:
     :class:`~lasso.net.transport.UpstreamTransport`); ``ws`` to their upstream WebSocket
     connections, which the app's :class:`~lasso.server.ws_upstreams.WsUpstreamRegistry`
     fills (empty until then). ``hedging`` is the chain's hedge settings and budget
-    (``None`` when nothing hedges).
+    (``None`` when nothing hedges). ``consistency`` is the chain's served head, filter
+    table and counters (:mod:`lasso.server.consistency_state`), kept across reloads; its
+    head is the router's.
     """
 
     __slots__ = (
         "profile", "config", "router", "pools", "ws", "chain_id_result", "key", "events", "shared",
-        "hedging",
+        "hedging", "consistency",
     )  # fmt: skip
 
     def __init__(
@@ -102,6 +105,7 @@ class ChainRuntime:
         router: ChainRouter,
         pools: Mapping[str, UpstreamTransport],
         events: EventBus,
+        consistency: ChainConsistency | None = None,
     ) -> None:
         self.events = events
         self.profile = profile
@@ -114,6 +118,11 @@ class ChainRuntime:
         # Node-wide state with --workers N (lasso.server.shared_state); None in one process.
         self.shared: ChainShared | None = None
         self.hedging = ChainHedging.from_chain(config)
+        if consistency is None:
+            consistency = ChainConsistency(head=router.head)
+        elif consistency.head is not router.head:
+            raise ValueError("the router must be built with the chain's served head")
+        self.consistency = consistency
 
     def __repr__(self) -> str:
         return f"<ChainRuntime {self.profile}/{self.key} providers={len(self.config.providers)}>"
@@ -144,7 +153,9 @@ class Runtime:
 
     ``default_profile`` is the profile for routes without ``/profile/<slug>``: the
     ``default_profile`` argument when given, else ``public``, else the only profile, else
-    ``None`` (:func:`lasso.config.default_profile_slug`).
+    ``None`` (:func:`lasso.config.default_profile_slug`). ``consistency`` is the process's
+    :class:`~lasso.server.consistency_state.NodeConsistency`: pass the same one to every
+    generation so that served heads and filters carry across reloads.
 
     Raises:
         ValueError: when ``default_profile`` names no profile of ``profiles``.
@@ -160,8 +171,10 @@ class Runtime:
         generation: int = 1,
         default_profile: str | None = None,
         events: EventBus | None = None,
+        consistency: NodeConsistency | None = None,
     ) -> None:
         self.events = events if events is not None else EventBus("local")
+        self.consistency = consistency if consistency is not None else NodeConsistency()
         self.generation = generation
         self.default_profile = default_profile_slug(profiles.keys(), default_profile)
         self.profiles: dict[str, ProfileRuntime] = {}
@@ -169,15 +182,19 @@ class Runtime:
         for slug, profile in profiles.items():
             chains: dict[str, ChainRuntime] = {}
             for key, chain in profile.chains.items():
-                router = ChainRouter(chain, breakers, rng, profile=slug)
+                state = self.consistency.chain(slug, key)
+                router = ChainRouter(chain, breakers, rng, profile=slug, head=state.head)
                 chain_pools: dict[str, HttpUpstreamPool] = {}
                 for provider in chain.providers:
                     pool = pools.get(provider)
                     if pool is not None:
                         chain_pools[provider.id] = pool
                         self.instance_keys.add(instance_key(provider))
-                chains[key] = ChainRuntime(slug, chain, router, chain_pools, self.events)
+                chains[key] = ChainRuntime(slug, chain, router, chain_pools, self.events, state)
             self.profiles[slug] = ProfileRuntime(profile, chains)
+        self.consistency.retain(
+            (slug, key) for slug, profile in profiles.items() for key in profile.chains
+        )
 
     def profile(self, slug: str | None) -> ProfileRuntime | None:
         """The profile ``slug`` (an alias works), or the default one for ``None``; ``None``

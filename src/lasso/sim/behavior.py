@@ -59,7 +59,9 @@ class Behavior:
         rate_limit_burst: bucket size (defaults to ``max(1, rate_limit_rps)``).
         rate_limit_mode: ``"http429"`` (HTTP 429, ``Retry-After: 1``, ``-32005`` body) or
             ``"jsonrpc"`` (HTTP 200, every call answered with ``-32005``).
-        lag_blocks: this provider's head is the chain head minus this.
+        lag_blocks: this provider's head is the chain head minus this (never below a head
+            it already served: raising the lag stalls the provider until the chain is
+            that far ahead, as a real node falling behind).
         hang: accept requests and never answer them (the connection is closed when
             ``hang`` is turned off or the provider stops).
         down: refuse connections (the listening socket is closed; reopened on the same

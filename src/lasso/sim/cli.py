@@ -11,7 +11,7 @@ Examples::
 A spec file (YAML or JSON) is either a list of providers or a mapping::
 
     chains:
-      - {chain_id: 1, block_time_ms: 2000}
+      - {chain_id: 1, block_time_ms: 2000}   # also seed, start_height, cache_size (blocks)
     providers:
       - {id: fast, latency_ms: 10}
       - {id: flaky, error_rate: 0.2, error_mode: http500, port: 4150}
@@ -183,7 +183,7 @@ def _default_chain(args: argparse.Namespace, now: float) -> SyntheticChain:
 def _chain_from(raw: Any, args: argparse.Namespace, now: float) -> SyntheticChain:
     if not isinstance(raw, dict) or "chain_id" not in raw:
         raise ValueError(f"a chain needs a 'chain_id', got {raw!r}")
-    unknown = set(raw) - {"chain_id", "block_time_ms", "seed", "start_height"}
+    unknown = set(raw) - {"chain_id", "block_time_ms", "seed", "start_height", "cache_size"}
     if unknown:
         raise ValueError(f"chain {raw['chain_id']}: unknown key(s) {', '.join(sorted(unknown))}")
     return SyntheticChain(
@@ -192,6 +192,7 @@ def _chain_from(raw: Any, args: argparse.Namespace, now: float) -> SyntheticChai
         raw.get("seed", args.seed),
         start_height=int(raw.get("start_height", args.start_height)),
         start_time=now,
+        cache_size=int(raw.get("cache_size", 4096)),
     )
 
 

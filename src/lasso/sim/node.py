@@ -14,7 +14,8 @@ Errors a caller can provoke:
 | -32601 | unknown or unsupported method: ``the method X does not exist/is not available`` |
 | -32602 | bad or missing params |
 | -32000 | ``header not found`` (state beyond the head), ``missing trie node`` (pruned state),
-|        | ``query exceeds max block range N``, ``already known`` (resent transaction) |
+|        | ``query exceeds max block range N``, ``already known`` (resent transaction), |
+|        | ``filter not found`` (unknown or uninstalled filter id) |
 | 3      | ``execution reverted`` (``eth_call`` data starting with ``0xdeadbeef``) |
 """
 
@@ -24,8 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from Crypto.Hash import keccak as _keccak
+
 from lasso.sim.chain import JSON, ExecutionReverted, SyntheticChain
-from lasso.sim.keccak import keccak256
+from lasso.sim.filters import SimFilters
 
 __all__ = [
     "SUPPORTED_METHODS",
@@ -77,6 +80,7 @@ class NodeView:
         unsupported_methods: methods answered with -32601.
         client_version: the ``web3_clientVersion`` result.
         mempool: raw transactions received, by hash (owned and shared by the provider).
+        filters: the provider's filters (``eth_newFilter`` and friends), or None.
     """
 
     chain: SyntheticChain
@@ -87,6 +91,7 @@ class NodeView:
     unsupported_methods: frozenset[str] = frozenset()
     client_version: str = "LassoSim/v0.1.0"
     mempool: dict[str, str] = field(default_factory=dict)
+    filters: SimFilters | None = None  # owned by the provider; None: no filter methods
 
 
 def error_response(request_id: Any, code: int, message: str, data: Any = None) -> JSON:
@@ -144,6 +149,8 @@ def call_method(view: NodeView, method: str, params: Any) -> Any:
     """
     handler = _HANDLERS.get(method)
     if handler is None or method in view.unsupported_methods:
+        raise RpcError(-32601, f"the method {method} does not exist/is not available")
+    if view.filters is None and method in _FILTER_METHODS:
         raise RpcError(-32601, f"the method {method} does not exist/is not available")
     if params is None:
         params = []
@@ -520,12 +527,87 @@ def _send_raw_transaction(view: NodeView, params: list[Any]) -> Any:
     raw = _hex(params[0], "data", 0)
     if len(raw) <= 2 or len(raw) % 2:
         raise RpcError(-32602, "invalid argument 0: empty or odd-length transaction")
-    tx_hash = "0x" + keccak256(bytes.fromhex(raw[2:])).hex()
+    # The same C Keccak as lasso.kernel.keccak (the simulator imports nothing of the proxy).
+    tx_hash = "0x" + _keccak.new(digest_bits=256, data=bytes.fromhex(raw[2:])).hexdigest()
     if tx_hash in view.mempool:
         raise RpcError(-32000, "already known")
     view.mempool[tx_hash] = raw
     return tx_hash
 
+
+def _filters(view: NodeView) -> SimFilters:
+    if view.filters is None:  # pragma: no cover - call_method checks first
+        raise RpcError(-32601, "filters are not available")
+    return view.filters
+
+
+def _new_filter(view: NodeView, params: list[Any]) -> Any:
+    _arity(params, 1, 1)
+    parse_log_filter(params[0])  # -32602 on a malformed filter
+    spec = params[0]
+    if "blockHash" in spec:
+        raise RpcError(-32602, "invalid argument 0: blockHash is not allowed in filters")
+    for key in ("fromBlock", "toBlock"):
+        if spec.get(key) is not None:
+            _block_number(view, spec[key], 0)
+    return _filters(view).new_log_filter(view, spec)
+
+
+def _new_block_filter(view: NodeView, params: list[Any]) -> Any:
+    _arity(params, 0, 0)
+    return _filters(view).new_block_filter(view)
+
+
+def _new_pending_filter(view: NodeView, params: list[Any]) -> Any:
+    _arity(params, 0, 1)
+    return _filters(view).new_pending_filter(view)
+
+
+def _filter_logs(view: NodeView, spec: JSON, lo: int, hi: int) -> list[JSON]:
+    addresses, topics = parse_log_filter(spec)
+    return [
+        log
+        for number in range(lo, hi + 1)
+        for log in view.chain.logs(number)
+        if log_matches(log, addresses, topics)
+    ]
+
+
+def _get_filter_changes(view: NodeView, params: list[Any]) -> Any:
+    _arity(params, 1, 1)
+    try:
+        return _filters(view).changes(view, _hex(params[0], "id", 0), _logs_reader(view))
+    except KeyError:
+        raise RpcError(-32000, "filter not found") from None
+
+
+def _logs_reader(view: NodeView) -> Callable[[JSON, int, int], list[JSON]]:
+    return lambda spec, lo, hi: _filter_logs(view, spec, lo, hi)
+
+
+def _get_filter_logs(view: NodeView, params: list[Any]) -> Any:
+    _arity(params, 1, 1)
+    flt = _filters(view).get(_hex(params[0], "id", 0))
+    if flt is None or flt.kind != "logs":
+        raise RpcError(-32000, "filter not found")
+    return _get_logs(view, [flt.spec])
+
+
+def _uninstall_filter(view: NodeView, params: list[Any]) -> Any:
+    _arity(params, 1, 1)
+    return _filters(view).uninstall(_hex(params[0], "id", 0))
+
+
+_FILTER_METHODS = frozenset(
+    {
+        "eth_newFilter",
+        "eth_newBlockFilter",
+        "eth_newPendingTransactionFilter",
+        "eth_getFilterChanges",
+        "eth_getFilterLogs",
+        "eth_uninstallFilter",
+    }
+)
 
 _HANDLERS: dict[str, Callable[[NodeView, list[Any]], Any]] = {
     "eth_chainId": _chain_id,
@@ -556,6 +638,12 @@ _HANDLERS: dict[str, Callable[[NodeView, list[Any]], Any]] = {
     "eth_getTransactionByHash": _get_transaction_by_hash,
     "eth_getTransactionReceipt": _get_transaction_receipt,
     "eth_sendRawTransaction": _send_raw_transaction,
+    "eth_newFilter": _new_filter,
+    "eth_newBlockFilter": _new_block_filter,
+    "eth_newPendingTransactionFilter": _new_pending_filter,
+    "eth_getFilterChanges": _get_filter_changes,
+    "eth_getFilterLogs": _get_filter_logs,
+    "eth_uninstallFilter": _uninstall_filter,
 }
 
 #: Every method the simulated node implements (before ``unsupported_methods``).

@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 from lasso.sim import hostile, node
 from lasso.sim.behavior import Behavior, ProviderStats, TokenBucket, sample_latency_s
 from lasso.sim.chain import JSON, SyntheticChain
+from lasso.sim.filters import SimFilters
 from lasso.sim.subscriptions import (
     SUBSCRIPTION_KINDS,
     ChainFollower,
@@ -79,6 +80,8 @@ class SimProvider:
         self.stats = ProviderStats()
         #: Raw transactions received through ``eth_sendRawTransaction``, by hash.
         self.mempool: dict[str, str] = {}
+        self.filters = SimFilters()  # this node's eth_newFilter state
+        self._head_floor = 0  # the highest head served: heads never go backwards
         self._behavior = behavior or Behavior()
         self._port = port
         self._clock = clock
@@ -128,9 +131,13 @@ class SimProvider:
         return self._site is not None
 
     def head(self, now: float | None = None) -> int:
-        """Return the newest block this provider serves (chain head minus ``lag_blocks``)."""
+        """Return the newest block this provider serves: the chain head minus
+        ``lag_blocks``, and never below a head it served before. A real node's head only
+        moves forward: when its lag grows it stalls until the chain is that far ahead."""
         now = self._clock() if now is None else now
-        return max(0, self.chain.height(now) - self._behavior.lag_blocks)
+        head = max(0, self.chain.height(now) - self._behavior.lag_blocks, self._head_floor)
+        self._head_floor = head
+        return head
 
     def view(self, now: float | None = None) -> node.NodeView:
         """Return what this provider would answer from right now."""
@@ -144,6 +151,7 @@ class SimProvider:
             unsupported_methods=b.unsupported_methods,
             client_version=f"{_VERSION}/{self.id}",
             mempool=self.mempool,
+            filters=self.filters,
         )
 
     def answer(self, body: bytes) -> bytes:

@@ -110,6 +110,20 @@ def result_bytes(body: bytes, doc: dict[str, Any], tid: bytes = b"") -> bytes:
     return orjson.dumps(doc["result"])
 
 
+def _serves_head(rt: ChainRuntime, req: Request, stamp: Stamp) -> bool:
+    """May a stored head answer go out without breaking the served head (CONTRACT §8)?
+
+    An answer that *is* the head (``eth_blockNumber``, the ``latest`` block) was stored
+    with its value as the stamp's head: it may be served unless the chain has served a
+    higher head since (then it is a miss, and the pipeline answers), and serving it counts
+    as serving that head, so no later answer falls below it. Other head answers (state at
+    ``latest``, fees) name no block and are served as they are.
+    """
+    if req.head_value or (req.tag == "latest" and req.verify is Verify.BLOCK):
+        return rt.router.head.accept_tag_block("latest", stamp.number)
+    return True
+
+
 def _hit(result: bytes) -> Outcome:
     out = Outcome([])
     out.body = b'{"jsonrpc":"2.0","id":"lasso-cache","result":' + result + b"}"
@@ -209,7 +223,10 @@ class ResponseCache:
             entry = cc.store.get(key)
             if entry is not None:
                 head = cc.head(rt.router.state.max_height)
-                if valid(entry[1], head=head, window=cc.window, now=now):
+                stamp = entry[1]
+                if valid(stamp, head=head, window=cc.window, now=now) and (
+                    stamp.kind is not Kind.HEAD or _serves_head(rt, req, stamp)
+                ):
                     cc.count(method, "hit")
                     return _hit(entry[0]), "hit"
             status = "miss"
@@ -305,6 +322,12 @@ class ResponseCache:
             ttl = 0.0
             if depends is Depends.HEAD:
                 ttl = self._head_ttl(cc, head, rt.config.block_time_ms)
+                if method == "eth_getLogs" and head is not None:
+                    # Its tags are resolved by the splitter from the providers' consensus
+                    # and the served head: an answer that stops below the head it would be
+                    # stored at is not stored.
+                    if rt.router.head.resolve("latest", state.consensus(now)) != head:
+                        ttl = 0.0
             elif depends is not Depends.STATIC:
                 finalized = cc.finality.height(state.consensus(now), now)
             stamp = ticket(
@@ -337,6 +360,7 @@ class ResponseCache:
         if stamp is None and req.verify is not Verify.BLOCK:
             return  # not storable, and no block to learn from
         if len(body) > cc.store.max_bytes // 8:
+            cc.store.discard(key)  # as put() would: the older answer under the key goes
             return  # more than an entry may hold: not parsed whole just to be refused
         if type(body) is not bytes:  # a large answer, received as a bytearray
             body = bytes(body)
