@@ -412,6 +412,19 @@ def test_the_readme_row_of_a_command_names_every_flag_its_help_has(command: str)
     assert out.returncode == 0 and "--profiles" in out.stdout or command == "demo"
 
 
+def test_the_readme_names_every_debian_package_the_test_command_installs() -> None:
+    """The Quick start's account of `bash scripts/test.sh` names each Debian package the
+    script installs (a new user reads it to know what the command will put on the machine)."""
+    import re
+
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    packages = re.findall(r"need_apt\+=\(([\w.-]+)\)", script)
+    assert {"nats-server", "redis-server", "chromium"} <= set(packages)
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("The second command installs") :].split("\n\n")[0]
+    assert [p for p in packages if f"`{p}`" not in paragraph] == []
+
+
 def test_serve_refuses_an_unusable_redis_url() -> None:
     """LASSO_REDIS_URL that is not a Redis URL: exit 2 naming the variable, before serving."""
     env = {**os.environ, "LASSO_REDIS_URL": "http://127.0.0.1:6379"}

@@ -5,7 +5,8 @@
 :class:`Pieces` body is written as the buffers it is made of, never joined.
 :func:`encode_response` and :func:`encode_stream_head` turn an answer into bytes, and
 :func:`rpc_error` builds the JSON-RPC error bodies the server itself answers with (a
-request it refuses before the application sees it has no id to echo: ``null``).
+request it refuses before the application sees it has no id to echo: ``null``), and
+:func:`no_cache_requested` reads a request's ``Cache-Control``.
 All of them are re-exported by :mod:`lasso.net.http_server`.
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "encode_head",
     "encode_stream_head",
     "rpc_error",
+    "no_cache_requested",
     "LARGE_BODY",
 ]
 
@@ -183,3 +185,18 @@ def rpc_error(code: int, message: str) -> bytes:
         code,
         message.encode(),
     )
+
+
+def no_cache_requested(cache_control: str) -> bool:
+    """True when a request's ``Cache-Control`` value carries the ``no-cache`` directive.
+
+    Directives are comma-separated tokens compared case-insensitively, each optionally
+    ``=argument`` (RFC 9111 §5.2): ``No-Cache`` and ``max-age=0, no-cache`` count; a
+    directive that merely contains the word (``no-cache-please``) does not. An empty value
+    (no header) costs one comparison."""
+    if not cache_control:
+        return False
+    for directive in cache_control.split(","):
+        if directive.split("=", 1)[0].strip().lower() == "no-cache":
+            return True
+    return False

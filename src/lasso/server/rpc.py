@@ -30,7 +30,7 @@ import orjson
 from lasso.auth.client import Client, Refusal
 from lasso.auth.gate import ProfileGate, refusal_response
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
-from lasso.net.http_messages import LARGE_BODY, Body, Pieces
+from lasso.net.http_messages import LARGE_BODY, Body, Pieces, no_cache_requested
 from lasso.net.http_server import HttpRequest, Response
 from lasso.server.cache import ResponseCache
 from lasso.server.limits import (
@@ -161,7 +161,7 @@ class RpcHandler:
             return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
         gate = route.gate  # None: the profile has no auth and no limits
-        no_cache = "no-cache" in req.headers.get("cache-control", "")
+        no_cache = no_cache_requested(req.headers.get("cache-control", ""))
         if type(doc) is dict:
             item = self.validate_item(doc, rt, provider_id, req.path, RequestIds(req.body))
             if gate is not None:
