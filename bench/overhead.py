@@ -748,7 +748,7 @@ def make_specs(args: argparse.Namespace) -> list[Spec]:
         elif name == KEYED:
             headers = {"X-Lasso-Api-Key": BENCH_KEY, **NO_CACHE}
             specs.append(Spec(name, [], args.rpc_path, args.health_path, headers=headers))
-        elif name == HIT:
+        elif name == HIT or (name in args.extra and name.endswith("-hit")):
             specs.append(Spec(name, [], args.rpc_path, args.health_path, hit=True))
         else:  # lasso and --extra contenders speak the lasso protocol: a hop each time
             headers = dict(NO_CACHE)

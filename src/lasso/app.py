@@ -224,9 +224,12 @@ class LassoApp:
         # The response cache and coalescing around the pipeline (docs/caching.md), its
         # answers shared through Redis when the node has a link; the head watch keeps each
         # chain's block hashes and finality known.
-        self.cache = ResponseCache(
-            execute, redis=RedisStore(self.redis) if self.redis is not None else None
-        )
+        store = None
+        if self.redis is not None:
+            store = RedisStore(
+                self.redis, max_pending_bytes=settings.limits.max_redis_pending_bytes
+            )
+        self.cache = ResponseCache(execute, redis=store)
         self.cache_watch = HeadWatch(self.cache, self._chain_runtime)
         peers = self.snapshots.peers if self.snapshots is not None else None
         self.metrics.register(cache_report.collector(self.cache, peers))

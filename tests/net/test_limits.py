@@ -24,6 +24,7 @@ def test_defaults_follow_the_documented_choices() -> None:
     assert limits.keepalive_timeout == 75.0
     assert (limits.lingering_time, limits.lingering_timeout) == (30.0, 5.0)
     assert limits.max_upstream_response == 128 * 1024 * 1024
+    assert limits.max_redis_pending_bytes == 64 * 1024 * 1024
     assert limits.max_connections == 10_000
 
 
@@ -37,6 +38,7 @@ def test_defaults_follow_the_documented_choices() -> None:
         ({"max_header_line": 40000}, "must not exceed max_head"),
         ({"head_timeout": 100}, "must not exceed request_timeout"),
         ({"max_pipeline": True}, "max_pipeline must be an integer"),
+        ({"max_redis_pending_bytes": 0}, "max_redis_pending_bytes must be an integer >= 1"),
     ],
 )
 def test_bad_values_are_refused_with_the_name(changes: dict[str, object], message: str) -> None:

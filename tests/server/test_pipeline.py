@@ -15,6 +15,7 @@ from lasso.kernel.classify import MAX_RETRY_AFTER_S
 from lasso.net.errors import PoolTimeout, UpstreamConnectError, UpstreamDisconnected
 from lasso.net.http_conn import UpstreamResponse
 from lasso.server.pipeline import Outcome, execute, run
+from lasso.server.rpc_envelope import LARGE_RESULT
 from lasso.server.runtime import ChainRuntime
 from server_pipeline_support import (
     BALANCE,
@@ -258,3 +259,21 @@ async def test_keep_result_hands_back_the_parsed_result(hedge: HedgeConfig | Non
     assert out.result == ["0x1", "0x2"] and result_of(out) == out.result
     out = await run(rt, "eth_getBalance", BALANCE, "priority", None)
     assert out.result is None
+
+
+@pytest.mark.parametrize("hedge", [None, HedgeConfig(delay_ms=5000)], ids=["inline", "raced"])
+async def test_the_judged_document_is_handed_on(hedge: HedgeConfig | None) -> None:
+    """Outcome.doc is the winning answer as parsed to judge it (the response cache reads
+    it instead of parsing the body again); a large answer's is its envelope."""
+    rt = runtime(hedge, a=ok(["0x1", "0x2"]))
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None)
+    assert out.doc == orjson.loads(out.body or b"") and out.doc["result"] == ["0x1", "0x2"]
+    big = ["0x" + "ab" * 32] * 100
+    rt = runtime(hedge, a=ok(big))
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None)
+    assert len(out.body or b"") > 4096 and out.doc["result"] is LARGE_RESULT
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None, keep_result=True)
+    assert out.doc["result"] == big == out.result
+    rt = runtime(hedge, a=rpc_error(3, "execution reverted"))
+    out = await run(rt, "eth_getBalance", BALANCE, "priority", None)
+    assert out.status == "rpc_error" and out.doc is None

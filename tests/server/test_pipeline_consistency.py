@@ -40,6 +40,17 @@ async def test_block_number_never_goes_backwards(hedge: HedgeConfig | None) -> N
 
 
 @pytest.mark.parametrize("hedge", [None, HEDGE], ids=["inline", "raced"])
+async def test_a_clamped_head_hands_on_no_document(hedge: HedgeConfig | None) -> None:
+    """An answer Lasso replaced (a head clamped to the served one) carries no judged
+    document: the provider's would contradict the body (the response cache parses it)."""
+    rt = runtime(hedge, a=answers("0x64", "0x60"))
+    first = await execute(rt, "eth_blockNumber", [], "priority", None)
+    second = await execute(rt, "eth_blockNumber", [], "priority", None)
+    assert first.doc is not None and first.doc["result"] == "0x64"
+    assert result_of(second) == "0x64" and second.doc is None
+
+
+@pytest.mark.parametrize("hedge", [None, HEDGE], ids=["inline", "raced"])
 async def test_null_block_from_a_provider_behind_goes_to_one_that_has_it(
     hedge: HedgeConfig | None,
 ) -> None:

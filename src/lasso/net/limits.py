@@ -64,6 +64,9 @@ class Limits:
             serves others (the rest waits, reading paused, for the next loop turn).
         max_upstream_response: bytes of one upstream answer (HTTP response or WebSocket
             message); beyond, the answer is dropped as a provider failure.
+        max_redis_pending_bytes: bytes of the response cache's writes to Redis queued or
+            being sent (with ``LASSO_REDIS_URL``); beyond, a write is dropped and counted
+            (``lasso_cache_redis_dropped_writes_total``), the answer itself unaffected.
     """
 
     max_connections: int = 10_000
@@ -79,6 +82,7 @@ class Limits:
     ws_control_frames_per_s: float = 100.0
     ws_frames_per_read: int = 256
     max_upstream_response: int = 128 * 1024 * 1024
+    max_redis_pending_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for f in fields(self):

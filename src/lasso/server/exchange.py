@@ -98,11 +98,19 @@ class Outcome:
     ``extra``: more ``include_meta`` members from a flow (``get_logs``, ``broadcast``).
     ``result``: the answer's ``result`` as parsed when judged, for a caller that asked to
     keep it (``run(..., keep_result=True)``: it merges results); ``None`` otherwise.
+    ``doc``: the answer as it was parsed to judge it
+    (:func:`~lasso.server.rpc_envelope.read_answer`: the whole document up to 4 KiB or
+    when the result was read, else its envelope with ``result`` as
+    :data:`~lasso.server.rpc_envelope.LARGE_RESULT`) while ``body`` is the provider's
+    answer as it came; ``None`` otherwise (Lasso's own answers, errors, a clamped head).
+    Shared, never to be mutated: the response cache reads it instead of parsing ``body``
+    again.
     """
 
     __slots__ = (
         "body",
         "candidates",
+        "doc",
         "error",
         "extra",
         "hedge_skipped",
@@ -132,6 +140,7 @@ class Outcome:
         self.hedge_skipped = False
         self.extra: dict[str, Any] | None = None
         self.result: Any = None
+        self.doc: Any = None
 
     @property
     def hedged(self) -> bool:
@@ -155,12 +164,14 @@ class Outcome:
         if not self.tid:
             self.tid = b'"%s"' % new_transport_id().encode()
         self.body = result_body(self.tid, result_json)
+        self.doc = None
         self.error = None
         self.status = "success"
 
     def fail(self, error: dict[str, Any], status: str = "error") -> None:
         """Make this an error answer with Lasso's ``error`` object."""
         self.body = None
+        self.doc = None
         self.error = error
         self.status = status
 
@@ -217,11 +228,14 @@ def judged(
     resp: UpstreamResponse,
     key: str,
     plan: ReadPlan | None = None,
-    kept: dict[int, Any] | None = None,
+    docs: dict[int, Any] | None = None,
+    whole: bool = False,
 ) -> Answered:
     """Parse and judge an answer; a planned read's answer is checked against its plan (an
     ``eth_blockNumber`` result is a height sample and clamped to the served head). With
-    ``kept``, the parsed ``result`` is kept there under the attempt's number."""
+    ``docs``, the parsed document is kept there under the attempt's number (for
+    :attr:`Outcome.doc`); ``whole``: a large answer's result is parsed too (a caller reads
+    it)."""
     body = resp.body
     doc = read_answer(body)  # a large answer: its envelope only, the result validated
     judgement = judge(
@@ -234,10 +248,10 @@ def judged(
         rules=ch.provider.capabilities.error_rules,
         known_method=mkey != "other",
     )
-    if kept is not None or (plan is not None and plan.tag is not None):
+    if whole or (plan is not None and plan.tag is not None):
         doc = _whole(doc, body)  # the result itself is read: a large one parsed whole
-    if kept is not None and type(doc) is dict:
-        kept[number] = doc.get("result")
+    if docs is not None:
+        docs[number] = doc
     if plan is not None:
         router = rt.router
         judgement = check_answer(
@@ -302,9 +316,12 @@ def finish(
     ch: Channel | None,
     resp: UpstreamResponse | None,
     tid: bytes,
+    doc: Any = None,
+    whole: bool = False,
 ) -> Outcome:
-    """Fill ``out`` from the terminal decision; ``ch``, ``resp`` and ``tid`` are the answering
-    attempt's."""
+    """Fill ``out`` from the terminal decision; ``ch``, ``resp``, ``tid`` and ``doc`` (its
+    body as judged) are the answering attempt's. ``whole``: set ``out.result`` from ``doc``
+    (``run(..., keep_result=True)``)."""
     out.retries = planner.retries
     if planner.may_hedge:
         out.hedges = planner.hedges
@@ -322,7 +339,15 @@ def finish(
     out.transport = ch.transport
     if judgement.ok:
         replacement = judgement.replacement
-        out.body = resp.body if replacement is None else result_body(tid, orjson.dumps(replacement))
+        if replacement is None:
+            out.body = resp.body
+            out.doc = doc
+            if whole and type(doc) is dict:
+                out.result = doc.get("result")
+        else:
+            out.body = result_body(tid, orjson.dumps(replacement))
+            if whole:
+                out.result = replacement
         out.tid = tid
         return out
     # The caller's fault: the provider's answer goes back unchanged (its bytes when they

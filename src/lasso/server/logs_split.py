@@ -237,10 +237,12 @@ def _logs(out: Outcome) -> list[Any] | None:
         return out.result
     if out.body is None:
         return None
-    try:
-        doc = orjson.loads(out.body)
-    except orjson.JSONDecodeError:
-        return None
+    doc = out.doc  # as parsed to judge it: whole up to 4 KiB
+    if type(doc) is not dict or type(doc.get("result")) is not list:
+        try:
+            doc = orjson.loads(out.body)
+        except orjson.JSONDecodeError:
+            return None
     result = doc.get("result") if type(doc) is dict else None
     return result if type(result) is list else None
 

@@ -206,19 +206,27 @@ async def run(
         tid, method_json if method_json is not None else orjson.dumps(method), params
     )
     out = Outcome(candidates)
-    kept: dict[int, Any] | None = {} if keep_result else None
+    docs: dict[int, Any] = {}  # the judged documents by attempt: the answer's is out.doc
     if hedge is not None:
         race = Race(
-            rt, planner, candidates, mkey, method, body, key, tid, policy.replay_safe, check, kept
+            rt,
+            planner,
+            candidates,
+            mkey,
+            method,
+            body,
+            key,
+            tid,
+            policy.replay_safe,
+            check,
+            docs,
+            keep_result,
         )
         try:
             decision = await race.run(now, out)
         finally:
             race.abandon()  # on cancellation: stop and release every attempt in flight
-        race.finish(decision, out)
-        if kept is not None and type(decision) is Answer:
-            out.result = kept.get(decision.attempt)
-        return out
+        return race.finish(decision, out)
 
     # One attempt at a time: nothing is in flight when the planner is asked, so it answers
     # Dispatch, Answer or Fail, never Wait or Cancel.
@@ -246,13 +254,12 @@ async def run(
                 router.record_cancelled(ch, mkey, monotonic())
                 raise
             else:
-                fact = judged(rt, ch, mkey, method, number, resp, key, check, kept)
+                fact = judged(rt, ch, mkey, method, number, resp, key, check, docs, keep_result)
             now = monotonic()
             out.upstream_latency += now - t0
             planner.receive(fact)
             record(rt, ch, mkey, fact, now - t0, now, resp, error)
         step = planner.next(now)
-    finish(planner, step, out, ch, resp, tid)
-    if kept is not None and type(step) is Answer:
-        out.result = kept.get(step.attempt)
-    return out
+    if type(step) is Answer:
+        return finish(planner, step, out, ch, resp, tid, docs.get(step.attempt), keep_result)
+    return finish(planner, step, out, ch, resp, tid)

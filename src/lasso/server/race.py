@@ -79,7 +79,7 @@ class Race:
         "_waiter",
         "body",
         "candidates",
-        "kept",
+        "docs",
         "key",
         "method",
         "mkey",
@@ -90,6 +90,7 @@ class Race:
         "rt",
         "sent",
         "tid",
+        "whole",
     )
 
     def __init__(
@@ -104,11 +105,13 @@ class Race:
         tid: bytes,
         replay_safe: bool,
         plan: ReadPlan | None = None,
-        kept: dict[int, Any] | None = None,
+        docs: dict[int, Any] | None = None,
+        whole: bool = False,
     ) -> None:
         self.rt = rt
         self.plan = plan  # the read's consistency plan, checked on every answer
-        self.kept = kept  # parsed results by attempt, when the caller keeps them
+        self.docs = docs  # the judged documents by attempt (the winner's is Outcome.doc)
+        self.whole = whole  # the caller reads the result: large answers are parsed whole
         self.planner = planner
         self.candidates = candidates
         self.mkey = mkey
@@ -186,7 +189,16 @@ class Race:
             return failure_fact(sent.number, exc), None, monotonic() - t0, exc
         lat = monotonic() - t0
         fact = judged(
-            self.rt, ch, self.mkey, self.method, sent.number, resp, sent.key, self.plan, self.kept
+            self.rt,
+            ch,
+            self.mkey,
+            self.method,
+            sent.number,
+            resp,
+            sent.key,
+            self.plan,
+            self.docs,
+            self.whole,
         )
         return fact, resp, lat, None
 
@@ -363,5 +375,8 @@ class Race:
         if type(decision) is Answer:
             sent = self.sent[decision.attempt]
             assert sent is not None
-            return finish(self.planner, decision, out, sent.channel, sent.resp, sent.tid)
+            doc = None if self.docs is None else self.docs.get(decision.attempt)
+            return finish(
+                self.planner, decision, out, sent.channel, sent.resp, sent.tid, doc, self.whole
+            )
         return finish(self.planner, decision, out, None, None, self.tid)

@@ -96,3 +96,63 @@ async def test_outage_fails_fast_then_recovers(redis: RedisServer) -> None:
         redis.start()
         await store.aclose()
         await link.aclose()
+
+
+async def test_pending_writes_are_bounded_by_bytes(redis: RedisServer) -> None:
+    """Writes queued beyond max_pending_bytes are dropped and counted; once the writer
+    has sent the queue, its bytes are free again and writes are queued once more."""
+    link = RedisLink(redis.url, op_timeout=1.0)
+    value = b'"' + b"a" * 1000 + b'"'
+    size = len(redis_key(b"p:", b"k0")) + len(encode(value, ANCHORED))
+    store = RedisStore(link, max_pending_bytes=3 * size)
+    try:
+        for i in range(5):  # put() never yields: nothing is sent before the loop runs
+            store.put(redis_key(b"p:", b"k%d" % i), value, ANCHORED, 60)
+        assert store.pending_bytes == 3 * size and store.dropped == 2
+        await eventually(lambda: store.writes == 3 and store.pending_bytes == 0)
+        assert await store.get(redis_key(b"p:", b"k2")) == (value, ANCHORED)
+        assert await store.get(redis_key(b"p:", b"k3")) is None  # dropped, never sent
+        store.put(redis_key(b"p:", b"k3"), value, ANCHORED, 60)
+        await eventually(lambda: store.writes == 4)
+        assert await store.get(redis_key(b"p:", b"k3")) == (value, ANCHORED)
+        assert f"({store.pending_bytes} B)" in repr(store)
+    finally:
+        await store.aclose()
+        await link.aclose()
+
+
+async def test_one_write_over_the_byte_bound_is_dropped_alone(redis: RedisServer) -> None:
+    """An answer larger than the whole bound is never queued; smaller ones still are."""
+    link = RedisLink(redis.url, op_timeout=1.0)
+    store = RedisStore(link, max_pending_bytes=4096)
+    try:
+        store.put(b"big", b"1" * 4096, Stamp(Kind.FINAL), 60)
+        store.put(b"small", b"2", Stamp(Kind.FINAL), 60)
+        assert store.dropped == 1
+        await eventually(lambda: store.writes == 1)
+        assert await store.get(b"big") is None
+        assert await store.get(b"small") == (b"2", Stamp(Kind.FINAL))
+    finally:
+        await store.aclose()
+        await link.aclose()
+
+
+async def test_bytes_being_sent_count_until_the_send_is_over(redis: RedisServer) -> None:
+    """A batch's bytes stay counted while Redis has not answered it (here: Redis paused),
+    so a stalled Redis cannot make the node hold more than the bound."""
+    link = RedisLink(redis.url, op_timeout=30.0)
+    store = RedisStore(link, max_pending_bytes=100)
+    try:
+        assert await store.get(b"a") is None  # the link is connected
+        redis.command("CLIENT", "PAUSE", "30000", "WRITE")  # ended below, not waited for
+        store.put(b"a", b"1" * 40, Stamp(Kind.FINAL), 60)  # 1 + 43 + 40 bytes
+        await eventually(lambda: "pending=0 " in repr(store))  # taken: now being sent
+        assert store.pending_bytes == 84 and store.writes == 0
+        store.put(b"b", b"1" * 40, Stamp(Kind.FINAL), 60)
+        assert store.dropped == 1
+        redis.command("CLIENT", "UNPAUSE")
+        await eventually(lambda: store.writes == 1 and store.pending_bytes == 0)
+    finally:
+        redis.command("CLIENT", "UNPAUSE")
+        await store.aclose()
+        await link.aclose()

@@ -25,11 +25,20 @@ _GONE: Any = object()  # the leader was cancelled: followers run the call again
 
 
 class _Flight:
+    """A call in flight. Its future is made by the first follower: a call nobody
+    joins (most of them) costs no future."""
+
     __slots__ = ("future", "waiters")
 
-    def __init__(self, future: asyncio.Future[Any]) -> None:
-        self.future = future
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Any] | None = None
         self.waiters = 0
+
+    def joined(self) -> asyncio.Future[Any]:
+        future = self.future
+        if future is None:
+            future = self.future = asyncio.get_running_loop().create_future()
+        return future
 
 
 class Coalescer(Generic[T]):
@@ -67,14 +76,14 @@ class Coalescer(Generic[T]):
         while flight is not None:
             flight.waiters += 1
             try:
-                value = await asyncio.shield(flight.future)
+                value = await asyncio.shield(flight.joined())
             finally:
                 flight.waiters -= 1
             if value is not _GONE:
                 self.followers += 1
                 return value, True
             flight = self._flights.get(key)  # the leader went away: lead or follow anew
-        flight = _Flight(asyncio.get_running_loop().create_future())
+        flight = _Flight()
         flights = self._flights
         flights[key] = flight
         try:
@@ -82,14 +91,17 @@ class Coalescer(Generic[T]):
         except BaseException as exc:
             if flights.get(key) is flight:
                 del flights[key]
-            if isinstance(exc, asyncio.CancelledError) or not flight.waiters:
-                flight.future.set_result(_GONE)
-            else:
-                flight.future.set_exception(exc)
+            future = flight.future
+            if future is not None:
+                if isinstance(exc, asyncio.CancelledError) or not flight.waiters:
+                    future.set_result(_GONE)
+                else:
+                    future.set_exception(exc)
             raise
         if flights.get(key) is flight:
             del flights[key]
-        flight.future.set_result(value)
+        if flight.future is not None:
+            flight.future.set_result(value)
         return value, False
 
     def __repr__(self) -> str:

@@ -11,7 +11,8 @@ block hash (32 bytes, zeros when none) and then the raw ``result`` bytes: a hit 
 them into the client's answer without re-encoding.
 
 Reads wait for Redis (bounded by the link's short timeout); writes never do: they queue
-(bounded; full means dropped and counted) and one task sends them in pipelined batches.
+(bounded by count and by bytes, those being sent included; beyond, dropped and counted)
+and one task sends them in pipelined batches.
 Every fault ends in :class:`~lasso.net.redis_link.RedisUnavailable` from the link, which
 the caller counts and serves without Redis; the link's breaker stops trying while Redis
 is down and finds it again by itself.
@@ -28,7 +29,15 @@ from typing import Any
 from lasso.kernel.cache_policy import Kind, Stamp
 from lasso.net.redis_link import RedisLink, RedisUnavailable
 
-__all__ = ["RedisStore", "decode", "encode", "redis_key", "MAX_PENDING_WRITES", "BATCH"]
+__all__ = [
+    "RedisStore",
+    "decode",
+    "encode",
+    "redis_key",
+    "MAX_PENDING_WRITES",
+    "MAX_PENDING_BYTES",
+    "BATCH",
+]
 
 log = logging.getLogger("lasso.cache")
 
@@ -36,6 +45,9 @@ MAGIC = b"L1"
 _HEADER = 2 + 1 + 8 + 32
 MAX_PENDING_WRITES = 2048
 """Writes queued for Redis; beyond, a write is dropped (and counted)."""
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+"""Bytes of the writes queued or being sent, by default (``max_redis_pending_bytes`` of
+:class:`~lasso.net.limits.Limits`); beyond, a write is dropped (and counted)."""
 BATCH = 128
 """Writes sent in one pipeline."""
 _ZERO_HASH = bytes(32)
@@ -78,14 +90,20 @@ class RedisStore:
 
     Args:
         link: the node's Redis link.
+        max_pending_bytes: bytes of the writes queued or being sent (keys and values);
+            a write that would go beyond is dropped.
 
     Attributes:
         errors: reads and write batches Redis did not serve. ``dropped``: writes dropped
-        because the queue was full or Redis was down. ``reads``/``hits``/``writes``.
+        because the queue was full (:data:`MAX_PENDING_WRITES` writes or
+        ``max_pending_bytes``) or Redis was down. ``pending_bytes``: the bytes held now.
+        ``reads``/``hits``/``writes``.
     """
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(self, link: RedisLink, *, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.link = link
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
         self.reads = 0
         self.hits = 0
         self.writes = 0
@@ -115,12 +133,18 @@ class RedisStore:
         return entry
 
     def put(self, rkey: bytes, result: bytes, stamp: Stamp, ttl_s: int) -> None:
-        """Queue a write (returns at once). Dropped when the queue is full or Redis is
-        known to be down."""
-        if len(self._pending) >= MAX_PENDING_WRITES or not self.link.available():
+        """Queue a write (returns at once). Dropped when the queue is full (by count, or
+        by bytes: those queued and those being sent) or Redis is known to be down."""
+        size = len(rkey) + _HEADER + len(result)
+        if (
+            len(self._pending) >= MAX_PENDING_WRITES
+            or self.pending_bytes + size > self.max_pending_bytes
+            or not self.link.available()
+        ):
             self.dropped += 1
             return
         self._pending.append((rkey, encode(result, stamp), max(1, ttl_s)))
+        self.pending_bytes += size
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._writer())
         self._wake.set()
@@ -133,6 +157,7 @@ class RedisStore:
                 await self._wake.wait()
                 continue
             batch = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
+            size = sum(len(rkey) + len(value) for rkey, value, _ in batch)
 
             async def send(client: Any, batch: list[tuple[bytes, bytes, int]] = batch) -> Any:
                 pipe = client.pipeline(transaction=False)
@@ -146,6 +171,9 @@ class RedisStore:
             except RedisUnavailable:
                 self.errors += 1
                 self.dropped += len(batch)
+            finally:  # the batch's bytes are held until its send is over
+                self.pending_bytes -= size
+            del batch, send  # not held while the writer waits for more
 
     async def aclose(self) -> None:
         """Stop the writer (queued writes are dropped)."""
@@ -157,9 +185,11 @@ class RedisStore:
             except asyncio.CancelledError:
                 pass
         self._pending.clear()
+        self.pending_bytes = 0
 
     def __repr__(self) -> str:
         return (
             f"<RedisStore reads={self.reads} hits={self.hits} writes={self.writes}"
-            f" pending={len(self._pending)} errors={self.errors} dropped={self.dropped}>"
+            f" pending={len(self._pending)} ({self.pending_bytes} B) errors={self.errors}"
+            f" dropped={self.dropped}>"
         )

@@ -55,6 +55,7 @@ from lasso.net.redis_link import RedisUnavailable
 from lasso.server.cache.chain import ChainCache
 from lasso.server.cache.redis_store import RedisStore, redis_key
 from lasso.server.pipeline import Outcome
+from lasso.server.rpc_envelope import LARGE_RESULT
 from lasso.server.runtime import ChainRuntime
 
 __all__ = ["ResponseCache", "Inner", "cache_key", "result_bytes", "HIT_TID"]
@@ -365,10 +366,12 @@ class ResponseCache:
             return  # more than an entry may hold: not parsed whole just to be refused
         if type(body) is not bytes:  # a large answer, received as a bytearray
             body = bytes(body)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return
+        doc = out.doc  # as the pipeline parsed it to judge it: not parsed twice
+        if type(doc) is not dict or doc.get("result") is LARGE_RESULT:
+            try:  # a large answer (judged by its envelope), or one Lasso made
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return
         if not isinstance(doc, dict) or "result" not in doc:
             return
         result = doc["result"]
