@@ -48,6 +48,24 @@ def test_check_config_reports_file_line_and_key(tmp_path: Path) -> None:
     assert "did you mean 'priority'" in line
 
 
+def test_check_config_lists_the_valid_profiles_when_one_fails(tmp_path: Path) -> None:
+    """One bad profile: exit 1, its problem on stderr, and the valid one's ok line (one
+    provider, singular) on stdout."""
+    (tmp_path / "bad.yml").write_text("---\nauth:\n  required: true\n---\nchains: {}\n")
+    (tmp_path / "good.yml").write_text(
+        "chains:\n  ethereum:\n    chain_id: 1\n    providers:\n"
+        "      - {id: a, url: 'http://127.0.0.1:1'}\n"
+    )
+    out = subprocess.run(
+        [*LASSO, "check-config", "--profiles", str(tmp_path)], capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert "bad.yml:3: auth.required: true with no keys and no jwt" in out.stderr
+    assert out.stdout.splitlines() == [
+        f"ok  {tmp_path / 'good.yml'}: profile 'good': ethereum (1, 1 provider)"
+    ]
+
+
 def test_check_config_catches_empty_values_ports_and_method_typos(tmp_path: Path) -> None:
     """check-config reports an empty ${VAR}, a port out of range, `providers: []` and a
     method-name typo, each with file and line."""

@@ -204,6 +204,16 @@ def test_required_defaults_follow_the_configured_credentials() -> None:
     assert optional is not None and optional.required is False
 
 
+def test_required_without_any_credential_is_an_error() -> None:
+    """auth.required: true with no keys and no jwt would refuse every request: an error
+    with file, line and key; with keys (even an empty list's sibling jwt) it is fine."""
+    assert problems("auth:\n  allow_ips: [10.0.0.0/8]\n  required: true\n") == [
+        "p.yml:5: auth.required: true with no keys and no jwt: every request would be "
+        "refused (add keys or a jwt)"
+    ]
+    assert profile(f"auth:\n  required: true\n  keys: [{{id: a, key: {SECRET}}}]\n").auth
+
+
 def test_jwt_with_secret_defaults_to_hs256() -> None:
     """A secret verifies HS256 unless told otherwise; it stays out of repr."""
     secret = "x" * 32

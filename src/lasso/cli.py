@@ -310,16 +310,26 @@ def check_config(directory: str) -> int:
     try:
         profiles = load_profiles(path, known_methods=KNOWN_METHODS)
     except ConfigError as exc:
+        _print_ok(exc.loaded)  # the valid profiles still say so
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
         return 1
+    _print_ok(profiles)
+    return 0
+
+
+def _print_ok(profiles: Mapping[str, ProfileConfig]) -> None:
     for slug, profile in sorted(profiles.items()):
         chains = ", ".join(
-            f"{k} ({c.chain_id}, {len(c.providers)} providers)" for k, c in profile.chains.items()
+            f"{k} ({c.chain_id}, {_plural(len(c.providers), 'provider')})"
+            for k, c in profile.chains.items()
         )
         print(f"ok  {profile.source}: profile '{slug}': {chains or 'no chains'}")
-    return 0
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -148,10 +148,16 @@ class ConfigProblem:
 
 
 class ConfigError(Exception):
-    """Profiles could not be loaded; ``problems`` lists every reason, in file order."""
+    """Profiles could not be loaded; ``problems`` lists every reason, in file order;
+    ``loaded``: the profiles of the same directory that had no problem (by slug)."""
 
-    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+    def __init__(
+        self,
+        problems: Iterable[ConfigProblem],
+        loaded: Mapping[str, ProfileConfig] | None = None,
+    ) -> None:
         self.problems = list(problems)
+        self.loaded = dict(loaded or {})
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -214,7 +220,7 @@ def load_profiles(
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, profiles)
     return profiles
 
 

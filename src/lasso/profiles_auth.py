@@ -121,6 +121,12 @@ def _auth(
         if jwt is not None and jwt.id in first_id:
             rep.error(sec.key_line("jwt"), "auth.jwt.id", f"{jwt.id!r} is also a key id")
     required = sec.get("required", as_bool)
+    if required and sec.node("keys") is None and sec.node("jwt") is None:
+        rep.error(
+            sec.key_line("required"),
+            "auth.required",
+            "true with no keys and no jwt: every request would be refused (add keys or a jwt)",
+        )
     return AuthConfig(
         required=required if required is not None else bool(keys) or jwt is not None,
         keys=tuple(keys),

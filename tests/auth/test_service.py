@@ -57,7 +57,7 @@ def test_reload_applies_new_limits_and_keeps_buckets() -> None:
 def test_removed_key_is_unknown_after_reload() -> None:
     """A key dropped from the profile no longer identifies anyone."""
     access = ClientAccess(keyed())
-    access.reload(profiles("auth:\n  keys: []\n  required: true\n"))
+    access.reload(profiles("auth:\n  keys: [{id: other, key: another-key-of-16-chars}]\n"))
     gate = access.gate("p")
     assert gate is not None
     refused = gate.identify({"x-lasso-api-key": KEY}, "", "127.0.0.1", 0.0)

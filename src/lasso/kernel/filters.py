@@ -10,8 +10,14 @@ that provider, whatever the route's strategy.
 * Lasso's ids are opaque ``0x``-prefixed 32-digit hex strings the driver mints: no
   collision between providers that number filters alike, and an id nobody made is answered
   locally.
-* The table is bounded (least recently used first out) and entries expire after
+* The table is bounded, per client and in all, and entries expire after
   :data:`FILTER_TTL_S` without a call, as geth drops a filter nobody polled for 5 minutes.
+  Each filter has an *owner* (the client that made it: its key, or its address; the
+  caller names it). An owner holds at most :data:`MAX_FILTERS_PER_CLIENT`: its next
+  filter evicts its own least recently used one. When the whole table
+  (:data:`MAX_FILTERS`) is full, the least recently used filter of the owner holding the
+  most goes. So a client that floods the table only ever evicts its own filters while
+  others hold fewer than it does.
 * When the binding is gone (expired, evicted, unknown, or its provider is no longer usable:
   removed from the profile, circuit open), a poll is answered with the standard
   ``-32000 "filter not found"`` (:data:`FILTER_NOT_FOUND`), which viem, ethers and web3.py
@@ -33,6 +39,7 @@ __all__ = [
     "FILTER_NOT_FOUND",
     "FILTER_TTL_S",
     "MAX_FILTERS",
+    "MAX_FILTERS_PER_CLIENT",
     "USE_METHODS",
     "Binding",
     "FilterTable",
@@ -48,6 +55,9 @@ USE_METHODS = frozenset({"eth_getFilterChanges", "eth_getFilterLogs", "eth_unins
 """Methods that name a filter id as their only parameter."""
 FILTER_TTL_S = 300.0
 MAX_FILTERS = 10_000
+"""Filters one table (one chain of a profile, per process) holds at most."""
+MAX_FILTERS_PER_CLIENT = 1_000
+"""Filters one client (owner) holds at most in one table."""
 FILTER_NOT_FOUND: dict[str, Any] = {"code": -32000, "message": "filter not found"}
 """geth's answer for an unknown filter (shared: callers must not modify it)."""
 
@@ -79,20 +89,45 @@ def with_filter_id(upstream_id: str) -> list[str]:
 
 
 class FilterTable:
-    """Client filter ids → :class:`Binding`, bounded, with idle expiry.
+    """Client filter ids → :class:`Binding`, bounded per owner and in all, with idle expiry.
 
     Args:
-        max_entries: filters kept at most; the least recently used goes first.
+        max_entries: filters kept at most; when full, the least recently used filter of
+            the owner holding the most goes.
+        max_per_owner: filters one owner keeps at most; its least recently used goes.
         ttl_s: seconds without a call after which a filter is gone.
     """
 
-    __slots__ = ("_entries", "_max", "_ttl", "evicted", "expired")
+    __slots__ = (
+        "_entries",
+        "_owned",
+        "_levels",
+        "_top",
+        "_max",
+        "_max_owner",
+        "_ttl",
+        "evicted",
+        "expired",
+    )
 
-    def __init__(self, *, max_entries: int = MAX_FILTERS, ttl_s: float = FILTER_TTL_S) -> None:
-        if max_entries < 1 or ttl_s <= 0:
-            raise ValueError("max_entries must be >= 1 and ttl_s > 0")
-        self._entries: OrderedDict[str, tuple[Binding, float]] = OrderedDict()
+    def __init__(
+        self,
+        *,
+        max_entries: int = MAX_FILTERS,
+        max_per_owner: int = MAX_FILTERS_PER_CLIENT,
+        ttl_s: float = FILTER_TTL_S,
+    ) -> None:
+        if max_entries < 1 or max_per_owner < 1 or ttl_s <= 0:
+            raise ValueError("max_entries and max_per_owner must be >= 1 and ttl_s > 0")
+        # id -> (binding, last use, owner), in last-use order (expiry sweeps the front)
+        self._entries: OrderedDict[str, tuple[Binding, float, str]] = OrderedDict()
+        # owner -> its ids in last-use order
+        self._owned: dict[str, OrderedDict[str, None]] = {}
+        # how many filters -> the owners holding that many; _top: the largest such count
+        self._levels: dict[int, dict[str, None]] = {}
+        self._top = 0
         self._max = max_entries
+        self._max_owner = max_per_owner
         self._ttl = ttl_s
         self.evicted = 0
         self.expired = 0
@@ -100,15 +135,32 @@ class FilterTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def bind(self, client_id: str, binding: Binding, now: float) -> None:
-        """Record a new filter under ``client_id`` (minted by the caller, unique)."""
+    def owned(self, owner: str) -> int:
+        """How many filters ``owner`` holds."""
+        ids = self._owned.get(owner)
+        return 0 if ids is None else len(ids)
+
+    def bind(self, client_id: str, binding: Binding, now: float, owner: str = "") -> None:
+        """Record a new filter under ``client_id`` (minted by the caller, unique), made by
+        ``owner``; evicts as the class docstring says when a bound is reached."""
         self._sweep(now)
-        entries = self._entries
-        entries[client_id.lower()] = (binding, now)
-        entries.move_to_end(client_id.lower())
-        while len(entries) > self._max:
-            entries.popitem(last=False)
+        key = client_id.lower()
+        if key in self._entries:
+            self._drop(key)
+        ids = self._owned.get(owner)
+        if ids is not None and len(ids) >= self._max_owner:
+            self._drop(next(iter(ids)))
             self.evicted += 1
+        while len(self._entries) >= self._max:
+            level = self._levels[self._top]
+            self._drop(next(iter(self._owned[next(iter(level))])))
+            self.evicted += 1
+        self._entries[key] = (binding, now, owner)
+        ids = self._owned.get(owner)
+        if ids is None:
+            ids = self._owned[owner] = OrderedDict()
+        ids[key] = None
+        self._moved(owner, len(ids) - 1, len(ids))
 
     def lookup(self, client_id: str, now: float) -> Binding | None:
         """The binding of ``client_id`` (a call for it refreshes its expiry), or ``None``
@@ -117,39 +169,68 @@ class FilterTable:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        binding, last = entry
+        binding, last, owner = entry
         if now - last > self._ttl:
-            del self._entries[key]
+            self._drop(key)
             self.expired += 1
             return None
-        self._entries[key] = (binding, now)
+        self._entries[key] = (binding, now, owner)
         self._entries.move_to_end(key)
+        self._owned[owner].move_to_end(key)
         return binding
 
     def remove(self, client_id: str) -> Binding | None:
         """Forget ``client_id`` (uninstalled, or its provider lost it)."""
-        entry = self._entries.pop(client_id.lower(), None)
-        return None if entry is None else entry[0]
+        key = client_id.lower()
+        if key not in self._entries:
+            return None
+        return self._drop(key)
 
     def forget_provider(self, provider_id: str) -> int:
         """Forget every filter made by ``provider_id``; returns how many."""
-        gone = [k for k, (b, _) in self._entries.items() if b.provider_id == provider_id]
+        gone = [k for k, (b, _, _) in self._entries.items() if b.provider_id == provider_id]
         for key in gone:
-            del self._entries[key]
+            self._drop(key)
         return len(gone)
+
+    def _drop(self, key: str) -> Binding:
+        binding, _, owner = self._entries.pop(key)
+        ids = self._owned[owner]
+        del ids[key]
+        self._moved(owner, len(ids) + 1, len(ids))
+        if not ids:
+            del self._owned[owner]
+        return binding
+
+    def _moved(self, owner: str, was: int, now_holds: int) -> None:
+        """Keep ``_levels``/``_top`` in step with ``owner`` going from ``was`` to
+        ``now_holds`` filters (a step of one)."""
+        levels = self._levels
+        if was:
+            level = levels[was]
+            del level[owner]
+            if not level:
+                del levels[was]
+        if now_holds:
+            levels.setdefault(now_holds, {})[owner] = None
+        if now_holds > self._top:
+            self._top = now_holds
+        elif was == self._top and was not in levels:
+            self._top = now_holds  # it was the only owner at the top: one less now
 
     def _sweep(self, now: float) -> None:
         # Entries are in last-use order: the expired ones are all at the front.
         entries = self._entries
         while entries:
-            key, (_, last) = next(iter(entries.items()))
+            key, (_, last, _) = next(iter(entries.items()))
             if now - last <= self._ttl:
                 return
-            del entries[key]
+            self._drop(key)
             self.expired += 1
 
     def __repr__(self) -> str:
         return (
-            f"<FilterTable filters={len(self._entries)}/{self._max} ttl={self._ttl:g}s "
+            f"<FilterTable filters={len(self._entries)}/{self._max} "
+            f"owners={len(self._owned)} per_owner={self._max_owner} ttl={self._ttl:g}s "
             f"expired={self.expired} evicted={self.evicted}>"
         )

@@ -29,6 +29,9 @@ import orjson
 
 from lasso.auth.client import Client, Refusal
 from lasso.auth.gate import ProfileGate, refusal_response
+from lasso.auth.limiter import ADDRESS_PREFIX
+from lasso.kernel.access import bucket_address
+from lasso.kernel.filters import CREATE_METHODS
 from lasso.kernel.methods import BLOCKED_METHODS, WS_ONLY_METHODS
 from lasso.net.http_messages import LARGE_BODY, Body, Pieces, no_cache_requested
 from lasso.net.http_server import HttpRequest, Response
@@ -49,11 +52,19 @@ from lasso.server.rpc_envelope import (
     splice_pieces,
 )
 from lasso.server.runtime import ChainRuntime
+from lasso.server.sticky_filters import FILTER_OWNER
 
 if TYPE_CHECKING:
     from lasso.server.metrics import Metrics
 
-__all__ = ["RpcHandler", "batch_cache_status", "batch_too_large", "error_body", "finish_item"]
+__all__ = [
+    "RpcHandler",
+    "batch_cache_status",
+    "batch_too_large",
+    "error_body",
+    "filter_owner",
+    "finish_item",
+]
 
 log = logging.getLogger("lasso.rpc")
 
@@ -81,6 +92,14 @@ _NO_CONTENT = Response(204)
 
 _MISSING = object()
 _TOO_DEEP = f"Invalid params: nested deeper than {MAX_PARAMS_DEPTH} levels"
+
+
+def filter_owner(client: Client | None, address: str) -> str:
+    """Who owns the filters a request makes (:data:`FILTER_OWNER`): a checked client's
+    rate-limit bucket (its key, JWT subject or address), else its address (an IPv6 /64)."""
+    if client is not None:
+        return client.bucket
+    return ADDRESS_PREFIX + bucket_address(address)
 
 
 def batch_too_large(max_batch: int) -> bytes:
@@ -182,7 +201,10 @@ class RpcHandler:
                     return _respond(item, rt, strategy, meta, *done)
             except Exception:  # a bug costs this request an error, never a 500
                 return _respond(item, rt, strategy, meta, *self._internal(item, None))
-            return self._run_single(rt, item, strategy, provider_id, meta, served=(served, t0))
+            owner = filter_owner(None, req.client) if item.method in CREATE_METHODS else None
+            return self._run_single(
+                rt, item, strategy, provider_id, meta, served=(served, t0), owner=owner
+            )
         if type(doc) is list:
             if not doc:
                 return _EMPTY_BATCH
@@ -197,7 +219,9 @@ class RpcHandler:
                 return self._gated(
                     gate, req, rt, items, strategy, provider_id, meta, False, no_cache
                 )
-            return self.run_batch(rt, doc, strategy, provider_id, meta, req.path, ids, no_cache)
+            return self.run_batch(
+                rt, doc, strategy, provider_id, meta, req.path, ids, no_cache, req.client
+            )
         return _NOT_REQUEST
 
     # -- client checks (lasso.auth) ---------------------------------------------------
@@ -219,6 +243,7 @@ class RpcHandler:
         if isinstance(client, Refusal):
             gate.count_refused(client, len(items))
             return refusal_response(client, items, single)
+        FILTER_OWNER.set(client.bucket)  # this request's task only
         verdict = gate.screen(client, rt.key, items, now)
         if verdict is not None and not isinstance(verdict, Refusal):
             verdict = await verdict
@@ -363,7 +388,10 @@ class RpcHandler:
         client: Client | None = None,
         no_cache: bool = False,
         served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
+        owner: str | None = None,
     ) -> Response:
+        if owner is not None:  # an unchecked client making a filter (this task only)
+            FILTER_OWNER.set(owner)
         done = await self._execute(rt, item, strategy, provider_id, client, no_cache, served)
         return _respond(item, rt, strategy, meta, *done)
 
@@ -377,10 +405,14 @@ class RpcHandler:
         path: str,
         ids: RequestIds,
         no_cache: bool = False,
+        address: str | None = None,
     ) -> Response:
         """Answer a batch (already checked for size): every item concurrently, at most
         ``batch_concurrency`` of this batch and ``batch_slots`` of the node at a time; the
-        answers in request order, notifications left out (204 when none is left)."""
+        answers in request order, notifications left out (204 when none is left).
+        ``address``: the unchecked client's, owner of the filters it makes."""
+        if address is not None:
+            FILTER_OWNER.set(filter_owner(None, address))  # this request's task only
         items = [self.validate_item(d, rt, provider_id, path, ids, i) for i, d in enumerate(docs)]
         return await self.run_items(rt, items, strategy, provider_id, meta, no_cache=no_cache)
 

@@ -17,6 +17,12 @@ The flows of the filter methods (:data:`FILTER_FLOWS`, run by
   answer is geth's ``-32000 "filter not found"``, which viem, ethers and web3.py read as
   "create the filter again"; ``eth_uninstallFilter`` answers ``false``.
 
+Each filter is bound with its *owner*, the client that made it, which bounds how many
+filters one client holds (:mod:`lasso.kernel.filters`): the HTTP and WebSocket handlers
+set :data:`FILTER_OWNER` in the task serving the request (a context variable, so the
+response cache between them and this flow, which never caches or coalesces filter
+creation, passes it along untouched).
+
 The table is per process: with ``--workers N`` a poll that lands on another worker than the
 one that made the filter is answered "filter not found" (see ``docs/routing.md``).
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from time import monotonic
 from typing import Any
 
@@ -41,7 +48,11 @@ from lasso.kernel.filters import (
 from lasso.server.exchange import Executor, Outcome
 from lasso.server.runtime import ChainRuntime
 
-__all__ = ["FILTER_FLOWS", "create_filter", "use_filter"]
+__all__ = ["FILTER_FLOWS", "FILTER_OWNER", "create_filter", "use_filter"]
+
+FILTER_OWNER: ContextVar[str] = ContextVar("lasso_filter_owner", default="")
+"""The client making filters in this context: its rate-limit bucket (``key:<id>``,
+``jwt:...``, ``ip:<address>``); set by the request handlers, read by :func:`create_filter`."""
 
 _MAX_UPSTREAM_ID = 130
 # How nodes say a filter id is unknown to them (geth, Erigon, reth, anvil: "filter not
@@ -58,7 +69,8 @@ async def create_filter(
     provider_id: str | None,
     run: Executor,
 ) -> Outcome:
-    """Create the filter on a provider and answer a Lasso filter id bound to it."""
+    """Create the filter on a provider and answer a Lasso filter id bound to it, owned by
+    :data:`FILTER_OWNER`."""
     out = await run(rt, method, params, strategy, provider_id)
     if out.status != "success" or out.provider_id is None or out.body is None:
         return out
@@ -70,7 +82,7 @@ async def create_filter(
         return out  # not a filter id: the provider's answer, as it is
     client_id = "0x" + os.urandom(16).hex()
     binding = Binding(provider_id=out.provider_id, upstream_id=upstream, method=method)
-    rt.consistency.filters.bind(client_id, binding, monotonic())
+    rt.consistency.filters.bind(client_id, binding, monotonic(), FILTER_OWNER.get())
     out.answer(b'"%s"' % client_id.encode())
     return out
 

@@ -45,14 +45,16 @@ import orjson
 
 from lasso.auth.client import Refusal, unauthorized
 from lasso.auth.session import Session
+from lasso.kernel.filters import CREATE_METHODS
 from lasso.kernel.methods import WS_ONLY_METHODS
 from lasso.net.http_server import HttpRequest, Response, encode_response
 from lasso.net.ws import WsServerConnection, accept_handshake
 from lasso.net.ws_frames import DEFAULT_CONTROL_FRAMES_PER_S, DEFAULT_FRAMES_PER_READ
 from lasso.server.route import Rejection, RouteResolver
-from lasso.server.rpc import RpcHandler, batch_too_large, error_body, finish_item
+from lasso.server.rpc import RpcHandler, batch_too_large, error_body, filter_owner, finish_item
 from lasso.server.rpc_envelope import RequestIds, loads_request
 from lasso.server.runtime import ChainRuntime
+from lasso.server.sticky_filters import FILTER_OWNER
 
 if TYPE_CHECKING:
     from lasso.auth.service import ClientAccess
@@ -447,6 +449,8 @@ class WsClient:
     async def _unary(self, item: Any, size: int) -> None:
         rt = self.rt
         strategy = self.strategy
+        if item.method in CREATE_METHODS:  # this task only
+            FILTER_OWNER.set(filter_owner(self.session.client, self.session.peer))
         try:
             t0 = monotonic()
             out, _ = await self.endpoint.rpc.cache.execute(
@@ -485,6 +489,7 @@ class WsClient:
 
     async def _run_batch(self, docs: list[Any], data: bytes) -> None:
         size = len(data)
+        FILTER_OWNER.set(filter_owner(self.session.client, self.session.peer))  # this task
         try:
             if self.session.client is not None:
                 resp = await self._run_screened_batch(docs, RequestIds(data, docs))

@@ -238,6 +238,26 @@ async def test_identical_reads_in_flight_share_one_call(sim_fleet: Any, lasso_no
     )
 
 
+async def test_api_cache_counts_every_coalesced_request_once(
+    sim_fleet: Any, lasso_node: Any
+) -> None:
+    """A batch of identical never-cacheable reads: each item is one of /api/cache's
+    ``requests`` (as ``uncached``), so the calls saved never exceed the requests."""
+    slow = {pid: Behavior(latency_ms=200) for pid in ("alpha", "bravo")}
+    app = await start(sim_fleet, lasso_node, behaviors=slow)
+    batch = [call("eth_getTransactionCount", [ADDR, "pending"], rid=i) for i in range(100)]
+    status, doc, _ = await post(app.rpc_url, batch)
+    assert status == 200 and len(doc) == 100
+    async with aiohttp.ClientSession() as s, s.get(app.base_url + "/api/cache") as r:
+        chain = (await r.json())["chains"][0]
+    row = next(r for r in chain["methods"] if r["method"] == "eth_getTransactionCount")
+    assert row["uncached"] == row["requests"] == 100 and row["coalesced"] >= 1
+    assert row["hit"] + row["miss"] + row["bypass"] + row["uncached"] == row["requests"]
+    assert chain["saved"] <= chain["requests"]
+    for key in ("hit", "miss", "bypass", "uncached"):
+        assert chain[key] == sum(m[key] for m in chain["methods"])
+
+
 async def test_coalescing_and_caching_can_be_turned_off(sim_fleet: Any, lasso_node: Any) -> None:
     """routing.coalesce: false and cache.enabled: false send every request upstream."""
     slow = {pid: Behavior(latency_ms=200) for pid in ("alpha", "bravo")}

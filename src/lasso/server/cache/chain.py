@@ -98,7 +98,8 @@ class ChainCache:
         self.ttl_s = config.cache.realtime_ttl_s(config.block_time_ms)
 
     def count(self, method: str, result: str) -> None:
-        """One cacheable request and how the cache answered it (hot path)."""
+        """One request and how the cache answered it (hot path): ``hit``, ``miss``,
+        ``bypass``, or ``uncached`` (a never-cacheable read that went through coalescing)."""
         key = (method if method in KNOWN_METHODS else "other", result)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1

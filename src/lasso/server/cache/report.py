@@ -139,7 +139,8 @@ def collector(
         for c in doc["chains"]:
             base = [node, c["profile"], c["chain"]]
             for (method, result), n in sorted(c["requests"].items()):
-                requests.add_metric([*base, method, result], n)
+                if result != "uncached":  # the metric counts cacheable requests only
+                    requests.add_metric([*base, method, result], n)
             for method, n in sorted(c["coalesced"].items()):
                 coalesced.add_metric([*base, method], n)
             size.add_metric(base, float(c["bytes"]))
@@ -172,30 +173,37 @@ def _ratio(hits: int, total: int) -> float | None:
     return round(hits / total, 4) if total else None
 
 
+_RESULTS = ("hit", "miss", "bypass", "uncached", "coalesced")
+
+
 def _chain_doc(c: dict[str, Any]) -> dict[str, Any]:
+    """One chain of :func:`view`: ``requests = hit + miss + bypass + uncached`` (each
+    request once; ``uncached``: never-cacheable reads that went through coalescing),
+    ``coalesced`` a part of ``miss + uncached``, ``saved = hit + coalesced``; the hit
+    ratio is over cacheable requests."""
     methods: dict[str, dict[str, int]] = {}
     for (method, result), n in c["requests"].items():
-        row = methods.setdefault(method, {"hit": 0, "miss": 0, "bypass": 0, "coalesced": 0})
+        row = methods.setdefault(method, dict.fromkeys(_RESULTS, 0))
         row[result] += n
     for method, n in c["coalesced"].items():
-        row = methods.setdefault(method, {"hit": 0, "miss": 0, "bypass": 0, "coalesced": 0})
+        row = methods.setdefault(method, dict.fromkeys(_RESULTS, 0))
         row["coalesced"] += n
     rows = []
-    totals = {"hit": 0, "miss": 0, "bypass": 0, "coalesced": 0}
+    totals = dict.fromkeys(_RESULTS, 0)
     for method, row in sorted(methods.items()):
         for k in totals:
             totals[k] += row[k]
-        total = row["hit"] + row["miss"] + row["bypass"]
+        total = row["hit"] + row["miss"] + row["bypass"] + row["uncached"]
         rows.append(
             {
                 "method": method,
                 **row,
                 "requests": total,
-                "hit_ratio": _ratio(row["hit"], total),
+                "hit_ratio": _ratio(row["hit"], total - row["uncached"]),
                 "saved": row["hit"] + row["coalesced"],
             }
         )
-    total = totals["hit"] + totals["miss"] + totals["bypass"]
+    total = totals["hit"] + totals["miss"] + totals["bypass"] + totals["uncached"]
     return {
         "chain": c["chain"],
         "chain_id": str(c["chain_id"]),  # a string, as in every /api answer
@@ -203,7 +211,7 @@ def _chain_doc(c: dict[str, Any]) -> dict[str, Any]:
         "coalesce": c["coalesce"],
         **totals,
         "requests": total,
-        "hit_ratio": _ratio(totals["hit"], total),
+        "hit_ratio": _ratio(totals["hit"], total - totals["uncached"]),
         "saved": totals["hit"] + totals["coalesced"],
         **{k: c[k] for k in _SUMMED if k != "reorgs"},
         "reorgs": c["reorgs"],

@@ -253,6 +253,7 @@ class ResponseCache:
             ckey,
             lambda: self.inner(rt, method, params, strategy, provider_id),
         )
+        cc.count(method, "uncached")  # /api/cache's requests count every coalesced one
         if shared:
             cc.count_coalesced(method)
         return out, None
