@@ -14,7 +14,7 @@ makes a new call (the response cache, not this, serves repeats).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Coalescer"]
@@ -63,11 +63,13 @@ class Coalescer(Generic[T]):
         flight = self._flights.get(key)
         return 0 if flight is None else flight.waiters
 
-    def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> Awaitable[tuple[T, bool]]:
+    def run(
+        self, key: bytes, call: Callable[[], Awaitable[T]]
+    ) -> Coroutine[Any, Any, tuple[T, bool]]:
         """Run ``call()`` unless a call for ``key`` is in flight; then share its value.
 
         Returns:
-            An awaitable of the value and whether it came from another caller's call.
+            A coroutine of the value and whether it came from another caller's call.
 
         Raises:
             Whatever ``call()`` raised (for followers too), and CancelledError when this
