@@ -175,9 +175,12 @@ class RpcHandler:
         provider_id = route.provider_id
         meta_mode = route.meta
         try:
-            doc = loads_request(req.body)
-        except ValueError:
-            return _PARSE_ERROR
+            doc = orjson.loads(req.body)  # loads_request's first step, its call saved
+        except orjson.JSONDecodeError:
+            try:
+                doc = loads_request(req.body)  # numbers orjson refuses, kept exact
+            except ValueError:
+                return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
         gate = route.gate  # None: the profile has no auth and no limits
         no_cache = no_cache_requested(req.headers.get("cache-control", ""))
@@ -401,10 +404,12 @@ class RpcHandler:
                     answer = await answer
             else:
                 answer = await served
-            done = self._finish(rt, item, strategy, client, answer, t0)
+            body, out, cache = self._finish(rt, item, strategy, client, answer, t0)
         except Exception:  # a bug must cost the request an error, never a 500
-            done = self._internal(item, client)
-        return _respond(item, rt, strategy, meta, *done)
+            body, out, cache = self._internal(item, client)
+        if meta is None and not item.notification:  # _respond's usual answer, inlined
+            return Response(200, body, headers=_CACHE_HEADER[cache])
+        return _respond(item, rt, strategy, meta, body, out, cache)
 
     async def run_batch(
         self,
