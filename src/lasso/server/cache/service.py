@@ -210,8 +210,10 @@ class ResponseCache:
         config = rt.config
         cc = self.chain(rt)
         req = classify(method, params)
-        if req.depends is Depends.NEVER or not config.cache.enabled:
-            return self._uncached(rt, cc, method, params, strategy, provider_id, no_cache)
+        if req.depends is Depends.NEVER or not config.cache.enabled:  # never cacheable
+            if no_cache or not config.coalesce or not is_replay_safe(method):
+                return self._alone(rt, method, params, strategy, provider_id)
+            return self._coalesced(rt, cc, method, params, strategy, provider_id)
         now = self.clock()
         cc.last_used = now  # the head watch keeps the chain's window while it is used
         key = cache_key(method, params)
@@ -233,7 +235,7 @@ class ResponseCache:
             status = "miss"
         return self._shared(rt, cc, req, key, method, params, strategy, provider_id, status)
 
-    def _uncached(
+    def _coalesced(
         self,
         rt: ChainRuntime,
         cc: ChainCache,
@@ -241,12 +243,9 @@ class ResponseCache:
         params: Any,
         strategy: str,
         provider_id: str | None,
-        no_cache: bool,
     ) -> Awaitable[tuple[Outcome, str | None]]:
-        """Never cacheable (or the chain's cache is off): coalesced if a shareable read.
-        A plain function: the coalescer's coroutine is the only one this adds."""
-        if no_cache or not rt.config.coalesce or not is_replay_safe(method):
-            return self._alone(rt, method, params, strategy, provider_id)
+        """A never-cacheable shareable read (or any read when the chain's cache is off):
+        coalesced. A plain function: the coalescer's coroutine is the only one this adds."""
         ckey = cache_key(method, params)
         if provider_id is not None:
             ckey += b"\x01" + provider_id.encode()
