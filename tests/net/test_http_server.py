@@ -229,6 +229,16 @@ async def test_an_http_version_other_than_1_0_and_1_1_is_505(line: bytes) -> Non
         writer.close()
 
 
+async def test_a_percent_escaped_path_is_decoded() -> None:
+    """``/sy%6Ec`` names ``/sync`` (RFC 3986 §2.1), as any server reads it."""
+    async with serve() as (_, _app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /sy%6Ec HTTP/1.1\r\nHost: t\r\n\r\n")
+        got, _, body = await read_response(reader)
+        assert (got, orjson.loads(body)["path"]) == (200, "/sync")
+        writer.close()
+
+
 async def test_http10_keep_alive_is_announced_and_kept() -> None:
     """An HTTP/1.0 client asking for keep-alive gets Connection: keep-alive (it would
     otherwise assume a close) and the connection serves its next request; without the

@@ -31,6 +31,7 @@ import asyncio
 import re
 from collections import deque
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import httptools
 
@@ -346,6 +347,8 @@ class RequestReader(asyncio.Protocol):
         self._in_body = False
         url = httptools.parse_url(self._url)
         path = url.path.decode("utf-8", "replace") if url.path else "/"
+        if "%" in path:  # percent-escapes name the same path (RFC 3986 §2.1): /rpc/loc%61l
+            path = unquote(path, errors="replace")
         query = url.query.decode("utf-8", "replace") if url.query else ""
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
         req = HttpRequest(
