@@ -783,8 +783,13 @@ def test_hedge_errors(tmp_path: Path) -> None:
         routing: {hedge: false}
         providers: [{id: a, url: "http://a.example"}]
     """)
-    assert errors(tmp_path, chain_false) == [
-        (4, "chains.ethereum.routing.hedge", "expected a mapping, got boolean false")
+    assert load(tmp_path, chain_false).chains["ethereum"].hedge is None  # no hedging
+    chain_true = chain("""\
+        routing: {hedge: true}
+        providers: [{id: a, url: "http://a.example"}]
+    """)
+    assert errors(tmp_path, chain_true) == [
+        (4, "chains.ethereum.routing.hedge", "expected a mapping or false, got boolean true")
     ]
     fixed = chain("""\
         routing: {hedge: {delay_ms: 30, max_delay_ms: 100}}

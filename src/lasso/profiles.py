@@ -443,7 +443,7 @@ def _build_chain(
         "backfill_timeout_ms": failover.either("backfill_timeout_ms", "backfill_timeout", 1),
         "default_strategy": routing.get("default_strategy", _as_strategy),
         "latency_weighted_beta": routing.get("latency_weighted_beta", as_float),
-        "hedge": _as_hedge(rep, routing, allow_false=False) or None,
+        "hedge": _as_hedge(rep, routing, allow_false=True) or None,  # false: no hedging
         "method_overrides": MappingProxyType(
             _build_overrides(rep, routing, [p.id for p in providers])
         ),
@@ -519,8 +519,9 @@ _HEDGE_KEYS = (
 def _as_hedge(
     rep: Reporter, parent: Section, *, allow_false: bool
 ) -> HedgeConfig | Literal[False] | None:
-    """``hedge:`` under ``parent`` (CONTRACT §7): a mapping, or ``false`` in a method
-    override; ``None`` when absent."""
+    """``hedge:`` under ``parent`` (CONTRACT §7): a mapping, or ``false`` where
+    ``allow_false`` (a method override turns the chain's hedging off for itself; at the
+    chain level it says "no hedging", as leaving the key out does); ``None`` when absent."""
     node = parent.node("hedge")
     path = join(parent.path, "hedge")
     if node is None:

@@ -208,6 +208,37 @@ async def test_an_unknown_http_method_is_501_with_a_json_rpc_body(method: bytes)
         writer.close()
 
 
+@pytest.mark.parametrize(
+    "line",
+    [b"POST /rpc/x HTTP/2.0", b"POST /rpc/x HTTP/3.7", b"GET /sync HTTP/1.9", b"GET /sync"],
+)
+async def test_an_http_version_other_than_1_0_and_1_1_is_505(line: bytes) -> None:
+    """A request line naming another HTTP version (or none, as HTTP/0.9) is 505 with a
+    JSON-RPC error, never served as HTTP/1.1; the connection then closes."""
+    async with serve() as (_, app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(line + b"\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
+        got, headers, body = await read_response(reader)
+        assert (got, headers["connection"]) == (505, "close")
+        assert error_of(body) == {
+            "code": -32600,
+            "message": "Invalid Request: HTTP version not supported (use HTTP/1.1)",
+        }
+        await closed_within(reader, 3)
+        assert app.seen == 0
+        writer.close()
+
+
+async def test_a_percent_escaped_path_is_decoded() -> None:
+    """``/sy%6Ec`` names ``/sync`` (RFC 3986 §2.1), as any server reads it."""
+    async with serve() as (_, _app, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /sy%6Ec HTTP/1.1\r\nHost: t\r\n\r\n")
+        got, _, body = await read_response(reader)
+        assert (got, orjson.loads(body)["path"]) == (200, "/sync")
+        writer.close()
+
+
 async def test_http10_keep_alive_is_announced_and_kept() -> None:
     """An HTTP/1.0 client asking for keep-alive gets Connection: keep-alive (it would
     otherwise assume a close) and the connection serves its next request; without the

@@ -31,6 +31,7 @@ import asyncio
 import re
 from collections import deque
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import httptools
 
@@ -53,6 +54,8 @@ _HEAD_TOO_LARGE = rpc_error(-32600, "Invalid Request: request headers too large"
 _TOO_MANY_HEADERS = rpc_error(-32600, "Invalid Request: too many request headers")
 _BAD_LENGTH = rpc_error(-32600, "Invalid Request: bad Content-Length")
 _NOT_IMPLEMENTED = rpc_error(-32600, "Invalid Request: HTTP method not implemented (use POST)")
+_VERSION = rpc_error(-32600, "Invalid Request: HTTP version not supported (use HTTP/1.1)")
+_VERSIONS = frozenset(("1.1", "1.0"))
 
 
 # A request line with a well-formed method token (RFC 9110 §9.1), which llhttp refused.
@@ -67,13 +70,18 @@ def _refusal_of(exc: Exception, seen: bytes = b"") -> tuple[int, bytes]:
     one number is a bad ``Content-Length`` (400). A method llhttp does not know (``FOO``,
     a lower-case ``get``) or HTTP/2's ``PRI`` in a well-formed request line (found in
     ``seen``, the input where parsing stopped) is 501 Not Implemented (RFC 9110 §15.6.2);
-    the rest (a TLS hello, binary noise) is not HTTP we can read: 400."""
+    a version llhttp refuses in such a line (``HTTP/3.7``) is 505, as the versions it reads
+    but Lasso does not speak (``HTTP/2.0`` as text, HTTP/0.9's versionless line) are in
+    :meth:`RequestReader.on_headers_complete`; the rest (a TLS hello, binary noise) is not
+    HTTP we can read: 400."""
     reason = str(exc)
     h2 = "PRI" in reason or "HTTP/2" in reason  # llhttp's words for HTTP/2's preface
     if h2 or isinstance(exc, httptools.HttpParserInvalidMethodError):
         if _REQUEST_LINE.search(seen):
             return 501, _NOT_IMPLEMENTED
         return 400, _MALFORMED
+    if "HTTP version" in reason and _REQUEST_LINE.search(seen):  # HTTP/3.7, HTTP/1.9
+        return 505, _VERSION
     if "Content-Length" in reason:
         return (413, _TOO_LARGE) if "overflow" in reason else (400, _BAD_LENGTH)
     return 400, _MALFORMED
@@ -303,6 +311,9 @@ class RequestReader(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        if self.parser.get_http_version() not in _VERSIONS:  # HTTP/2.0 text, HTTP/0.9, ...
+            self._reject(505, _VERSION)
+            raise _Refused
         self._in_body = True
         self._head_reset = True
         self._head_left = self.server.max_head
@@ -337,6 +348,8 @@ class RequestReader(asyncio.Protocol):
         self._in_body = False
         url = httptools.parse_url(self._url)
         path = url.path.decode("utf-8", "replace") if url.path else "/"
+        if "%" in path:  # percent-escapes name the same path (RFC 3986 §2.1): /rpc/loc%61l
+            path = unquote(path, errors="replace")
         query = url.query.decode("utf-8", "replace") if url.query else ""
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
         req = HttpRequest(
