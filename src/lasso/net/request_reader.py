@@ -102,7 +102,8 @@ class RequestReader(asyncio.Protocol):
         "client",
         "_url",
         "_headers",
-        "_nheaders",
+        "_headers_left",
+        "_line_room",
         "_body",
         "_body_size",
         "_queue",
@@ -130,7 +131,8 @@ class RequestReader(asyncio.Protocol):
         self.client = ""
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._nheaders = 0
+        self._headers_left = server.max_headers  # header lines this head may still have
+        self._line_room = server.max_header_line - 4  # a header's name and value, at most
         self._body: list[bytes] = []
         self._body_size = 0
         self._queue: deque[HttpRequest] = deque()  # complete requests waiting their turn
@@ -299,12 +301,11 @@ class RequestReader(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        server = self.server
-        self._nheaders += 1
-        if self._nheaders > server.max_headers:
+        self._headers_left -= 1
+        if self._headers_left < 0:
             self._reject(431, _TOO_MANY_HEADERS)
             raise _Refused
-        if len(name) + len(value) + 4 > server.max_header_line:
+        if len(name) + len(value) > self._line_room:  # with ": " and CRLF, over the limit
             self._reject(431, _HEADER_TOO_LARGE)
             raise _Refused
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -364,7 +365,7 @@ class RequestReader(asyncio.Protocol):
         # Reset for the next request now: an idle connection keeps no old body.
         self._url = b""
         self._headers = {}
-        self._nheaders = 0
+        self._headers_left = self.server.max_headers
         self._body = []
         self._body_size = 0
         if self.parser.should_upgrade():

@@ -156,20 +156,19 @@ class ServerConn(RequestReader):
         self.server.inflight -= 1
         self._busy = False
         assert req is not None
-        if task.cancelled():
+        try:
+            resp = task.result()  # one call for the usual case (a Response)
+        except asyncio.CancelledError:
             resp = Response(503, _UNAVAILABLE)
-        else:
-            exc = task.exception()
-            if exc is not None:
-                self.server.on_error(req, exc)
-                resp = Response(500, _INTERNAL)
-            else:
-                resp = task.result()
+        except BaseException as exc:  # as task.exception() would give it: never re-raised
+            self.server.on_error(req, exc)
+            resp = Response(500, _INTERNAL)
         if resp.__class__ is StreamingResponse:
             self._start_stream(resp, req)
             return
         self._write(resp, req)
-        self._next()
+        if self._queue or self._pending_reject is not None or self._eof or self._held is not None:
+            self._next()  # else nothing waits: the usual keep-alive answer costs no call
 
     def _next(self) -> None:
         """Answer queued requests in order, then a pending refusal, then read on."""

@@ -175,9 +175,12 @@ class RpcHandler:
         provider_id = route.provider_id
         meta_mode = route.meta
         try:
-            doc = loads_request(req.body)
-        except ValueError:
-            return _PARSE_ERROR
+            doc = orjson.loads(req.body)  # loads_request's first step, its call saved
+        except orjson.JSONDecodeError:
+            try:
+                doc = loads_request(req.body)  # numbers orjson refuses, kept exact
+            except ValueError:
+                return _PARSE_ERROR
         meta = _Meta(meta_mode, monotonic()) if meta_mode else None
         gate = route.gate  # None: the profile has no auth and no limits
         no_cache = no_cache_requested(req.headers.get("cache-control", ""))
@@ -203,7 +206,7 @@ class RpcHandler:
                 return _respond(item, rt, strategy, meta, *self._internal(item, None))
             owner = filter_owner(None, req.client) if item.method in CREATE_METHODS else None
             return self._run_single(
-                rt, item, strategy, provider_id, meta, served=(served, t0), owner=owner
+                rt, item, strategy, provider_id, meta, served=served, t0=t0, owner=owner
             )
         if type(doc) is list:
             if not doc:
@@ -330,21 +333,17 @@ class RpcHandler:
         provider_id: str | None,
         client: Client | None = None,
         no_cache: bool = False,
-        served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
     ) -> tuple[Body, Outcome | None, str | None]:
-        """Run one item through the response cache and the pipeline (``served``: a call
-        already started, and when); its answer bytes (our error on a Lasso failure), its
-        outcome and how the cache answered, counted for ``client`` when the profile checks
-        its clients."""
+        """Run one batch item through the response cache and the pipeline; its answer
+        bytes (our error on a Lasso failure), its outcome and how the cache answered,
+        counted for ``client`` when the profile checks its clients."""
         try:
-            if served is None:
-                t0 = monotonic()
-                answer = await self.cache.execute(
-                    rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
-                )
-            else:
-                t0 = served[1]
-                answer = await served[0]
+            t0 = monotonic()
+            answer = self.cache.serve(
+                rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+            )
+            if not isinstance(answer, tuple):
+                answer = await answer
             return self._finish(rt, item, strategy, client, answer, t0)
         except Exception:  # a bug must cost one item an error, never the batch or a 500
             return self._internal(item, client)
@@ -387,13 +386,30 @@ class RpcHandler:
         meta: _Meta | None,
         client: Client | None = None,
         no_cache: bool = False,
-        served: tuple[Awaitable[tuple[Outcome, str | None]], float] | None = None,
+        served: Awaitable[tuple[Outcome, str | None]] | None = None,
+        t0: float = 0.0,
         owner: str | None = None,
     ) -> Response:
+        """One request's answer (:meth:`_execute` for a single item, inlined: one coroutine
+        on the hot path). ``served``: the cache's call already started at ``t0``."""
         if owner is not None:  # an unchecked client making a filter (this task only)
             FILTER_OWNER.set(owner)
-        done = await self._execute(rt, item, strategy, provider_id, client, no_cache, served)
-        return _respond(item, rt, strategy, meta, *done)
+        try:
+            if served is None:
+                t0 = monotonic()
+                answer = self.cache.serve(
+                    rt, item.method, item.params, strategy, provider_id, no_cache=no_cache
+                )
+                if not isinstance(answer, tuple):
+                    answer = await answer
+            else:
+                answer = await served
+            body, out, cache = self._finish(rt, item, strategy, client, answer, t0)
+        except Exception:  # a bug must cost the request an error, never a 500
+            body, out, cache = self._internal(item, client)
+        if meta is None and not item.notification:  # _respond's usual answer, inlined
+            return Response(200, body, headers=_CACHE_HEADER[cache])
+        return _respond(item, rt, strategy, meta, body, out, cache)
 
     async def run_batch(
         self,

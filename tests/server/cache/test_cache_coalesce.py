@@ -41,6 +41,27 @@ async def test_followers_share_the_leaders_call() -> None:
     assert len(co) == 0
 
 
+async def test_run_then_maps_each_callers_value_once() -> None:
+    """run_then answers then(value, shared) for the leader and each follower, not on failure."""
+    co: Coalescer[str] = Coalescer()
+    call = Call()
+    seen: list[tuple[str, bool]] = []
+
+    def then(value: str, shared: bool) -> str:
+        seen.append((value, shared))
+        return value.upper()
+
+    tasks = [asyncio.create_task(co.run_then(b"k", call, then)) for _ in range(3)]
+    await eventually(lambda: co.waiters(b"k") == 2)
+    call.release.set()
+    assert await asyncio.gather(*tasks) == ["ANSWER-1"] * 3
+    assert sorted(seen) == [("answer-1", False), ("answer-1", True), ("answer-1", True)]
+    call.fail = RuntimeError("upstream bug")
+    with pytest.raises(RuntimeError):
+        await co.run_then(b"k", call, then)
+    assert len(seen) == 3 and len(co) == 0
+
+
 async def test_different_keys_do_not_share() -> None:
     """Calls under different keys run separately."""
     co: Coalescer[str] = Coalescer()

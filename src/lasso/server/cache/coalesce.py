@@ -14,12 +14,13 @@ makes a new call (the response cache, not this, serves repeats).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 __all__ = ["Coalescer"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _GONE: Any = object()  # the leader was cancelled: followers run the call again
 
@@ -62,16 +63,26 @@ class Coalescer(Generic[T]):
         flight = self._flights.get(key)
         return 0 if flight is None else flight.waiters
 
-    async def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    def run(
+        self, key: bytes, call: Callable[[], Awaitable[T]]
+    ) -> Coroutine[Any, Any, tuple[T, bool]]:
         """Run ``call()`` unless a call for ``key`` is in flight; then share its value.
 
         Returns:
-            The value and whether it came from another caller's call.
+            A coroutine of the value and whether it came from another caller's call.
 
         Raises:
             Whatever ``call()`` raised (for followers too), and CancelledError when this
             caller is cancelled.
         """
+        return self.run_then(key, call, _pair)
+
+    async def run_then(
+        self, key: bytes, call: Callable[[], Awaitable[T]], then: Callable[[T, bool], R]
+    ) -> R:
+        """:meth:`run`, answering ``then(value, shared)`` (called once the value is there,
+        not on an exception): a caller that only maps or counts the value needs no
+        coroutine of its own around this one (the hot path)."""
         flight = self._flights.get(key)
         while flight is not None:
             flight.waiters += 1
@@ -81,7 +92,7 @@ class Coalescer(Generic[T]):
                 flight.waiters -= 1
             if value is not _GONE:
                 self.followers += 1
-                return value, True
+                return then(value, True)
             flight = self._flights.get(key)  # the leader went away: lead or follow anew
         flight = _Flight()
         flights = self._flights
@@ -102,7 +113,11 @@ class Coalescer(Generic[T]):
             del flights[key]
         if flight.future is not None:
             flight.future.set_result(value)
-        return value, False
+        return then(value, False)
 
     def __repr__(self) -> str:
         return f"<Coalescer in_flight={len(self._flights)} followers={self.followers}>"
+
+
+def _pair(value: Any, shared: bool) -> tuple[Any, bool]:
+    return value, shared

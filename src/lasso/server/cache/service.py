@@ -210,8 +210,10 @@ class ResponseCache:
         config = rt.config
         cc = self.chain(rt)
         req = classify(method, params)
-        if req.depends is Depends.NEVER or not config.cache.enabled:
-            return self._uncached(rt, cc, method, params, strategy, provider_id, no_cache)
+        if req.depends is Depends.NEVER or not config.cache.enabled:  # never cacheable
+            if no_cache or not config.coalesce or not is_replay_safe(method):
+                return self._alone(rt, method, params, strategy, provider_id)
+            return self._coalesced(rt, cc, method, params, strategy, provider_id)
         now = self.clock()
         cc.last_used = now  # the head watch keeps the chain's window while it is used
         key = cache_key(method, params)
@@ -233,7 +235,7 @@ class ResponseCache:
             status = "miss"
         return self._shared(rt, cc, req, key, method, params, strategy, provider_id, status)
 
-    async def _uncached(
+    def _coalesced(
         self,
         rt: ChainRuntime,
         cc: ChainCache,
@@ -241,24 +243,30 @@ class ResponseCache:
         params: Any,
         strategy: str,
         provider_id: str | None,
-        no_cache: bool,
-    ) -> tuple[Outcome, str | None]:
-        """Never cacheable (or the chain's cache is off): coalesced if a shareable read."""
-        if no_cache or not rt.config.coalesce or not is_replay_safe(method):
-            return await self.inner(rt, method, params, strategy, provider_id), None
+    ) -> Awaitable[tuple[Outcome, str | None]]:
+        """A never-cacheable shareable read (or any read when the chain's cache is off):
+        coalesced. A plain function: the coalescer's coroutine is the only one this adds."""
         ckey = cache_key(method, params)
         if provider_id is not None:
             ckey += b"\x01" + provider_id.encode()
-        out, shared = await cc.coalescer.run(
-            ckey,
-            lambda: self.inner(rt, method, params, strategy, provider_id),
-        )
-        cc.count(method, "uncached")  # /api/cache's requests count every coalesced one
-        if shared:
-            cc.count_coalesced(method)
-        return out, None
 
-    async def _shared(
+        def counted(out: Outcome, shared: bool) -> tuple[Outcome, str | None]:
+            cc.count(method, "uncached")  # /api/cache's requests count every coalesced one
+            if shared:
+                cc.count_coalesced(method)
+            return out, None
+
+        return cc.coalescer.run_then(
+            ckey, lambda: self.inner(rt, method, params, strategy, provider_id), counted
+        )
+
+    async def _alone(
+        self, rt: ChainRuntime, method: str, params: Any, strategy: str, provider_id: str | None
+    ) -> tuple[Outcome, str | None]:
+        """Its own upstream call, neither cached nor coalesced."""
+        return await self.inner(rt, method, params, strategy, provider_id), None
+
+    def _shared(
         self,
         rt: ChainRuntime,
         cc: ChainCache,
@@ -269,21 +277,30 @@ class ResponseCache:
         strategy: str,
         provider_id: str | None,
         status: str,
-    ) -> tuple[Outcome, str | None]:
-        """A miss (or a pinned bypass): one call per group of identical items in flight."""
+    ) -> Awaitable[tuple[Outcome, str | None]]:
+        """A miss (or a pinned bypass): one call per group of identical items in flight.
+        A plain function: the coalescer's coroutine is the only one this adds."""
 
         def fill() -> Awaitable[tuple[Outcome, str]]:
             return self._fill(rt, cc, req, key, method, params, strategy, provider_id, status)
 
+        def counted(answer: tuple[Outcome, str], shared: bool) -> tuple[Outcome, str | None]:
+            cc.count(method, answer[1])
+            if shared:
+                cc.count_coalesced(method)
+            return answer
+
         if not rt.config.coalesce:
-            out, status = await fill()
-            cc.count(method, status)
-            return out, status
+            return self._counted(cc, method, fill())
         ckey = key if provider_id is None else key + b"\x01" + provider_id.encode()
-        (out, status), shared = await cc.coalescer.run(ckey, fill)
+        return cc.coalescer.run_then(ckey, fill, counted)
+
+    @staticmethod
+    async def _counted(
+        cc: ChainCache, method: str, filled: Awaitable[tuple[Outcome, str]]
+    ) -> tuple[Outcome, str | None]:
+        out, status = await filled
         cc.count(method, status)
-        if shared:
-            cc.count_coalesced(method)
         return out, status
 
     async def _fill(
