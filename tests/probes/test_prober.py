@@ -425,7 +425,12 @@ async def test_fastest_routes_back_to_a_provider_that_probes_recovered(
 ) -> None:
     """After a probe-driven close, the provider's pre-outage failure streak no longer bars
     it: ``fastest`` explores it, it requalifies, and it wins the traffic back."""
-    fleet = await sim_fleet({"fast": Behavior(), "slow": Behavior(latency_ms=30)})
+    # No block during the test: with blocks, "slow"'s periodic height poll may see a block
+    # "fast"'s last recovery probe did not, and block-consistent routing then rightly puts
+    # "fast" second until its own next poll (tests/integration/test_consistency*).
+    fleet = await sim_fleet(
+        {"fast": Behavior(), "slow": Behavior(latency_ms=30)}, block_time_s=3600.0
+    )
     app = await lasso_node(
         profile_yaml(routed_chain_yaml(fleet, extra=RECOVERY.format(ms=12_000))), probes=True
     )
